@@ -1,0 +1,269 @@
+"""Configuration: a TOML file becomes frozen, validated objects.
+
+Every refusal names the file, the line and the reason (``FILE:LINE: reason``), and
+happens before anything touches the firewall.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sesame.doors import NAME_RE, Door
+from sesame.errors import ConfigError
+from sesame.ports import Port, parse_port
+
+IFNAME_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Server:
+    """The ``[server]`` table."""
+
+    interface: str | None = None
+    public: tuple[Port, ...] = ()
+    scanner_hold: int = 60
+    log_group: int = 5155
+    max_sources: int = 100_000
+    table: str = "sesame"
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """A whole, validated server configuration."""
+
+    path: str
+    server: Server
+    doors: tuple[Door, ...]
+
+    @property
+    def doors_by_name(self) -> dict[str, Door]:
+        return {door.name: door for door in self.doors}
+
+    @property
+    def guarded(self) -> tuple[Port, ...]:
+        """Every port a door gates in the kernel, each once."""
+        return tuple(sorted({p for d in self.doors if d.gate for p in d.open}))
+
+    @property
+    def knock_ports(self) -> tuple[Port, ...]:
+        """Every port that is part of some knock sequence, each once."""
+        return tuple(
+            sorted({p for d in self.doors for _, seq in d.sequences() for p in seq})
+        )
+
+    @property
+    def hold(self) -> int:
+        """How long a scanner stays marked: at least the longest seq_timeout."""
+        longest = max((d.seq_timeout for d in self.doors), default=0.0)
+        return max(self.server.scanner_hold, int(-(-longest // 1)))
+
+
+class _Lines:
+    """Finds the line of a table or key in TOML text (tomllib gives no positions)."""
+
+    _HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_-]+)\s*\]\]?")
+    _KEY = re.compile(r"^\s*([A-Za-z0-9_-]+|\"[^\"]*\")\s*=")
+
+    def __init__(self, text: str) -> None:
+        self.where: dict[tuple[str, int, str], int] = {}
+        table, index, depth = "", 0, 0
+        counts: dict[str, int] = {}
+        for number, line in enumerate(text.splitlines(), 1):
+            code = re.sub(r"\"(?:[^\"\\]|\\.)*\"|'[^']*'", '""', line).split("#", 1)[0]
+            if depth == 0:
+                header = self._HEADER.match(code)
+                if header:
+                    table = header.group(2)
+                    if header.group(1) == "[[":
+                        index = counts.get(table, -1) + 1
+                        counts[table] = index
+                    else:
+                        index = 0
+                    self.where.setdefault((table, index, ""), number)
+                    continue
+                key = self._KEY.match(code)
+                if key:
+                    self.where.setdefault((table, index, key.group(1).strip('"')), number)
+            depth = max(0, depth + code.count("[") - code.count("]"))
+
+    def line(self, table: str, index: int = 0, key: str = "") -> int:
+        return self.where.get((table, index, key)) or self.where.get((table, index, ""), 1)
+
+
+_SERVER_KEYS = {"interface", "public", "scanner_hold", "log_group", "max_sources", "table"}
+_DOOR_KEYS = {
+    "name", "sequence", "seq_timeout", "open", "open_for", "close_sequence",
+    "start_command", "stop_command", "gate",
+}
+
+
+def load(path: str) -> Config:
+    """Read and validate ``path``; raise :class:`ConfigError` on any fault."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError as exc:
+        raise ConfigError(path, 0, f"cannot read: {exc.strerror}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(path, 1, "not UTF-8 text") from None
+    return parse(text, path)
+
+
+def parse(text: str, path: str = "<config>") -> Config:
+    """Validate TOML ``text``; ``path`` is only used in error messages."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        found = re.search(r"line (\d+)", str(exc))
+        reason = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
+        raise ConfigError(path, int(found.group(1)) if found else 1, reason) from None
+    lines = _Lines(text)
+
+    def fail(table: str, index: int, key: str, reason: str) -> ConfigError:
+        return ConfigError(path, lines.line(table, index, key), reason)
+
+    for table in raw:
+        if table not in ("server", "door"):
+            raise fail(table, 0, "", f"unknown table [{table}] (expected [server] or [[door]])")
+    server_raw = raw.get("server", {})
+    if not isinstance(server_raw, dict):
+        raise fail("server", 0, "", "[server] must be a table")
+    server = _server(server_raw, lambda k, r: fail("server", 0, k, r))
+    doors_raw = raw.get("door", [])
+    if not isinstance(doors_raw, list) or not doors_raw:
+        raise fail("door", 0, "", "no [[door]]: at least one door is needed")
+    doors: list[Door] = []
+    for i, door_raw in enumerate(doors_raw):
+        doors.append(_door(door_raw, lambda k, r, i=i: fail("door", i, k, r)))
+    config = Config(path, server, tuple(doors))
+    _cross_checks(config, lambda i, k, r: fail("door", i, k, r))
+    return config
+
+
+Fail = Callable[[str, str], ConfigError]
+
+
+def _check_keys(raw: dict[str, Any], allowed: set[str], what: str, fail: Fail) -> None:
+    for key in raw:
+        if key not in allowed:
+            raise fail(key, f"unknown key {key!r} in {what} (known: {', '.join(sorted(allowed))})")
+
+
+def _ports(raw: dict[str, Any], key: str, fail: Fail) -> tuple[Port, ...]:
+    value = raw.get(key, [])
+    if not isinstance(value, list):
+        raise fail(key, f"{key} must be a list like [\"7000/tcp\", \"8000/udp\"]")
+    try:
+        return tuple(parse_port(item) for item in value)
+    except (ValueError, TypeError) as exc:
+        raise fail(key, f"{key}: {exc}") from None
+
+
+def _int(raw: dict[str, Any], key: str, default: int, lo: int, hi: int, fail: Fail) -> int:
+    value = raw.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise fail(key, f"{key} must be a whole number from {lo} to {hi}")
+    return value
+
+
+def _server(raw: dict[str, Any], fail: Fail) -> Server:
+    _check_keys(raw, _SERVER_KEYS, "[server]", fail)
+    interface = raw.get("interface")
+    if interface is not None and (not isinstance(interface, str) or not IFNAME_RE.match(interface)):
+        raise fail("interface", "interface must be an interface name like \"eth0\"")
+    table = raw.get("table", "sesame")
+    if not isinstance(table, str) or not NAME_RE.match(table) or "." in table:
+        raise fail("table", "table must be a name of letters, digits, '_' or '-'")
+    return Server(
+        interface=interface,
+        public=_ports(raw, "public", fail),
+        scanner_hold=_int(raw, "scanner_hold", 60, 1, 86400, fail),
+        log_group=_int(raw, "log_group", 5155, 1, 65535, fail),
+        max_sources=_int(raw, "max_sources", 100_000, 1, 10_000_000, fail),
+        table=table,
+    )
+
+
+def _argv(raw: dict[str, Any], key: str, fail: Fail) -> tuple[str, ...]:
+    value = raw.get(key, [])
+    if isinstance(value, str):
+        raise fail(key, f"{key} must be a list of arguments like [\"/usr/bin/logger\", \"{{ip}}\"]"
+                   " (sesame runs no shell)")
+    if not isinstance(value, list) or not all(isinstance(a, str) for a in value):
+        raise fail(key, f"{key} must be a list of strings")
+    if value and not value[0].startswith("/"):
+        raise fail(key, f"{key}: the program must be an absolute path, not {value[0]!r}")
+    return tuple(value)
+
+
+def _door(raw: Any, fail: Fail) -> Door:
+    if not isinstance(raw, dict):
+        raise fail("", "[[door]] must be a table")
+    _check_keys(raw, _DOOR_KEYS, "[[door]]", fail)
+    for key in ("name", "sequence", "open"):
+        if key not in raw:
+            raise fail("", f"door is missing {key!r}")
+    name = raw["name"]
+    if not isinstance(name, str):
+        raise fail("name", "name must be a string")
+    seq_timeout = raw.get("seq_timeout", 25)
+    if isinstance(seq_timeout, bool) or not isinstance(seq_timeout, int | float):
+        raise fail("seq_timeout", "seq_timeout must be a number of seconds")
+    gate = raw.get("gate", True)
+    if not isinstance(gate, bool):
+        raise fail("gate", "gate must be true or false")
+    fields = {
+        "sequence": _ports(raw, "sequence", fail),
+        "open": _ports(raw, "open", fail),
+        "close_sequence": _ports(raw, "close_sequence", fail),
+        "start_command": _argv(raw, "start_command", fail),
+        "stop_command": _argv(raw, "stop_command", fail),
+    }
+    try:
+        return Door(
+            name=name,
+            seq_timeout=float(seq_timeout),
+            open_for=_int(raw, "open_for", 30, 1, 86400, fail),
+            gate=gate,
+            **fields,  # type: ignore[arg-type]
+        )
+    except ValueError as exc:
+        message = str(exc)
+        key = max((k for k in _DOOR_KEYS if message.startswith(k)), key=len, default="name")
+        raise fail(key, message) from None
+
+
+def _cross_checks(config: Config, fail: Callable[[int, str, str], ConfigError]) -> None:
+    seen: dict[str, int] = {}
+    patterns: list[tuple[int, str, tuple[Port, ...]]] = []
+    for i, door in enumerate(config.doors):
+        if door.name in seen:
+            raise fail(i, "name", f"door name {door.name!r} is used twice")
+        seen[door.name] = i
+        for kind, seq in door.sequences():
+            key = "sequence" if kind == "open" else "close_sequence"
+            for j, other_key, other in patterns:
+                short, long_ = sorted((seq, other), key=len)
+                if long_[: len(short)] == short:
+                    other_name = config.doors[j].name
+                    raise fail(i, key, f"{key} is ambiguous with door {other_name!r}'s "
+                               f"{other_key}: one is a prefix of the other")
+            patterns.append((i, key, seq))
+    knock = set(config.knock_ports)
+    public = set(config.server.public)
+    for i, door in enumerate(config.doors):
+        for port in door.open:
+            if port in knock:
+                raise fail(i, "open", f"{port} is both opened and a knock port")
+            if port in public:
+                raise fail(i, "open", f"{port} is both opened by a door and public in [server]")
+        for _, seq in door.sequences():
+            for port in seq:
+                if port in public:
+                    raise fail(i, "sequence", f"{port} is both a knock port and public in [server]")

@@ -1,0 +1,55 @@
+"""Immutable values that flow into and out of the engine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address
+from typing import Literal
+
+from sesame.ports import Port
+
+Address = IPv4Address | IPv6Address
+CloseReason = Literal["expired", "unknock", "revoked", "door removed"]
+
+
+@dataclass(frozen=True, slots=True)
+class Knock:
+    """A knock packet as the sensor saw it: who sent it, to which port."""
+
+    source: Address
+    port: Port
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """An address may reach a door's ports until ``expires`` (engine time)."""
+
+    door: str
+    address: Address
+    ports: tuple[Port, ...]
+    expires: float
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    """A new grant: open the ports (and run the door's start command)."""
+
+    grant: Grant
+
+
+@dataclass(frozen=True, slots=True)
+class Refreshed:
+    """An existing grant got a new deadline: one entry stays one entry."""
+
+    grant: Grant
+
+
+@dataclass(frozen=True, slots=True)
+class Closed:
+    """A grant ended: close the ports (and run the door's stop command)."""
+
+    grant: Grant
+    reason: CloseReason
+
+
+Decision = Opened | Refreshed | Closed

@@ -1,0 +1,139 @@
+"""Knock sequence matching per source address, with bounded memory.
+
+Every transition lives in :func:`step`, one pure function over one attempt:
+
+=====================================  ==========================================
+the packet, for an attempt at stage k  what happens
+=====================================  ==========================================
+attempt older than its seq_timeout     the attempt is gone; the packet is judged
+                                       as if there were none
+the next port of the sequence          advance to stage k+1 (complete at the end)
+the port just matched (a duplicate,    nothing changes
+as some phone apps send)
+any other knock port                   the attempt is reset; if the packet is the
+                                       first port, a new attempt starts
+(no attempt) the first port            a new attempt at stage 1
+(no attempt) anything else             nothing
+=====================================  ==========================================
+
+Only knock ports ever reach the engine: the kernel drops everything else and marks
+sources that touch other ports as scanners, so they cannot complete a sequence.
+
+Memory is bounded: at most ``max_sources`` sources hold attempts at once. Sources
+are kept in least-recently-active order; when the table is full, expired sources
+are dropped first, then the least recently active one is evicted (counted).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+
+from sesame.engine.events import Address
+from sesame.ports import Port
+
+
+@dataclass(frozen=True, slots=True)
+class Pattern:
+    """One sequence to match, under an opaque key the caller chooses."""
+
+    key: Hashable
+    ports: tuple[Port, ...]
+    timeout: float
+
+
+# An attempt is (stage, started). Stage 0 means no attempt.
+NO_ATTEMPT: tuple[int, float] = (0, 0.0)
+
+
+def step(
+    pattern: Pattern, attempt: tuple[int, float], port: Port, now: float
+) -> tuple[tuple[int, float], bool]:
+    """One transition. Returns the new attempt and whether the sequence completed."""
+    stage, started = attempt
+    if stage and now - started > pattern.timeout:
+        stage, started = NO_ATTEMPT
+    ports = pattern.ports
+    if stage:
+        if port == ports[stage]:
+            stage += 1
+            if stage == len(ports):
+                return NO_ATTEMPT, True
+            return (stage, started), False
+        if port == ports[stage - 1]:
+            return (stage, started), False
+    if port == ports[0]:
+        if len(ports) == 1:
+            return NO_ATTEMPT, True
+        return (1, now), False
+    return NO_ATTEMPT, False
+
+
+class _Source:
+    __slots__ = ("attempts", "last")
+
+    def __init__(self, n: int) -> None:
+        self.attempts: list[tuple[int, float]] = [NO_ATTEMPT] * n
+        self.last = 0.0
+
+
+class SequenceMatcher:
+    """Matches knocks from many sources against several patterns at once."""
+
+    def __init__(self, patterns: Sequence[Pattern], max_sources: int = 100_000) -> None:
+        if max_sources < 1:
+            raise ValueError("max_sources must be at least 1")
+        self.patterns = tuple(patterns)
+        self.max_sources = max_sources
+        self._horizon = max((p.timeout for p in self.patterns), default=0.0)
+        self._sources: dict[Address, _Source] = {}
+        self.evicted = 0
+
+    def __len__(self) -> int:
+        return len(self._sources)
+
+    def feed(self, source: Address, port: Port, now: float) -> list[Hashable]:
+        """Advance every pattern for ``source``; return the keys that completed."""
+        state = self._sources.pop(source, None)
+        if state is None:
+            state = _Source(len(self.patterns))
+        completed: list[Hashable] = []
+        busy = False
+        for i, pattern in enumerate(self.patterns):
+            attempt, done = step(pattern, state.attempts[i], port, now)
+            state.attempts[i] = attempt
+            if done:
+                completed.append(pattern.key)
+            busy = busy or attempt[0] > 0
+        if busy:
+            state.last = now
+            self._make_room(now)
+            self._sources[source] = state  # re-inserted: most recently active
+        return completed
+
+    def expire(self, now: float) -> None:
+        """Forget sources whose every attempt has timed out."""
+        sources = self._sources
+        while sources:
+            oldest = next(iter(sources))
+            if now - sources[oldest].last <= self._horizon:
+                return
+            del sources[oldest]
+
+    def _make_room(self, now: float) -> None:
+        if len(self._sources) < self.max_sources:
+            return
+        self.expire(now)
+        while len(self._sources) >= self.max_sources:
+            del self._sources[next(iter(self._sources))]
+            self.evicted += 1
+
+    def stage(self, source: Address, key: Hashable) -> int:
+        """How many ports of pattern ``key`` ``source`` has matched (for tests)."""
+        state = self._sources.get(source)
+        if state is None:
+            return 0
+        for i, pattern in enumerate(self.patterns):
+            if pattern.key == key:
+                return state.attempts[i][0]
+        raise KeyError(key)

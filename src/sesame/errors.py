@@ -1,0 +1,36 @@
+"""The exception hierarchy.
+
+``SesameError`` is the one root. ``ConfigError`` is a local fault (the operator's
+file) and names the file, the line and the reason. ``RemoteError`` is raised by
+decoders of input that strangers control; the daemon's single entry point for
+packets catches it, counts it under its ``reason`` and drops the packet, so remote
+input can never unwind the daemon.
+"""
+
+from __future__ import annotations
+
+
+class SesameError(Exception):
+    """Root of every error sesame raises on purpose."""
+
+
+class ConfigError(SesameError):
+    """A configuration is refused: ``FILE:LINE: reason``."""
+
+    def __init__(self, path: str, line: int, reason: str) -> None:
+        super().__init__(f"{path}:{line}: {reason}")
+        self.path = path
+        self.line = line
+        self.reason = reason
+
+
+class RemoteError(SesameError):
+    """Input from the network is malformed; ``reason`` is a short counter name."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class FirewallError(SesameError):
+    """The kernel refused a firewall change (the message is nft's own)."""

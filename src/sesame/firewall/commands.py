@@ -1,0 +1,81 @@
+"""Per-door commands: argv lists with values substituted, never a shell."""
+
+from __future__ import annotations
+
+import logging
+import re
+import subprocess
+import time
+
+from sesame.doors import Door
+from sesame.engine.events import Closed, Decision, Opened
+
+log = logging.getLogger("sesame")
+_PLACEHOLDER = re.compile(r"\{(ip|port|proto|door)\}")
+COMMAND_TIMEOUT = 60.0
+
+
+def plan(decision: Decision, door: Door | None) -> list[list[str]]:
+    """The argv lists a decision runs: the start command for each opened port, the
+    stop command for each closed port, nothing for a refresh."""
+    if door is None:
+        return []
+    if isinstance(decision, Opened):
+        template = door.start_command
+    elif isinstance(decision, Closed):
+        template = door.stop_command
+    else:
+        return []
+    if not template:
+        return []
+    grant = decision.grant
+    out = []
+    for port in grant.ports:
+        values = {"ip": str(grant.address), "port": str(port.number),
+                  "proto": port.proto, "door": grant.door}
+        out.append([_PLACEHOLDER.sub(lambda m, v=values: v[m.group(1)], arg) for arg in template])
+    return out
+
+
+class Runner:
+    """Starts commands without waiting; reaps them, killing any that hang."""
+
+    def __init__(self) -> None:
+        self._running: list[tuple[subprocess.Popen[bytes], float, str]] = []
+
+    def start(self, argv: list[str], now: float) -> None:
+        try:
+            process = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, close_fds=True, start_new_session=True
+            )
+        except OSError as exc:
+            log.error("command %s failed to start: %s", argv[0], exc.strerror)
+            return
+        self._running.append((process, now + COMMAND_TIMEOUT, argv[0]))
+
+    def reap(self, now: float) -> None:
+        still = []
+        for process, deadline, name in self._running:
+            code = process.poll()
+            if code is None and now > deadline:
+                process.kill()
+                code = process.wait()
+                log.error("command %s killed after %ds", name, COMMAND_TIMEOUT)
+            if code is None:
+                still.append((process, deadline, name))
+            elif code != 0:
+                log.warning("command %s exited with %d", name, code)
+        self._running = still
+
+    def pending(self) -> bool:
+        return bool(self._running)
+
+    def wait(self, timeout: float = 5.0) -> None:
+        """At shutdown: give running commands ``timeout`` seconds, then reap."""
+        end = time.monotonic() + timeout
+        for process, _, _ in self._running:
+            try:
+                process.wait(max(0.0, end - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+        self.reap(time.monotonic())

@@ -1,0 +1,50 @@
+"""An in-memory gate with the NftGate interface, for tests (users' too)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from sesame.config import Config
+from sesame.engine.events import Address, Closed, Decision
+from sesame.firewall.ruleset import Entry
+from sesame.ports import Port
+
+
+class MemoryGate:
+    """Holds grant elements like the kernel's sets, with the deadline in caller time.
+
+    Every call takes ``now``, so a fake clock drives expiry.
+    """
+
+    def __init__(self) -> None:
+        self.elements: dict[tuple[Address, Port], tuple[str, float]] = {}
+        self.installed: Config | None = None
+        self.transactions = 0
+
+    def install(self, config: Config, stale: Iterable[Entry] = ()) -> None:
+        self.installed = config
+        for entry in stale:
+            self.elements.pop((entry.address, entry.port), None)
+        self.transactions += 1
+
+    def apply(self, decisions: Sequence[Decision], now: float) -> None:
+        for decision in decisions:
+            grant = decision.grant
+            for port in grant.ports:
+                if isinstance(decision, Closed):
+                    self.elements.pop((grant.address, port), None)
+                else:
+                    self.elements[grant.address, port] = (grant.door, grant.expires)
+        self.transactions += 1
+
+    def allows(self, address: Address, port: Port, now: float) -> bool:
+        """Would the kernel let a new connection from ``address`` to ``port`` in?"""
+        entry = self.elements.get((address, port))
+        return entry is not None and entry[1] > now
+
+    def entries_at(self, now: float) -> list[Entry]:
+        return [
+            Entry(address, port, door, deadline - now)
+            for (address, port), (door, deadline) in self.elements.items()
+            if deadline > now
+        ]

@@ -1,0 +1,171 @@
+"""The nftables table sesame owns, rendered as nft commands (pure text).
+
+Layout of ``table inet <name>`` (``sesame`` by default):
+
+- ``input`` (hook input, priority filter - 10): knock ports jump to ``knock``,
+  guarded ports jump to ``guard``; any other new TCP/UDP flow to this host that is
+  not to a public port marks its source in ``noisy4``/``noisy6`` for the scanner hold.
+- ``knock``: sources marked noisy are dropped unseen; TCP SYNs and UDP datagrams from
+  the rest go to userspace over NFLOG; every packet to a knock port is dropped
+  silently (no RST, no ICMP).
+- ``guard``: established/related traffic passes; a packet whose (source, proto,
+  port) is in ``grants4``/``grants6`` passes; everything else is dropped.
+
+Grants are set elements with a kernel timeout, so they expire even if sesame dies.
+The structure is (re)installed in one transaction that keeps the grant sets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from ipaddress import IPv4Address, ip_address
+from typing import Any
+
+from sesame.config import Config
+from sesame.engine.events import Address, Closed, Decision, Grant
+from sesame.ports import Port
+
+NOISY_SIZE = 65536
+SNAPLEN = 2048
+
+
+def _elements(ports: Iterable[Port]) -> str:
+    return ", ".join(f"{p.proto} . {p.number}" for p in ports)
+
+
+def install(config: Config) -> str:
+    """Commands that create or update the table, keeping live grants."""
+    t = f"inet {config.server.table}"
+    server = config.server
+    group = server.log_group
+    hold = config.hold
+    lines = [
+        f"add table {t}",
+        f"add set {t} grants4 {{ type ipv4_addr . inet_proto . inet_service; flags timeout; }}",
+        f"add set {t} grants6 {{ type ipv6_addr . inet_proto . inet_service; flags timeout; }}",
+        f"add set {t} noisy4 {{ type ipv4_addr; flags dynamic, timeout; size {NOISY_SIZE}; }}",
+        f"add set {t} noisy6 {{ type ipv6_addr; flags dynamic, timeout; size {NOISY_SIZE}; }}",
+    ]
+    for name, ports in (("guarded", config.guarded), ("knock", config.knock_ports),
+                        ("public", server.public)):
+        lines.append(f"add set {t} {name} {{ type inet_proto . inet_service; }}")
+        lines.append(f"flush set {t} {name}")
+        if ports:
+            lines.append(f"add element {t} {name} {{ {_elements(ports)} }}")
+    lines += [
+        f"add chain {t} input {{ type filter hook input priority filter - 10; policy accept; }}",
+        f"add chain {t} knock",
+        f"add chain {t} guard",
+        f"flush chain {t} input",
+        f"flush chain {t} knock",
+        f"flush chain {t} guard",
+        f'add rule {t} input iif "lo" accept',
+        f"add rule {t} input meta l4proto {{ tcp, udp }} meta l4proto . th dport @knock jump knock",
+        f"add rule {t} input meta l4proto {{ tcp, udp }} meta l4proto . th dport @guarded"
+        " jump guard",
+        f"add rule {t} input meta l4proto {{ tcp, udp }} meta l4proto . th dport @public accept",
+        f"add rule {t} input meta pkttype host ct state new meta nfproto ipv4"
+        f" meta l4proto {{ tcp, udp }} update @noisy4 {{ ip saddr timeout {hold}s }}",
+        f"add rule {t} input meta pkttype host ct state new meta nfproto ipv6"
+        f" meta l4proto {{ tcp, udp }} update @noisy6 {{ ip6 saddr timeout {hold}s }}",
+    ]
+    if server.interface:
+        lines.append(f'add rule {t} knock iifname != "{server.interface}" drop')
+    log = f"log group {group} snaplen {SNAPLEN} queue-threshold 1"
+    lines += [
+        f"add rule {t} knock ip saddr @noisy4 drop",
+        f"add rule {t} knock ip6 saddr @noisy6 drop",
+        f"add rule {t} knock tcp flags & (fin | syn | rst | ack) == syn {log} drop",
+        f"add rule {t} knock meta l4proto udp {log} drop",
+        f"add rule {t} knock drop",
+        f"add rule {t} guard ct state established,related accept",
+        f"add rule {t} guard ip saddr . meta l4proto . th dport @grants4 accept",
+        f"add rule {t} guard ip6 saddr . meta l4proto . th dport @grants6 accept",
+        f"add rule {t} guard drop",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _set(address: Address) -> str:
+    return "grants4" if isinstance(address, IPv4Address) else "grants6"
+
+
+def _key(address: Address, port: Port) -> str:
+    return f"{address} . {port.proto} . {port.number}"
+
+
+def remove(table: str, address: Address, ports: Iterable[Port]) -> list[str]:
+    """Delete grant elements whether or not they (still) exist: add, then delete."""
+    out: list[str] = []
+    for port in ports:
+        element = f"inet {table} {_set(address)} {{ {_key(address, port)} }}"
+        out += [f"add element {element}", f"delete element {element}"]
+    return out
+
+
+def put(table: str, grant: Grant, timeout_ms: int) -> list[str]:
+    """Install ``grant`` with a fresh timeout, replacing any same element."""
+    out = remove(table, grant.address, grant.ports)
+    for port in grant.ports:
+        out.append(
+            f"add element inet {table} {_set(grant.address)} {{ {_key(grant.address, port)}"
+            f' timeout {timeout_ms}ms comment "{grant.door}" }}'
+        )
+    return out
+
+
+def decisions(table: str, items: Sequence[Decision], now: float) -> str:
+    """The commands that carry out engine decisions, for one transaction."""
+    lines: list[str] = []
+    for item in items:
+        if isinstance(item, Closed):
+            lines += remove(table, item.grant.address, item.grant.ports)
+        else:
+            lines += put(table, item.grant, max(1, round((item.grant.expires - now) * 1000)))
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One element of a grant set as the kernel holds it."""
+
+    address: Address
+    port: Port
+    door: str
+    left: float  # seconds until the kernel drops it
+
+
+def parse_grants(items: list[dict[str, Any]]) -> list[Entry]:
+    """The elements of listed grant sets (``nft -j list set`` output)."""
+    out: list[Entry] = []
+    for item in items:
+        elements = item.get("set", {}).get("elem", [])
+        for element in elements:
+            body = element.get("elem", element) if isinstance(element, dict) else {}
+            value = body.get("val", body) if isinstance(body, dict) else body
+            concat = value.get("concat") if isinstance(value, dict) else None
+            if not isinstance(concat, list) or len(concat) != 3:
+                continue
+            addr, proto, number = concat
+            proto = {6: "tcp", 17: "udp"}.get(proto, proto)
+            if proto not in ("tcp", "udp"):
+                continue
+            left = body.get("expires", body.get("timeout", 0)) if isinstance(body, dict) else 0
+            comment = body.get("comment", "") if isinstance(body, dict) else ""
+            out.append(Entry(ip_address(addr), Port(proto, int(number)), str(comment), float(left)))
+    return out
+
+
+def to_grants(entries: Iterable[Entry], now: float) -> list[Grant]:
+    """Group kernel elements into grants by (door, address); the earliest expiry wins."""
+    ports: dict[tuple[str, Address], list[Port]] = {}
+    left: dict[tuple[str, Address], float] = {}
+    for entry in entries:
+        key = (entry.door, entry.address)
+        ports.setdefault(key, []).append(entry.port)
+        left[key] = min(left.get(key, entry.left), entry.left)
+    return [
+        Grant(door, address, tuple(sorted(ports[door, address])), now + left[door, address])
+        for door, address in ports
+    ]

@@ -1,0 +1,275 @@
+"""``sesame lab``: the two-host demo in network namespaces, narrated step by step.
+
+Its parts (the daemon as a process, a TCP echo service, connection probes) are the
+same ones the kernel tests use.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+
+from sesame import client
+from sesame.netns import Topology, inside
+from sesame.ports import parse_port
+
+LAB_CONFIG = """\
+[server]
+
+[[door]]
+name = "ssh"
+sequence = ["7000/tcp", "8000/tcp", "9000/udp"]
+seq_timeout = 5
+open = ["22/tcp"]
+open_for = {open_for}
+close_sequence = ["9000/tcp", "8000/tcp", "7000/tcp"]
+"""
+
+
+class DaemonProcess:
+    """``sesame serve`` running in a namespace, its log lines kept for waiting on."""
+
+    def __init__(self, netns: str, config_path: str, *extra: str) -> None:
+        self.netns = netns
+        self.argv = ["ip", "netns", "exec", netns, sys.executable, "-m", "sesame",
+                     *extra, "serve", "-c", config_path]
+        self.lines: list[str] = []
+        self._changed = threading.Condition()
+        self.process: subprocess.Popen[str] | None = None
+
+    def start(self, ready: bool = True, timeout: float = 20.0) -> DaemonProcess:
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self.process = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                        text=True, env=env)
+        threading.Thread(target=self._read, daemon=True).start()
+        if ready:
+            self.wait_for(r"ready:", timeout)
+        return self
+
+    def _read(self) -> None:
+        assert self.process is not None and self.process.stderr is not None
+        for line in self.process.stderr:
+            with self._changed:
+                self.lines.append(line.rstrip("\n"))
+                self._changed.notify_all()
+        with self._changed:
+            self._changed.notify_all()
+
+    def mark(self) -> int:
+        """A position in the log: ``wait_for(..., since=mark)`` looks after it."""
+        with self._changed:
+            return len(self.lines)
+
+    def wait_for(self, pattern: str, timeout: float = 10.0, since: int = 0) -> re.Match[str]:
+        """Block until a log line after ``since`` matches ``pattern``."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                for line in self.lines[since:]:
+                    found = regex.search(line)
+                    if found:
+                        return found
+                since = len(self.lines)
+                left = deadline - time.monotonic()
+                exited = self.process is not None and self.process.poll() is not None
+                if left <= 0 or exited:
+                    raise TimeoutError(
+                        f"no log line matching {pattern!r}"
+                        + (" (daemon exited)" if exited else "")
+                        + "; log:\n" + "\n".join(self.lines[-30:])
+                    )
+                self._changed.wait(min(left, 0.5))
+
+    def signal(self, signum: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(signum)
+
+    def stop(self, timeout: float = 10.0) -> int:
+        """SIGTERM, then wait; SIGKILL if it does not end in time."""
+        if self.process is None:
+            return 0
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+class EchoServer:
+    """A TCP service in a namespace that echoes what it is sent (IPv4 and IPv6)."""
+
+    def __init__(self, netns: str, port: int) -> None:
+        with inside(netns):
+            self.sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("::", port))
+        self.sock.listen(16)
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._echo, args=(conn,), daemon=True).start()
+
+    @staticmethod
+    def _echo(conn: socket.socket) -> None:
+        with conn:
+            while data := conn.recv(4096):
+                conn.sendall(data)
+
+    def close(self) -> None:
+        self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+
+
+def connect(netns: str, address: str, port: int, timeout: float = 1.0) -> socket.socket | None:
+    """A connection from ``netns``, or None if nothing answered within ``timeout``.
+
+    A refusal (RST) raises ConnectionRefusedError: a gate must never send one.
+    """
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with inside(netns):
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect((address, port))
+    except TimeoutError:
+        sock.close()
+        return None
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def echo(sock: socket.socket, data: bytes = b"ping") -> bool:
+    """Does the connection still carry data both ways?"""
+    try:
+        sock.sendall(data)
+        return sock.recv(len(data)) == data
+    except OSError:
+        return False
+
+
+def reachable(netns: str, address: str, port: int, timeout: float = 1.0) -> bool:
+    """Can ``netns`` open a new connection and exchange data?"""
+    sock = connect(netns, address, port, timeout)
+    if sock is None:
+        return False
+    with sock:
+        return echo(sock)
+
+
+def knock_from(netns: str, address: str, *ports: str, delay_ms: int = 0) -> None:
+    """Send a knock sequence from inside ``netns`` with sesame's client."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with inside(netns):
+        client.knock(family, address, [parse_port(p) for p in ports], delay_ms)
+
+
+def run(open_for: int = 4) -> int:
+    """The narrated demo. Returns 0 when every step showed what it should."""
+    if os.geteuid() != 0:
+        print("sesame lab needs root (network namespaces and nftables)", file=sys.stderr)
+        return 1
+    failures: list[str] = []
+
+    def step(text: str, ok: bool) -> None:
+        print(f"  [{'ok' if ok else 'FAILED'}] {text}", flush=True)
+        if not ok:
+            failures.append(text)
+
+    def say(text: str) -> None:
+        print(f"\n{text}", flush=True)
+
+    topo = Topology(tag=f"lab{os.getpid()}")
+    daemon: DaemonProcess | None = None
+    echo_server: EchoServer | None = None
+    held: socket.socket | None = None
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        with tempfile.TemporaryDirectory(prefix="sesame-lab-") as tmp:
+            say("Building the lab: a server, a user and a stranger in network namespaces")
+            topo.build()
+            server, user, stranger = topo["server"], topo["user"], topo["stranger"]
+            print(f"  server {server.ipv4} / {server.ipv6}\n  user {user.ipv4}\n"
+                  f"  stranger {stranger.ipv4}")
+            path = os.path.join(tmp, "sesame.toml")
+            with open(path, "w") as handle:
+                handle.write(LAB_CONFIG.format(open_for=open_for))
+            print(f"\nThe config ({path}):\n" + LAB_CONFIG.format(open_for=open_for))
+            echo_server = EchoServer(server.netns, 22)
+            say("Starting the echo service on 22/tcp and `sesame serve` in the server")
+            daemon = DaemonProcess(server.netns, path).start()
+            step("sesame is serving", True)
+            target = server.ipv4
+            check: Callable[[str], bool] = lambda ns: reachable(ns, target, 22)  # noqa: E731
+
+            say("Before any knock, nobody can reach port 22")
+            step("user is blocked", not check(user.netns))
+            step("stranger is blocked", not check(stranger.netns))
+
+            say("The user knocks: 7000/tcp 8000/tcp 9000/udp")
+            mark = daemon.mark()
+            knock_from(user.netns, target, "7000/tcp", "8000/tcp", "9000/udp")
+            found = daemon.wait_for(r"opened door ssh to (\S+):", 5, since=mark)
+            step(f"sesame opened 22/tcp to {found.group(1)} for {open_for}s", True)
+            step("user connects and is echoed", check(user.netns))
+            step("stranger is still blocked", not check(stranger.netns))
+
+            say(f"The user keeps a connection open past the {open_for}s window")
+            held = connect(user.netns, target, 22)
+            step("connection established inside the window", held is not None and echo(held))
+            daemon.wait_for(r"closed door ssh for \S+ \(expired\)", open_for + 5, since=mark)
+            step("the grant expired", True)
+            step("the established connection still works", held is not None and echo(held))
+            step("a new connection from the user is blocked again", not check(user.netns))
+
+            say("The user knocks again, then un-knocks: 9000/tcp 8000/tcp 7000/tcp")
+            mark = daemon.mark()
+            knock_from(user.netns, target, "7000/tcp", "8000/tcp", "9000/udp")
+            daemon.wait_for(r"opened door ssh", 5, since=mark)
+            step("open again", check(user.netns))
+            knock_from(user.netns, target, "9000/tcp", "8000/tcp", "7000/tcp")
+            daemon.wait_for(r"closed door ssh for \S+ \(unknock\)", 5, since=mark)
+            step("the un-knock closed the door before its time", not check(user.netns))
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        failures.append("interrupted")
+    except Exception as exc:
+        print(f"\nlab failed: {exc}", file=sys.stderr)
+        failures.append(str(exc))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        say("Cleaning up: stopping sesame, removing the namespaces")
+        if held is not None:
+            held.close()
+        if echo_server is not None:
+            echo_server.close()
+        if daemon is not None:
+            daemon.stop()
+        topo.close()
+        left = [n for n in topo.made]
+        print("  done" if not left else f"  left behind: {left}")
+    if failures:
+        print(f"\n{len(failures)} step(s) failed", file=sys.stderr)
+        return 1
+    print("\nEvery step behaved as it should.")
+    return 0

@@ -1,0 +1,44 @@
+"""Ports as sesame names them: ``PORT/PROTO`` values, validated when built."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+Proto = Literal["tcp", "udp"]
+PROTOS: tuple[Proto, ...] = ("tcp", "udp")
+
+_PORT_RE = re.compile(r"^\s*(\d{1,5})\s*(?:[/:]\s*([A-Za-z]+)\s*)?$")
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Port:
+    """One transport port: a protocol and a number in 1..65535."""
+
+    proto: Proto
+    number: int
+
+    def __post_init__(self) -> None:
+        if self.proto not in PROTOS:
+            raise ValueError(f"protocol must be tcp or udp, not {self.proto!r}")
+        if not 1 <= self.number <= 65535:
+            raise ValueError(f"port {self.number} is out of range 1-65535")
+
+    def __str__(self) -> str:
+        return f"{self.number}/{self.proto}"
+
+
+def parse_port(text: str | int, default: Proto = "tcp") -> Port:
+    """Parse ``7000``, ``"7000"``, ``"7000/udp"`` or knockd's ``"7000:udp"``."""
+    if isinstance(text, bool):
+        raise ValueError(f"not a port: {text!r}")
+    if isinstance(text, int):
+        return Port(default, text)
+    match = _PORT_RE.match(text)
+    if match is None:
+        raise ValueError(f"not a port: {text!r} (expected PORT, PORT/tcp or PORT/udp)")
+    proto = (match.group(2) or default).lower()
+    if proto not in PROTOS:
+        raise ValueError(f"unknown protocol {match.group(2)!r} in {text!r} (tcp or udp)")
+    return Port(proto, int(match.group(1)))  # type: ignore[arg-type]

@@ -1,0 +1,134 @@
+"""The NFLOG netlink protocol (nfnetlink_log), as pure encoders and decoders.
+
+The kernel's ``log group N`` statement sends each logged packet to the netlink
+socket bound to group N. These functions build the configuration requests and
+split the kernel's messages; the socket itself lives in :mod:`sesame.sensor`.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from sesame.errors import RemoteError
+
+NETLINK_NETFILTER = 12
+NFNL_SUBSYS_ULOG = 4
+NFULNL_MSG_PACKET = 0
+NFULNL_MSG_CONFIG = 1
+NLMSG_ERROR = 2
+NLMSG_DONE = 3
+NLM_F_REQUEST = 1
+NLM_F_ACK = 4
+
+# Configuration attributes and commands.
+NFULA_CFG_CMD = 1
+NFULA_CFG_MODE = 2
+NFULA_CFG_NLBUFSIZ = 3
+NFULA_CFG_TIMEOUT = 4
+NFULA_CFG_QTHRESH = 5
+NFULNL_CFG_CMD_BIND = 1
+NFULNL_CFG_CMD_UNBIND = 2
+NFULNL_COPY_PACKET = 2
+
+# Packet attributes.
+NFULA_PACKET_HDR = 1
+NFULA_IFINDEX_INDEV = 4
+NFULA_PAYLOAD = 9
+NFULA_PREFIX = 10
+
+_NLMSGHDR = struct.Struct("=IHHII")
+_NLATTR = struct.Struct("=HH")
+_NLA_TYPE_MASK = 0x3FFF
+
+
+def _attr(kind: int, data: bytes) -> bytes:
+    size = _NLATTR.size + len(data)
+    return _NLATTR.pack(size, kind) + data + b"\0" * (-size % 4)
+
+
+def config_message(group: int, seq: int, *, bind: bool | None = None,
+                   copy_range: int | None = None, qthresh: int | None = None,
+                   timeout: int | None = None, bufsize: int | None = None) -> bytes:
+    """One NFULNL_MSG_CONFIG request for ``group`` (acknowledged by the kernel)."""
+    attrs = b""
+    if bind is not None:
+        command = NFULNL_CFG_CMD_BIND if bind else NFULNL_CFG_CMD_UNBIND
+        attrs += _attr(NFULA_CFG_CMD, struct.pack("=B", command))
+    if copy_range is not None:
+        attrs += _attr(NFULA_CFG_MODE, struct.pack(">IBB", copy_range, NFULNL_COPY_PACKET, 0))
+    if bufsize is not None:
+        attrs += _attr(NFULA_CFG_NLBUFSIZ, struct.pack(">I", bufsize))
+    if timeout is not None:
+        attrs += _attr(NFULA_CFG_TIMEOUT, struct.pack(">I", timeout))
+    if qthresh is not None:
+        attrs += _attr(NFULA_CFG_QTHRESH, struct.pack(">I", qthresh))
+    body = struct.pack("=BB", 0, 0) + group.to_bytes(2, "big") + attrs
+    header = _NLMSGHDR.pack(
+        _NLMSGHDR.size + len(body), (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_CONFIG,
+        NLM_F_REQUEST | NLM_F_ACK, seq, 0,
+    )
+    return header + body
+
+
+@dataclass(frozen=True, slots=True)
+class Logged:
+    """One packet the kernel logged: the group, the prefix and the packet bytes."""
+
+    group: int
+    prefix: bytes
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """The kernel's answer to a request: ``error`` is 0 or a negative errno."""
+
+    seq: int
+    error: int
+
+
+def messages(data: bytes) -> Iterator[Logged | Ack | RemoteError]:
+    """Split one netlink datagram into logged packets and acks.
+
+    A malformed message is yielded as a :class:`RemoteError` (not raised), so the
+    caller counts it and carries on with the next.
+    """
+    view = memoryview(data)
+    offset = 0
+    while offset + _NLMSGHDR.size <= len(view):
+        length, kind, _flags, seq, _pid = _NLMSGHDR.unpack_from(view, offset)
+        if length < _NLMSGHDR.size or offset + length > len(view):
+            yield RemoteError("bad netlink length")
+            return
+        body = view[offset + _NLMSGHDR.size: offset + length]
+        offset += (length + 3) & ~3
+        if kind == NLMSG_ERROR:
+            error = struct.unpack_from("=i", body)[0] if len(body) >= 4 else -1
+            yield Ack(seq, error)
+        elif kind == (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_PACKET:
+            yield _packet(body)
+
+
+def _packet(body: memoryview) -> Logged | RemoteError:
+    if len(body) < 4:
+        return RemoteError("short nflog message")
+    group = int.from_bytes(body[2:4], "big")
+    prefix = b""
+    payload: bytes | None = None
+    offset = 4
+    while offset + _NLATTR.size <= len(body):
+        size, kind = _NLATTR.unpack_from(body, offset)
+        if size < _NLATTR.size or offset + size > len(body):
+            return RemoteError("bad nflog attribute")
+        value = body[offset + _NLATTR.size: offset + size]
+        kind &= _NLA_TYPE_MASK
+        if kind == NFULA_PAYLOAD:
+            payload = bytes(value)
+        elif kind == NFULA_PREFIX:
+            prefix = bytes(value).rstrip(b"\0")
+        offset += (size + 3) & ~3
+    if payload is None:
+        return RemoteError("nflog message without payload")
+    return Logged(group, prefix, payload)

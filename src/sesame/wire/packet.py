@@ -1,0 +1,67 @@
+"""Decode the IPv4/IPv6 + TCP/UDP headers of a packet the kernel logged.
+
+Strangers control every byte here: any fault raises :class:`RemoteError` with a
+short reason, never anything else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address
+
+from sesame.engine.events import Address
+from sesame.errors import RemoteError
+from sesame.ports import Port, Proto
+
+TCP, UDP = 6, 17
+SYN, ACK = 0x02, 0x10
+_PROTOS: dict[int, Proto] = {TCP: "tcp", UDP: "udp"}
+
+
+@dataclass(frozen=True, slots=True)
+class Packet:
+    """What sesame needs of one logged packet."""
+
+    source: Address
+    destination: Address
+    port: Port
+    tcp_flags: int  # 0 for UDP
+    payload: bytes  # the UDP payload (empty for TCP)
+
+
+def decode(data: bytes) -> Packet:
+    """Decode a network-layer packet (starting at the IP header)."""
+    if not data:
+        raise RemoteError("empty packet")
+    version = data[0] >> 4
+    if version == 4:
+        ihl = (data[0] & 0x0F) * 4
+        if ihl < 20 or len(data) < ihl:
+            raise RemoteError("short ipv4 header")
+        if int.from_bytes(data[6:8], "big") & 0x1FFF:
+            raise RemoteError("ipv4 fragment")
+        proto = data[9]
+        source: Address = IPv4Address(data[12:16])
+        destination: Address = IPv4Address(data[16:20])
+        offset = ihl
+    elif version == 6:
+        if len(data) < 40:
+            raise RemoteError("short ipv6 header")
+        proto = data[6]
+        source = IPv6Address(data[8:24])
+        destination = IPv6Address(data[24:40])
+        offset = 40
+    else:
+        raise RemoteError("not ip")
+    name = _PROTOS.get(proto)
+    if name is None:
+        raise RemoteError("not tcp or udp")
+    transport = data[offset:]
+    if len(transport) < (20 if proto == TCP else 8):
+        raise RemoteError(f"short {name} header")
+    dport = int.from_bytes(transport[2:4], "big")
+    if dport == 0:
+        raise RemoteError("port 0")
+    if proto == TCP:
+        return Packet(source, destination, Port("tcp", dport), transport[13], b"")
+    return Packet(source, destination, Port("udp", dport), 0, bytes(transport[8:]))
