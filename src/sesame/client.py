@@ -27,10 +27,8 @@ def hit(family: int, address: str, port: Port) -> None:
         return
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.setblocking(False)
-        try:
-            sock.connect((address, port.number))
-        except BlockingIOError:
-            pass  # the SYN is on its way; closing now sends nothing more
+        # connect_ex: the SYN is on its way (EINPROGRESS); closing now sends nothing more.
+        sock.connect_ex((address, port.number))
 
 
 def knock(family: int, address: str, ports: Sequence[Port], delay_ms: int = 0) -> None:

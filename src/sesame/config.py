@@ -51,9 +51,7 @@ class Config:
     @property
     def knock_ports(self) -> tuple[Port, ...]:
         """Every port that is part of some knock sequence, each once."""
-        return tuple(
-            sorted({p for d in self.doors for _, seq in d.sequences() for p in seq})
-        )
+        return tuple(sorted({p for d in self.doors for _, seq in d.sequences() for p in seq}))
 
     @property
     def hold(self) -> int:
@@ -96,8 +94,15 @@ class _Lines:
 
 _SERVER_KEYS = {"interface", "public", "scanner_hold", "log_group", "max_sources", "table"}
 _DOOR_KEYS = {
-    "name", "sequence", "seq_timeout", "open", "open_for", "close_sequence",
-    "start_command", "stop_command", "gate",
+    "name",
+    "sequence",
+    "seq_timeout",
+    "open",
+    "open_for",
+    "close_sequence",
+    "start_command",
+    "stop_command",
+    "gate",
 }
 
 
@@ -134,19 +139,26 @@ def parse(text: str, path: str = "<config>") -> Config:
     server_raw = raw.get("server", {})
     if not isinstance(server_raw, dict):
         raise fail("server", 0, "", "[server] must be a table")
-    server = _server(server_raw, lambda k, r: fail("server", 0, k, r))
+    server = _server(server_raw, _bind(fail, "server", 0))
     doors_raw = raw.get("door", [])
     if not isinstance(doors_raw, list) or not doors_raw:
         raise fail("door", 0, "", "no [[door]]: at least one door is needed")
     doors: list[Door] = []
     for i, door_raw in enumerate(doors_raw):
-        doors.append(_door(door_raw, lambda k, r, i=i: fail("door", i, k, r)))
+        doors.append(_door(door_raw, _bind(fail, "door", i)))
     config = Config(path, server, tuple(doors))
     _cross_checks(config, lambda i, k, r: fail("door", i, k, r))
     return config
 
 
 Fail = Callable[[str, str], ConfigError]
+
+
+def _bind(fail: Callable[[str, int, str, str], ConfigError], table: str, index: int) -> Fail:
+    def bound(key: str, reason: str) -> ConfigError:
+        return fail(table, index, key, reason)
+
+    return bound
 
 
 def _check_keys(raw: dict[str, Any], allowed: set[str], what: str, fail: Fail) -> None:
@@ -158,7 +170,7 @@ def _check_keys(raw: dict[str, Any], allowed: set[str], what: str, fail: Fail) -
 def _ports(raw: dict[str, Any], key: str, fail: Fail) -> tuple[Port, ...]:
     value = raw.get(key, [])
     if not isinstance(value, list):
-        raise fail(key, f"{key} must be a list like [\"7000/tcp\", \"8000/udp\"]")
+        raise fail(key, f'{key} must be a list like ["7000/tcp", "8000/udp"]')
     try:
         return tuple(parse_port(item) for item in value)
     except (ValueError, TypeError) as exc:
@@ -176,7 +188,7 @@ def _server(raw: dict[str, Any], fail: Fail) -> Server:
     _check_keys(raw, _SERVER_KEYS, "[server]", fail)
     interface = raw.get("interface")
     if interface is not None and (not isinstance(interface, str) or not IFNAME_RE.match(interface)):
-        raise fail("interface", "interface must be an interface name like \"eth0\"")
+        raise fail("interface", 'interface must be an interface name like "eth0"')
     table = raw.get("table", "sesame")
     if not isinstance(table, str) or not NAME_RE.match(table) or "." in table:
         raise fail("table", "table must be a name of letters, digits, '_' or '-'")
@@ -193,8 +205,11 @@ def _server(raw: dict[str, Any], fail: Fail) -> Server:
 def _argv(raw: dict[str, Any], key: str, fail: Fail) -> tuple[str, ...]:
     value = raw.get(key, [])
     if isinstance(value, str):
-        raise fail(key, f"{key} must be a list of arguments like [\"/usr/bin/logger\", \"{{ip}}\"]"
-                   " (sesame runs no shell)")
+        raise fail(
+            key,
+            f'{key} must be a list of arguments like ["/usr/bin/logger", "{{ip}}"]'
+            " (sesame runs no shell)",
+        )
     if not isinstance(value, list) or not all(isinstance(a, str) for a in value):
         raise fail(key, f"{key} must be a list of strings")
     if value and not value[0].startswith("/"):
@@ -252,8 +267,12 @@ def _cross_checks(config: Config, fail: Callable[[int, str, str], ConfigError]) 
                 short, long_ = sorted((seq, other), key=len)
                 if long_[: len(short)] == short:
                     other_name = config.doors[j].name
-                    raise fail(i, key, f"{key} is ambiguous with door {other_name!r}'s "
-                               f"{other_key}: one is a prefix of the other")
+                    raise fail(
+                        i,
+                        key,
+                        f"{key} is ambiguous with door {other_name!r}'s "
+                        f"{other_key}: one is a prefix of the other",
+                    )
             patterns.append((i, key, seq))
     knock = set(config.knock_ports)
     public = set(config.server.public)

@@ -17,7 +17,7 @@ from typing import Protocol
 
 from sesame import config as configuration
 from sesame.config import Config
-from sesame.engine import Closed, Decision, Engine, Knock, Opened, Refreshed
+from sesame.engine import Decision, Engine, Knock, Opened, Refreshed
 from sesame.errors import ConfigError, FirewallError, RemoteError, SesameError
 from sesame.firewall import commands
 from sesame.firewall.ruleset import Entry, to_grants
@@ -48,8 +48,9 @@ def describe(decision: Decision) -> str:
 class Daemon:
     """Wires a sensor, the engine, a gate and a command runner together."""
 
-    def __init__(self, config: Config, gate: Gate,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, config: Config, gate: Gate, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.config = config
         self.gate = gate
         self.clock = clock
@@ -67,8 +68,13 @@ class Daemon:
         self.gate.install(self.config, stale)
         self.engine.restore(to_grants(keep, now))
         for entry in keep:
-            log.info("kept grant of door %s for %s: %s (%.0fs left)",
-                     entry.door, entry.address, entry.port, entry.left)
+            log.info(
+                "kept grant of door %s for %s: %s (%.0fs left)",
+                entry.door,
+                entry.address,
+                entry.port,
+                entry.left,
+            )
 
     def packet(self, item: Logged | RemoteError, now: float) -> None:
         """The one entry point for remote input: faults are counted and dropped."""
@@ -78,6 +84,7 @@ class Daemon:
             packet = decode(item.payload)
             if packet.port.proto == "tcp" and packet.tcp_flags & (SYN | ACK) != SYN:
                 raise RemoteError("not a syn")
+            log.debug("knock from %s to %s", packet.source, packet.port)
             decisions = self.engine.knock(Knock(packet.source, packet.port), now)
         except RemoteError as exc:
             self.drops[exc.reason] = self.drops.get(exc.reason, 0) + 1
@@ -135,10 +142,10 @@ def serve(path: str, gate: Gate, sensor: NflogSensor) -> int:
     wake_r, wake_w = socket.socketpair()
     wake_r.setblocking(False)
     wake_w.setblocking(False)
-    received: list[int] = []
+    received: list[signal.Signals] = []
 
     def note(signum: int, _frame: object) -> None:
-        received.append(signum)
+        received.append(signal.Signals(signum))
 
     old_fd = signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -146,8 +153,12 @@ def serve(path: str, gate: Gate, sensor: NflogSensor) -> int:
     selector = selectors.DefaultSelector()
     selector.register(sensor.fileno(), selectors.EVENT_READ, "sensor")
     selector.register(wake_r, selectors.EVENT_READ, "signal")
-    log.info("ready: table inet %s, %d doors, NFLOG group %d",
-             config.server.table, len(config.doors), config.server.log_group)
+    log.info(
+        "ready: table inet %s, %d doors, NFLOG group %d",
+        config.server.table,
+        len(config.doors),
+        config.server.log_group,
+    )
     try:
         while True:
             now = time.monotonic()
@@ -168,8 +179,9 @@ def serve(path: str, gate: Gate, sensor: NflogSensor) -> int:
                     log.info("SIGHUP: reloading %s", path)
                     daemon.reload(path)
                 else:
-                    log.info("%s: stopping; the table stays, grants expire in the kernel",
-                             signal.Signals(signum).name)
+                    log.info(
+                        "%s: stopping; the table stays, grants expire in the kernel", signum.name
+                    )
                     return 0
             daemon.tick(time.monotonic())
     except SesameError as exc:

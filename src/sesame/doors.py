@@ -44,14 +44,15 @@ class Door:
             raise ValueError("open_for must be 1 to 86400 seconds")
         if not self.gate and not self.start_command:
             raise ValueError("gate = false and no start_command: the door would open nothing")
-        for label, argv in (("start_command", self.start_command),
-                            ("stop_command", self.stop_command)):
+        for label, argv in (
+            ("start_command", self.start_command),
+            ("stop_command", self.stop_command),
+        ):
             for arg in argv:
                 for brace in re.findall(r"\{[^{}]*\}", arg):
                     if brace not in PLACEHOLDERS:
                         raise ValueError(
-                            f"{label}: unknown placeholder {brace}; "
-                            f"use {', '.join(PLACEHOLDERS)}"
+                            f"{label}: unknown placeholder {brace}; use {', '.join(PLACEHOLDERS)}"
                         )
 
     def sequences(self) -> tuple[tuple[str, tuple[Port, ...]], ...]:

@@ -39,17 +39,33 @@ class DaemonProcess:
 
     def __init__(self, netns: str, config_path: str, *extra: str) -> None:
         self.netns = netns
-        self.argv = ["ip", "netns", "exec", netns, sys.executable, "-m", "sesame",
-                     *extra, "serve", "-c", config_path]
+        self.argv = [
+            "ip",
+            "netns",
+            "exec",
+            netns,
+            sys.executable,
+            "-m",
+            "sesame",
+            *extra,
+            "serve",
+            "-c",
+            config_path,
+        ]
         self.lines: list[str] = []
         self._changed = threading.Condition()
         self.process: subprocess.Popen[str] | None = None
 
     def start(self, ready: bool = True, timeout: float = 20.0) -> DaemonProcess:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        self.process = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL,
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                        text=True, env=env)
+        self.process = subprocess.Popen(
+            self.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
         threading.Thread(target=self._read, daemon=True).start()
         if ready:
             self.wait_for(r"ready:", timeout)
@@ -86,7 +102,8 @@ class DaemonProcess:
                     raise TimeoutError(
                         f"no log line matching {pattern!r}"
                         + (" (daemon exited)" if exited else "")
-                        + "; log:\n" + "\n".join(self.lines[-30:])
+                        + "; log:\n"
+                        + "\n".join(self.lines[-30:])
                     )
                 self._changed.wait(min(left, 0.5))
 
@@ -209,8 +226,10 @@ def run(open_for: int = 4) -> int:
             say("Building the lab: a server, a user and a stranger in network namespaces")
             topo.build()
             server, user, stranger = topo["server"], topo["user"], topo["stranger"]
-            print(f"  server {server.ipv4} / {server.ipv6}\n  user {user.ipv4}\n"
-                  f"  stranger {stranger.ipv4}")
+            print(
+                f"  server {server.ipv4} / {server.ipv6}\n  user {user.ipv4}\n"
+                f"  stranger {stranger.ipv4}"
+            )
             path = os.path.join(tmp, "sesame.toml")
             with open(path, "w") as handle:
                 handle.write(LAB_CONFIG.format(open_for=open_for))

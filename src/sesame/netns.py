@@ -85,8 +85,20 @@ class Topology:
         for i, name in enumerate(self.clients):
             client = self._namespace(name, i + 2)
             port = f"p{i}"
-            ip("link", "add", port, "netns", server.netns, "type", "veth",
-               "peer", "name", "eth0", "netns", client.netns)
+            ip(
+                "link",
+                "add",
+                port,
+                "netns",
+                server.netns,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                client.netns,
+            )
             ip("-n", server.netns, "link", "set", port, "master", "br0", "up")
             ip("-n", client.netns, "addr", "add", f"{client.ipv4}/24", "dev", "eth0")
             ip("-n", client.netns, "addr", "add", f"{client.ipv6}/64", "dev", "eth0", "nodad")

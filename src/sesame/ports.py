@@ -41,4 +41,4 @@ def parse_port(text: str | int, default: Proto = "tcp") -> Port:
     proto = (match.group(2) or default).lower()
     if proto not in PROTOS:
         raise ValueError(f"unknown protocol {match.group(2)!r} in {text!r} (tcp or udp)")
-    return Port(proto, int(match.group(1)))  # type: ignore[arg-type]
+    return Port("udp" if proto == "udp" else "tcp", int(match.group(1)))

@@ -37,7 +37,7 @@ class Engine:
         remain are kept as they are, those of removed doors are closed."""
         self._setup(doors, max_sources)
         decisions: list[Decision] = []
-        for grant in self.grants:
+        for grant in self.grants.all():
             door = self.doors.get(grant.door)
             if door is None or door.open != grant.ports:
                 closed = self.grants.close(grant.door, grant.address, "door removed")
@@ -52,7 +52,7 @@ class Engine:
         evicted = self.matcher.evicted
         decisions: list[Decision] = []
         for key in self.matcher.feed(knock.source, knock.port, now):
-            name, kind = key  # type: ignore[misc]
+            name, kind = key
             door = self.doors[name]
             if kind == "open":
                 decisions.append(self.open(door, knock.source, now))

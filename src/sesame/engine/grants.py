@@ -7,7 +7,6 @@ second one. Deadlines are engine time (``now`` is always passed in).
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable
 
 from sesame.engine.events import Address, Closed, CloseReason, Grant, Opened, Refreshed
 
@@ -24,8 +23,8 @@ class GrantBook:
     def __len__(self) -> int:
         return len(self._grants)
 
-    def __iter__(self) -> Iterable[Grant]:  # type: ignore[override]
-        return iter(list(self._grants.values()))
+    def all(self) -> list[Grant]:
+        return list(self._grants.values())
 
     def get(self, door: str, address: Address) -> Grant | None:
         return self._grants.get((door, address))

@@ -26,7 +26,7 @@ are dropped first, then the least recently active one is evicted (counted).
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sesame.engine.events import Address
@@ -37,7 +37,7 @@ from sesame.ports import Port
 class Pattern:
     """One sequence to match, under an opaque key the caller chooses."""
 
-    key: Hashable
+    key: tuple[str, str]  # (door, "open" or "close")
     ports: tuple[Port, ...]
     timeout: float
 
@@ -92,12 +92,12 @@ class SequenceMatcher:
     def __len__(self) -> int:
         return len(self._sources)
 
-    def feed(self, source: Address, port: Port, now: float) -> list[Hashable]:
+    def feed(self, source: Address, port: Port, now: float) -> list[tuple[str, str]]:
         """Advance every pattern for ``source``; return the keys that completed."""
         state = self._sources.pop(source, None)
         if state is None:
             state = _Source(len(self.patterns))
-        completed: list[Hashable] = []
+        completed: list[tuple[str, str]] = []
         busy = False
         for i, pattern in enumerate(self.patterns):
             attempt, done = step(pattern, state.attempts[i], port, now)
@@ -128,7 +128,7 @@ class SequenceMatcher:
             del self._sources[next(iter(self._sources))]
             self.evicted += 1
 
-    def stage(self, source: Address, key: Hashable) -> int:
+    def stage(self, source: Address, key: tuple[str, str]) -> int:
         """How many ports of pattern ``key`` ``source`` has matched (for tests)."""
         state = self._sources.get(source)
         if state is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import subprocess
@@ -29,12 +30,24 @@ def plan(decision: Decision, door: Door | None) -> list[list[str]]:
     if not template:
         return []
     grant = decision.grant
-    out = []
-    for port in grant.ports:
-        values = {"ip": str(grant.address), "port": str(port.number),
-                  "proto": port.proto, "door": grant.door}
-        out.append([_PLACEHOLDER.sub(lambda m, v=values: v[m.group(1)], arg) for arg in template])
-    return out
+    return [
+        substitute(
+            template,
+            {
+                "ip": str(grant.address),
+                "port": str(port.number),
+                "proto": port.proto,
+                "door": grant.door,
+            },
+        )
+        for port in grant.ports
+    ]
+
+
+def substitute(template: tuple[str, ...], values: dict[str, str]) -> list[str]:
+    """Replace ``{ip}``, ``{port}``, ``{proto}``, ``{door}`` in each argument; the
+    values are never split or interpreted (no shell)."""
+    return [_PLACEHOLDER.sub(lambda m: values[m.group(1)], arg) for arg in template]
 
 
 class Runner:
@@ -74,8 +87,6 @@ class Runner:
         """At shutdown: give running commands ``timeout`` seconds, then reap."""
         end = time.monotonic() + timeout
         for process, _, _ in self._running:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(max(0.0, end - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
         self.reap(time.monotonic())

@@ -47,8 +47,11 @@ def install(config: Config) -> str:
         f"add set {t} noisy4 {{ type ipv4_addr; flags dynamic, timeout; size {NOISY_SIZE}; }}",
         f"add set {t} noisy6 {{ type ipv6_addr; flags dynamic, timeout; size {NOISY_SIZE}; }}",
     ]
-    for name, ports in (("guarded", config.guarded), ("knock", config.knock_ports),
-                        ("public", server.public)):
+    for name, ports in (
+        ("guarded", config.guarded),
+        ("knock", config.knock_ports),
+        ("public", server.public),
+    ):
         lines.append(f"add set {t} {name} {{ type inet_proto . inet_service; }}")
         lines.append(f"flush set {t} {name}")
         if ports:
@@ -153,7 +156,8 @@ def parse_grants(items: list[dict[str, Any]]) -> list[Entry]:
                 continue
             left = body.get("expires", body.get("timeout", 0)) if isinstance(body, dict) else 0
             comment = body.get("comment", "") if isinstance(body, dict) else ""
-            out.append(Entry(ip_address(addr), Port(proto, int(number)), str(comment), float(left)))
+            port = Port("tcp" if proto == "tcp" else "udp", int(number))
+            out.append(Entry(ip_address(addr), port, str(comment), float(left or 0)))
     return out
 
 

@@ -48,9 +48,16 @@ def _attr(kind: int, data: bytes) -> bytes:
     return _NLATTR.pack(size, kind) + data + b"\0" * (-size % 4)
 
 
-def config_message(group: int, seq: int, *, bind: bool | None = None,
-                   copy_range: int | None = None, qthresh: int | None = None,
-                   timeout: int | None = None, bufsize: int | None = None) -> bytes:
+def config_message(
+    group: int,
+    seq: int,
+    *,
+    bind: bool | None = None,
+    copy_range: int | None = None,
+    qthresh: int | None = None,
+    timeout: int | None = None,
+    bufsize: int | None = None,
+) -> bytes:
     """One NFULNL_MSG_CONFIG request for ``group`` (acknowledged by the kernel)."""
     attrs = b""
     if bind is not None:
@@ -66,8 +73,11 @@ def config_message(group: int, seq: int, *, bind: bool | None = None,
         attrs += _attr(NFULA_CFG_QTHRESH, struct.pack(">I", qthresh))
     body = struct.pack("=BB", 0, 0) + group.to_bytes(2, "big") + attrs
     header = _NLMSGHDR.pack(
-        _NLMSGHDR.size + len(body), (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_CONFIG,
-        NLM_F_REQUEST | NLM_F_ACK, seq, 0,
+        _NLMSGHDR.size + len(body),
+        (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_CONFIG,
+        NLM_F_REQUEST | NLM_F_ACK,
+        seq,
+        0,
     )
     return header + body
 
@@ -102,7 +112,7 @@ def messages(data: bytes) -> Iterator[Logged | Ack | RemoteError]:
         if length < _NLMSGHDR.size or offset + length > len(view):
             yield RemoteError("bad netlink length")
             return
-        body = view[offset + _NLMSGHDR.size: offset + length]
+        body = view[offset + _NLMSGHDR.size : offset + length]
         offset += (length + 3) & ~3
         if kind == NLMSG_ERROR:
             error = struct.unpack_from("=i", body)[0] if len(body) >= 4 else -1
@@ -122,7 +132,7 @@ def _packet(body: memoryview) -> Logged | RemoteError:
         size, kind = _NLATTR.unpack_from(body, offset)
         if size < _NLATTR.size or offset + size > len(body):
             return RemoteError("bad nflog attribute")
-        value = body[offset + _NLATTR.size: offset + size]
+        value = body[offset + _NLATTR.size : offset + size]
         kind &= _NLA_TYPE_MASK
         if kind == NFULA_PAYLOAD:
             payload = bytes(value)
