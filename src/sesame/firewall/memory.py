@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 
 from sesame.config import Config
 from sesame.engine.events import Address, Closed, Decision
@@ -13,10 +14,11 @@ from sesame.ports import Port
 class MemoryGate:
     """Holds grant elements like the kernel's sets, with the deadline in caller time.
 
-    Every call takes ``now``, so a fake clock drives expiry.
+    ``clock`` gives the time for ``entries``; pass the fake clock the engine uses.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
         self.elements: dict[tuple[Address, Port], tuple[str, float]] = {}
         self.installed: Config | None = None
         self.transactions = 0
@@ -42,7 +44,9 @@ class MemoryGate:
         entry = self.elements.get((address, port))
         return entry is not None and entry[1] > now
 
-    def entries_at(self, now: float) -> list[Entry]:
+    def entries(self) -> list[Entry]:
+        """The live elements, as the kernel would list them."""
+        now = self.clock()
         return [
             Entry(address, port, door, deadline - now)
             for (address, port), (door, deadline) in self.elements.items()

@@ -1,0 +1,107 @@
+"""Config validation: the issue's example works; every fault names file and line."""
+
+from __future__ import annotations
+
+import pytest
+
+from sesame import config
+from sesame.errors import ConfigError
+from sesame.ports import Port
+
+EXAMPLE = """\
+[server]
+# interface = "eth0"    # optional: only knocks arriving on this interface count
+
+[[door]]
+name = "ssh"
+sequence = ["7000/tcp", "8000/tcp", "9000/udp"]
+seq_timeout = 5          # seconds from first to last knock
+open = ["22/tcp"]        # opened to the knocker's address only
+open_for = 30            # seconds; connections established inside the window outlive it
+close_sequence = ["9000/tcp", "8000/tcp", "7000/tcp"]   # optional un-knock
+"""
+
+
+def test_the_documented_example_loads():
+    cfg = config.parse(EXAMPLE, "ex.toml")
+    [door] = cfg.doors
+    assert door.name == "ssh"
+    assert door.sequence == (Port("tcp", 7000), Port("tcp", 8000), Port("udp", 9000))
+    assert door.open == (Port("tcp", 22),)
+    assert (door.seq_timeout, door.open_for) == (5.0, 30)
+    assert door.close_sequence[0] == Port("tcp", 9000)
+    assert cfg.guarded == (Port("tcp", 22),)
+    assert cfg.server.interface is None
+
+
+def test_the_shipped_example_file_loads():
+    cfg = config.load("examples/sesame.toml")
+    assert len(cfg.doors) >= 2
+
+
+SECOND_DOOR = '\n[[door]]\nname = "web"\nsequence = ["5000/udp"]\nopen = ["443/tcp"]\n'
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "reason"),
+    [
+        (EXAMPLE.replace("open_for = 30", "open_fro = 30"), 9, "unknown key 'open_fro'"),
+        (EXAMPLE.replace('"8000/tcp", "9000/udp"]', '"80000/tcp", "9000/udp"]'), 6, "out of range"),
+        (EXAMPLE.replace('["22/tcp"]', '["22/sctp"]'), 8, "unknown protocol"),
+        (
+            EXAMPLE.replace('sequence = ["7000/tcp", "8000/tcp", "9000/udp"]', "sequence = []"),
+            6,
+            "sequence is empty",
+        ),
+        (EXAMPLE.replace('open = ["22/tcp"]', ""), 4, "missing 'open'"),
+        (EXAMPLE.replace("open_for = 30", "open_for = 0"), 9, "open_for must be"),
+        (EXAMPLE.replace("seq_timeout = 5", 'seq_timeout = "5"'), 7, "seq_timeout must"),
+        (
+            EXAMPLE + SECOND_DOOR.replace('["5000/udp"]', '["7000/tcp", "8000/tcp"]'),
+            14,
+            "ambiguous with door 'ssh'",
+        ),
+        (EXAMPLE + SECOND_DOOR.replace('"web"', '"ssh"'), 13, "used twice"),
+        (
+            EXAMPLE + SECOND_DOOR.replace('["443/tcp"]', '["8000/tcp"]'),
+            15,
+            "both opened and a knock port",
+        ),
+        (EXAMPLE.replace("[server]", "[server]\nbogus = 1"), 2, "unknown key 'bogus'"),
+        (EXAMPLE.replace("[server]", "[sever]"), 1, "unknown table [sever]"),
+        (EXAMPLE.replace("open_for = 30", "open_for = = 30"), 9, "Invalid value"),
+        ("[server]\n", 1, "no [[door]]"),
+        (EXAMPLE.replace('name = "ssh"', 'name = "s s"'), 5, "door name"),
+        (EXAMPLE.replace("open_for = 30", 'start_command = "logger {ip}"'), 9, "runs no shell"),
+        (
+            EXAMPLE.replace("open_for = 30", 'start_command = ["/bin/echo", "{user}"]'),
+            9,
+            "unknown placeholder {user}",
+        ),
+        (EXAMPLE.replace("open_for = 30", 'start_command = ["echo"]'), 9, "absolute path"),
+        (EXAMPLE.replace("[server]", '[server]\npublic = ["22/tcp"]'), 9, "public"),
+        (EXAMPLE.replace("[server]", '[server]\ninterface = "eth0; rm"'), 2, "interface"),
+    ],
+)
+def test_bad_configs_name_file_line_and_reason(text, line, reason):
+    with pytest.raises(ConfigError) as caught:
+        config.parse(text, "bad.toml")
+    err = caught.value
+    assert str(err).startswith(f"bad.toml:{line}: "), str(err)
+    assert reason in err.reason
+
+
+def test_unreadable_file(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read"):
+        config.load(str(tmp_path / "missing.toml"))
+
+
+def test_scanner_hold_covers_the_longest_attempt():
+    cfg = config.parse(EXAMPLE.replace("seq_timeout = 5", "seq_timeout = 90"))
+    assert cfg.hold == 90
+    assert config.parse(EXAMPLE).hold == 60
+
+
+def test_knockd_port_forms_are_accepted():
+    cfg = config.parse(EXAMPLE.replace('"9000/udp"', '"9000:udp"').replace('"8000/tcp"', "8000"))
+    assert cfg.doors[0].sequence[1:] == (Port("tcp", 8000), Port("udp", 9000))

@@ -1,0 +1,101 @@
+"""The daemon's wiring without the kernel: logged packets in, gate changes out."""
+
+from __future__ import annotations
+
+from ipaddress import ip_address
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sesame import config
+from sesame.daemon import Daemon
+from sesame.errors import RemoteError
+from sesame.firewall import MemoryGate
+from sesame.ports import Port
+from sesame.wire.nflog import Logged
+from tests.unit.test_config import EXAMPLE
+from tests.unit.test_wire import ipv4, tcp, udp
+
+USER = "198.51.100.2"
+SERVER = "198.51.100.1"
+SSH = Port("tcp", 22)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make(text=EXAMPLE):
+    clock = Clock()
+    gate = MemoryGate(clock)
+    daemon = Daemon(config.parse(text, "t.toml"), gate, clock)
+    daemon.start()
+    return daemon, gate, clock
+
+
+def send(daemon, clock, *knocks, source=USER):
+    for port, proto in knocks:
+        transport = tcp(port) if proto == "tcp" else udp(port)
+        daemon.packet(
+            Logged(5155, b"", ipv4(source, SERVER, 6 if proto == "tcp" else 17, transport)), clock()
+        )
+        clock.now += 0.1
+
+
+OPEN = ((7000, "tcp"), (8000, "tcp"), (9000, "udp"))
+
+
+def test_knock_opens_the_gate_for_the_knocker_only():
+    daemon, gate, clock = make()
+    assert gate.installed is not None
+    send(daemon, clock, *OPEN)
+    assert gate.allows(ip_address(USER), SSH, clock())
+    assert not gate.allows(ip_address("198.51.100.3"), SSH, clock())
+
+
+def test_expiry_closes_the_gate_on_tick():
+    daemon, gate, clock = make()
+    send(daemon, clock, *OPEN)
+    clock.now += 31
+    daemon.tick(clock())
+    assert gate.elements == {}
+
+
+def test_junk_is_counted_and_changes_nothing():
+    daemon, gate, clock = make()
+    before = gate.transactions
+    daemon.packet(Logged(5155, b"", b"\x45garbage"), clock())
+    daemon.packet(RemoteError("sensor overrun"), clock())
+    send(daemon, clock, (7000, "tcp"))
+    daemon.packet(Logged(5155, b"", ipv4(USER, SERVER, 6, tcp(8000, flags=0x12))), clock())
+    assert daemon.drops == {"short ipv4 header": 1, "sensor overrun": 1, "not a syn": 1}
+    assert gate.transactions == before
+
+
+@given(st.binary(max_size=80))
+def test_arbitrary_payloads_never_grant(data):
+    daemon, gate, clock = make()
+    daemon.packet(Logged(5155, b"", data), clock())
+    assert gate.elements == {}
+
+
+def test_restart_adopts_live_grants(tmp_path):
+    daemon, gate, clock = make()
+    send(daemon, clock, *OPEN)
+    again = Daemon(daemon.config, gate, clock)  # the same gate: the kernel outlives sesame
+    again.start()
+    assert again.engine.grants.get("ssh", ip_address(USER)) is not None
+
+
+def test_reload_refuses_a_bad_config_and_keeps_the_old(tmp_path):
+    daemon, gate, clock = make()
+    path = tmp_path / "bad.toml"
+    path.write_text(EXAMPLE.replace("open_for = 30", "open_for = -1"))
+    daemon.reload(str(path))
+    assert daemon.config.doors[0].open_for == 30
+    send(daemon, clock, *OPEN)
+    assert gate.allows(ip_address(USER), SSH, clock())

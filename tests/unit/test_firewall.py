@@ -1,0 +1,144 @@
+"""The rendered nft commands and the kernel's answers, without the kernel."""
+
+from __future__ import annotations
+
+from ipaddress import ip_address
+
+from sesame import config
+from sesame.doors import Door
+from sesame.engine import Closed, Grant, Opened
+from sesame.firewall import commands, ruleset
+from sesame.ports import Port
+from tests.unit.test_config import EXAMPLE
+
+A = ip_address("198.51.100.2")
+GRANT = Grant("ssh", A, (Port("tcp", 22),), 30.0)
+
+
+def test_install_renders_sets_and_chains():
+    text = ruleset.install(config.parse(EXAMPLE))
+    assert "add element inet sesame guarded { tcp . 22 }" in text
+    assert (
+        "add element inet sesame knock { tcp . 7000, tcp . 8000, tcp . 9000, udp . 9000 }" in text
+    )
+    assert "log group 5155" in text
+    assert "update @noisy4 { ip saddr timeout 60s }" in text
+    assert "flush set inet sesame grants4" not in text  # live grants survive a reinstall
+
+
+def test_interface_filter():
+    text = ruleset.install(config.parse(EXAMPLE.replace("# interface", "interface")))
+    assert 'knock iifname != "eth0" drop' in text
+
+
+def test_opened_grant_replaces_any_same_element_in_one_transaction():
+    text = ruleset.decisions("sesame", [Opened(GRANT)], now=0.0)
+    assert text.splitlines() == [
+        "add element inet sesame grants4 { 198.51.100.2 . tcp . 22 }",
+        "delete element inet sesame grants4 { 198.51.100.2 . tcp . 22 }",
+        'add element inet sesame grants4 { 198.51.100.2 . tcp . 22 timeout 30000ms comment "ssh" }',
+    ]
+
+
+def test_closing_is_idempotent_and_v6_goes_to_grants6():
+    grant = Grant("ssh", ip_address("2001:db8::2"), (Port("tcp", 22),), 1.0)
+    text = ruleset.decisions("sesame", [Closed(grant, "unknock")], now=0.0)
+    assert text.splitlines() == [
+        "add element inet sesame grants6 { 2001:db8::2 . tcp . 22 }",
+        "delete element inet sesame grants6 { 2001:db8::2 . tcp . 22 }",
+    ]
+
+
+def test_parse_kernel_grants():
+    listed = [
+        {"metainfo": {}},
+        {
+            "set": {
+                "name": "grants4",
+                "elem": [
+                    {
+                        "elem": {
+                            "val": {"concat": ["198.51.100.2", "tcp", 22]},
+                            "timeout": 30,
+                            "expires": 12,
+                            "comment": "ssh",
+                        }
+                    },
+                    {
+                        "elem": {
+                            "val": {"concat": ["198.51.100.2", 17, 53]},
+                            "expires": 3,
+                            "comment": "ssh",
+                        }
+                    },
+                ],
+            }
+        },
+    ]
+    entries = ruleset.parse_grants(listed)
+    assert [(str(e.address), str(e.port), e.door, e.left) for e in entries] == [
+        ("198.51.100.2", "22/tcp", "ssh", 12.0),
+        ("198.51.100.2", "53/udp", "ssh", 3.0),
+    ]
+    [grant] = ruleset.to_grants(entries, now=100.0)
+    assert grant.ports == (Port("tcp", 22), Port("udp", 53))
+    assert grant.expires == 103.0  # the earliest expiry of its elements
+
+
+def test_commands_substitute_values_as_single_arguments():
+    door = Door(
+        name="ssh",
+        sequence=(Port("tcp", 1),),
+        open=(Port("tcp", 22), Port("udp", 60001)),
+        start_command=(
+            "/usr/sbin/iptables",
+            "-s",
+            "{ip}",
+            "--dport",
+            "{port}",
+            "-p",
+            "{proto}",
+            "-m",
+            "comment",
+            "--comment",
+            "sesame {door}",
+        ),
+        stop_command=("/bin/true",),
+    )
+    grant = Grant("ssh", A, door.open, 1.0)
+    assert commands.plan(Opened(grant), door) == [
+        [
+            "/usr/sbin/iptables",
+            "-s",
+            "198.51.100.2",
+            "--dport",
+            "22",
+            "-p",
+            "tcp",
+            "-m",
+            "comment",
+            "--comment",
+            "sesame ssh",
+        ],
+        [
+            "/usr/sbin/iptables",
+            "-s",
+            "198.51.100.2",
+            "--dport",
+            "60001",
+            "-p",
+            "udp",
+            "-m",
+            "comment",
+            "--comment",
+            "sesame ssh",
+        ],
+    ]
+    assert commands.plan(Closed(grant, "expired"), door) == [["/bin/true"], ["/bin/true"]]
+
+
+def test_substitution_does_not_reinterpret_values():
+    assert commands.substitute(("/bin/echo", "{ip}{door}"), {"ip": "{door}", "door": "x"}) == [
+        "/bin/echo",
+        "{door}x",
+    ]
