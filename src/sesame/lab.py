@@ -6,6 +6,7 @@ same ones the kernel tests use.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -66,7 +67,8 @@ class DaemonProcess:
             text=True,
             env=env,
         )
-        threading.Thread(target=self._read, daemon=True).start()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
         if ready:
             self.wait_for(r"ready:", timeout)
         return self
@@ -122,6 +124,9 @@ class DaemonProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        self._reader.join(5)
+        if self.process.stderr is not None:
+            self.process.stderr.close()
         return self.process.returncode
 
 
@@ -216,6 +221,11 @@ def run(open_for: int = 4) -> int:
     def say(text: str) -> None:
         print(f"\n{text}", flush=True)
 
+    def show_log(since: int) -> None:
+        assert daemon is not None
+        for line in daemon.lines[since:]:
+            print(f"      | {line.split(': ', 1)[-1]}", flush=True)
+
     topo = Topology(tag=f"lab{os.getpid()}")
     daemon: DaemonProcess | None = None
     echo_server: EchoServer | None = None
@@ -226,10 +236,9 @@ def run(open_for: int = 4) -> int:
             say("Building the lab: a server, a user and a stranger in network namespaces")
             topo.build()
             server, user, stranger = topo["server"], topo["user"], topo["stranger"]
-            print(
-                f"  server {server.ipv4} / {server.ipv6}\n  user {user.ipv4}\n"
-                f"  stranger {stranger.ipv4}"
-            )
+            for role in ("server", "user", "stranger"):
+                host = topo[role]
+                print(f"  {role:<8} {host.ipv4:<14} {host.ipv6:<13} (netns {host.netns})")
             path = os.path.join(tmp, "sesame.toml")
             with open(path, "w") as handle:
                 handle.write(LAB_CONFIG.format(open_for=open_for))
@@ -237,11 +246,11 @@ def run(open_for: int = 4) -> int:
             echo_server = EchoServer(server.netns, 22)
             say("Starting the echo service on 22/tcp and `sesame serve` in the server")
             daemon = DaemonProcess(server.netns, path).start()
-            step("sesame is serving", True)
+            show_log(0)
             target = server.ipv4
             check: Callable[[str], bool] = lambda ns: reachable(ns, target, 22)  # noqa: E731
 
-            say("Before any knock, nobody can reach port 22")
+            say("Before any knock, nobody can reach port 22 (no answer at all)")
             step("user is blocked", not check(user.netns))
             step("stranger is blocked", not check(stranger.netns))
 
@@ -249,6 +258,7 @@ def run(open_for: int = 4) -> int:
             mark = daemon.mark()
             knock_from(user.netns, target, "7000/tcp", "8000/tcp", "9000/udp")
             found = daemon.wait_for(r"opened door ssh to (\S+):", 5, since=mark)
+            show_log(mark)
             step(f"sesame opened 22/tcp to {found.group(1)} for {open_for}s", True)
             step("user connects and is echoed", check(user.netns))
             step("stranger is still blocked", not check(stranger.netns))
@@ -256,7 +266,9 @@ def run(open_for: int = 4) -> int:
             say(f"The user keeps a connection open past the {open_for}s window")
             held = connect(user.netns, target, 22)
             step("connection established inside the window", held is not None and echo(held))
+            mark = daemon.mark()
             daemon.wait_for(r"closed door ssh for \S+ \(expired\)", open_for + 5, since=mark)
+            show_log(mark)
             step("the grant expired", True)
             step("the established connection still works", held is not None and echo(held))
             step("a new connection from the user is blocked again", not check(user.netns))
@@ -268,6 +280,7 @@ def run(open_for: int = 4) -> int:
             step("open again", check(user.netns))
             knock_from(user.netns, target, "9000/tcp", "8000/tcp", "7000/tcp")
             daemon.wait_for(r"closed door ssh for \S+ \(unknock\)", 5, since=mark)
+            show_log(mark)
             step("the un-knock closed the door before its time", not check(user.netns))
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
@@ -276,8 +289,8 @@ def run(open_for: int = 4) -> int:
         print(f"\nlab failed: {exc}", file=sys.stderr)
         failures.append(str(exc))
     finally:
+        # Clean up first, talk after: the terminal may be gone (Ctrl-C, a closed pipe).
         signal.signal(signal.SIGTERM, previous)
-        say("Cleaning up: stopping sesame, removing the namespaces")
         if held is not None:
             held.close()
         if echo_server is not None:
@@ -285,8 +298,8 @@ def run(open_for: int = 4) -> int:
         if daemon is not None:
             daemon.stop()
         topo.close()
-        left = [n for n in topo.made]
-        print("  done" if not left else f"  left behind: {left}")
+        with contextlib.suppress(OSError):
+            say("Cleaned up: sesame stopped, the namespaces removed")
     if failures:
         print(f"\n{len(failures)} step(s) failed", file=sys.stderr)
         return 1

@@ -1,0 +1,117 @@
+"""Bad configs change nothing in the kernel; reloads and restarts keep live grants;
+per-door commands run as argv lists."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from sesame.lab import DaemonProcess, knock_from, reachable
+from tests.kernel.conftest import CONFIG
+from tests.unit.test_config import SECOND_DOOR
+
+OPEN = ("7000/tcp", "8000/tcp", "9000/udp")
+GOOD = CONFIG.format(seq_timeout=5, open_for=30)
+BAD = [
+    (GOOD.replace("open_for = 30", "open_for = 30\nopen_fro = 1"), 9, "unknown key 'open_fro'"),
+    (GOOD.replace('"8000/tcp"', '"80000/tcp"'), 5, "out of range"),
+    (
+        GOOD.replace('sequence = ["7000/tcp", "8000/tcp", "9000/udp"]', "sequence = []"),
+        5,
+        "sequence is empty",
+    ),
+    (GOOD + SECOND_DOOR.replace('["5000/udp"]', '["7000/tcp", "8000/tcp"]'), 13, "ambiguous"),
+    (GOOD.replace('open = ["22/tcp"]\n', ""), 3, "missing 'open'"),
+]
+
+
+@pytest.mark.parametrize(("text", "line", "reason"), BAD)
+def test_a_bad_config_is_refused_and_nft_is_untouched(lab, text, line, reason):
+    lab.serve()  # a running table, with a grant in it
+    mark = lab.daemon.mark()
+    knock_from(lab.user.netns, lab.server.ipv4, *OPEN)
+    lab.daemon.wait_for("opened door ssh", 10, since=mark)
+    lab.daemon.stop()
+    before = lab.nft("list", "ruleset")
+    path = os.path.join(lab.tmp, "bad.toml")
+    with open(path, "w") as handle:
+        handle.write(text)
+    checked = lab.sesame(lab.server.netns, "check", "-c", path, check=False)
+    assert checked.returncode == 2
+    assert checked.stderr.startswith(f"{path}:{line}: ") and reason in checked.stderr
+    served = lab.sesame(lab.server.netns, "serve", "-c", path, check=False)
+    assert served.returncode == 2
+    assert served.stderr.strip() == checked.stderr.strip()
+    after = lab.nft("list", "ruleset")
+    strip = lambda s: "\n".join(x for x in s.splitlines() if "expires" not in x)  # noqa: E731
+    assert strip(after) == strip(before)
+
+
+def test_sighup_refuses_a_bad_config_and_keeps_serving(lab):
+    daemon = lab.serve()
+    before = lab.nft("list", "chain", "inet", "sesame", "knock")
+    with open(os.path.join(lab.tmp, "sesame.toml"), "w") as handle:
+        handle.write(BAD[0][0])
+    mark = daemon.mark()
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_for(r"reload refused, the running config stays: .*:9: unknown key", 10, since=mark)
+    assert lab.nft("list", "chain", "inet", "sesame", "knock") == before
+    knock_from(lab.user.netns, lab.server.ipv4, *OPEN)
+    daemon.wait_for("opened door ssh", 10, since=mark)
+    assert reachable(lab.user.netns, lab.server.ipv4, 22)
+
+
+def test_sighup_reload_keeps_live_grants_and_adds_doors(lab):
+    daemon = lab.serve()
+    mark = daemon.mark()
+    knock_from(lab.user.netns, lab.server.ipv4, *OPEN)
+    daemon.wait_for("opened door ssh", 10, since=mark)
+    lab.write_config(GOOD + SECOND_DOOR.replace('["443/tcp"]', '["2222/tcp"]'))
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_for("reloaded .*: 2 doors", 10, since=mark)
+    assert list(lab.grants()) == [f"{lab.user.ipv4} 22/tcp"]
+    assert reachable(lab.user.netns, lab.server.ipv4, 22)
+    knock_from(lab.stranger.netns, lab.server.ipv4, "5000/udp")
+    daemon.wait_for(rf"opened door web to {lab.stranger.ipv4}: 2222/tcp", 10, since=mark)
+
+
+def test_restart_adopts_live_grants(lab):
+    daemon = lab.serve()
+    mark = daemon.mark()
+    knock_from(lab.user.netns, lab.server.ipv4, *OPEN)
+    daemon.wait_for("opened door ssh", 10, since=mark)
+    assert daemon.stop() == 0
+    assert reachable(lab.user.netns, lab.server.ipv4, 22)  # stopping keeps grants
+    again = DaemonProcess(lab.server.netns, os.path.join(lab.tmp, "sesame.toml"), "-v").start()
+    lab.daemon = again
+    again.wait_for(rf"kept grant of door ssh for {lab.user.ipv4}: 22/tcp", 5)
+    knock_from(lab.user.netns, lab.server.ipv4, "9000/tcp", "8000/tcp", "7000/tcp")
+    again.wait_for(r"closed door ssh for \S+ \(unknock\)", 10)
+    assert lab.grants() == {}
+
+
+def test_start_and_stop_commands_run_as_argv(lab):
+    flag = os.path.join(lab.tmp, "opened")
+    text = GOOD.replace(
+        "open_for = 30",
+        f'open_for = 30\nstart_command = ["/usr/bin/touch", "{flag}-{{ip}}-{{port}}-{{proto}}-{{door}}"]'
+        f'\nstop_command = ["/bin/rm", "{flag}-{{ip}}-{{port}}-{{proto}}-{{door}}"]',
+    )
+    daemon = lab.serve(text)
+    expected = f"{flag}-{lab.user.ipv4}-22-tcp-ssh"
+    knock_from(lab.user.netns, lab.server.ipv4, *OPEN)
+    daemon.wait_for("opened door ssh", 10)
+    wait_until(lambda: os.path.exists(expected))
+    knock_from(lab.user.netns, lab.server.ipv4, "9000/tcp", "8000/tcp", "7000/tcp")
+    daemon.wait_for(r"\(unknock\)", 10)
+    wait_until(lambda: not os.path.exists(expected))
+
+
+def wait_until(condition, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)

@@ -1,0 +1,204 @@
+"""The whole path for real: packets in namespaces, the kernel's firewall, expiry."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import time
+
+import pytest
+
+from sesame.lab import connect, echo, knock_from, reachable
+from sesame.netns import inside
+from tests.kernel.conftest import CONFIG, require
+
+OPEN = ("7000/tcp", "8000/tcp", "9000/udp")
+CLOSE = ("9000/tcp", "8000/tcp", "7000/tcp")
+
+
+def processed(lab, source: str, port: str, since: int) -> None:
+    """Wait until the daemon has handled a knock from ``source`` to ``port``."""
+    lab.daemon.wait_for(rf"knock from {source} to {port}$", 10, since=since)
+
+
+def test_before_any_knock_nothing_answers(lab):
+    lab.serve()
+    server = lab.server.ipv4
+    assert not reachable(lab.user.netns, server, 22)
+    assert not reachable(lab.stranger.netns, server, 22)
+    # A knock port sends neither SYN-ACK nor RST: the connect just times out.
+    assert connect(lab.user.netns, server, 7000, timeout=1.0) is None
+    # A UDP knock port sends no ICMP port unreachable back.
+    with inside(lab.user.netns):
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with udp:
+        udp.settimeout(1.0)
+        udp.connect((server, 9000))
+        udp.send(b"x")
+        with pytest.raises(TimeoutError):
+            udp.recv(10)  # an ICMP error would raise ConnectionRefusedError
+
+
+def test_sesame_knock_opens_to_the_knocker_only(lab):
+    daemon = lab.serve()
+    mark = daemon.mark()
+    lab.sesame(lab.user.netns, "knock", lab.server.ipv4, "7000", "8000/tcp", "9000:udp")
+    daemon.wait_for(rf"opened door ssh to {lab.user.ipv4}: 22/tcp", 10, since=mark)
+    assert reachable(lab.user.netns, lab.server.ipv4, 22)
+    assert not reachable(lab.stranger.netns, lab.server.ipv4, 22)
+    assert list(lab.grants()) == [f"{lab.user.ipv4} 22/tcp"]
+
+
+def test_debian_knock_client_opens(lab):
+    knock = require("knock")
+    daemon = lab.serve()
+    mark = daemon.mark()
+    lab.run(lab.user.netns, knock, lab.server.ipv4, "7000", "8000", "9000:udp")
+    daemon.wait_for(rf"opened door ssh to {lab.user.ipv4}:", 10, since=mark)
+    assert reachable(lab.user.netns, lab.server.ipv4, 22)
+    assert not reachable(lab.stranger.netns, lab.server.ipv4, 22)
+
+
+@pytest.mark.parametrize(
+    "ports",
+    [
+        ("8000/tcp", "7000/tcp", "9000/udp"),  # wrong order
+        ("7000/tcp", "8000/tcp", "9000/tcp", "9000/udp"),  # a wrong port in between
+    ],
+    ids=["wrong-order", "wrong-port-between"],
+)
+def test_wrong_knocks_open_nothing(lab, ports):
+    daemon = lab.serve()
+    mark = daemon.mark()
+    knock_from(lab.user.netns, lab.server.ipv4, *ports)
+    processed(lab, lab.user.ipv4, ports[-1], mark)
+    assert lab.grants() == {}
+    assert not reachable(lab.user.netns, lab.server.ipv4, 22)
+    assert "opened" not in "\n".join(daemon.lines[mark:])
+
+
+def test_too_slow_opens_nothing(lab):
+    daemon = lab.serve(seq_timeout=1)
+    mark = daemon.mark()
+    knock_from(lab.user.netns, lab.server.ipv4, *OPEN, delay_ms=700)  # 1.4 s in all
+    processed(lab, lab.user.ipv4, "9000/udp", mark)
+    assert lab.grants() == {}
+    assert "opened" not in "\n".join(daemon.lines[mark:])
+
+
+ASCENDING = CONFIG.replace(
+    '["7000/tcp", "8000/tcp", "9000/udp"]', '["7000/tcp", "7005/tcp", "7009/tcp"]'
+)
+
+
+@pytest.mark.parametrize("ports", ["6990-7010", "7000-7009"])
+def test_a_sequential_port_scan_opens_nothing(lab, ports):
+    nmap = require("nmap")
+    daemon = lab.serve(ASCENDING.format(seq_timeout=30, open_for=30))
+    mark = daemon.mark()
+    lab.run(
+        lab.stranger.netns,
+        nmap,
+        "-n",
+        "-Pn",
+        "-sS",
+        "-r",
+        "-p",
+        ports,
+        "--max-retries",
+        "0",
+        "--max-rtt-timeout",
+        "100ms",
+        lab.server.ipv4,
+    )
+    # The scanner is marked noisy in the kernel, so its later knocks never reach sesame.
+    assert lab.stranger.ipv4 in lab.nft("list", "set", "inet", "sesame", "noisy4")
+    # Everything the scan sent was handled before this marker knock from the user.
+    knock_from(lab.user.netns, lab.server.ipv4, "7005/tcp")
+    processed(lab, lab.user.ipv4, "7005/tcp", mark)
+    assert "opened" not in "\n".join(daemon.lines[mark:])
+    assert lab.grants() == {}
+    assert not reachable(lab.stranger.netns, lab.server.ipv4, 22)
+    # The same sequence knocked properly still works (for a source that did not scan).
+    knock_from(lab.user.netns, lab.server.ipv4, "7000/tcp", "7005/tcp", "7009/tcp")
+    daemon.wait_for(rf"opened door ssh to {lab.user.ipv4}:", 10, since=mark)
+
+
+def test_grant_expires_and_established_connection_survives(lab):
+    open_for = 3
+    daemon = lab.serve(open_for=open_for)
+    mark = daemon.mark()
+    knock_from(lab.user.netns, lab.server.ipv4, *OPEN)
+    daemon.wait_for("opened door ssh", 10, since=mark)
+    opened = time.monotonic()
+    held = connect(lab.user.netns, lab.server.ipv4, 22)
+    assert held is not None
+    with held:
+        assert echo(held)
+        gone = lab.wait_no_grants(open_for + 5)
+        assert gone - opened >= open_for - 0.5  # not before its time
+        daemon.wait_for(r"closed door ssh for \S+ \(expired\)", 5, since=mark)
+        assert echo(held, b"still here")
+    assert not reachable(lab.user.netns, lab.server.ipv4, 22)
+
+
+def test_kill_9_the_grant_still_expires_on_time(lab):
+    open_for = 3
+    daemon = lab.serve(open_for=open_for)
+    mark = daemon.mark()
+    knock_from(lab.user.netns, lab.server.ipv4, *OPEN)
+    daemon.wait_for("opened door ssh", 10, since=mark)
+    opened = time.monotonic()
+    daemon.signal(signal.SIGKILL)
+    daemon.process.wait(10)
+    assert reachable(lab.user.netns, lab.server.ipv4, 22)  # the grant outlives the daemon
+    gone = lab.wait_no_grants(open_for + 5)
+    assert open_for - 0.5 <= gone - opened <= open_for + 2
+    assert not reachable(lab.user.netns, lab.server.ipv4, 22)
+    assert not reachable(lab.stranger.netns, lab.server.ipv4, 22)  # still gated, fail closed
+
+
+def test_knocking_twice_keeps_one_refreshed_grant(lab):
+    daemon = lab.serve(open_for=30)
+    mark = daemon.mark()
+    knock_from(lab.user.netns, lab.server.ipv4, *OPEN)
+    daemon.wait_for("opened door ssh", 10, since=mark)
+    deadline = time.monotonic() + 10
+    while (before := lab.grants()[f"{lab.user.ipv4} 22/tcp"]) > 29.5:  # let the clock run
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    knock_from(lab.user.netns, lab.server.ipv4, *OPEN)
+    daemon.wait_for("refreshed door ssh", 10, since=mark)
+    [after] = lab.grants().values()
+    assert after > before + 0.4  # the one element got a new deadline
+    status = lab.sesame(lab.server.netns, "status", "-c", lab.tmp + "/sesame.toml", "--json")
+    [grant] = json.loads(status.stdout)
+    assert grant["address"] == lab.user.ipv4
+    assert (grant["proto"], grant["port"], grant["door"]) == ("tcp", 22, "ssh")
+    assert 25 <= grant["seconds_left"] <= 30
+    text = lab.sesame(lab.server.netns, "status", "-c", lab.tmp + "/sesame.toml").stdout
+    assert text.splitlines()[1].split()[:3] == [lab.user.ipv4, "22/tcp", "ssh"]
+
+
+def test_unknock_closes_before_expiry(lab):
+    daemon = lab.serve(open_for=60)
+    mark = daemon.mark()
+    knock_from(lab.user.netns, lab.server.ipv4, *OPEN)
+    daemon.wait_for("opened door ssh", 10, since=mark)
+    assert reachable(lab.user.netns, lab.server.ipv4, 22)
+    knock_from(lab.user.netns, lab.server.ipv4, *CLOSE)
+    daemon.wait_for(r"closed door ssh for \S+ \(unknock\)", 10, since=mark)
+    assert lab.grants() == {}
+    assert not reachable(lab.user.netns, lab.server.ipv4, 22)
+
+
+def test_ipv6_knock_opens_to_that_address_only(lab):
+    daemon = lab.serve()
+    mark = daemon.mark()
+    lab.sesame(lab.user.netns, "knock", "-6", lab.server.ipv6, *OPEN)
+    daemon.wait_for(rf"opened door ssh to {lab.user.ipv6}:", 10, since=mark)
+    assert list(lab.grants()) == [f"{lab.user.ipv6} 22/tcp"]
+    assert reachable(lab.user.netns, lab.server.ipv6, 22)
+    assert not reachable(lab.user.netns, lab.server.ipv4, 22)  # not the user's IPv4
+    assert not reachable(lab.stranger.netns, lab.server.ipv6, 22)
