@@ -95,10 +95,11 @@ def test_restart_adopts_live_grants(lab):
 
 def test_start_and_stop_commands_run_as_argv(lab):
     flag = os.path.join(lab.tmp, "opened")
+    name = flag + "-{ip}-{port}-{proto}-{door}"
     text = GOOD.replace(
         "open_for = 30",
-        f'open_for = 30\nstart_command = ["/usr/bin/touch", "{flag}-{{ip}}-{{port}}-{{proto}}-{{door}}"]'
-        f'\nstop_command = ["/bin/rm", "{flag}-{{ip}}-{{port}}-{{proto}}-{{door}}"]',
+        f'open_for = 30\nstart_command = ["/usr/bin/touch", "{name}"]'
+        f'\nstop_command = ["/bin/rm", "{name}"]',
     )
     daemon = lab.serve(text)
     expected = f"{flag}-{lab.user.ipv4}-22-tcp-ssh"
