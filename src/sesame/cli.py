@@ -107,7 +107,9 @@ def parser() -> argparse.ArgumentParser:
         prog="sesame", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     top.add_argument("--version", action="version", version=f"sesame {__version__}")
-    top.add_argument("-v", "--verbose", action="store_true", help="log every dropped packet")
+    top.add_argument(
+        "-v", "--verbose", action="store_true", help="log every knock and every dropped packet"
+    )
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser(
@@ -119,6 +121,13 @@ def parser() -> argparse.ArgumentParser:
         "a bad new config is refused and the old one keeps running. Needs root.",
     )
     p.add_argument("-c", "--config", required=True, metavar="FILE", help="config file (TOML)")
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="log every knock and every dropped packet",
+    )
     p.set_defaults(func=_serve)
 
     p = sub.add_parser(
@@ -143,7 +152,9 @@ def parser() -> argparse.ArgumentParser:
     family = p.add_mutually_exclusive_group()
     family.add_argument("-4", dest="ipv4", action="store_true", help="use IPv4 only")
     family.add_argument("-6", dest="ipv6", action="store_true", help="use IPv6 only")
-    p.add_argument("-v", "--verbose", action="store_true", help="say what was sent")
+    p.add_argument(
+        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="say what was sent"
+    )
     p.set_defaults(func=_knock)
 
     p = sub.add_parser(

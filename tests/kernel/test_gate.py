@@ -202,3 +202,47 @@ def test_ipv6_knock_opens_to_that_address_only(lab):
     assert reachable(lab.user.netns, lab.server.ipv6, 22)
     assert not reachable(lab.user.netns, lab.server.ipv4, 22)  # not the user's IPv4
     assert not reachable(lab.stranger.netns, lab.server.ipv6, 22)
+
+
+def test_traffic_to_other_ports_never_reaches_sesame(lab):
+    daemon = lab.serve()
+    mark = daemon.mark()
+    others = ["1", "23", "80", "443", "6999", "7001", "8080", "65535", "53/udp", "9001/udp"]
+    knock_from(lab.stranger.netns, lab.server.ipv4, *others)
+    knock_from(lab.user.netns, lab.server.ipv4, "8000/tcp")  # a marker: all before it is done
+    processed(lab, lab.user.ipv4, "8000/tcp", mark)
+    assert [line for line in daemon.lines[mark:] if "knock from" in line or "dropped" in line] == [
+        daemon.lines[-1]
+    ]
+
+
+def test_interface_option_ignores_knocks_from_elsewhere(lab):
+    daemon = lab.serve(
+        CONFIG.replace("[server]", '[server]\ninterface = "eth9"').format(
+            seq_timeout=5, open_for=30
+        )
+    )
+    knock_from(lab.user.netns, lab.server.ipv4, *OPEN)
+    deadline = time.monotonic() + 10
+    while "packets 3 " not in lab.nft("list", "chain", "inet", "sesame", "knock"):
+        assert time.monotonic() < deadline, lab.nft("list", "chain", "inet", "sesame", "knock")
+        time.sleep(0.05)
+    assert not any("knock from" in line for line in daemon.lines)
+    assert lab.grants() == {}
+
+
+def test_another_table_that_drops_the_port_still_wins(lab):
+    daemon = lab.serve()
+    lab.run(lab.server.netns, "nft", "add table inet other")
+    lab.run(
+        lab.server.netns,
+        "nft",
+        "add chain inet other input { type filter hook input priority 0; policy accept; }",
+    )
+    lab.run(lab.server.netns, "nft", "add rule inet other input tcp dport 22 drop")
+    mark = daemon.mark()
+    knock_from(lab.user.netns, lab.server.ipv4, *OPEN)
+    daemon.wait_for("opened door ssh", 10, since=mark)
+    assert not reachable(lab.user.netns, lab.server.ipv4, 22)
+    lab.run(lab.server.netns, "nft", "delete table inet other")
+    assert reachable(lab.user.netns, lab.server.ipv4, 22)

@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 from sesame import config
 from sesame.daemon import Daemon
 from sesame.errors import RemoteError
-from sesame.firewall import MemoryGate
 from sesame.ports import Port
+from sesame.testing import FakeClock, MemoryGate
 from sesame.wire.nflog import Logged
 from tests.unit.test_config import EXAMPLE
 from tests.unit.test_wire import ipv4, tcp, udp
@@ -21,16 +21,8 @@ SERVER = "198.51.100.1"
 SSH = Port("tcp", 22)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def make(text=EXAMPLE):
-    clock = Clock()
+    clock = FakeClock()
     gate = MemoryGate(clock)
     daemon = Daemon(config.parse(text, "t.toml"), gate, clock)
     daemon.start()
@@ -43,7 +35,7 @@ def send(daemon, clock, *knocks, source=USER):
         daemon.packet(
             Logged(5155, b"", ipv4(source, SERVER, 6 if proto == "tcp" else 17, transport)), clock()
         )
-        clock.now += 0.1
+        clock.advance(0.1)
 
 
 OPEN = ((7000, "tcp"), (8000, "tcp"), (9000, "udp"))
@@ -60,7 +52,7 @@ def test_knock_opens_the_gate_for_the_knocker_only():
 def test_expiry_closes_the_gate_on_tick():
     daemon, gate, clock = make()
     send(daemon, clock, *OPEN)
-    clock.now += 31
+    clock.advance(31)
     daemon.tick(clock())
     assert gate.elements == {}
 

@@ -28,7 +28,7 @@ def test_install_renders_sets_and_chains():
 
 def test_interface_filter():
     text = ruleset.install(config.parse(EXAMPLE.replace("# interface", "interface")))
-    assert 'knock iifname != "eth0" drop' in text
+    assert 'knock iifname != "eth0" counter drop' in text
 
 
 def test_opened_grant_replaces_any_same_element_in_one_transaction():

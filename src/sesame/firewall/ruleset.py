@@ -5,9 +5,9 @@ Layout of ``table inet <name>`` (``sesame`` by default):
 - ``input`` (hook input, priority filter - 10): knock ports jump to ``knock``,
   guarded ports jump to ``guard``; any other new TCP/UDP flow to this host that is
   not to a public port marks its source in ``noisy4``/``noisy6`` for the scanner hold.
-- ``knock``: sources marked noisy are dropped unseen; TCP SYNs and UDP datagrams from
-  the rest go to userspace over NFLOG; every packet to a knock port is dropped
-  silently (no RST, no ICMP).
+- ``knock``: sources marked noisy are dropped unseen; TCP SYNs and UDP datagrams
+  from the rest go to userspace over NFLOG; every packet to a knock port is dropped
+  silently (no RST, no ICMP). Each rule counts, for ``nft list chain``.
 - ``guard``: established/related traffic passes; a packet whose (source, proto,
   port) is in ``grants4``/``grants6`` passes; everything else is dropped.
 
@@ -74,18 +74,18 @@ def install(config: Config) -> str:
         f" meta l4proto {{ tcp, udp }} update @noisy6 {{ ip6 saddr timeout {hold}s }}",
     ]
     if server.interface:
-        lines.append(f'add rule {t} knock iifname != "{server.interface}" drop')
+        lines.append(f'add rule {t} knock iifname != "{server.interface}" counter drop')
     log = f"log group {group} snaplen {SNAPLEN} queue-threshold 1"
     lines += [
-        f"add rule {t} knock ip saddr @noisy4 drop",
-        f"add rule {t} knock ip6 saddr @noisy6 drop",
-        f"add rule {t} knock tcp flags & (fin | syn | rst | ack) == syn {log} drop",
-        f"add rule {t} knock meta l4proto udp {log} drop",
-        f"add rule {t} knock drop",
+        f"add rule {t} knock ip saddr @noisy4 counter drop",
+        f"add rule {t} knock ip6 saddr @noisy6 counter drop",
+        f"add rule {t} knock tcp flags & (fin | syn | rst | ack) == syn counter {log} drop",
+        f"add rule {t} knock meta l4proto udp counter {log} drop",
+        f"add rule {t} knock counter drop",
         f"add rule {t} guard ct state established,related accept",
         f"add rule {t} guard ip saddr . meta l4proto . th dport @grants4 accept",
         f"add rule {t} guard ip6 saddr . meta l4proto . th dport @grants6 accept",
-        f"add rule {t} guard drop",
+        f"add rule {t} guard counter drop",
     ]
     return "\n".join(lines) + "\n"
 

@@ -1,0 +1,44 @@
+"""The command line: parsing, help texts, check's exit codes."""
+
+from __future__ import annotations
+
+import pytest
+
+from sesame import cli
+from tests.unit.test_config import EXAMPLE
+
+
+@pytest.mark.parametrize("command", ["serve", "knock", "status", "check", "lab"])
+def test_every_subcommand_has_help(command, capsys):
+    with pytest.raises(SystemExit) as done:
+        cli.main([command, "--help"])
+    assert done.value.code == 0
+    assert len(capsys.readouterr().out) > 200
+
+
+@pytest.mark.parametrize(
+    ("argv", "verbose"),
+    [
+        (["-v", "serve", "-c", "x"], True),
+        (["serve", "-v", "-c", "x"], True),
+        (["serve", "-c", "x"], False),
+    ],
+)
+def test_verbose_before_or_after_the_subcommand(argv, verbose):
+    assert cli.parser().parse_args(argv).verbose is verbose
+
+
+def test_check_ok_and_bad(tmp_path, capsys):
+    good = tmp_path / "good.toml"
+    good.write_text(EXAMPLE)
+    assert cli.main(["check", "-c", str(good)]) == 0
+    assert "1 door(s): ssh" in capsys.readouterr().out
+    bad = tmp_path / "bad.toml"
+    bad.write_text(EXAMPLE.replace("open_for = 30", "open_for = 30000000"))
+    assert cli.main(["check", "-c", str(bad)]) == 2
+    assert capsys.readouterr().err.startswith(f"{bad}:9: open_for must be")
+
+
+def test_knock_rejects_a_bad_port(capsys):
+    assert cli.main(["knock", "127.0.0.1", "70000"]) == 1
+    assert "out of range" in capsys.readouterr().err
