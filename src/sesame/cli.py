@@ -102,6 +102,10 @@ def _lab(args: argparse.Namespace) -> int:
     return run(open_for=args.open_for)
 
 
+def _config_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-c", "--config", required=True, metavar="FILE", help="config file (TOML)")
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="sesame", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -120,7 +124,7 @@ def parser() -> argparse.ArgumentParser:
         "expire in the kernel); SIGHUP reloads the config, keeping live grants; "
         "a bad new config is refused and the old one keeps running. Needs root.",
     )
-    p.add_argument("-c", "--config", required=True, metavar="FILE", help="config file (TOML)")
+    _config_option(p)
     p.add_argument(
         "-v",
         "--verbose",
@@ -163,7 +167,7 @@ def parser() -> argparse.ArgumentParser:
         description="Show the live grants as the kernel holds them: address, "
         "port, door and seconds left.",
     )
-    p.add_argument("-c", "--config", required=True, metavar="FILE", help="config file (TOML)")
+    _config_option(p)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_status)
 
@@ -173,7 +177,7 @@ def parser() -> argparse.ArgumentParser:
         description="Validate a config file: exit 0, or print FILE:LINE: reason "
         "and exit 2. Touches nothing.",
     )
-    p.add_argument("-c", "--config", required=True, metavar="FILE", help="config file (TOML)")
+    _config_option(p)
     p.set_defaults(func=_check)
 
     p = sub.add_parser(

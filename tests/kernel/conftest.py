@@ -80,6 +80,18 @@ class Lab:
         self.daemon = DaemonProcess(self.server.netns, path, "-v").start()
         return self.daemon
 
+    def knock_open(self, *ports: str, ipv6: bool = False) -> int:
+        """The user knocks (the door's sequence by default) and the door opens.
+        Returns the log mark from before the knock."""
+        from sesame.lab import knock_from
+
+        mark = self.daemon.mark()
+        server = self.server.ipv6 if ipv6 else self.server.ipv4
+        knock_from(self.user.netns, server, *(ports or ("7000/tcp", "8000/tcp", "9000/udp")))
+        user = self.user.ipv6 if ipv6 else self.user.ipv4
+        self.daemon.wait_for(rf"opened door \S+ to {user}:", 10, since=mark)
+        return mark
+
     def sesame(self, netns: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         return self.run(netns, sys.executable, "-m", "sesame", *args, check=check)
 

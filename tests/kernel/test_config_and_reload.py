@@ -31,9 +31,7 @@ BAD = [
 @pytest.mark.parametrize(("text", "line", "reason"), BAD)
 def test_a_bad_config_is_refused_and_nft_is_untouched(lab, text, line, reason):
     lab.serve()  # a running table, with a grant in it
-    mark = lab.daemon.mark()
-    knock_from(lab.user.netns, lab.server.ipv4, *OPEN)
-    lab.daemon.wait_for("opened door ssh", 10, since=mark)
+    lab.knock_open()
     lab.daemon.stop()
     before = lab.nft("list", "ruleset")
     path = os.path.join(lab.tmp, "bad.toml")
@@ -66,9 +64,7 @@ def test_sighup_refuses_a_bad_config_and_keeps_serving(lab):
 
 def test_sighup_reload_keeps_live_grants_and_adds_doors(lab):
     daemon = lab.serve()
-    mark = daemon.mark()
-    knock_from(lab.user.netns, lab.server.ipv4, *OPEN)
-    daemon.wait_for("opened door ssh", 10, since=mark)
+    mark = lab.knock_open()
     lab.write_config(GOOD + SECOND_DOOR.replace('["443/tcp"]', '["2222/tcp"]'))
     daemon.signal(signal.SIGHUP)
     daemon.wait_for("reloaded .*: 2 doors", 10, since=mark)
@@ -80,9 +76,7 @@ def test_sighup_reload_keeps_live_grants_and_adds_doors(lab):
 
 def test_restart_adopts_live_grants(lab):
     daemon = lab.serve()
-    mark = daemon.mark()
-    knock_from(lab.user.netns, lab.server.ipv4, *OPEN)
-    daemon.wait_for("opened door ssh", 10, since=mark)
+    lab.knock_open()
     assert daemon.stop() == 0
     assert reachable(lab.user.netns, lab.server.ipv4, 22)  # stopping keeps grants
     again = DaemonProcess(lab.server.netns, os.path.join(lab.tmp, "sesame.toml"), "-v").start()

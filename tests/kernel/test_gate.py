@@ -128,9 +128,7 @@ def test_a_sequential_port_scan_opens_nothing(lab, ports):
 def test_grant_expires_and_established_connection_survives(lab):
     open_for = 3
     daemon = lab.serve(open_for=open_for)
-    mark = daemon.mark()
-    knock_from(lab.user.netns, lab.server.ipv4, *OPEN)
-    daemon.wait_for("opened door ssh", 10, since=mark)
+    mark = lab.knock_open()
     opened = time.monotonic()
     held = connect(lab.user.netns, lab.server.ipv4, 22)
     assert held is not None
@@ -146,9 +144,7 @@ def test_grant_expires_and_established_connection_survives(lab):
 def test_kill_9_the_grant_still_expires_on_time(lab):
     open_for = 3
     daemon = lab.serve(open_for=open_for)
-    mark = daemon.mark()
-    knock_from(lab.user.netns, lab.server.ipv4, *OPEN)
-    daemon.wait_for("opened door ssh", 10, since=mark)
+    lab.knock_open()
     opened = time.monotonic()
     daemon.signal(signal.SIGKILL)
     daemon.process.wait(10)
@@ -161,9 +157,7 @@ def test_kill_9_the_grant_still_expires_on_time(lab):
 
 def test_knocking_twice_keeps_one_refreshed_grant(lab):
     daemon = lab.serve(open_for=30)
-    mark = daemon.mark()
-    knock_from(lab.user.netns, lab.server.ipv4, *OPEN)
-    daemon.wait_for("opened door ssh", 10, since=mark)
+    mark = lab.knock_open()
     deadline = time.monotonic() + 10
     while (before := lab.grants()[f"{lab.user.ipv4} 22/tcp"]) > 29.5:  # let the clock run
         assert time.monotonic() < deadline
@@ -183,9 +177,7 @@ def test_knocking_twice_keeps_one_refreshed_grant(lab):
 
 def test_unknock_closes_before_expiry(lab):
     daemon = lab.serve(open_for=60)
-    mark = daemon.mark()
-    knock_from(lab.user.netns, lab.server.ipv4, *OPEN)
-    daemon.wait_for("opened door ssh", 10, since=mark)
+    mark = lab.knock_open()
     assert reachable(lab.user.netns, lab.server.ipv4, 22)
     knock_from(lab.user.netns, lab.server.ipv4, *CLOSE)
     daemon.wait_for(r"closed door ssh for \S+ \(unknock\)", 10, since=mark)
@@ -232,7 +224,7 @@ def test_interface_option_ignores_knocks_from_elsewhere(lab):
 
 
 def test_another_table_that_drops_the_port_still_wins(lab):
-    daemon = lab.serve()
+    lab.serve()
     lab.run(lab.server.netns, "nft", "add table inet other")
     lab.run(
         lab.server.netns,
@@ -240,9 +232,7 @@ def test_another_table_that_drops_the_port_still_wins(lab):
         "add chain inet other input { type filter hook input priority 0; policy accept; }",
     )
     lab.run(lab.server.netns, "nft", "add rule inet other input tcp dport 22 drop")
-    mark = daemon.mark()
-    knock_from(lab.user.netns, lab.server.ipv4, *OPEN)
-    daemon.wait_for("opened door ssh", 10, since=mark)
+    lab.knock_open()
     assert not reachable(lab.user.netns, lab.server.ipv4, 22)
     lab.run(lab.server.netns, "nft", "delete table inet other")
     assert reachable(lab.user.netns, lab.server.ipv4, 22)
