@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from sesame.lab import connect, echo, knock_from, reachable
+from sesame.lab import blocked, connect, echo, knock_from, reachable
 from sesame.netns import inside
 from tests.kernel.conftest import CONFIG, require
 
@@ -25,8 +25,8 @@ def processed(lab, source: str, port: str, since: int) -> None:
 def test_before_any_knock_nothing_answers(lab):
     lab.serve()
     server = lab.server.ipv4
-    assert not reachable(lab.user.netns, server, 22)
-    assert not reachable(lab.stranger.netns, server, 22)
+    assert blocked(lab.user.netns, server, 22)
+    assert blocked(lab.stranger.netns, server, 22)
     # A knock port sends neither SYN-ACK nor RST: the connect just times out.
     assert connect(lab.user.netns, server, 7000, timeout=1.0) is None
     # A UDP knock port sends no ICMP port unreachable back.
@@ -46,7 +46,7 @@ def test_sesame_knock_opens_to_the_knocker_only(lab):
     lab.sesame(lab.user.netns, "knock", lab.server.ipv4, "7000", "8000/tcp", "9000:udp")
     daemon.wait_for(rf"opened door ssh to {lab.user.ipv4}: 22/tcp", 10, since=mark)
     assert reachable(lab.user.netns, lab.server.ipv4, 22)
-    assert not reachable(lab.stranger.netns, lab.server.ipv4, 22)
+    assert blocked(lab.stranger.netns, lab.server.ipv4, 22)
     assert list(lab.grants()) == [f"{lab.user.ipv4} 22/tcp"]
 
 
@@ -57,7 +57,7 @@ def test_debian_knock_client_opens(lab):
     lab.run(lab.user.netns, knock, lab.server.ipv4, "7000", "8000", "9000:udp")
     daemon.wait_for(rf"opened door ssh to {lab.user.ipv4}:", 10, since=mark)
     assert reachable(lab.user.netns, lab.server.ipv4, 22)
-    assert not reachable(lab.stranger.netns, lab.server.ipv4, 22)
+    assert blocked(lab.stranger.netns, lab.server.ipv4, 22)
 
 
 @pytest.mark.parametrize(
@@ -74,7 +74,7 @@ def test_wrong_knocks_open_nothing(lab, ports):
     knock_from(lab.user.netns, lab.server.ipv4, *ports)
     processed(lab, lab.user.ipv4, ports[-1], mark)
     assert lab.grants() == {}
-    assert not reachable(lab.user.netns, lab.server.ipv4, 22)
+    assert blocked(lab.user.netns, lab.server.ipv4, 22)
     assert "opened" not in "\n".join(daemon.lines[mark:])
 
 
@@ -119,7 +119,7 @@ def test_a_sequential_port_scan_opens_nothing(lab, ports):
     processed(lab, lab.user.ipv4, "7005/tcp", mark)
     assert "opened" not in "\n".join(daemon.lines[mark:])
     assert lab.grants() == {}
-    assert not reachable(lab.stranger.netns, lab.server.ipv4, 22)
+    assert blocked(lab.stranger.netns, lab.server.ipv4, 22)
     # The same sequence knocked properly still works (for a source that did not scan).
     knock_from(lab.user.netns, lab.server.ipv4, "7000/tcp", "7005/tcp", "7009/tcp")
     daemon.wait_for(rf"opened door ssh to {lab.user.ipv4}:", 10, since=mark)
@@ -138,7 +138,7 @@ def test_grant_expires_and_established_connection_survives(lab):
         assert gone - opened >= open_for - 0.5  # not before its time
         daemon.wait_for(r"closed door ssh for \S+ \(expired\)", 5, since=mark)
         assert echo(held, b"still here")
-    assert not reachable(lab.user.netns, lab.server.ipv4, 22)
+    assert blocked(lab.user.netns, lab.server.ipv4, 22)
 
 
 def test_kill_9_the_grant_still_expires_on_time(lab):
@@ -151,8 +151,8 @@ def test_kill_9_the_grant_still_expires_on_time(lab):
     assert reachable(lab.user.netns, lab.server.ipv4, 22)  # the grant outlives the daemon
     gone = lab.wait_no_grants(open_for + 5)
     assert open_for - 0.5 <= gone - opened <= open_for + 2
-    assert not reachable(lab.user.netns, lab.server.ipv4, 22)
-    assert not reachable(lab.stranger.netns, lab.server.ipv4, 22)  # still gated, fail closed
+    assert blocked(lab.user.netns, lab.server.ipv4, 22)
+    assert blocked(lab.stranger.netns, lab.server.ipv4, 22)  # still gated, fail closed
 
 
 def test_knocking_twice_keeps_one_refreshed_grant(lab):
@@ -182,7 +182,7 @@ def test_unknock_closes_before_expiry(lab):
     knock_from(lab.user.netns, lab.server.ipv4, *CLOSE)
     daemon.wait_for(r"closed door ssh for \S+ \(unknock\)", 10, since=mark)
     assert lab.grants() == {}
-    assert not reachable(lab.user.netns, lab.server.ipv4, 22)
+    assert blocked(lab.user.netns, lab.server.ipv4, 22)
 
 
 def test_ipv6_knock_opens_to_that_address_only(lab):
@@ -192,8 +192,8 @@ def test_ipv6_knock_opens_to_that_address_only(lab):
     daemon.wait_for(rf"opened door ssh to {lab.user.ipv6}:", 10, since=mark)
     assert list(lab.grants()) == [f"{lab.user.ipv6} 22/tcp"]
     assert reachable(lab.user.netns, lab.server.ipv6, 22)
-    assert not reachable(lab.user.netns, lab.server.ipv4, 22)  # not the user's IPv4
-    assert not reachable(lab.stranger.netns, lab.server.ipv6, 22)
+    assert blocked(lab.user.netns, lab.server.ipv4, 22)  # not the user's IPv4
+    assert blocked(lab.stranger.netns, lab.server.ipv6, 22)
 
 
 def test_traffic_to_other_ports_never_reaches_sesame(lab):
@@ -233,6 +233,6 @@ def test_another_table_that_drops_the_port_still_wins(lab):
     )
     lab.run(lab.server.netns, "nft", "add rule inet other input tcp dport 22 drop")
     lab.knock_open()
-    assert not reachable(lab.user.netns, lab.server.ipv4, 22)
+    assert blocked(lab.user.netns, lab.server.ipv4, 22)
     lab.run(lab.server.netns, "nft", "delete table inet other")
     assert reachable(lab.user.netns, lab.server.ipv4, 22)
