@@ -6,13 +6,15 @@ happens before anything touches the firewall.
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sesame.doors import NAME_RE, Door
+from sesame.crypto import decode_key
+from sesame.doors import NAME_RE, Door, User
 from sesame.errors import ConfigError
 from sesame.ports import Port, parse_port
 
@@ -29,6 +31,8 @@ class Server:
     log_group: int = 5155
     max_sources: int = 100_000
     table: str = "sesame"
+    state_dir: str = "/var/lib/sesame"
+    spa_window: int = 60
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +42,16 @@ class Config:
     path: str
     server: Server
     doors: tuple[Door, ...]
+    users: tuple[User, ...] = ()
+
+    @property
+    def needs_state(self) -> bool:
+        """Does any door use one-shot keys (SPA, one-time sequences) to persist?"""
+        return any(d.spa_port is not None or d.sequence_from for d in self.doors)
+
+    @property
+    def spa_ports(self) -> tuple[int, ...]:
+        return tuple(sorted({d.spa_port for d in self.doors if d.spa_port is not None}))
 
     @property
     def doors_by_name(self) -> dict[str, Door]:
@@ -92,7 +106,17 @@ class _Lines:
         return self.where.get((table, index, key)) or self.where.get((table, index, ""), 1)
 
 
-_SERVER_KEYS = {"interface", "public", "scanner_hold", "log_group", "max_sources", "table"}
+_SERVER_KEYS = {
+    "interface",
+    "public",
+    "scanner_hold",
+    "log_group",
+    "max_sources",
+    "table",
+    "state_dir",
+    "spa_window",
+}
+_USER_KEYS = {"name", "key", "key_file", "doors", "allow_other_address"}
 _DOOR_KEYS = {
     "name",
     "sequence",
@@ -103,6 +127,11 @@ _DOOR_KEYS = {
     "start_command",
     "stop_command",
     "gate",
+    "spa_port",
+    "sequence_from",
+    "sequence_length",
+    "port_range",
+    "one_address_per_user",
 }
 
 
@@ -134,8 +163,10 @@ def parse(text: str, path: str = "<config>") -> Config:
         return ConfigError(path, lines.line(table, index, key), reason)
 
     for table in raw:
-        if table not in ("server", "door"):
-            raise fail(table, 0, "", f"unknown table [{table}] (expected [server] or [[door]])")
+        if table not in ("server", "door", "user"):
+            raise fail(
+                table, 0, "", f"unknown table [{table}] (expected [server], [[door]], [[user]])"
+            )
     server_raw = raw.get("server", {})
     if not isinstance(server_raw, dict):
         raise fail("server", 0, "", "[server] must be a table")
@@ -146,8 +177,15 @@ def parse(text: str, path: str = "<config>") -> Config:
     doors: list[Door] = []
     for i, door_raw in enumerate(doors_raw):
         doors.append(_door(door_raw, _bind(fail, "door", i)))
-    config = Config(path, server, tuple(doors))
+    users_raw = raw.get("user", [])
+    if not isinstance(users_raw, list):
+        raise fail("user", 0, "", "users are written [[user]]")
+    users = [_user(u, _bind(fail, "user", i)) for i, u in enumerate(users_raw)]
+    config = Config(path, server, tuple(doors), tuple(users))
     _cross_checks(config, lambda i, k, r: fail("door", i, k, r))
+    _user_checks(
+        config, lambda i, k, r: fail("user", i, k, r), lambda i, k, r: fail("door", i, k, r)
+    )
     return config
 
 
@@ -192,7 +230,12 @@ def _server(raw: dict[str, Any], fail: Fail) -> Server:
     table = raw.get("table", "sesame")
     if not isinstance(table, str) or not NAME_RE.match(table) or "." in table:
         raise fail("table", "table must be a name of letters, digits, '_' or '-'")
+    state_dir = raw.get("state_dir", "/var/lib/sesame")
+    if not isinstance(state_dir, str) or not state_dir.startswith("/"):
+        raise fail("state_dir", "state_dir must be an absolute path")
     return Server(
+        state_dir=state_dir,
+        spa_window=_int(raw, "spa_window", 60, 5, 3600, fail),
         interface=interface,
         public=_ports(raw, "public", fail),
         scanner_hold=_int(raw, "scanner_hold", 60, 1, 86400, fail),
@@ -217,22 +260,93 @@ def _argv(raw: dict[str, Any], key: str, fail: Fail) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _bool(raw: dict[str, Any], key: str, fail: Fail) -> bool:
+    value = raw.get(key, key == "gate")
+    if not isinstance(value, bool):
+        raise fail(key, f"{key} must be true or false")
+    return value
+
+
+def _user(raw: Any, fail: Fail) -> User:
+    if not isinstance(raw, dict):
+        raise fail("", "[[user]] must be a table")
+    _check_keys(raw, _USER_KEYS, "[[user]]", fail)
+    if "name" not in raw:
+        raise fail("", "user is missing 'name'")
+    if ("key" in raw) == ("key_file" in raw):
+        raise fail("", "a user needs exactly one of 'key' and 'key_file'")
+    if "key" in raw:
+        if not isinstance(raw["key"], str):
+            raise fail("key", "key must be a base64 string (sesame keygen NAME makes one)")
+        text, where = raw["key"], "key"
+    else:
+        text, where = _read_key_file(raw["key_file"], fail), "key_file"
+    try:
+        key = decode_key(text)
+    except ValueError as exc:
+        raise fail(where, str(exc)) from None
+    doors = raw.get("doors", [])
+    if not isinstance(doors, list) or not all(isinstance(d, str) for d in doors):
+        raise fail("doors", 'doors must be a list of door names, e.g. ["ssh"]')
+    try:
+        return User(
+            name=raw["name"] if isinstance(raw["name"], str) else "",
+            key=key,
+            doors=tuple(doors),
+            allow_other_address=_bool(raw, "allow_other_address", fail),
+        )
+    except ValueError as exc:
+        raise fail("name", str(exc)) from None
+
+
+def _read_key_file(path: Any, fail: Fail) -> str:
+    """A key file's text; refused if anyone but its owner may read it."""
+    if not isinstance(path, str) or not path.startswith("/"):
+        raise fail("key_file", "key_file must be an absolute path")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as exc:
+        raise fail("key_file", f"cannot read key file {path}: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as handle:
+        mode = os.fstat(handle.fileno()).st_mode
+        if mode & 0o077:
+            raise fail(
+                "key_file",
+                f"key file {path} is readable by group or others (mode {mode & 0o777:04o});"
+                f" run: chmod 600 {path}",
+            )
+        data = handle.read(4096)
+    try:
+        return data.decode("ascii")
+    except UnicodeDecodeError:
+        raise fail("key_file", f"key file {path} is not base64 text") from None
+
+
 def _door(raw: Any, fail: Fail) -> Door:
     if not isinstance(raw, dict):
         raise fail("", "[[door]] must be a table")
     _check_keys(raw, _DOOR_KEYS, "[[door]]", fail)
-    for key in ("name", "sequence", "open"):
+    for key in ("name", "open"):
         if key not in raw:
             raise fail("", f"door is missing {key!r}")
+    if not {"sequence", "spa_port", "sequence_from"} & raw.keys():
+        raise fail("", "door is missing 'sequence' (or 'spa_port', or 'sequence_from')")
     name = raw["name"]
     if not isinstance(name, str):
         raise fail("name", "name must be a string")
     seq_timeout = raw.get("seq_timeout", 25)
     if isinstance(seq_timeout, bool) or not isinstance(seq_timeout, int | float):
         raise fail("seq_timeout", "seq_timeout must be a number of seconds")
-    gate = raw.get("gate", True)
-    if not isinstance(gate, bool):
-        raise fail("gate", "gate must be true or false")
+    gate, one_address = (_bool(raw, k, fail) for k in ("gate", "one_address_per_user"))
+    sequence_from = raw.get("sequence_from")
+    if sequence_from is not None and sequence_from != "totp":
+        raise fail("sequence_from", 'sequence_from must be "totp"')
+    port_range = raw.get("port_range")
+    if port_range is not None:
+        ok = isinstance(port_range, list) and len(port_range) == 2
+        if not ok or not all(isinstance(n, int) and not isinstance(n, bool) for n in port_range):
+            raise fail("port_range", "port_range must be [FIRST, LAST], e.g. [40000, 40999]")
+        port_range = (port_range[0], port_range[1])
     fields = {
         "sequence": _ports(raw, "sequence", fail),
         "open": _ports(raw, "open", fail),
@@ -246,6 +360,11 @@ def _door(raw: Any, fail: Fail) -> Door:
             seq_timeout=float(seq_timeout),
             open_for=_int(raw, "open_for", 30, 1, 86400, fail),
             gate=gate,
+            one_address_per_user=one_address,
+            spa_port=_int(raw, "spa_port", 0, 1, 65535, fail) if "spa_port" in raw else None,
+            sequence_from=sequence_from,
+            sequence_length=_int(raw, "sequence_length", 4, 2, 16, fail),
+            port_range=port_range,
             **fields,  # type: ignore[arg-type]
         )
     except ValueError as exc:
@@ -286,3 +405,50 @@ def _cross_checks(config: Config, fail: Callable[[int, str, str], ConfigError]) 
             for port in seq:
                 if port in public:
                     raise fail(i, "sequence", f"{port} is both a knock port and public in [server]")
+    for i, door in enumerate(config.doors):
+        taken = {
+            "guarded": set(config.guarded) | set(door.open),
+            "a knock port": knock,
+            "public in [server]": public,
+        }
+        if door.spa_port is not None:
+            spa = Port("udp", door.spa_port)
+            for what, ports in taken.items():
+                if spa in ports:
+                    raise fail(i, "spa_port", f"spa_port {spa} is also {what}")
+        overlap = door.range_ports()
+        for what, ports in taken.items():
+            clash = sorted(overlap & ports)
+            if clash:
+                raise fail(i, "port_range", f"port_range includes {clash[0]}, which is {what}")
+
+
+def _user_checks(
+    config: Config,
+    fail: Callable[[int, str, str], ConfigError],
+    fail_door: Callable[[int, str, str], ConfigError],
+) -> None:
+    doors = config.doors_by_name
+    seen: set[str] = set()
+    for i, user in enumerate(config.users):
+        if user.name in seen:
+            raise fail(i, "name", f"user name {user.name!r} is used twice")
+        seen.add(user.name)
+        for name in user.doors:
+            door = doors.get(name)
+            if door is None:
+                raise fail(i, "doors", f"no door is named {name!r}")
+            if door.spa_port is None and door.sequence_from is None:
+                raise fail(
+                    i,
+                    "doors",
+                    f"door {name!r} has neither spa_port nor sequence_from: users open doors"
+                    " by SPA or one-time sequence",
+                )
+    for i, door in enumerate(config.doors):
+        keyed = door.spa_port is not None or door.sequence_from is not None
+        if keyed and not any(door.name in u.doors for u in config.users):
+            key = "spa_port" if door.spa_port is not None else "sequence_from"
+            raise fail_door(
+                i, key, f"no [[user]] may open door {door.name!r}: add it to a user's doors"
+            )

@@ -12,16 +12,19 @@ import selectors
 import signal
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
 from sesame import config as configuration
 from sesame.config import Config
-from sesame.engine import Decision, Engine, Knock, Opened, Refreshed
+from sesame.engine import Action, Decision, Engine, Knock, Opened, Refreshed, Spent
+from sesame.engine.core import knock_ports
 from sesame.errors import ConfigError, FirewallError, RemoteError, SesameError
 from sesame.firewall import commands
 from sesame.firewall.ruleset import Entry, to_grants
+from sesame.ports import Port
 from sesame.sensor import NflogSensor
+from sesame.state import ReplayStore
 from sesame.wire import decode
 from sesame.wire.nflog import Logged
 from sesame.wire.packet import ACK, SYN
@@ -30,42 +33,64 @@ log = logging.getLogger("sesame")
 
 
 class Gate(Protocol):
-    def install(self, config: Config, stale: Sequence[Entry] = ()) -> None: ...
+    def install(
+        self, config: Config, stale: Iterable[Entry] = (), knock: Iterable[Port] | None = None
+    ) -> None: ...
     def apply(self, decisions: Sequence[Decision], now: float) -> None: ...
     def entries(self) -> list[Entry]: ...
+    def set_knock_ports(self, ports: Iterable[Port]) -> None: ...
 
 
 def describe(decision: Decision) -> str:
     grant = decision.grant
     ports = " ".join(str(p) for p in grant.ports)
+    by = f" (user {grant.user})" if grant.user else ""
     if isinstance(decision, Opened):
-        return f"opened door {grant.door} to {grant.address}: {ports}"
+        return f"opened door {grant.door} to {grant.address}: {ports}{by}"
     if isinstance(decision, Refreshed):
-        return f"refreshed door {grant.door} for {grant.address}: {ports}"
-    return f"closed door {grant.door} for {grant.address} ({decision.reason})"
+        return f"refreshed door {grant.door} for {grant.address}: {ports}{by}"
+    return f"closed door {grant.door} for {grant.address} ({decision.reason}){by}"
 
 
 class Daemon:
-    """Wires a sensor, the engine, a gate and a command runner together."""
+    """Wires the engine to a gate, a replay store and a command runner.
+
+    ``clock`` is monotonic time (deadlines), ``wall`` is Unix time (SPA timestamps,
+    one-time sequence steps); both are injected so tests can drive them.
+    """
 
     def __init__(
-        self, config: Config, gate: Gate, clock: Callable[[], float] = time.monotonic
+        self,
+        config: Config,
+        gate: Gate,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
         self.gate = gate
         self.clock = clock
-        self.engine = Engine(config.doors, config.server.max_sources)
+        self.wall = wall
+        server = config.server
+        self.engine = Engine(
+            config.doors,
+            config.users,
+            max_sources=server.max_sources,
+            spa_window=server.spa_window,
+        )
+        self.store = ReplayStore(server.state_dir) if config.needs_state else None
         self.runner = commands.Runner()
         self.drops: dict[str, int] = {}
 
     def start(self) -> None:
         """Install the table (keeping live grants) and adopt the grants it holds."""
-        now = self.clock()
+        now, wall = self.clock(), self.wall()
+        if self.store is not None:
+            self.engine.replay.restore(self.store.load(wall), wall)
         entries = self.gate.entries()
         doors = {d.name: d for d in self.config.doors if d.gate}
         keep = [e for e in entries if e.door in doors and e.port in doors[e.door].open]
         stale = [e for e in entries if e not in keep]
-        self.gate.install(self.config, stale)
+        self.gate.install(self.config, stale, self.engine.roll(wall))
         self.engine.restore(to_grants(keep, now))
         for entry in keep:
             log.info(
@@ -82,17 +107,31 @@ class Daemon:
             if isinstance(item, RemoteError):
                 raise item
             packet = decode(item.payload)
-            if packet.port.proto == "tcp" and packet.tcp_flags & (SYN | ACK) != SYN:
-                raise RemoteError("not a syn")
-            log.debug("knock from %s to %s", packet.source, packet.port)
-            decisions = self.engine.knock(Knock(packet.source, packet.port), now)
+            port = packet.port
+            if port.proto == "udp" and port.number in self.engine.spa_ports:
+                actions = self.engine.spa(packet.source, port, packet.payload, now, self.wall())
+            else:
+                if port.proto == "tcp" and packet.tcp_flags & (SYN | ACK) != SYN:
+                    raise RemoteError("not a syn")
+                log.debug("knock from %s to %s", packet.source, port)
+                actions = self.engine.knock(Knock(packet.source, port), now)
         except RemoteError as exc:
             self.drops[exc.reason] = self.drops.get(exc.reason, 0) + 1
-            log.debug("dropped packet: %s", exc.reason)
+            source = getattr(locals().get("packet"), "source", "?")
+            log.debug("dropped packet from %s: %s", source, exc.reason)
             return
-        self.carry_out(decisions, now)
+        self.carry_out(actions, now)
 
-    def carry_out(self, decisions: Sequence[Decision], now: float) -> None:
+    def carry_out(self, actions: Sequence[Action], now: float) -> None:
+        if not actions:
+            return
+        decisions: list[Decision] = []
+        for action in actions:
+            if isinstance(action, Spent):
+                if self.store is not None:
+                    self.store.append(action.key, action.until)  # on record before the grant
+            else:
+                decisions.append(action)
         if not decisions:
             return
         try:
@@ -107,31 +146,62 @@ class Daemon:
 
     def tick(self, now: float) -> None:
         self.carry_out(self.engine.tick(now), now)
+        ports = self.engine.roll(self.wall())
+        if ports is not None:
+            try:
+                self.gate.set_knock_ports(ports)
+            except FirewallError as exc:
+                log.error("firewall refused the new one-time sequences: %s", exc)
+        if self.store is not None and self.store.should_compact(len(self.engine.replay)):
+            self.store.compact(self.engine.replay.items())
         self.runner.reap(now)
 
     def reload(self, path: str) -> None:
         """Apply a new config; refuse it whole on any fault."""
         try:
             new = configuration.load(path)
-            if new.server.table != self.config.server.table:
-                raise ConfigError(path, 0, "the table name cannot change on reload; restart")
-            if new.server.log_group != self.config.server.log_group:
-                raise ConfigError(path, 0, "log_group cannot change on reload; restart")
-            self.gate.install(new)
+            old = self.config.server
+            for field in ("table", "log_group", "state_dir"):
+                if getattr(new.server, field) != getattr(old, field):
+                    raise ConfigError(path, 0, f"{field} cannot change on reload; restart")
+            ports = knock_ports(new.doors, new.users, self.wall(), self.engine.replay)
+            self.gate.install(new, (), ports)
         except (ConfigError, FirewallError) as exc:
             log.error("reload refused, the running config stays: %s", exc)
             return
         self.config = new
+        if new.needs_state and self.store is None:
+            self.store = ReplayStore(new.server.state_dir)
         now = self.clock()
-        self.carry_out(self.engine.reconfigure(new.doors, new.server.max_sources, now), now)
-        log.info("reloaded %s: %d doors", path, len(new.doors))
+        actions = self.engine.reconfigure(
+            new.doors,
+            new.users,
+            max_sources=new.server.max_sources,
+            spa_window=new.server.spa_window,
+            now=now,
+        )
+        self.carry_out(actions, now)
+        self.engine.roll(self.wall())
+        log.info("reloaded %s: %d doors, %d users", path, len(new.doors), len(new.users))
 
     def timeout(self, now: float) -> float | None:
+        waits = []
         deadline = self.engine.next_deadline()
-        wait = None if deadline is None else max(0.0, deadline - now)
+        if deadline is not None:
+            waits.append(deadline - now)
+        roll = self.engine.next_roll()
+        if roll is not None:
+            waits.append(roll - self.wall())
+        if self.config.needs_state:
+            waits.append(5.0)  # prune the replay window now and then
         if self.runner.pending():
-            wait = 0.5 if wait is None else min(wait, 0.5)
-        return wait
+            waits.append(0.5)
+        return max(0.0, min(waits)) if waits else None
+
+    def close(self) -> None:
+        self.runner.wait()
+        if self.store is not None:
+            self.store.close()
 
 
 def serve(path: str, gate: Gate, sensor: NflogSensor) -> int:
@@ -154,9 +224,10 @@ def serve(path: str, gate: Gate, sensor: NflogSensor) -> int:
     selector.register(sensor.fileno(), selectors.EVENT_READ, "sensor")
     selector.register(wake_r, selectors.EVENT_READ, "signal")
     log.info(
-        "ready: table inet %s, %d doors, NFLOG group %d",
+        "ready: table inet %s, %d doors, %d users, NFLOG group %d",
         config.server.table,
         len(config.doors),
+        len(config.users),
         config.server.log_group,
     )
     try:
@@ -191,6 +262,8 @@ def serve(path: str, gate: Gate, sensor: NflogSensor) -> int:
         signal.set_wakeup_fd(old_fd)
         selector.close()
         sensor.close()
-        daemon.runner.wait()
+        wake_r.close()
+        wake_w.close()
+        daemon.close()
         counts = dict(daemon.engine.counters) | {f"dropped {k}": v for k, v in daemon.drops.items()}
         log.info("counters: %s", ", ".join(f"{k}={v}" for k, v in sorted(counts.items())) or "none")

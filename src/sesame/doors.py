@@ -1,30 +1,37 @@
-"""Doors: what a knock opens. Frozen values, validated when built."""
+"""Doors and users: what a knock opens, and who may open it. Frozen values,
+validated when built."""
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sesame.ports import Port
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
 MAX_SEQUENCE = 32
-PLACEHOLDERS = ("{ip}", "{port}", "{proto}", "{door}")
+PLACEHOLDERS = ("{ip}", "{port}", "{proto}", "{door}", "{user}")
+KEY_BYTES = 32
 
 
 @dataclass(frozen=True, slots=True)
 class Door:
-    """One door: a knock sequence that opens ports to the knocker for a while."""
+    """One door: ways in (a plain sequence, SPA, one-time sequences) and what opens."""
 
     name: str
-    sequence: tuple[Port, ...]
     open: tuple[Port, ...]
+    sequence: tuple[Port, ...] = ()
     seq_timeout: float = 25.0
     open_for: int = 30
     close_sequence: tuple[Port, ...] = ()
     start_command: tuple[str, ...] = ()
     stop_command: tuple[str, ...] = ()
     gate: bool = True
+    spa_port: int | None = None
+    sequence_from: str | None = None  # "totp": rolling one-time sequences per user
+    sequence_length: int = 4
+    port_range: tuple[int, int] | None = None
+    one_address_per_user: bool = False
 
     def __post_init__(self) -> None:
         if not NAME_RE.match(self.name):
@@ -34,14 +41,27 @@ class Door:
         for label, seq in (("sequence", self.sequence), ("close_sequence", self.close_sequence)):
             if len(seq) > MAX_SEQUENCE:
                 raise ValueError(f"{label} has {len(seq)} ports; at most {MAX_SEQUENCE}")
-        if not self.sequence:
-            raise ValueError("sequence is empty")
+        if not (self.sequence or self.spa_port or self.sequence_from):
+            raise ValueError("sequence is empty: give a sequence, a spa_port or sequence_from")
         if not self.open:
             raise ValueError("open is empty: the door would open nothing")
         if not 0 < self.seq_timeout <= 3600:
             raise ValueError("seq_timeout must be more than 0 and at most 3600 seconds")
         if not 1 <= self.open_for <= 86400:
             raise ValueError("open_for must be 1 to 86400 seconds")
+        if self.spa_port is not None and not 1 <= self.spa_port <= 65535:
+            raise ValueError(f"spa_port {self.spa_port} is out of range 1-65535")
+        if self.sequence_from is not None:
+            if self.sequence_from != "totp":
+                raise ValueError('sequence_from must be "totp"')
+            if self.port_range is None:
+                raise ValueError('sequence_from = "totp" needs port_range = [FIRST, LAST]')
+            if not 2 <= self.sequence_length <= 16:
+                raise ValueError("sequence_length must be 2 to 16")
+        if self.port_range is not None:
+            first, last = self.port_range
+            if not 1 <= first <= last <= 65535 or last - first < 255:
+                raise ValueError("port_range must be [FIRST, LAST] in 1-65535, 256 ports or more")
         if not self.gate and not self.start_command:
             raise ValueError("gate = false and no start_command: the door would open nothing")
         for label, argv in (
@@ -56,8 +76,35 @@ class Door:
                         )
 
     def sequences(self) -> tuple[tuple[str, tuple[Port, ...]], ...]:
-        """The door's knock sequences, each labelled ``open`` or ``close``."""
-        out: list[tuple[str, tuple[Port, ...]]] = [("open", self.sequence)]
+        """The door's fixed knock sequences, each labelled ``open`` or ``close``."""
+        out: list[tuple[str, tuple[Port, ...]]] = []
+        if self.sequence:
+            out.append(("open", self.sequence))
         if self.close_sequence:
             out.append(("close", self.close_sequence))
         return tuple(out)
+
+    def range_ports(self) -> frozenset[Port]:
+        """Every port a one-time sequence of this door may use."""
+        if self.port_range is None:
+            return frozenset()
+        first, last = self.port_range
+        return frozenset(Port("tcp", n) for n in range(first, last + 1))
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    """Someone who holds a key: may open ``doors`` by SPA or one-time sequence."""
+
+    name: str
+    key: bytes = field(repr=False)
+    doors: tuple[str, ...] = ()
+    allow_other_address: bool = False
+
+    def __post_init__(self) -> None:
+        if not NAME_RE.match(self.name):
+            raise ValueError(
+                f"user name {self.name!r} must be 1-32 letters, digits, '_', '.' or '-'"
+            )
+        if len(self.key) != KEY_BYTES:
+            raise ValueError(f"key must be {KEY_BYTES} bytes (base64), not {len(self.key)}")

@@ -74,9 +74,9 @@ SECOND_DOOR = '\n[[door]]\nname = "web"\nsequence = ["5000/udp"]\nopen = ["443/t
         (EXAMPLE.replace('name = "ssh"', 'name = "s s"'), 5, "door name"),
         (EXAMPLE.replace("open_for = 30", 'start_command = "logger {ip}"'), 9, "runs no shell"),
         (
-            EXAMPLE.replace("open_for = 30", 'start_command = ["/bin/echo", "{user}"]'),
+            EXAMPLE.replace("open_for = 30", 'start_command = ["/bin/echo", "{nope}"]'),
             9,
-            "unknown placeholder {user}",
+            "unknown placeholder {nope}",
         ),
         (EXAMPLE.replace("open_for = 30", 'start_command = ["echo"]'), 9, "absolute path"),
         (EXAMPLE.replace("[server]", '[server]\npublic = ["22/tcp"]'), 9, "public"),

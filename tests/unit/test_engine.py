@@ -82,7 +82,7 @@ def test_reconfigure_keeps_grants_of_doors_that_remain():
     engine = Engine([SSH, WEB])
     knock(engine, ["7000", "8000", "9000/udp"])
     knock(engine, ["5000/udp"])
-    decisions = engine.reconfigure([SSH], 100, now=1.0)
+    decisions = engine.reconfigure([SSH], [], max_sources=100, spa_window=60, now=1.0)
     assert [(d.grant.door, d.reason) for d in decisions] == [("web", "door removed")]
     assert engine.grants.get("ssh", A) is not None
 

@@ -1,7 +1,9 @@
-"""The pure engine: knock matching and grant decisions. No I/O; ``now`` is passed in."""
+"""The pure engine: knock matching, SPA verification and grant decisions. No I/O;
+``now`` and ``wall`` are passed in."""
 
 from sesame.engine.core import Engine
 from sesame.engine.events import (
+    Action,
     Address,
     Closed,
     CloseReason,
@@ -10,11 +12,14 @@ from sesame.engine.events import (
     Knock,
     Opened,
     Refreshed,
+    Spent,
 )
 from sesame.engine.grants import GrantBook
-from sesame.engine.sequences import Pattern, SequenceMatcher, step
+from sesame.engine.replay import ReplayWindow
+from sesame.engine.sequences import Pattern, SequenceMatcher, Target, step
 
 __all__ = [
+    "Action",
     "Address",
     "CloseReason",
     "Closed",
@@ -26,6 +31,9 @@ __all__ = [
     "Opened",
     "Pattern",
     "Refreshed",
+    "ReplayWindow",
     "SequenceMatcher",
+    "Spent",
+    "Target",
     "step",
 ]

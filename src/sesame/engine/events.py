@@ -9,7 +9,7 @@ from typing import Literal
 from sesame.ports import Port
 
 Address = IPv4Address | IPv6Address
-CloseReason = Literal["expired", "unknock", "revoked", "door removed"]
+CloseReason = Literal["expired", "unknock", "revoked", "door removed", "replaced"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +28,7 @@ class Grant:
     address: Address
     ports: tuple[Port, ...]
     expires: float
+    user: str = ""  # who opened it (SPA, one-time sequence); empty for a plain knock
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,4 +53,13 @@ class Closed:
     reason: CloseReason
 
 
+@dataclass(frozen=True, slots=True)
+class Spent:
+    """A one-shot key was used: persist it so a restart cannot accept it again."""
+
+    key: bytes
+    until: float  # wall time after which it could not be accepted anyway
+
+
 Decision = Opened | Refreshed | Closed
+Action = Decision | Spent

@@ -1,7 +1,8 @@
 """The grant book: which address may reach which door's ports, until when.
 
 A grant is keyed by (door, address): knocking again refreshes it, never adds a
-second one. Deadlines are engine time (``now`` is always passed in).
+second one. Grants opened by a user are also indexed by (door, user), so a user's
+new address can replace the old one. Deadlines are engine time (``now`` is passed in).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ class GrantBook:
 
     def __init__(self) -> None:
         self._grants: dict[GrantKey, Grant] = {}
+        self._by_user: dict[tuple[str, str], set[Address]] = {}
         self._deadlines: list[tuple[float, str, str, GrantKey]] = []
 
     def __len__(self) -> int:
@@ -29,18 +31,36 @@ class GrantBook:
     def get(self, door: str, address: Address) -> Grant | None:
         return self._grants.get((door, address))
 
+    def of_user(self, door: str, user: str) -> list[Grant]:
+        return [self._grants[door, a] for a in self._by_user.get((door, user), ())]
+
     def grant(self, grant: Grant) -> Opened | Refreshed:
         """Open ``grant``, or refresh the live one with the same door and address."""
         key = (grant.door, grant.address)
-        known = key in self._grants
+        old = self._grants.get(key)
+        if old is not None:
+            self._unindex(old)
         self._grants[key] = grant
+        if grant.user:
+            self._by_user.setdefault((grant.door, grant.user), set()).add(grant.address)
         # The address string keeps heap entries comparable across v4 and v6.
         heapq.heappush(self._deadlines, (grant.expires, grant.door, str(grant.address), key))
-        return Refreshed(grant) if known else Opened(grant)
+        return Opened(grant) if old is None else Refreshed(grant)
 
     def close(self, door: str, address: Address, reason: CloseReason) -> Closed | None:
         grant = self._grants.pop((door, address), None)
-        return None if grant is None else Closed(grant, reason)
+        if grant is None:
+            return None
+        self._unindex(grant)
+        return Closed(grant, reason)
+
+    def _unindex(self, grant: Grant) -> None:
+        if grant.user:
+            addresses = self._by_user.get((grant.door, grant.user))
+            if addresses is not None:
+                addresses.discard(grant.address)
+                if not addresses:
+                    del self._by_user[grant.door, grant.user]
 
     def expire(self, now: float) -> list[Closed]:
         """Close every grant whose deadline has passed."""
@@ -50,8 +70,9 @@ class GrantBook:
             deadline, _, _, key = heapq.heappop(heap)
             grant = self._grants.get(key)
             if grant is not None and grant.expires == deadline:
-                del self._grants[key]
-                closed.append(Closed(grant, "expired"))
+                done = self.close(grant.door, grant.address, "expired")
+                if done is not None:
+                    closed.append(done)
         return closed
 
     def next_deadline(self) -> float | None:

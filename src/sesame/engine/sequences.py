@@ -26,7 +26,7 @@ are dropped first, then the least recently active one is evicted (counted).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from sesame.engine.events import Address
@@ -34,10 +34,21 @@ from sesame.ports import Port
 
 
 @dataclass(frozen=True, slots=True)
-class Pattern:
-    """One sequence to match, under an opaque key the caller chooses."""
+class Target:
+    """What a completed sequence means: open or close ``door`` (for ``user``, with a
+    one-time sequence of time step ``step``)."""
 
-    key: tuple[str, str]  # (door, "open" or "close")
+    door: str
+    kind: str = "open"  # or "close"
+    user: str = ""
+    step: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Pattern:
+    """One sequence to match and what completing it means."""
+
+    target: Target
     ports: tuple[Port, ...]
     timeout: float
 
@@ -72,40 +83,65 @@ def step(
 class _Source:
     __slots__ = ("attempts", "last")
 
-    def __init__(self, n: int) -> None:
-        self.attempts: list[tuple[int, float]] = [NO_ATTEMPT] * n
+    def __init__(self) -> None:
+        self.attempts: dict[Target, tuple[int, float]] = {}
         self.last = 0.0
 
 
 class SequenceMatcher:
-    """Matches knocks from many sources against several patterns at once."""
+    """Matches knocks from many sources against many patterns at once.
 
-    def __init__(self, patterns: Sequence[Pattern], max_sources: int = 100_000) -> None:
+    Per packet the cost is the source's attempts in progress plus the patterns that
+    start with that port, not the number of patterns. Patterns can be replaced
+    (one-time sequences roll); attempts on patterns that remain carry on.
+    """
+
+    def __init__(self, patterns: Iterable[Pattern], max_sources: int = 100_000) -> None:
         if max_sources < 1:
             raise ValueError("max_sources must be at least 1")
-        self.patterns = tuple(patterns)
         self.max_sources = max_sources
-        self._horizon = max((p.timeout for p in self.patterns), default=0.0)
         self._sources: dict[Address, _Source] = {}
         self.evicted = 0
+        self.set_patterns(patterns)
+
+    def set_patterns(self, patterns: Iterable[Pattern]) -> None:
+        self.patterns: dict[Target, Pattern] = {p.target: p for p in patterns}
+        self._by_first: dict[Port, list[Pattern]] = {}
+        for pattern in self.patterns.values():
+            self._by_first.setdefault(pattern.ports[0], []).append(pattern)
+        self._horizon = max((p.timeout for p in self.patterns.values()), default=0.0)
 
     def __len__(self) -> int:
         return len(self._sources)
 
-    def feed(self, source: Address, port: Port, now: float) -> list[tuple[str, str]]:
-        """Advance every pattern for ``source``; return the keys that completed."""
+    def feed(self, source: Address, port: Port, now: float) -> list[Target]:
+        """Advance every pattern for ``source``; return the targets that completed."""
         state = self._sources.pop(source, None)
-        if state is None:
-            state = _Source(len(self.patterns))
-        completed: list[tuple[str, str]] = []
-        busy = False
-        for i, pattern in enumerate(self.patterns):
-            attempt, done = step(pattern, state.attempts[i], port, now)
-            state.attempts[i] = attempt
+        completed: list[Target] = []
+        attempts: dict[Target, tuple[int, float]] = {}
+        if state is not None:
+            for target, attempt in state.attempts.items():
+                pattern = self.patterns.get(target)
+                if pattern is None:
+                    continue  # the pattern is gone (spent, rolled, reloaded)
+                attempt, done = step(pattern, attempt, port, now)
+                if done:
+                    completed.append(target)
+                elif attempt[0]:
+                    attempts[target] = attempt
+        for pattern in self._by_first.get(port, ()):
+            target = pattern.target
+            if target in attempts or (state is not None and target in state.attempts):
+                continue
+            attempt, done = step(pattern, NO_ATTEMPT, port, now)
             if done:
-                completed.append(pattern.key)
-            busy = busy or attempt[0] > 0
-        if busy:
+                completed.append(target)
+            elif attempt[0]:
+                attempts[target] = attempt
+        if attempts:
+            if state is None:
+                state = _Source()
+            state.attempts = attempts
             state.last = now
             self._make_room(now)
             self._sources[source] = state  # re-inserted: most recently active
@@ -128,12 +164,7 @@ class SequenceMatcher:
             del self._sources[next(iter(self._sources))]
             self.evicted += 1
 
-    def stage(self, source: Address, key: tuple[str, str]) -> int:
-        """How many ports of pattern ``key`` ``source`` has matched (for tests)."""
+    def stage(self, source: Address, target: Target) -> int:
+        """How many ports of ``target``'s pattern ``source`` has matched (for tests)."""
         state = self._sources.get(source)
-        if state is None:
-            return 0
-        for i, pattern in enumerate(self.patterns):
-            if pattern.key == key:
-                return state.attempts[i][0]
-        raise KeyError(key)
+        return 0 if state is None else state.attempts.get(target, NO_ATTEMPT)[0]

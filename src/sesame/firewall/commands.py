@@ -12,7 +12,7 @@ from sesame.doors import Door
 from sesame.engine.events import Closed, Decision, Opened
 
 log = logging.getLogger("sesame")
-_PLACEHOLDER = re.compile(r"\{(ip|port|proto|door)\}")
+_PLACEHOLDER = re.compile(r"\{(ip|port|proto|door|user)\}")
 COMMAND_TIMEOUT = 60.0
 
 
@@ -38,6 +38,7 @@ def plan(decision: Decision, door: Door | None) -> list[list[str]]:
                 "port": str(port.number),
                 "proto": port.proto,
                 "door": grant.door,
+                "user": grant.user,
             },
         )
         for port in grant.ports

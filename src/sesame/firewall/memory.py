@@ -19,12 +19,16 @@ class MemoryGate:
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
-        self.elements: dict[tuple[Address, Port], tuple[str, float]] = {}
+        self.elements: dict[tuple[Address, Port], tuple[str, float, str]] = {}
+        self.knock: frozenset[Port] = frozenset()
         self.installed: Config | None = None
         self.transactions = 0
 
-    def install(self, config: Config, stale: Iterable[Entry] = ()) -> None:
+    def install(
+        self, config: Config, stale: Iterable[Entry] = (), knock: Iterable[Port] | None = None
+    ) -> None:
         self.installed = config
+        self.knock = frozenset(config.knock_ports if knock is None else knock)
         for entry in stale:
             self.elements.pop((entry.address, entry.port), None)
         self.transactions += 1
@@ -36,7 +40,11 @@ class MemoryGate:
                 if isinstance(decision, Closed):
                     self.elements.pop((grant.address, port), None)
                 else:
-                    self.elements[grant.address, port] = (grant.door, grant.expires)
+                    self.elements[grant.address, port] = (grant.door, grant.expires, grant.user)
+        self.transactions += 1
+
+    def set_knock_ports(self, ports: Iterable[Port]) -> None:
+        self.knock = frozenset(ports)
         self.transactions += 1
 
     def allows(self, address: Address, port: Port, now: float) -> bool:
@@ -48,7 +56,7 @@ class MemoryGate:
         """The live elements, as the kernel would list them."""
         now = self.clock()
         return [
-            Entry(address, port, door, deadline - now)
-            for (address, port), (door, deadline) in self.elements.items()
+            Entry(address, port, door, deadline - now, user)
+            for (address, port), (door, deadline, user) in self.elements.items()
             if deadline > now
         ]

@@ -10,6 +10,7 @@ from sesame.errors import FirewallError
 from sesame.firewall import ruleset
 from sesame.firewall.libnft import Nft
 from sesame.firewall.ruleset import Entry
+from sesame.ports import Port
 
 
 class NftGate:
@@ -19,9 +20,11 @@ class NftGate:
         self.table = table
         self.nft = nft or Nft()
 
-    def install(self, config: Config, stale: Iterable[Entry] = ()) -> None:
+    def install(
+        self, config: Config, stale: Iterable[Entry] = (), knock: Iterable[Port] | None = None
+    ) -> None:
         """Create or update the table atomically, deleting ``stale`` grant elements."""
-        commands = ruleset.install(config)
+        commands = ruleset.install(config, knock)
         for entry in stale:
             commands += "\n".join(ruleset.remove(self.table, entry.address, [entry.port])) + "\n"
         self.nft.run(commands)
@@ -31,6 +34,10 @@ class NftGate:
         commands = ruleset.decisions(self.table, decisions, now)
         if commands:
             self.nft.run(commands)
+
+    def set_knock_ports(self, ports: Iterable[Port]) -> None:
+        """Replace the knock ports (one-time sequences roll) in one transaction."""
+        self.nft.run("\n".join(ruleset.fill(self.table, "knock", sorted(ports))) + "\n")
 
     def entries(self) -> list[Entry]:
         """Live grant elements; empty when the table does not exist."""

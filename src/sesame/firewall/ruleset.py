@@ -34,8 +34,9 @@ def _elements(ports: Iterable[Port]) -> str:
     return ", ".join(f"{p.proto} . {p.number}" for p in ports)
 
 
-def install(config: Config) -> str:
-    """Commands that create or update the table, keeping live grants."""
+def install(config: Config, knock: Iterable[Port] | None = None) -> str:
+    """Commands that create or update the table, keeping live grants. ``knock`` is
+    every knock port (the config's fixed ones unless given: one-time sequences add)."""
     t = f"inet {config.server.table}"
     server = config.server
     group = server.log_group
@@ -49,21 +50,26 @@ def install(config: Config) -> str:
     ]
     for name, ports in (
         ("guarded", config.guarded),
-        ("knock", config.knock_ports),
+        ("knock", sorted(config.knock_ports if knock is None else knock)),
         ("public", server.public),
     ):
         lines.append(f"add set {t} {name} {{ type inet_proto . inet_service; }}")
-        lines.append(f"flush set {t} {name}")
-        if ports:
-            lines.append(f"add element {t} {name} {{ {_elements(ports)} }}")
+        lines += fill(config.server.table, name, ports)
+    lines.append(f"add set {t} spa {{ type inet_service; }}")
+    lines.append(f"flush set {t} spa")
+    if config.spa_ports:
+        lines.append(f"add element {t} spa {{ {', '.join(map(str, config.spa_ports))} }}")
     lines += [
         f"add chain {t} input {{ type filter hook input priority filter - 10; policy accept; }}",
         f"add chain {t} knock",
+        f"add chain {t} spa",
         f"add chain {t} guard",
         f"flush chain {t} input",
         f"flush chain {t} knock",
+        f"flush chain {t} spa",
         f"flush chain {t} guard",
         f'add rule {t} input iif "lo" accept',
+        f"add rule {t} input udp dport @spa jump spa",
         f"add rule {t} input meta l4proto {{ tcp, udp }} meta l4proto . th dport @knock jump knock",
         f"add rule {t} input meta l4proto {{ tcp, udp }} meta l4proto . th dport @guarded"
         " jump guard",
@@ -75,8 +81,10 @@ def install(config: Config) -> str:
     ]
     if server.interface:
         lines.append(f'add rule {t} knock iifname != "{server.interface}" counter drop')
+        lines.append(f'add rule {t} spa iifname != "{server.interface}" counter drop')
     log = f"log group {group} snaplen {SNAPLEN} queue-threshold 1"
     lines += [
+        f"add rule {t} spa counter {log} drop",
         f"add rule {t} knock ip saddr @noisy4 counter drop",
         f"add rule {t} knock ip6 saddr @noisy6 counter drop",
         f"add rule {t} knock tcp flags & (fin | syn | rst | ack) == syn counter {log} drop",
@@ -88,6 +96,15 @@ def install(config: Config) -> str:
         f"add rule {t} guard counter drop",
     ]
     return "\n".join(lines) + "\n"
+
+
+def fill(table: str, name: str, ports: Iterable[Port]) -> list[str]:
+    """Replace the elements of a ``proto . port`` set (one transaction with the rest)."""
+    ports = list(ports)
+    out = [f"flush set inet {table} {name}"]
+    if ports:
+        out.append(f"add element inet {table} {name} {{ {_elements(ports)} }}")
+    return out
 
 
 def _set(address: Address) -> str:
@@ -113,7 +130,7 @@ def put(table: str, grant: Grant, timeout_ms: int) -> list[str]:
     for port in grant.ports:
         out.append(
             f"add element inet {table} {_set(grant.address)} {{ {_key(grant.address, port)}"
-            f' timeout {timeout_ms}ms comment "{grant.door}" }}'
+            f' timeout {timeout_ms}ms comment "{comment(grant.door, grant.user)}" }}'
         )
     return out
 
@@ -137,6 +154,12 @@ class Entry:
     port: Port
     door: str
     left: float  # seconds until the kernel drops it
+    user: str = ""
+
+
+def comment(door: str, user: str) -> str:
+    """The element comment that records a grant's door and user (both plain names)."""
+    return f"{door} {user}" if user else door
 
 
 def parse_grants(items: list[dict[str, Any]]) -> list[Entry]:
@@ -155,9 +178,10 @@ def parse_grants(items: list[dict[str, Any]]) -> list[Entry]:
             if proto not in ("tcp", "udp"):
                 continue
             left = body.get("expires", body.get("timeout", 0)) if isinstance(body, dict) else 0
-            comment = body.get("comment", "") if isinstance(body, dict) else ""
+            note = str(body.get("comment", "")) if isinstance(body, dict) else ""
+            door, _, user = note.partition(" ")
             port = Port("tcp" if proto == "tcp" else "udp", int(number))
-            out.append(Entry(ip_address(addr), port, str(comment), float(left or 0)))
+            out.append(Entry(ip_address(addr), port, door, float(left or 0), user))
     return out
 
 
@@ -165,11 +189,19 @@ def to_grants(entries: Iterable[Entry], now: float) -> list[Grant]:
     """Group kernel elements into grants by (door, address); the earliest expiry wins."""
     ports: dict[tuple[str, Address], list[Port]] = {}
     left: dict[tuple[str, Address], float] = {}
+    users: dict[tuple[str, Address], str] = {}
     for entry in entries:
         key = (entry.door, entry.address)
         ports.setdefault(key, []).append(entry.port)
         left[key] = min(left.get(key, entry.left), entry.left)
+        users[key] = entry.user
     return [
-        Grant(door, address, tuple(sorted(ports[door, address])), now + left[door, address])
+        Grant(
+            door,
+            address,
+            tuple(sorted(ports[door, address])),
+            now + left[door, address],
+            users[door, address],
+        )
         for door, address in ports
     ]

@@ -1,0 +1,49 @@
+"""Key handling: every use of a user's key gets its own subkey (HKDF-SHA256).
+
+No primitive is made by hand: HKDF, HMAC and ChaCha20-Poly1305 come from
+``cryptography``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import os
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from sesame.doors import KEY_BYTES
+
+SPA_LABEL = b"sesame spa v1"
+TOTP_LABEL = b"sesame totp v1"
+
+
+def derive(key: bytes, label: bytes) -> bytes:
+    """A 32-byte subkey of ``key`` for one purpose."""
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=label).derive(key)
+
+
+def new_key() -> bytes:
+    return os.urandom(KEY_BYTES)
+
+
+def encode_key(key: bytes) -> str:
+    return base64.b64encode(key).decode()
+
+
+def decode_key(text: str) -> bytes:
+    """A base64 key of exactly 32 bytes; ValueError (without the key) otherwise."""
+    try:
+        key = base64.b64decode(text.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("key is not valid base64") from None
+    if len(key) != KEY_BYTES:
+        raise ValueError(f"key must be {KEY_BYTES} bytes, base64-encoded (not {len(key)} bytes)")
+    return key
+
+
+def same(a: bytes, b: bytes) -> bool:
+    """Constant-time comparison of MACs and digests."""
+    return hmac.compare_digest(a, b)
