@@ -5,11 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import socket
 import sys
+from ipaddress import ip_address
 
-from sesame import __version__
+from sesame import __version__, clientconfig
 from sesame import config as configuration
+from sesame.crypto import decode_key, encode_key, new_key, read_private
+from sesame.doors import NAME_RE
 from sesame.errors import ConfigError, SesameError
 from sesame.ports import parse_port
 
@@ -34,15 +38,126 @@ def _serve(args: argparse.Namespace) -> int:
     return serve(args.config, gate, sensor)
 
 
-def _knock(args: argparse.Namespace) -> int:
-    from sesame.client import knock, resolve
+def _family(args: argparse.Namespace) -> int:
+    return socket.AF_INET if args.ipv4 else socket.AF_INET6 if args.ipv6 else socket.AF_UNSPEC
 
-    ports = [parse_port(p, "udp" if args.udp else "tcp") for p in args.ports]
-    family = socket.AF_INET if args.ipv4 else socket.AF_INET6 if args.ipv6 else socket.AF_UNSPEC
-    fam, address = resolve(args.host, family)
-    knock(fam, address, ports, args.delay)
+
+def _keyed_server(args: argparse.Namespace) -> clientconfig.Server:
+    """The server to knock on by key: a name in the client config, or flags."""
+    path = args.client_config
+    default = os.path.expanduser(clientconfig.DEFAULT)
+    servers = {}
+    if path or os.path.exists(default):
+        servers = clientconfig.load(path)
+    if args.host in servers and not args.user:
+        return servers[args.host]
+    if not (args.user and args.key_file):
+        where = path or default
+        raise ValueError(f"{args.host!r} is not a server in {where}; give --user and --key-file")
+    key = decode_key(read_private(os.path.expanduser(args.key_file)).decode("ascii", "replace"))
+    return clientconfig.Server(args.host, args.host, args.user, key, args.spa_port or 62201)
+
+
+def _knock(args: argparse.Namespace) -> int:
+    from sesame import client
+
+    if args.door is None:
+        if not args.ports:
+            raise ValueError("give the ports to knock on, or --door DOOR for SPA")
+        ports = [parse_port(p, "udp" if args.udp else "tcp") for p in args.ports]
+        fam, address = client.resolve(args.host, _family(args))
+        client.knock(fam, address, ports, args.delay)
+        if args.verbose:
+            print(f"knocked {address}: {' '.join(str(p) for p in ports)}")
+        return 0
+    if args.ports:
+        raise ValueError("give either ports or --door, not both")
+    server = _keyed_server(args)
+    fam, address = client.resolve(server.host, _family(args))
+    one_time = server.doors.get(args.door)
+    if one_time is not None:
+        ports = list(
+            client.one_time_sequence(
+                server.key, args.door, one_time.port_range, one_time.sequence_length
+            )
+        )
+        client.knock(fam, address, ports, args.delay)
+        if args.verbose:
+            print(f"knocked {address}: {' '.join(str(p) for p in ports)}")
+        return 0
+    port = args.spa_port or server.spa_port
+    mine = args.allow_ip or client.local_address(fam, address, port, args.source)
+    payload = client.spa_packet(server.user, server.key, args.door, ip_address(mine))
+    if args.print_packet:
+        print(payload.hex())
+        return 0
+    client.send_spa(fam, address, port, payload, args.source)
     if args.verbose:
-        print(f"knocked {address}: {' '.join(str(p) for p in ports)}")
+        print(
+            f"sent SPA to {address}:{port}/udp: user {server.user}, door {args.door}, "
+            f"open for {mine}"
+        )
+    return 0
+
+
+def _sequence(args: argparse.Namespace) -> int:
+    from sesame import client
+
+    server = _keyed_server(args)
+    one_time = server.doors.get(args.door)
+    if one_time is None:
+        raise ValueError(
+            f"door {args.door!r} of {server.name!r} has no [server.doors.{args.door}] "
+            "port_range in the client config"
+        )
+    ports = client.one_time_sequence(
+        server.key, args.door, one_time.port_range, one_time.sequence_length
+    )
+    print(" ".join(str(p) for p in ports))
+    return 0
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    if not NAME_RE.match(args.name):
+        raise ValueError("NAME must be 1-32 letters, digits, '_', '.' or '-'")
+    key = encode_key(new_key())
+    doors = ", ".join(f'"{d}"' for d in args.door)
+    print(f"""\
+# Server: add to the server's sesame.toml
+[[user]]
+name = "{args.name}"
+key = "{key}"
+doors = [{doors}]
+
+# Client: add to ~/.config/sesame/client.toml (chmod 600)
+[[server]]
+name = "{args.server}"
+host = "{args.host}"
+user = "{args.name}"
+key = "{key}"
+spa_port = {args.spa_port}""")
+    return 0
+
+
+def _revoke(args: argparse.Namespace) -> int:
+    from sesame.firewall import NftGate
+
+    config = configuration.load(args.config)
+    gate = NftGate(config.server.table)
+    try:
+        who: object = ip_address(args.who)
+    except ValueError:
+        who = args.who
+    gone = [e for e in gate.entries() if who in (e.address, e.user)]
+    gate.remove(gone)
+    for entry in gone:
+        print(
+            f"revoked {entry.address} {entry.port} (door {entry.door}"
+            + (f", user {entry.user})" if entry.user else ")")
+        )
+    if not gone:
+        print(f"no live grant for {args.who}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -67,6 +182,7 @@ def _status(args: argparse.Namespace) -> int:
                         "proto": e.port.proto,
                         "port": e.port.number,
                         "door": e.door,
+                        "user": e.user,
                         "seconds_left": e.left,
                     }
                     for e in entries
@@ -78,10 +194,10 @@ def _status(args: argparse.Namespace) -> int:
     if not entries:
         print("no live grants")
         return 0
-    rows = [("ADDRESS", "PORT", "DOOR", "LEFT")] + [
-        (str(e.address), str(e.port), e.door, f"{e.left:.0f}s") for e in entries
+    rows = [("ADDRESS", "PORT", "DOOR", "USER", "LEFT")] + [
+        (str(e.address), str(e.port), e.door, e.user or "-", f"{e.left:.0f}s") for e in entries
     ]
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
     return 0
@@ -100,6 +216,23 @@ def _lab(args: argparse.Namespace) -> int:
     from sesame.lab import run
 
     return run(open_for=args.open_for)
+
+
+def _keyed_options(p: argparse.ArgumentParser, door_required: bool = False) -> None:
+    p.add_argument(
+        "--door",
+        required=door_required,
+        metavar="DOOR",
+        help="the door to open by key (SPA, or a one-time sequence)",
+    )
+    p.add_argument(
+        "--client-config",
+        metavar="FILE",
+        help=f"client config (default {clientconfig.DEFAULT}; must be mode 600)",
+    )
+    p.add_argument("--user", metavar="NAME", help="user name, when HOST is not in the config")
+    p.add_argument("--key-file", metavar="FILE", help="file holding the user's base64 key")
+    p.add_argument("--spa-port", type=int, metavar="PORT", help="SPA port (default 62201)")
 
 
 def _config_option(p: argparse.ArgumentParser) -> None:
@@ -136,14 +269,20 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "knock",
-        help="send a plain knock sequence",
-        description="Send a knock sequence to HOST: one TCP SYN or one UDP "
-        "datagram per port, in order. Ports are PORT, PORT/tcp, PORT/udp or "
-        "knockd's PORT:udp (tcp unless -u).",
-        epilog="example: sesame knock 203.0.113.5 7000 8000 9000/udp",
+        help="knock: a plain sequence, an SPA datagram, or a one-time sequence",
+        description="Knock on HOST. With PORTs: a plain sequence, one TCP SYN or one UDP "
+        "datagram per port, in order (PORT, PORT/tcp, PORT/udp or knockd's PORT:udp; tcp "
+        "unless -u). With --door: HOST is a server of the client config (or a host, with "
+        "--user and --key-file) and sesame sends ONE authenticated UDP datagram (SPA) asking "
+        "to open DOOR for this host's address, or, for a door with one-time sequences in "
+        "the client config, this step's sequence.",
+        epilog="examples:\n  sesame knock 203.0.113.5 7000 8000 9000/udp\n"
+        "  sesame knock home --door ssh\n"
+        "  sesame knock 203.0.113.5 --door ssh --user alice --key-file ~/.sesame.key",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("host", metavar="HOST", help="name, IPv4 or IPv6 address")
-    p.add_argument("ports", metavar="PORT", nargs="+", help="PORT[/tcp|/udp] or PORT[:udp]")
+    p.add_argument("host", metavar="HOST", help="a server name, a host name, IPv4 or IPv6")
+    p.add_argument("ports", metavar="PORT", nargs="*", help="PORT[/tcp|/udp] or PORT[:udp]")
     p.add_argument(
         "-d",
         "--delay",
@@ -156,16 +295,87 @@ def parser() -> argparse.ArgumentParser:
     family = p.add_mutually_exclusive_group()
     family.add_argument("-4", dest="ipv4", action="store_true", help="use IPv4 only")
     family.add_argument("-6", dest="ipv6", action="store_true", help="use IPv6 only")
+    _keyed_options(p)
+    p.add_argument(
+        "--allow-ip",
+        metavar="ADDR",
+        help="ask to open for ADDR instead of this host's address (NAT; the "
+        "server must allow it for the user)",
+    )
+    p.add_argument(
+        "--source", metavar="ADDR", help="send from this local address (and ask to open for it)"
+    )
+    p.add_argument(
+        "--print-packet",
+        action="store_true",
+        help="print the SPA datagram as hex instead of sending it",
+    )
     p.add_argument(
         "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="say what was sent"
     )
     p.set_defaults(func=_knock)
 
     p = sub.add_parser(
+        "sequence",
+        help="print this step's one-time sequence for a door",
+        description="Print the one-time knock sequence of DOOR for the current 30-second "
+        "step, as PORT/PROTO items, for typing into another knock app. The door needs "
+        "[server.doors.DOOR] port_range in the client config.",
+    )
+    p.add_argument("host", metavar="SERVER", help="a server name from the client config")
+    _keyed_options(p, door_required=True)
+    p.set_defaults(func=_sequence, ipv4=False, ipv6=False)
+
+    p = sub.add_parser(
+        "keygen",
+        help="make a key for a user: the server's and the client's stanzas",
+        description="Print a fresh random 32-byte key for user NAME as two stanzas: the "
+        "server's [[user]] and the client's [[server]]. Keep both files private.",
+    )
+    p.add_argument("name", metavar="NAME", help="the user's name")
+    p.add_argument(
+        "--door",
+        action="append",
+        default=[],
+        metavar="DOOR",
+        help="a door the user may open (repeat for more)",
+    )
+    p.add_argument(
+        "--server",
+        default="home",
+        metavar="NAME",
+        help="the server's name in the client config (default home)",
+    )
+    p.add_argument(
+        "--host",
+        default="SERVER-ADDRESS",
+        metavar="HOST",
+        help="the server's address for the client config",
+    )
+    p.add_argument(
+        "--spa-port",
+        type=int,
+        default=62201,
+        metavar="PORT",
+        help="the server's SPA port (default 62201)",
+    )
+    p.set_defaults(func=_keygen)
+
+    p = sub.add_parser(
+        "revoke",
+        help="remove a user's or an address's grants now",
+        description="Remove at once every live grant of USER, or of ADDRESS, from the "
+        "kernel. A user's next valid knock opens again.",
+    )
+    _config_option(p)
+    p.add_argument("who", metavar="USER|ADDRESS")
+    p.set_defaults(func=_revoke)
+
+    p = sub.add_parser(
         "status",
         help="show the live grants, read from the kernel",
         description="Show the live grants as the kernel holds them: address, "
-        "port, door and seconds left.",
+        "port, door, user and seconds left.",
     )
     _config_option(p)
     p.add_argument("--json", action="store_true", help="print JSON")

@@ -1,12 +1,17 @@
-"""Sending knocks: one TCP SYN or one UDP datagram per port, like knockd's client."""
+"""Sending knocks (one TCP SYN or one UDP datagram per port, like knockd's client),
+SPA datagrams and one-time sequences."""
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 from collections.abc import Sequence
 
+from sesame.engine import totp
+from sesame.engine.events import Address
 from sesame.ports import Port
+from sesame.wire import spa
 
 
 def resolve(host: str, family: int = socket.AF_UNSPEC) -> tuple[int, str]:
@@ -37,3 +42,37 @@ def knock(family: int, address: str, ports: Sequence[Port], delay_ms: int = 0) -
         if i and delay_ms:
             time.sleep(delay_ms / 1000)
         hit(family, address, port)
+
+
+def local_address(family: int, address: str, port: int, source: str | None) -> str:
+    """The address this host sends from to reach ``address`` (no packet is sent)."""
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        if source:
+            sock.bind((source, 0))
+        sock.connect((address, port))
+        return str(sock.getsockname()[0])
+
+
+def spa_packet(
+    user: str, key: bytes, door: str, address: Address, wall: float | None = None
+) -> bytes:
+    """One SPA datagram asking to open ``door`` for ``address``, stamped now."""
+    stamp = int(time.time() if wall is None else wall)
+    return spa.encode(user, spa.cipher(key), door, address, stamp, os.urandom(spa.NONCE))
+
+
+def send_spa(
+    family: int, address: str, port: int, payload: bytes, source: str | None = None
+) -> None:
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        if source:
+            sock.bind((source, 0))
+        sock.sendto(payload, (address, port))
+
+
+def one_time_sequence(
+    key: bytes, door: str, port_range: tuple[int, int], length: int, wall: float | None = None
+) -> tuple[Port, ...]:
+    """The user's one-time sequence for ``door`` in the current 30-second step."""
+    step = totp.step_of(time.time() if wall is None else wall)
+    return totp.sequence(totp.subkey(key), door, step, port_range, length)

@@ -6,14 +6,13 @@ happens before anything touches the firewall.
 
 from __future__ import annotations
 
-import os
 import re
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sesame.crypto import decode_key
+from sesame.crypto import decode_key, read_private
 from sesame.doors import NAME_RE, Door, User
 from sesame.errors import ConfigError
 from sesame.ports import Port, parse_port
@@ -74,7 +73,7 @@ class Config:
         return max(self.server.scanner_hold, int(-(-longest // 1)))
 
 
-class _Lines:
+class Lines:
     """Finds the line of a table or key in TOML text (tomllib gives no positions)."""
 
     _HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_-]+)\s*\]\]?")
@@ -157,7 +156,7 @@ def parse(text: str, path: str = "<config>") -> Config:
         found = re.search(r"line (\d+)", str(exc))
         reason = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
         raise ConfigError(path, int(found.group(1)) if found else 1, reason) from None
-    lines = _Lines(text)
+    lines = Lines(text)
 
     def fail(table: str, index: int, key: str, reason: str) -> ConfigError:
         return ConfigError(path, lines.line(table, index, key), reason)
@@ -300,26 +299,12 @@ def _user(raw: Any, fail: Fail) -> User:
 
 
 def _read_key_file(path: Any, fail: Fail) -> str:
-    """A key file's text; refused if anyone but its owner may read it."""
     if not isinstance(path, str) or not path.startswith("/"):
         raise fail("key_file", "key_file must be an absolute path")
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError as exc:
-        raise fail("key_file", f"cannot read key file {path}: {exc.strerror}") from None
-    with os.fdopen(fd, "rb") as handle:
-        mode = os.fstat(handle.fileno()).st_mode
-        if mode & 0o077:
-            raise fail(
-                "key_file",
-                f"key file {path} is readable by group or others (mode {mode & 0o777:04o});"
-                f" run: chmod 600 {path}",
-            )
-        data = handle.read(4096)
-    try:
-        return data.decode("ascii")
-    except UnicodeDecodeError:
-        raise fail("key_file", f"key file {path} is not base64 text") from None
+        return read_private(path).decode("ascii")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise fail("key_file", str(exc)) from None
 
 
 def _door(raw: Any, fail: Fail) -> Door:

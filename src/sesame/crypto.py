@@ -47,3 +47,20 @@ def decode_key(text: str) -> bytes:
 def same(a: bytes, b: bytes) -> bool:
     """Constant-time comparison of MACs and digests."""
     return hmac.compare_digest(a, b)
+
+
+def read_private(path: str, limit: int = 65536) -> bytes:
+    """Read a file that holds secrets; refused (ValueError, with the fix) if anyone but
+    its owner may read or write it, or if it is a symbolic link."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as handle:
+        mode = os.fstat(handle.fileno()).st_mode
+        if mode & 0o077:
+            raise ValueError(
+                f"{path} is open to group or others (mode {mode & 0o777:04o}); "
+                f"it holds a key: run chmod 600 {path}"
+            )
+        return handle.read(limit)

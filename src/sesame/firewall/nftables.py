@@ -49,6 +49,12 @@ class NftGate:
                 return []
         return ruleset.parse_grants(items)
 
+    def remove(self, entries: Iterable[Entry]) -> None:
+        """Delete grant elements now (idempotent), in one transaction."""
+        commands = [c for e in entries for c in ruleset.remove(self.table, e.address, [e.port])]
+        if commands:
+            self.nft.run("\n".join(commands) + "\n")
+
     def exists(self) -> bool:
         try:
             self.nft.run(f"list table inet {self.table}")

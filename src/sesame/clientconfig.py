@@ -1,0 +1,111 @@
+"""The client's config: ``~/.config/sesame/client.toml`` (or ``--client-config``).
+
+It holds keys, so it is refused unless only its owner may read it::
+
+    [[server]]
+    name = "home"
+    host = "203.0.113.5"
+    user = "alice"
+    key = "BASE64-32-BYTES"
+    spa_port = 62201
+
+    [server.doors.phone]          # a door with rolling one-time sequences
+    port_range = [40000, 40999]
+    sequence_length = 4
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sesame.config import Lines
+from sesame.crypto import decode_key, read_private
+from sesame.doors import NAME_RE
+from sesame.errors import ConfigError
+
+DEFAULT = "~/.config/sesame/client.toml"
+_SERVER_KEYS = {"name", "host", "user", "key", "key_file", "spa_port", "doors"}
+_DOOR_KEYS = {"port_range", "sequence_length"}
+
+
+@dataclass(frozen=True, slots=True)
+class OneTimeDoor:
+    port_range: tuple[int, int]
+    sequence_length: int = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Server:
+    name: str
+    host: str
+    user: str
+    key: bytes = field(repr=False)
+    spa_port: int = 62201
+    doors: dict[str, OneTimeDoor] = field(default_factory=dict)
+
+
+def load(path: str | None = None) -> dict[str, Server]:
+    """The servers of a client config by name; ConfigError (FILE:LINE: reason) if bad."""
+    path = os.path.expanduser(path or DEFAULT)
+    try:
+        text = read_private(path).decode("utf-8")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ConfigError(path, 0, str(exc)) from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        found = re.search(r"line (\d+)", str(exc))
+        raise ConfigError(path, int(found.group(1)) if found else 1, str(exc)) from None
+    lines = Lines(text)
+    servers: dict[str, Server] = {}
+    for table in raw:
+        if table != "server":
+            raise ConfigError(path, lines.line(table), f"unknown table [{table}]")
+    entries = raw.get("server", [])
+    if not isinstance(entries, list):
+        raise ConfigError(path, lines.line("server"), "servers are written [[server]]")
+    for i, entry in enumerate(entries):
+
+        def fail(key: str, reason: str, i: int = i) -> ConfigError:
+            return ConfigError(path, lines.line("server", i, key), reason)
+
+        server = _server(entry, fail)
+        if server.name in servers:
+            raise fail("name", f"server name {server.name!r} is used twice")
+        servers[server.name] = server
+    return servers
+
+
+def _server(raw: dict[str, Any], fail: Callable[[str, str], ConfigError]) -> Server:
+    for key in raw:
+        if key not in _SERVER_KEYS:
+            raise fail(key, f"unknown key {key!r} in [[server]]")
+    for key in ("name", "host", "user"):
+        if not isinstance(raw.get(key), str):
+            raise fail(key if key in raw else "", f"server is missing {key!r}")
+    if not NAME_RE.match(raw["user"]):
+        raise fail("user", "user must be a plain name")
+    if ("key" in raw) == ("key_file" in raw):
+        raise fail("", "a server needs exactly one of 'key' and 'key_file'")
+    try:
+        if "key" in raw:
+            secret = decode_key(str(raw["key"]))
+        else:
+            secret = decode_key(read_private(os.path.expanduser(str(raw["key_file"]))).decode())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise fail("key" if "key" in raw else "key_file", str(exc)) from None
+    spa_port = raw.get("spa_port", 62201)
+    if isinstance(spa_port, bool) or not isinstance(spa_port, int) or not 1 <= spa_port <= 65535:
+        raise fail("spa_port", "spa_port must be a port number")
+    doors = {}
+    for name, door in (raw.get("doors") or {}).items():
+        if not isinstance(door, dict) or set(door) - _DOOR_KEYS or "port_range" not in door:
+            raise fail("doors", f"[server.doors.{name}] takes port_range and sequence_length")
+        first, last = door["port_range"]
+        doors[name] = OneTimeDoor((int(first), int(last)), int(door.get("sequence_length", 4)))
+    return Server(raw["name"], raw["host"], raw["user"], secret, spa_port, doors)

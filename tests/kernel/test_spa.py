@@ -1,0 +1,308 @@
+"""Single-packet authorization and one-time sequences, for real, in namespaces."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from sesame.client import one_time_sequence
+from sesame.crypto import decode_key, encode_key
+from sesame.lab import blocked, knock_from, reachable
+from sesame.netns import inside
+from sesame.wire import spa
+from tests.kernel.conftest import require
+
+ALICE = encode_key(bytes(range(32)))
+BOB = encode_key(bytes(range(1, 33)))
+SERVER_CONFIG = """\
+[server]
+state_dir = "{tmp}/state"
+
+[[user]]
+name = "alice"
+key = "{alice}"
+doors = ["ssh", "phone"]
+
+[[user]]
+name = "bob"
+key = "{bob}"
+doors = ["ssh"]
+allow_other_address = true
+
+[[door]]
+name = "ssh"
+spa_port = 62201
+open = ["22/tcp"]
+open_for = {open_for}
+one_address_per_user = true
+
+[[door]]
+name = "phone"
+sequence_from = "totp"
+port_range = [40000, 40999]
+seq_timeout = 10
+open = ["22/tcp"]
+open_for = {open_for}
+"""
+CLIENT_CONFIG = """\
+[[server]]
+name = "home"
+host = "{host}"
+user = "{user}"
+key = "{key}"
+spa_port = 62201
+
+[server.doors.phone]
+port_range = [40000, 40999]
+sequence_length = 4
+"""
+
+
+def serve(lab, open_for=30):
+    return lab.serve(SERVER_CONFIG.format(tmp=lab.tmp, alice=ALICE, bob=BOB, open_for=open_for))
+
+
+def client_config(lab, user="alice", key=ALICE, host=None, mode=0o600) -> str:
+    path = os.path.join(lab.tmp, f"client-{user}-{mode:o}.toml")
+    with open(path, "w") as handle:
+        handle.write(CLIENT_CONFIG.format(host=host or lab.server.ipv4, user=user, key=key))
+    os.chmod(path, mode)
+    return path
+
+
+def send(netns: str, address: str, payload: bytes, port: int = 62201) -> None:
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with inside(netns):
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+    with sock:
+        sock.sendto(payload, (address, port))
+
+
+def dropped(daemon, reason: str, since: int) -> None:
+    daemon.wait_for(rf"dropped packet from \S+: {reason}$", 10, since=since)
+
+
+def test_a_valid_spa_opens_for_its_sender_only_for_open_for(lab):
+    daemon = serve(lab, open_for=3)
+    cfg = client_config(lab)
+    mark = daemon.mark()
+    lab.sesame(lab.user.netns, "knock", "home", "--door", "ssh", "--client-config", cfg)
+    daemon.wait_for(rf"opened door ssh to {lab.user.ipv4}: 22/tcp \(user alice\)", 10, since=mark)
+    opened = time.monotonic()
+    assert reachable(lab.user.netns, lab.server.ipv4, 22)
+    assert blocked(lab.stranger.netns, lab.server.ipv4, 22)
+    gone = lab.wait_no_grants(10)
+    assert 2.5 <= gone - opened <= 5
+    assert blocked(lab.user.netns, lab.server.ipv4, 22)
+    # The SPA port stays closed: no reply, no ICMP.
+    with inside(lab.user.netns):
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with udp:
+        udp.settimeout(1.0)
+        udp.connect((lab.server.ipv4, 62201))
+        udp.send(b"x" * 80)
+        with pytest.raises(TimeoutError):
+            udp.recv(10)
+
+
+def test_a_replayed_datagram_opens_nothing_also_after_a_restart(lab):
+    daemon = serve(lab)
+    cfg = client_config(lab)
+    packet = bytes.fromhex(
+        lab.sesame(
+            lab.user.netns,
+            "knock",
+            "home",
+            "--door",
+            "ssh",
+            "--client-config",
+            cfg,
+            "--print-packet",
+        ).stdout
+    )
+    mark = daemon.mark()
+    send(lab.user.netns, lab.server.ipv4, packet)
+    daemon.wait_for("opened door ssh", 10, since=mark)
+    lab.sesame(lab.server.netns, "revoke", "-c", lab.tmp + "/sesame.toml", "alice")
+    assert lab.grants() == {}
+    for netns in (lab.user.netns, lab.stranger.netns):
+        mark = daemon.mark()
+        send(netns, lab.server.ipv4, packet)
+        dropped(daemon, "replay", mark)
+    daemon.stop()
+    daemon = lab.serve(Path(lab.tmp, "sesame.toml").read_text())
+    mark = daemon.mark()
+    send(lab.user.netns, lab.server.ipv4, packet)
+    dropped(daemon, "replay", mark)
+    assert lab.grants() == {}
+    assert "opened" not in "\n".join(daemon.lines)
+
+
+def forge(user="alice", key=ALICE, door="ssh", address=None, stamp=None, nonce=None):
+    from ipaddress import ip_address
+
+    return spa.encode(
+        user,
+        spa.cipher(decode_key(key)),
+        door,
+        ip_address(address or "198.51.100.2"),
+        int(time.time()) if stamp is None else stamp,
+        nonce or os.urandom(12),
+    )
+
+
+def flip(data: bytes, bit: int) -> bytes:
+    out = bytearray(data)
+    out[bit // 8] ^= 1 << (bit % 8)
+    return bytes(out)
+
+
+def test_bad_datagrams_open_nothing_and_are_counted_without_secrets(lab):
+    daemon = serve(lab)
+    good = forge()
+    now = int(time.time())
+    cases = [
+        (flip(good, 0), "spa version"),
+        (flip(good, 8 * 5), "unknown user"),  # a letter of the name
+        (flip(good, 8 * 9), "bad tag"),  # the nonce
+        (flip(good, 8 * 20), "bad tag"),  # the sealed body
+        (flip(good, 8 * len(good) - 1), "bad tag"),  # the tag
+        (forge(key=BOB), "bad tag"),  # wrong key
+        (forge(user="mallory"), "unknown user"),
+        (forge(stamp=now - 600), "stale timestamp"),
+        (forge(stamp=now + 600), "future timestamp"),
+        (good[:30], "spa size"),
+        (good + b"\0" * 200, "spa size"),
+        (forge(door="nope"), "unknown door"),
+        (forge(user="bob", key=BOB, door="phone"), "unknown door"),
+    ]
+    for payload, reason in cases:
+        mark = daemon.mark()
+        send(lab.user.netns, lab.server.ipv4, payload)
+        dropped(daemon, reason, mark)
+    assert lab.grants() == {}
+    assert daemon.process.poll() is None
+    daemon.stop()
+    log = "\n".join(daemon.lines)
+    assert "opened" not in log
+    assert ALICE not in log and BOB not in log
+    assert "dropped bad tag=4" in daemon.lines[-1]  # the counters, at exit
+
+
+def test_another_address_is_refused_unless_the_user_may(lab):
+    daemon = serve(lab)
+    mark = daemon.mark()
+    send(lab.user.netns, lab.server.ipv4, forge(address=lab.stranger.ipv4))
+    dropped(daemon, "address differs from source", mark)
+    assert lab.grants() == {}
+    lab.sesame(
+        lab.user.netns,
+        "knock",
+        "home",
+        "--door",
+        "ssh",
+        "--allow-ip",
+        lab.stranger.ipv4,
+        "--client-config",
+        client_config(lab, "bob", BOB),
+    )
+    daemon.wait_for(rf"opened door ssh to {lab.stranger.ipv4}: 22/tcp \(user bob\)", 10, since=mark)
+    assert reachable(lab.stranger.netns, lab.server.ipv4, 22)
+    assert blocked(lab.user.netns, lab.server.ipv4, 22)
+
+
+def test_one_address_per_user_keeps_only_the_newest(lab):
+    daemon = serve(lab)
+    cfg = client_config(lab)
+    mark = daemon.mark()
+    lab.sesame(lab.user.netns, "knock", "home", "--door", "ssh", "--client-config", cfg)
+    daemon.wait_for(rf"opened door ssh to {lab.user.ipv4}", 10, since=mark)
+    lab.sesame(lab.stranger.netns, "knock", "home", "--door", "ssh", "--client-config", cfg)
+    daemon.wait_for(rf"closed door ssh for {lab.user.ipv4} \(replaced\)", 10, since=mark)
+    daemon.wait_for(rf"opened door ssh to {lab.stranger.ipv4}", 10, since=mark)
+    assert list(lab.grants()) == [f"{lab.stranger.ipv4} 22/tcp"]
+    status = lab.sesame(lab.server.netns, "status", "-c", lab.tmp + "/sesame.toml").stdout
+    assert status.splitlines()[1].split()[:4] == [lab.stranger.ipv4, "22/tcp", "ssh", "alice"]
+
+
+def test_ipv6_spa_opens_to_that_address(lab):
+    daemon = serve(lab)
+    cfg = client_config(lab, host=lab.server.ipv6)
+    mark = daemon.mark()
+    lab.sesame(lab.user.netns, "knock", "home", "--door", "ssh", "--client-config", cfg)
+    daemon.wait_for(rf"opened door ssh to {lab.user.ipv6}", 10, since=mark)
+    assert reachable(lab.user.netns, lab.server.ipv6, 22)
+    assert blocked(lab.user.netns, lab.server.ipv4, 22)
+
+
+def test_one_time_sequences_cannot_be_replayed(lab):
+    daemon = serve(lab)
+    cfg = client_config(lab)
+    printed = lab.sesame(
+        lab.user.netns, "sequence", "home", "--door", "phone", "--client-config", cfg
+    ).stdout.split()
+    assert len(printed) == 4 and all(p.endswith("/tcp") for p in printed)
+    mark = daemon.mark()
+    lab.sesame(lab.user.netns, "knock", "home", "--door", "phone", "--client-config", cfg)
+    daemon.wait_for(rf"opened door phone to {lab.user.ipv4}: 22/tcp \(user alice\)", 10, since=mark)
+    lab.sesame(lab.server.netns, "revoke", "-c", lab.tmp + "/sesame.toml", lab.user.ipv4)
+    # A sniffer replays what it saw: the sequence is spent for its step.
+    ports = one_time_sequence(decode_key(ALICE), "phone", (40000, 40999), 4)
+    for netns, source in ((lab.stranger.netns, lab.stranger.ipv4), (lab.user.netns, lab.user.ipv4)):
+        mark = daemon.mark()
+        knock_from(netns, lab.server.ipv4, *map(str, ports))
+        daemon.wait_for(rf"knock from {source} to {ports[-1]}$", 10, since=mark)
+        assert "opened" not in "\n".join(daemon.lines[mark:])
+    assert lab.grants() == {}
+
+
+def test_a_scan_of_the_port_range_opens_nothing(lab):
+    nmap = require("nmap")
+    daemon = serve(lab)
+    mark = daemon.mark()
+    lab.run(
+        lab.stranger.netns,
+        nmap,
+        "-n",
+        "-Pn",
+        "-sS",
+        "-r",
+        "-p",
+        "40000-40999",
+        "--max-retries",
+        "0",
+        "--max-rtt-timeout",
+        "100ms",
+        lab.server.ipv4,
+    )
+    assert lab.stranger.ipv4 in lab.nft("list", "set", "inet", "sesame", "noisy4")
+    knock_from(lab.user.netns, lab.server.ipv4, "7")  # not a knock port: marks nothing seen
+    assert "opened" not in "\n".join(daemon.lines[mark:])
+    assert lab.grants() == {}
+
+
+def test_a_key_file_open_to_others_is_refused(lab):
+    key_file = os.path.join(lab.tmp, "alice.key")
+    with open(key_file, "w") as handle:
+        handle.write(ALICE)
+    os.chmod(key_file, 0o644)
+    text = SERVER_CONFIG.format(tmp=lab.tmp, alice=ALICE, bob=BOB, open_for=30).replace(
+        f'key = "{ALICE}"', f'key_file = "{key_file}"'
+    )
+    path = lab.write_config(text)
+    result = lab.sesame(lab.server.netns, "check", "-c", path, check=False)
+    assert result.returncode == 2
+    assert f"{path}:6: {key_file} is open to group or others (mode 0644)" in result.stderr
+    assert f"chmod 600 {key_file}" in result.stderr
+    os.chmod(key_file, 0o600)
+    assert lab.sesame(lab.server.netns, "check", "-c", path).returncode == 0
+    # The client refuses a config open to others, as fwknop does.
+    cfg = client_config(lab, mode=0o644)
+    result = lab.sesame(
+        lab.user.netns, "knock", "home", "--door", "ssh", "--client-config", cfg, check=False
+    )
+    assert result.returncode == 2 and "chmod 600" in result.stderr
