@@ -1,0 +1,132 @@
+"""SPA verification in the engine: every refusal has its reason and changes nothing;
+arbitrary bytes never raise anything else and never grant."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from ipaddress import ip_address
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sesame.doors import Door, User
+from sesame.engine import Engine, Opened, Spent
+from sesame.errors import RemoteError
+from sesame.ports import Port
+from sesame.wire import spa
+
+KEY = bytes(range(32))
+ALICE = User("alice", KEY, ("ssh",))
+BOB = User("bob", bytes(32), ("ssh",), allow_other_address=True)
+SSH = Door(name="ssh", spa_port=62201, open=(Port("tcp", 22),), open_for=30)
+SPA_PORT = Port("udp", 62201)
+A = ip_address("198.51.100.2")
+WALL = 1_800_000_000.0
+
+
+def packet(user="alice", key=KEY, door="ssh", address=A, stamp=WALL, nonce=None):
+    return spa.encode(user, spa.cipher(key), door, address, int(stamp), nonce or os.urandom(12))
+
+
+def engine():
+    return Engine([SSH], [ALICE, BOB])
+
+
+def test_a_valid_packet_opens_for_its_sender():
+    e = engine()
+    actions = e.spa(A, SPA_PORT, packet(), now=5.0, wall=WALL)
+    assert isinstance(actions[0], Spent)
+    opened = actions[1]
+    assert isinstance(opened, Opened)
+    assert (opened.grant.address, opened.grant.user, opened.grant.expires) == (A, "alice", 35.0)
+
+
+def test_the_same_packet_twice_is_a_replay():
+    e = engine()
+    data = packet()
+    e.spa(A, SPA_PORT, data, 0.0, WALL)
+    with pytest.raises(RemoteError, match="replay"):
+        e.spa(A, SPA_PORT, data, 1.0, WALL + 1)
+    with pytest.raises(RemoteError, match="replay"):
+        e.spa(ip_address("198.51.100.3"), SPA_PORT, data, 1.0, WALL + 1)
+
+
+@pytest.mark.parametrize(
+    ("data", "source", "reason"),
+    [
+        (packet(stamp=WALL - 61), A, "stale timestamp"),
+        (packet(stamp=WALL + 61), A, "future timestamp"),
+        (packet(user="carol"), A, "unknown user"),
+        (packet(key=bytes(32)), A, "bad tag"),
+        (packet(door="web"), A, "unknown door"),
+        (packet(), ip_address("198.51.100.3"), "address differs from source"),
+        (packet()[:40], A, "spa size"),
+        (packet() + b"x" * 100, A, "spa size"),
+        (b"\x02" + packet()[1:], A, "spa version"),
+    ],
+)
+def test_refusals_name_their_reason_and_change_nothing(data, source, reason):
+    e = engine()
+    with pytest.raises(RemoteError) as caught:
+        e.spa(source, SPA_PORT, data, 0.0, WALL)
+    assert caught.value.reason == reason
+    assert len(e.grants) == 0 and len(e.replay) == 0
+
+
+def test_every_flipped_bit_is_refused():
+    data = packet()
+    for bit in range(len(data) * 8):
+        flipped = bytearray(data)
+        flipped[bit // 8] ^= 1 << (bit % 8)
+        e = engine()
+        with pytest.raises(RemoteError):
+            e.spa(A, SPA_PORT, bytes(flipped), 0.0, WALL)
+        assert len(e.grants) == 0
+
+
+def test_another_address_only_for_a_user_who_may():
+    e = engine()
+    other = ip_address("203.0.113.9")
+    [_, opened] = e.spa(A, SPA_PORT, packet("bob", bytes(32), address=other), 0.0, WALL)
+    assert opened.grant.address == other
+
+
+def test_the_door_must_be_asked_on_its_own_spa_port():
+    e = engine()
+    with pytest.raises(RemoteError, match="wrong spa port"):
+        e.spa(A, Port("udp", 62202), packet(), 0.0, WALL)
+
+
+def test_a_full_replay_window_fails_closed():
+    e = Engine([SSH], [ALICE], replay_cap=1)
+    e.spa(A, SPA_PORT, packet(), 0.0, WALL)
+    with pytest.raises(RemoteError, match="replay window full"):
+        e.spa(A, SPA_PORT, packet(), 0.0, WALL)
+
+
+def test_the_replay_window_forgets_what_could_no_longer_be_accepted():
+    e = engine()
+    e.spa(A, SPA_PORT, packet(), 0.0, WALL)
+    e.roll(WALL + 59)
+    assert len(e.replay) == 1
+    e.roll(WALL + 61)
+    assert len(e.replay) == 0
+
+
+@given(st.binary(max_size=200))
+def test_arbitrary_bytes_never_raise_anything_else_and_never_grant(data):
+    e = engine()
+    with contextlib.suppress(RemoteError):
+        e.spa(A, SPA_PORT, data, 0.0, WALL)
+    assert len(e.grants) == 0
+
+
+@given(st.binary(min_size=1, max_size=60))
+def test_arbitrary_bytes_after_a_valid_header_never_grant(tail):
+    header = bytes([1, 5]) + b"alice"
+    e = engine()
+    with pytest.raises(RemoteError):
+        e.spa(A, SPA_PORT, header + os.urandom(12) + tail, 0.0, WALL)
+    assert len(e.grants) == 0
