@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import time
 from pathlib import Path
@@ -306,3 +307,33 @@ def test_a_key_file_open_to_others_is_refused(lab):
         lab.user.netns, "knock", "home", "--door", "ssh", "--client-config", cfg, check=False
     )
     assert result.returncode == 2 and "chmod 600" in result.stderr
+
+
+def test_source_option_sends_from_and_asks_for_that_address(lab):
+    from sesame.netns import ip
+
+    ip("-n", lab.user.netns, "addr", "add", "198.51.100.20/24", "dev", "eth0")
+    daemon = serve(lab)
+    mark = daemon.mark()
+    lab.sesame(
+        lab.user.netns,
+        "knock",
+        "home",
+        "--door",
+        "ssh",
+        "--source",
+        "198.51.100.20",
+        "--client-config",
+        client_config(lab),
+    )
+    daemon.wait_for(r"opened door ssh to 198\.51\.100\.20: 22/tcp \(user alice\)", 10, since=mark)
+    assert list(lab.grants()) == ["198.51.100.20 22/tcp"]
+
+
+def test_the_kernel_passes_only_this_windows_one_time_ports(lab):
+    serve(lab)
+    listed = lab.nft("list", "set", "inet", "sesame", "knock")
+    ports = {int(p) for p in re.findall(r"tcp \. (\d+)", listed)}
+    current = one_time_sequence(decode_key(ALICE), "phone", (40000, 40999), 4)
+    assert {p.number for p in current} <= ports
+    assert len(ports) <= 12  # previous, current and next step: 3 x 4 ports at most
