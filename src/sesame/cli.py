@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
 import socket
 import sys
+from collections.abc import Callable
 from ipaddress import ip_address
 
 from sesame import __version__, clientconfig
@@ -23,19 +25,46 @@ the right knock gets the guarded port opened to its own address, for a while, in
 sesame's own nftables table. Grants expire in the kernel, even if sesame dies."""
 
 
+def _loader(args: argparse.Namespace) -> Callable[[], configuration.Config]:
+    """How ``serve`` (and ``import``) read the config: sesame's TOML, a knockd.conf or an
+    fwknopd access.conf, with command-line overrides."""
+
+    def load() -> configuration.Config:
+        if getattr(args, "knockd_conf", None):
+            from sesame.compat import knockd
+
+            config = knockd.load(args.knockd_conf, interface=args.interface)
+        elif getattr(args, "fwknop_access", None):
+            from sesame.compat import fwknop
+
+            stanzas = fwknop.load_access(args.fwknop_access, args.fwknop_port)
+            config = configuration.Config(
+                args.fwknop_access, configuration.Server(), (), (), stanzas
+            )
+        else:
+            config = configuration.load(args.config)
+        if getattr(args, "state_dir", None):
+            server = dataclasses.replace(config.server, state_dir=args.state_dir)
+            config = dataclasses.replace(config, server=server)
+        return config
+
+    return load
+
+
 def _serve(args: argparse.Namespace) -> int:
     from sesame.daemon import serve
     from sesame.firewall import NftGate
     from sesame.sensor import NflogSensor
 
-    config = configuration.load(args.config)
+    load = _loader(args)
+    config = load()
     sensor = NflogSensor(config.server.log_group)
     try:
         gate = NftGate(config.server.table)
     except SesameError:
         sensor.close()
         raise
-    return serve(args.config, gate, sensor)
+    return serve(load, gate, sensor)
 
 
 def _family(args: argparse.Namespace) -> int:
@@ -203,6 +232,18 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _import(args: argparse.Namespace) -> int:
+    if args.kind == "knockd":
+        from sesame.compat import knockd
+
+        print(knockd.to_toml(args.file), end="")
+    else:
+        from sesame.compat import fwknop
+
+        print(fwknop.to_toml(args.file), end="")
+    return 0
+
+
 def _check(args: argparse.Namespace) -> int:
     config = configuration.load(args.config)
     print(
@@ -257,7 +298,32 @@ def parser() -> argparse.ArgumentParser:
         "expire in the kernel); SIGHUP reloads the config, keeping live grants; "
         "a bad new config is refused and the old one keeps running. Needs root.",
     )
-    _config_option(p)
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("-c", "--config", metavar="FILE", help="sesame's config file (TOML)")
+    source.add_argument(
+        "--knockd-conf", metavar="FILE", help="serve a knockd 0.8 knockd.conf as knockd would"
+    )
+    source.add_argument(
+        "--fwknop-access",
+        metavar="FILE",
+        help="serve an fwknopd access.conf: accept fwknop clients' SPA",
+    )
+    p.add_argument(
+        "-i",
+        "--interface",
+        metavar="IFACE",
+        help="with --knockd-conf: the interface (as knockd's -i)",
+    )
+    p.add_argument(
+        "--fwknop-port",
+        type=int,
+        default=62201,
+        metavar="PORT",
+        help="with --fwknop-access: the SPA port (default 62201)",
+    )
+    p.add_argument(
+        "--state-dir", metavar="DIR", help="where replay windows are kept (default /var/lib/sesame)"
+    )
     p.add_argument(
         "-v",
         "--verbose",
@@ -266,6 +332,16 @@ def parser() -> argparse.ArgumentParser:
         help="log every knock and every dropped packet",
     )
     p.set_defaults(func=_serve)
+
+    p = sub.add_parser(
+        "import",
+        help="print a knockd.conf or an access.conf as sesame's TOML",
+        description="Print the sesame config equivalent to a knockd.conf or an fwknopd "
+        "access.conf, commented where sesame has a better form.",
+    )
+    p.add_argument("kind", choices=["knockd", "fwknop"], help="the file's kind")
+    p.add_argument("file", metavar="FILE")
+    p.set_defaults(func=_import)
 
     p = sub.add_parser(
         "knock",

@@ -10,12 +10,15 @@ import re
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
+from ipaddress import ip_address
 from typing import Any
 
+from sesame.compat import fwknop as fwknop_compat
 from sesame.crypto import decode_key, read_private
-from sesame.doors import NAME_RE, Door, User
+from sesame.doors import NAME_RE, Door, FwknopStanza, User
+from sesame.engine.sequences import SYN_ONLY
 from sesame.errors import ConfigError
-from sesame.ports import Port, parse_port
+from sesame.ports import Port, parse_flags, parse_port
 
 IFNAME_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}$")
 
@@ -32,6 +35,9 @@ class Server:
     table: str = "sesame"
     state_dir: str = "/var/lib/sesame"
     spa_window: int = 60
+    log_file: str | None = None
+    pid_file: str | None = None
+    syslog: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,15 +48,29 @@ class Config:
     server: Server
     doors: tuple[Door, ...]
     users: tuple[User, ...] = ()
+    fwknop: tuple[FwknopStanza, ...] = ()
 
     @property
     def needs_state(self) -> bool:
         """Does any door use one-shot keys (SPA, one-time sequences) to persist?"""
-        return any(d.spa_port is not None or d.sequence_from for d in self.doors)
+        keyed = any(d.spa_port is not None or d.sequence_from for d in self.doors)
+        return keyed or bool(self.fwknop)
 
     @property
     def spa_ports(self) -> tuple[int, ...]:
-        return tuple(sorted({d.spa_port for d in self.doors if d.spa_port is not None}))
+        """Every UDP port that takes single-packet authorization (sesame's or fwknop's)."""
+        ports = {d.spa_port for d in self.doors if d.spa_port is not None}
+        return tuple(sorted(ports | {s.spa_port for s in self.fwknop}))
+
+    @property
+    def any_tcp_flags(self) -> bool:
+        """Does a door take TCP packets other than SYNs (knockd's TCPFlags)? Then the
+        kernel passes every TCP packet to a knock port, and the engine judges flags."""
+        return any(d.tcp_flags != SYN_ONLY for d in self.doors)
+
+    @property
+    def one_time_files(self) -> dict[str, str]:
+        return {d.name: d.one_time_sequences for d in self.doors if d.one_time_sequences}
 
     @property
     def doors_by_name(self) -> dict[str, Door]:
@@ -59,7 +79,8 @@ class Config:
     @property
     def guarded(self) -> tuple[Port, ...]:
         """Every port a door gates in the kernel, each once."""
-        return tuple(sorted({p for d in self.doors if d.gate for p in d.open}))
+        ports = {p for d in self.doors if d.gate for p in d.open}
+        return tuple(sorted(ports | {p for s in self.fwknop for p in s.open_ports}))
 
     @property
     def knock_ports(self) -> tuple[Port, ...]:
@@ -114,6 +135,9 @@ _SERVER_KEYS = {
     "table",
     "state_dir",
     "spa_window",
+    "log_file",
+    "pid_file",
+    "syslog",
 }
 _USER_KEYS = {"name", "key", "key_file", "doors", "allow_other_address"}
 _DOOR_KEYS = {
@@ -131,6 +155,11 @@ _DOOR_KEYS = {
     "sequence_length",
     "port_range",
     "one_address_per_user",
+    "tcp_flags",
+    "target",
+    "one_time_sequences",
+    "start_command6",
+    "stop_command6",
 }
 
 
@@ -162,16 +191,22 @@ def parse(text: str, path: str = "<config>") -> Config:
         return ConfigError(path, lines.line(table, index, key), reason)
 
     for table in raw:
-        if table not in ("server", "door", "user"):
+        if table not in ("server", "door", "user", "fwknop"):
             raise fail(
-                table, 0, "", f"unknown table [{table}] (expected [server], [[door]], [[user]])"
+                table,
+                0,
+                "",
+                f"unknown table [{table}] (expected [server], [[door]], [[user]], [[fwknop]])",
             )
     server_raw = raw.get("server", {})
     if not isinstance(server_raw, dict):
         raise fail("server", 0, "", "[server] must be a table")
     server = _server(server_raw, _bind(fail, "server", 0))
     doors_raw = raw.get("door", [])
-    if not isinstance(doors_raw, list) or not doors_raw:
+    fwknop_raw = raw.get("fwknop", [])
+    if not isinstance(fwknop_raw, list) or not all(isinstance(f, dict) for f in fwknop_raw):
+        raise fail("fwknop", 0, "", "fwknop stanzas are written [[fwknop]]")
+    if not isinstance(doors_raw, list) or not (doors_raw or fwknop_raw):
         raise fail("door", 0, "", "no [[door]]: at least one door is needed")
     doors: list[Door] = []
     for i, door_raw in enumerate(doors_raw):
@@ -180,8 +215,15 @@ def parse(text: str, path: str = "<config>") -> Config:
     if not isinstance(users_raw, list):
         raise fail("user", 0, "", "users are written [[user]]")
     users = [_user(u, _bind(fail, "user", i)) for i, u in enumerate(users_raw)]
-    config = Config(path, server, tuple(doors), tuple(users))
+    stanzas = tuple(
+        fwknop_compat.from_toml(
+            f, str(f.get("name", f"fwknop{i + 1}")), path, _bind_line(lines, "fwknop", i)
+        )
+        for i, f in enumerate(fwknop_raw)
+    )
+    config = Config(path, server, tuple(doors), tuple(users), stanzas)
     _cross_checks(config, lambda i, k, r: fail("door", i, k, r))
+    _fwknop_checks(config, lambda i, k, r: fail("fwknop", i, k, r))
     _user_checks(
         config, lambda i, k, r: fail("user", i, k, r), lambda i, k, r: fail("door", i, k, r)
     )
@@ -189,6 +231,13 @@ def parse(text: str, path: str = "<config>") -> Config:
 
 
 Fail = Callable[[str, str], ConfigError]
+
+
+def _bind_line(lines: Lines, table: str, index: int) -> Callable[[str], int]:
+    def line(key: str) -> int:
+        return lines.line(table, index, key)
+
+    return line
 
 
 def _bind(fail: Callable[[str, int, str, str], ConfigError], table: str, index: int) -> Fail:
@@ -232,7 +281,19 @@ def _server(raw: dict[str, Any], fail: Fail) -> Server:
     state_dir = raw.get("state_dir", "/var/lib/sesame")
     if not isinstance(state_dir, str) or not state_dir.startswith("/"):
         raise fail("state_dir", "state_dir must be an absolute path")
+    paths = {}
+    for key in ("log_file", "pid_file"):
+        value = raw.get(key)
+        if value is not None and (not isinstance(value, str) or not value.startswith("/")):
+            raise fail(key, f"{key} must be an absolute path")
+        paths[key] = value
+    syslog = raw.get("syslog", False)
+    if not isinstance(syslog, bool):
+        raise fail("syslog", "syslog must be true or false")
     return Server(
+        log_file=paths["log_file"],
+        pid_file=paths["pid_file"],
+        syslog=syslog,
         state_dir=state_dir,
         spa_window=_int(raw, "spa_window", 60, 5, 3600, fail),
         interface=interface,
@@ -264,6 +325,30 @@ def _bool(raw: dict[str, Any], key: str, fail: Fail) -> bool:
     if not isinstance(value, bool):
         raise fail(key, f"{key} must be true or false")
     return value
+
+
+def _knockd_style(raw: dict[str, Any], fail: Fail) -> dict[str, Any]:
+    """The door keys that come from knockd: tcp_flags, target, one_time_sequences."""
+    out: dict[str, Any] = {}
+    if "tcp_flags" in raw:
+        flags = raw["tcp_flags"]
+        if not isinstance(flags, list) or not all(isinstance(f, str) for f in flags):
+            raise fail("tcp_flags", 'tcp_flags must be a list like ["syn", "!ack"]')
+        try:
+            out["tcp_flags"] = parse_flags(",".join(flags)) if flags else (0, 0)
+        except ValueError as exc:
+            raise fail("tcp_flags", f"tcp_flags: {exc}") from None
+    if "target" in raw:
+        try:
+            out["target"] = ip_address(str(raw["target"]))
+        except ValueError:
+            raise fail("target", "target must be an IP address") from None
+    if "one_time_sequences" in raw:
+        path = raw["one_time_sequences"]
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise fail("one_time_sequences", "one_time_sequences must be an absolute path")
+        out["one_time_sequences"] = path
+    return out
 
 
 def _user(raw: Any, fail: Fail) -> User:
@@ -314,7 +399,7 @@ def _door(raw: Any, fail: Fail) -> Door:
     for key in ("name", "open"):
         if key not in raw:
             raise fail("", f"door is missing {key!r}")
-    if not {"sequence", "spa_port", "sequence_from"} & raw.keys():
+    if not {"sequence", "spa_port", "sequence_from", "one_time_sequences"} & raw.keys():
         raise fail("", "door is missing 'sequence' (or 'spa_port', or 'sequence_from')")
     name = raw["name"]
     if not isinstance(name, str):
@@ -332,7 +417,10 @@ def _door(raw: Any, fail: Fail) -> Door:
         if not ok or not all(isinstance(n, int) and not isinstance(n, bool) for n in port_range):
             raise fail("port_range", "port_range must be [FIRST, LAST], e.g. [40000, 40999]")
         port_range = (port_range[0], port_range[1])
+    extra = _knockd_style(raw, fail)
     fields = {
+        "start_command6": _argv(raw, "start_command6", fail),
+        "stop_command6": _argv(raw, "stop_command6", fail),
         "sequence": _ports(raw, "sequence", fail),
         "open": _ports(raw, "open", fail),
         "close_sequence": _ports(raw, "close_sequence", fail),
@@ -350,6 +438,7 @@ def _door(raw: Any, fail: Fail) -> Door:
             sequence_from=sequence_from,
             sequence_length=_int(raw, "sequence_length", 4, 2, 16, fail),
             port_range=port_range,
+            **extra,
             **fields,  # type: ignore[arg-type]
         )
     except ValueError as exc:
@@ -406,6 +495,23 @@ def _cross_checks(config: Config, fail: Callable[[int, str, str], ConfigError]) 
             clash = sorted(overlap & ports)
             if clash:
                 raise fail(i, "port_range", f"port_range includes {clash[0]}, which is {what}")
+
+
+def _fwknop_checks(config: Config, fail: Callable[[int, str, str], ConfigError]) -> None:
+    native = {d.spa_port for d in config.doors if d.spa_port is not None}
+    names = {d.name for d in config.doors}
+    taken = set(config.knock_ports) | set(config.server.public)
+    for i, stanza in enumerate(config.fwknop):
+        if stanza.spa_port in native:
+            raise fail(i, "spa_port", f"spa_port {stanza.spa_port} is also a sesame door's")
+        if Port("udp", stanza.spa_port) in taken | set(config.guarded):
+            raise fail(i, "spa_port", f"spa_port {stanza.spa_port}/udp is also in use")
+        if stanza.name in names:
+            raise fail(i, "name", f"name {stanza.name!r} is also a door's")
+        names.add(stanza.name)
+        clash = sorted(set(stanza.open_ports) & taken)
+        if clash:
+            raise fail(i, "open_ports", f"{clash[0]} is both opened and a knock or public port")
 
 
 def _user_checks(

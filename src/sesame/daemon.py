@@ -15,10 +15,11 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
-from sesame import config as configuration
+from sesame.compat.knockd import OneTimeFile
 from sesame.config import Config
 from sesame.engine import Action, Decision, Engine, Knock, Opened, Refreshed, Spent
 from sesame.engine.core import knock_ports
+from sesame.engine.events import SequenceUsed
 from sesame.errors import ConfigError, FirewallError, RemoteError, SesameError
 from sesame.firewall import commands
 from sesame.firewall.ruleset import Entry, to_grants
@@ -27,7 +28,6 @@ from sesame.sensor import NflogSensor
 from sesame.state import ReplayStore
 from sesame.wire import decode
 from sesame.wire.nflog import Logged
-from sesame.wire.packet import ACK, SYN
 
 log = logging.getLogger("sesame")
 
@@ -74,10 +74,13 @@ class Daemon:
         self.engine = Engine(
             config.doors,
             config.users,
+            fwknop=config.fwknop,
             max_sources=server.max_sources,
             spa_window=server.spa_window,
         )
         self.store = ReplayStore(server.state_dir) if config.needs_state else None
+        self.one_time = {name: OneTimeFile(path) for name, path in config.one_time_files.items()}
+        self.knock_ports: frozenset[Port] = frozenset()
         self.runner = commands.Runner()
         self.drops: dict[str, int] = {}
 
@@ -87,10 +90,15 @@ class Daemon:
         if self.store is not None:
             self.engine.replay.restore(self.store.load(wall), wall)
         entries = self.gate.entries()
-        doors = {d.name: d for d in self.config.doors if d.gate}
-        keep = [e for e in entries if e.door in doors and e.port in doors[e.door].open]
+        opens = {d.name: d.open for d in self.config.doors if d.gate}
+        opens |= {s.name: s.open_ports for s in self.config.fwknop}
+        keep = [e for e in entries if e.port in opens.get(e.door, ())]
         stale = [e for e in entries if e not in keep]
-        self.gate.install(self.config, stale, self.engine.roll(wall))
+        for name, sequences in self.one_time.items():
+            self.engine.set_sequence(name, sequences.current())
+        self.engine.roll(wall)
+        self.knock_ports = self.engine.knock_ports()
+        self.gate.install(self.config, stale, self.knock_ports)
         self.engine.restore(to_grants(keep, now))
         for entry in keep:
             log.info(
@@ -110,11 +118,14 @@ class Daemon:
             port = packet.port
             if port.proto == "udp" and port.number in self.engine.spa_ports:
                 actions = self.engine.spa(packet.source, port, packet.payload, now, self.wall())
+            elif port.proto == "udp" and port.number in self.engine.fwknop_ports:
+                actions = self.engine.fwknop(
+                    packet.source, packet.destination, port, packet.payload, now, self.wall()
+                )
             else:
-                if port.proto == "tcp" and packet.tcp_flags & (SYN | ACK) != SYN:
-                    raise RemoteError("not a syn")
                 log.debug("knock from %s to %s", packet.source, port)
-                actions = self.engine.knock(Knock(packet.source, port), now)
+                knock = Knock(packet.source, port, packet.tcp_flags, packet.destination)
+                actions = self.engine.knock(knock, now)
         except RemoteError as exc:
             self.drops[exc.reason] = self.drops.get(exc.reason, 0) + 1
             source = getattr(locals().get("packet"), "source", "?")
@@ -130,6 +141,8 @@ class Daemon:
             if isinstance(action, Spent):
                 if self.store is not None:
                     self.store.append(action.key, action.until)  # on record before the grant
+            elif isinstance(action, SequenceUsed):
+                self._next_sequence(action)
             else:
                 decisions.append(action)
         if not decisions:
@@ -144,27 +157,52 @@ class Daemon:
             for argv in commands.plan(decision, door):
                 self.runner.start(argv, now)
 
+    def _next_sequence(self, used: SequenceUsed) -> None:
+        """Mark a used one-time sequence in its file (as knockd does) and load the next."""
+        sequences = self.one_time.get(used.door)
+        if sequences is None:
+            return
+        try:
+            sequences.spend(used.ports)
+            following = sequences.current()
+        except OSError as exc:
+            log.error("one-time sequences of door %s: %s; the door closes", used.door, exc)
+            following = None
+        self.engine.set_sequence(used.door, following)
+        if following is None:
+            log.info("no one-time sequences left for door %s: it is closed", used.door)
+        self._update_knock_ports()
+
+    def _update_knock_ports(self) -> None:
+        ports = self.engine.knock_ports()
+        if ports == self.knock_ports:
+            return
+        try:
+            self.gate.set_knock_ports(ports)
+            self.knock_ports = ports
+        except FirewallError as exc:
+            log.error("firewall refused the new knock ports: %s", exc)
+
     def tick(self, now: float) -> None:
         self.carry_out(self.engine.tick(now), now)
-        ports = self.engine.roll(self.wall())
-        if ports is not None:
-            try:
-                self.gate.set_knock_ports(ports)
-            except FirewallError as exc:
-                log.error("firewall refused the new one-time sequences: %s", exc)
+        if self.engine.roll(self.wall()) is not None:
+            self._update_knock_ports()
         if self.store is not None and self.store.should_compact(len(self.engine.replay)):
             self.store.compact(self.engine.replay.items())
         self.runner.reap(now)
 
-    def reload(self, path: str) -> None:
+    def reload(self, load: Callable[[], Config]) -> None:
         """Apply a new config; refuse it whole on any fault."""
         try:
-            new = configuration.load(path)
+            new = load()
+            path = new.path
             old = self.config.server
             for field in ("table", "log_group", "state_dir"):
                 if getattr(new.server, field) != getattr(old, field):
                     raise ConfigError(path, 0, f"{field} cannot change on reload; restart")
             ports = knock_ports(new.doors, new.users, self.wall(), self.engine.replay)
+            for file in new.one_time_files.values():
+                ports |= frozenset(OneTimeFile(file).current() or ())
             self.gate.install(new, (), ports)
         except (ConfigError, FirewallError) as exc:
             log.error("reload refused, the running config stays: %s", exc)
@@ -176,13 +214,24 @@ class Daemon:
         actions = self.engine.reconfigure(
             new.doors,
             new.users,
+            fwknop=new.fwknop,
             max_sources=new.server.max_sources,
             spa_window=new.server.spa_window,
             now=now,
         )
         self.carry_out(actions, now)
+        self.one_time = {name: OneTimeFile(path) for name, path in new.one_time_files.items()}
+        for name, sequences in self.one_time.items():
+            self.engine.set_sequence(name, sequences.current())
         self.engine.roll(self.wall())
-        log.info("reloaded %s: %d doors, %d users", path, len(new.doors), len(new.users))
+        self._update_knock_ports()
+        log.info(
+            "reloaded %s: %d doors, %d users, %d fwknop stanzas",
+            new.path,
+            len(new.doors),
+            len(new.users),
+            len(new.fwknop),
+        )
 
     def timeout(self, now: float) -> float | None:
         waits = []
@@ -204,9 +253,10 @@ class Daemon:
             self.store.close()
 
 
-def serve(path: str, gate: Gate, sensor: NflogSensor) -> int:
-    """Run the daemon loop until SIGTERM/SIGINT. Returns the exit status."""
-    config = configuration.load(path)
+def serve(load: Callable[[], Config], gate: Gate, sensor: NflogSensor) -> int:
+    """Run the daemon loop until SIGTERM/SIGINT; ``load`` reads the config (again on
+    SIGHUP). Returns the exit status."""
+    config = load()
     daemon = Daemon(config, gate)
     daemon.start()
     wake_r, wake_w = socket.socketpair()
@@ -224,10 +274,11 @@ def serve(path: str, gate: Gate, sensor: NflogSensor) -> int:
     selector.register(sensor.fileno(), selectors.EVENT_READ, "sensor")
     selector.register(wake_r, selectors.EVENT_READ, "signal")
     log.info(
-        "ready: table inet %s, %d doors, %d users, NFLOG group %d",
+        "ready: table inet %s, %d doors, %d users, %d fwknop stanzas, NFLOG group %d",
         config.server.table,
         len(config.doors),
         len(config.users),
+        len(config.fwknop),
         config.server.log_group,
     )
     try:
@@ -247,8 +298,8 @@ def serve(path: str, gate: Gate, sensor: NflogSensor) -> int:
             while received:
                 signum = received.pop(0)
                 if signum == signal.SIGHUP:
-                    log.info("SIGHUP: reloading %s", path)
-                    daemon.reload(path)
+                    log.info("SIGHUP: reloading %s", config.path)
+                    daemon.reload(load)
                 else:
                     log.info(
                         "%s: stopping; the table stays, grants expire in the kernel", signum.name

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
 from sesame.ports import Port
 
@@ -32,6 +33,12 @@ class Door:
     sequence_length: int = 4
     port_range: tuple[int, int] | None = None
     one_address_per_user: bool = False
+    tcp_flags: tuple[int, int] = (0x02, 0x10)  # must be set, must be clear: SYN, not ACK
+    target: IPv4Address | IPv6Address | None = None  # knocks must be sent to this address
+    one_time_sequences: str | None = None  # knockd's file of sequences, each used once
+    start_command6: tuple[str, ...] = ()  # for IPv6 knockers (else start_command)
+    stop_command6: tuple[str, ...] = ()
+    knockd_mode: bool = False  # commands are knockd's /bin/sh lines with %IP%
 
     def __post_init__(self) -> None:
         if not NAME_RE.match(self.name):
@@ -41,9 +48,9 @@ class Door:
         for label, seq in (("sequence", self.sequence), ("close_sequence", self.close_sequence)):
             if len(seq) > MAX_SEQUENCE:
                 raise ValueError(f"{label} has {len(seq)} ports; at most {MAX_SEQUENCE}")
-        if not (self.sequence or self.spa_port or self.sequence_from):
+        if not (self.sequence or self.spa_port or self.sequence_from or self.one_time_sequences):
             raise ValueError("sequence is empty: give a sequence, a spa_port or sequence_from")
-        if not self.open:
+        if self.gate and not self.open:
             raise ValueError("open is empty: the door would open nothing")
         if not 0 < self.seq_timeout <= 3600:
             raise ValueError("seq_timeout must be more than 0 and at most 3600 seconds")
@@ -62,18 +69,30 @@ class Door:
             first, last = self.port_range
             if not 1 <= first <= last <= 65535 or last - first < 255:
                 raise ValueError("port_range must be [FIRST, LAST] in 1-65535, 256 ports or more")
-        if not self.gate and not self.start_command:
+        if not self.gate and not self.start_command and not self.knockd_mode:
             raise ValueError("gate = false and no start_command: the door would open nothing")
         for label, argv in (
             ("start_command", self.start_command),
             ("stop_command", self.stop_command),
+            ("start_command6", self.start_command6),
+            ("stop_command6", self.stop_command6),
         ):
+            if self.knockd_mode:
+                continue
             for arg in argv:
                 for brace in re.findall(r"\{[^{}]*\}", arg):
                     if brace not in PLACEHOLDERS:
                         raise ValueError(
                             f"{label}: unknown placeholder {brace}; use {', '.join(PLACEHOLDERS)}"
                         )
+
+    def commands(self, ipv6: bool) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The (start, stop) commands for a knocker of this family."""
+        if ipv6:
+            return self.start_command6 or self.start_command, (
+                self.stop_command6 or self.stop_command
+            )
+        return self.start_command, self.stop_command
 
     def sequences(self) -> tuple[tuple[str, tuple[Port, ...]], ...]:
         """The door's fixed knock sequences, each labelled ``open`` or ``close``."""
@@ -108,3 +127,48 @@ class User:
             )
         if len(self.key) != KEY_BYTES:
             raise ValueError(f"key must be {KEY_BYTES} bytes (base64), not {len(self.key)}")
+
+
+Network = IPv4Network | IPv6Network
+
+
+@dataclass(frozen=True, slots=True)
+class FwknopStanza:
+    """An fwknopd access.conf stanza: who may ask, with which keys, for which ports."""
+
+    name: str
+    key: bytes = field(repr=False)
+    hmac_key: bytes | None = field(repr=False)
+    open_ports: tuple[Port, ...]
+    hmac_type: str = "sha256"
+    sources: tuple[Network, ...] = ()  # empty: ANY
+    destinations: tuple[Network, ...] = ()  # empty: ANY
+    restrict_ports: tuple[Port, ...] = ()
+    fw_access_timeout: int = 30
+    max_fw_timeout: int = 300
+    require_username: str | None = None
+    allow_source_any: bool = False  # "-s" (0.0.0.0): only with REQUIRE_SOURCE_ADDRESS N
+    allow_other_address: bool = False
+    access_expire: float | None = None  # Unix time
+    spa_port: int = 62201
+    max_age: int = 120
+
+    def __post_init__(self) -> None:
+        if not NAME_RE.match(self.name):
+            raise ValueError(f"stanza name {self.name!r} must be a plain name")
+        if not self.open_ports:
+            raise ValueError("OPEN_PORTS is required: sesame gates only the ports it is told about")
+        if not 1 <= self.fw_access_timeout <= 86400 or not 1 <= self.max_fw_timeout <= 86400:
+            raise ValueError("FW_ACCESS_TIMEOUT and MAX_FW_TIMEOUT must be 1 to 86400 seconds")
+        if not 1 <= self.spa_port <= 65535:
+            raise ValueError(f"spa_port {self.spa_port} is out of range")
+
+    def admits(
+        self,
+        source: IPv4Address | IPv6Address,
+        destination: IPv4Address | IPv6Address,
+    ) -> bool:
+        """Does SOURCE (and DESTINATION) of this stanza match the packet?"""
+        return (not self.sources or any(source in n for n in self.sources)) and (
+            not self.destinations or any(destination in n for n in self.destinations)
+        )

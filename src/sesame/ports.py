@@ -42,3 +42,21 @@ def parse_port(text: str | int, default: Proto = "tcp") -> Port:
     if proto not in PROTOS:
         raise ValueError(f"unknown protocol {match.group(2)!r} in {text!r} (tcp or udp)")
     return Port("udp" if proto == "udp" else "tcp", int(match.group(1)))
+
+
+FLAGS = {"FIN": 0x01, "SYN": 0x02, "RST": 0x04, "PSH": 0x08, "ACK": 0x10, "URG": 0x20}
+
+
+def parse_flags(text: str) -> tuple[int, int]:
+    """knockd's TCPFlags ``syn,!ack``: (flags that must be set, flags that must be clear)."""
+    must = must_not = 0
+    for flag in (f.strip().upper() for f in text.split(",")):
+        negate = flag.startswith("!")
+        bit = FLAGS.get(flag.lstrip("!"))
+        if bit is None:
+            raise ValueError(f'unrecognized flag "{flag}"')
+        if negate:
+            must_not |= bit
+        else:
+            must |= bit
+    return must, must_not

@@ -4,18 +4,43 @@ timestamps and time steps) are passed in."""
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from collections.abc import Container, Iterable, Sequence
+from ipaddress import IPv4Address, ip_address
 
-from sesame.doors import Door, User
+from sesame.doors import NAME_RE, Door, FwknopStanza, User
 from sesame.engine import totp
-from sesame.engine.events import Action, Address, Closed, Grant, Knock, Opened, Spent
+from sesame.engine.events import (
+    Action,
+    Address,
+    Closed,
+    Grant,
+    Knock,
+    Opened,
+    SequenceUsed,
+    Spent,
+)
 from sesame.engine.grants import GrantBook
 from sesame.engine.replay import ReplayWindow
 from sesame.engine.sequences import Pattern, SequenceMatcher, Target
 from sesame.errors import RemoteError
 from sesame.ports import Port
+from sesame.wire import fwknop as fwknop_wire
 from sesame.wire import spa
+
+ANY_V4 = IPv4Address("0.0.0.0")
+
+
+def fwknop_ports(text: str) -> list[Port]:
+    """``tcp/22,udp/53`` as ports; ValueError for anything else (icmp, none, junk)."""
+    out = []
+    for item in text.split(","):
+        proto, _, number = item.strip().partition("/")
+        if proto.lower() not in ("tcp", "udp") or not number.isdigit():
+            raise ValueError(item)
+        out.append(Port("tcp" if proto.lower() == "tcp" else "udp", int(number)))
+    return out
 
 
 def one_time_patterns(
@@ -67,6 +92,7 @@ class Engine:
         doors: Sequence[Door],
         users: Sequence[User] = (),
         *,
+        fwknop: Sequence[FwknopStanza] = (),
         max_sources: int = 100_000,
         spa_window: int = 60,
         replay_cap: int = 1_000_000,
@@ -75,11 +101,19 @@ class Engine:
         self.replay = ReplayWindow(replay_cap)
         self.counters: Counter[str] = Counter()
         self.matcher = SequenceMatcher((), max_sources)
-        self._setup(doors, users, max_sources, spa_window)
+        self._setup(doors, users, fwknop, max_sources, spa_window)
 
     def _setup(
-        self, doors: Sequence[Door], users: Sequence[User], max_sources: int, spa_window: int
+        self,
+        doors: Sequence[Door],
+        users: Sequence[User],
+        fwknop: Sequence[FwknopStanza],
+        max_sources: int,
+        spa_window: int,
     ) -> None:
+        self.fwknop_stanzas = tuple(fwknop)
+        self.fwknop_ports = frozenset(s.spa_port for s in fwknop)
+        self._names = {d.name for d in doors} | {s.name for s in fwknop}
         self.doors = {door.name: door for door in doors}
         self.users = {user.name: user for user in users}
         self.spa_window = spa_window
@@ -91,33 +125,76 @@ class Engine:
             for u in users
             if any(d.name in u.doors for d in self._totp_doors)
         }
-        self._static = [
-            Pattern(Target(door.name, kind), ports, door.seq_timeout)
-            for door in doors
-            for kind, ports in door.sequences()
-        ]
+        self._one_time: dict[str, tuple[Port, ...]] = {
+            name: ports
+            for name, ports in getattr(self, "_one_time", {}).items()
+            if name in self.doors and self.doors[name].one_time_sequences
+        }
+        self._static = self._fixed_patterns()
         self.matcher.max_sources = max_sources
         self.matcher.set_patterns(self._static)
         self._step: int | None = None
+
+    def _fixed_patterns(self) -> list[Pattern]:
+        patterns = []
+        for door in self.doors.values():
+            sequences = list(door.sequences())
+            if door.one_time_sequences:
+                current = self._one_time.get(door.name)
+                sequences = [("open", current)] if current else []
+            for kind, ports in sequences:
+                patterns.append(
+                    Pattern(
+                        Target(door.name, kind),
+                        ports,
+                        door.seq_timeout,
+                        door.tcp_flags,
+                        door.target,
+                    )
+                )
+        return patterns
+
+    def set_sequence(self, door: str, ports: tuple[Port, ...] | None) -> None:
+        """The current sequence of a door with a one-time sequence file (None: used up,
+        the door is closed for good)."""
+        if ports:
+            self._one_time[door] = ports
+        else:
+            self._one_time.pop(door, None)
+        self._static = self._fixed_patterns()
+        rolling = [p for p in self.matcher.patterns.values() if p.target.user]
+        self.matcher.set_patterns(self._static + rolling)
+
+    def knock_ports(self) -> frozenset[Port]:
+        """Every port some sequence uses now (fixed, one-time file, rolling)."""
+        return frozenset(p for pattern in self.matcher.patterns.values() for p in pattern.ports)
 
     def reconfigure(
         self,
         doors: Sequence[Door],
         users: Sequence[User],
         *,
+        fwknop: Sequence[FwknopStanza] = (),
         max_sources: int,
         spa_window: int,
         now: float,
     ) -> list[Action]:
-        """Take new doors and users. Attempts on patterns that remain carry on; grants
-        remain unless their door is gone, opens other ports, or their user lost it."""
-        self._setup(doors, users, max_sources, spa_window)
+        """Take new doors, users and stanzas. Attempts on patterns that remain carry on;
+        grants remain unless what opened them is gone, opens other ports, or their user
+        lost the door."""
+        self._setup(doors, users, fwknop, max_sources, spa_window)
+        stanzas = {s.name: s for s in self.fwknop_stanzas}
         actions: list[Action] = []
         for grant in self.grants.all():
             door = self.doors.get(grant.door)
+            stanza = stanzas.get(grant.door)
             user = self.users.get(grant.user)
-            lost = grant.user and (user is None or grant.door not in user.doors)
-            if door is None or door.open != grant.ports or lost:
+            if stanza is not None:
+                gone = not set(grant.ports) <= set(stanza.open_ports)
+            else:
+                lost = bool(grant.user) and (user is None or grant.door not in user.doors)
+                gone = door is None or door.open != grant.ports or lost
+            if gone:
                 closed = self.grants.close(grant.door, grant.address, "door removed")
                 if closed is not None:
                     actions.append(closed)
@@ -154,7 +231,8 @@ class Engine:
         self.counters["knocks"] += 1
         evicted = self.matcher.evicted
         actions: list[Action] = []
-        for target in self.matcher.feed(knock.source, knock.port, now):
+        completed = self.matcher.feed(knock.source, knock.port, now, knock.flags, knock.destination)
+        for target in completed:
             door = self.doors[target.door]
             if target.kind == "close":
                 self.counters["unknocks"] += 1
@@ -172,6 +250,11 @@ class Engine:
                 self.matcher.set_patterns(
                     p for p in self.matcher.patterns.values() if p.target != target
                 )
+            elif door.one_time_sequences:
+                current = self._one_time.get(door.name)
+                if current is not None:
+                    actions.append(SequenceUsed(door.name, current))
+                    self.set_sequence(door.name, None)  # until the caller loads the next
             actions += self.open(door, knock.source, now, target.user)
         self.counters["evicted"] += self.matcher.evicted - evicted
         return actions
@@ -210,20 +293,121 @@ class Engine:
         self.counters["spa accepted"] += 1
         return [Spent(nonce, until), *self.open(door, request.address, now, name)]
 
+    # -- fwknop SPA --------------------------------------------------------------------
+
+    def fwknop(
+        self,
+        source: Address,
+        destination: Address,
+        port: Port,
+        payload: bytes,
+        now: float,
+        wall: float,
+    ) -> list[Action]:
+        """Judge one datagram in fwknop's format, against the access stanzas."""
+        if not fwknop_wire.MIN_SIZE <= len(payload) <= fwknop_wire.MAX_SIZE:
+            raise RemoteError("fwknop size or charset")
+        digest = hashlib.sha256(payload).digest()
+        if digest in self.replay:
+            raise RemoteError("replay")
+        fault = RemoteError("fwknop no stanza for source")
+        for stanza in self.fwknop_stanzas:
+            if stanza.spa_port != port.number or not stanza.admits(source, destination):
+                continue
+            if stanza.access_expire is not None and wall > stanza.access_expire:
+                fault = RemoteError("fwknop access expired")
+                continue
+            try:
+                message = fwknop_wire.decode(payload, stanza.key, stanza.hmac_key, stanza.hmac_type)
+            except RemoteError as exc:
+                fault = exc
+                continue
+            return self._fwknop_grant(stanza, message, digest, source, now, wall)
+        raise fault
+
+    def _fwknop_grant(
+        self,
+        stanza: FwknopStanza,
+        message: fwknop_wire.Message,
+        digest: bytes,
+        source: Address,
+        now: float,
+        wall: float,
+    ) -> list[Action]:
+        if abs(wall - message.timestamp) > stanza.max_age:
+            raise RemoteError("stale timestamp")
+        if message.kind not in (fwknop_wire.ACCESS, fwknop_wire.ACCESS_WITH_TIMEOUT):
+            raise RemoteError("fwknop message type")
+        if stanza.require_username is not None and message.user != stanza.require_username:
+            raise RemoteError("fwknop username")
+        text, _, requested = message.access.partition(",")
+        try:
+            asked = ip_address(text)
+            ports = tuple(sorted(fwknop_ports(requested)))
+        except ValueError:
+            raise RemoteError("fwknop access request") from None
+        if asked == ANY_V4:
+            if not stanza.allow_source_any:
+                raise RemoteError("fwknop source address required")
+            asked = source
+        elif asked != source and not stanza.allow_other_address:
+            raise RemoteError("address differs from source")
+        if not ports or any(
+            p not in stanza.open_ports or p in stanza.restrict_ports for p in ports
+        ):
+            raise RemoteError("fwknop port not allowed")
+        seconds = stanza.fw_access_timeout
+        if message.client_timeout:
+            seconds = min(message.client_timeout, stanza.max_fw_timeout)
+        until = message.timestamp + stanza.max_age
+        if not self.replay.add(digest, until):
+            raise RemoteError("replay window full")
+        self.counters["fwknop accepted"] += 1
+        user = message.user if NAME_RE.match(message.user) else ""
+        return [Spent(digest, until), *self.give(stanza.name, asked, ports, seconds, now, user)]
+
     # -- grants ---------------------------------------------------------------------
 
     def open(self, door: Door, address: Address, now: float, user: str = "") -> list[Action]:
         """Grant ``door`` to ``address`` for the door's ``open_for``; with
         ``one_address_per_user``, the user's grants at other addresses close."""
+        return self.give(
+            door.name,
+            address,
+            door.open,
+            door.open_for,
+            now,
+            user,
+            one_address=door.one_address_per_user,
+        )
+
+    def give(
+        self,
+        name: str,
+        address: Address,
+        ports: tuple[Port, ...],
+        seconds: int,
+        now: float,
+        user: str = "",
+        *,
+        one_address: bool = False,
+    ) -> list[Action]:
+        """Grant ``ports`` to ``address`` under ``name`` for ``seconds``. A live grant
+        of the same name and address is refreshed; if it held other ports, it is
+        closed and the new one opened."""
         actions: list[Action] = []
-        if user and door.one_address_per_user:
-            for old in self.grants.of_user(door.name, user):
+        if user and one_address:
+            for old in self.grants.of_user(name, user):
                 if old.address != address:
-                    closed = self.grants.close(door.name, old.address, "replaced")
+                    closed = self.grants.close(name, old.address, "replaced")
                     if closed is not None:
                         actions.append(closed)
-        grant = Grant(door.name, address, door.open, now + door.open_for, user)
-        decision = self.grants.grant(grant)
+        live = self.grants.get(name, address)
+        if live is not None and live.ports != ports:
+            closed = self.grants.close(name, address, "replaced")
+            if closed is not None:
+                actions.append(closed)
+        decision = self.grants.grant(Grant(name, address, ports, now + seconds, user))
         self.counters["opened" if isinstance(decision, Opened) else "refreshed"] += 1
         actions.append(decision)
         return actions
@@ -237,7 +421,7 @@ class Engine:
     def restore(self, grants: Iterable[Grant]) -> None:
         """Adopt grants found in the kernel at start-up (no actions: they are live)."""
         for grant in grants:
-            if grant.door in self.doors:
+            if grant.door in self._names:
                 self.grants.grant(grant)
 
     def tick(self, now: float) -> list[Action]:

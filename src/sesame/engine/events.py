@@ -18,6 +18,8 @@ class Knock:
 
     source: Address
     port: Port
+    flags: int = 0x02  # the TCP flags (SYN unless told otherwise)
+    destination: Address | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,5 +63,13 @@ class Spent:
     until: float  # wall time after which it could not be accepted anyway
 
 
+@dataclass(frozen=True, slots=True)
+class SequenceUsed:
+    """A door's sequence from a one-time sequence file was used: mark it, load the next."""
+
+    door: str
+    ports: tuple[Port, ...]
+
+
 Decision = Opened | Refreshed | Closed
-Action = Decision | Spent
+Action = Decision | Spent | SequenceUsed

@@ -5,6 +5,9 @@ Every transition lives in :func:`step`, one pure function over one attempt:
 =====================================  ==========================================
 the packet, for an attempt at stage k  what happens
 =====================================  ==========================================
+TCP flags the door does not take, or   nothing changes (knockd's TCPFlags, Target)
+sent to another address than its
+target
 attempt older than its seq_timeout     the attempt is gone; the packet is judged
                                        as if there were none
 the next port of the sequence          advance to stage k+1 (complete at the end)
@@ -44,6 +47,10 @@ class Target:
     step: int = 0
 
 
+SYN, ACK = 0x02, 0x10
+SYN_ONLY = (SYN, ACK)  # a connection attempt: SYN set, ACK clear
+
+
 @dataclass(frozen=True, slots=True)
 class Pattern:
     """One sequence to match and what completing it means."""
@@ -51,6 +58,14 @@ class Pattern:
     target: Target
     ports: tuple[Port, ...]
     timeout: float
+    flags: tuple[int, int] = SYN_ONLY  # TCP flags that must be set, that must be clear
+    to: Address | None = None  # only knocks sent to this address count
+
+    def sees(self, port: Port, flags: int, destination: Address | None) -> bool:
+        must, must_not = self.flags
+        if port.proto == "tcp" and (flags & must != must or flags & must_not):
+            return False
+        return self.to is None or destination == self.to
 
 
 # An attempt is (stage, started). Stage 0 means no attempt.
@@ -58,9 +73,16 @@ NO_ATTEMPT: tuple[int, float] = (0, 0.0)
 
 
 def step(
-    pattern: Pattern, attempt: tuple[int, float], port: Port, now: float
+    pattern: Pattern,
+    attempt: tuple[int, float],
+    port: Port,
+    now: float,
+    flags: int = SYN,
+    destination: Address | None = None,
 ) -> tuple[tuple[int, float], bool]:
     """One transition. Returns the new attempt and whether the sequence completed."""
+    if not pattern.sees(port, flags, destination):
+        return attempt, False
     stage, started = attempt
     if stage and now - started > pattern.timeout:
         stage, started = NO_ATTEMPT
@@ -114,7 +136,14 @@ class SequenceMatcher:
     def __len__(self) -> int:
         return len(self._sources)
 
-    def feed(self, source: Address, port: Port, now: float) -> list[Target]:
+    def feed(
+        self,
+        source: Address,
+        port: Port,
+        now: float,
+        flags: int = SYN,
+        destination: Address | None = None,
+    ) -> list[Target]:
         """Advance every pattern for ``source``; return the targets that completed."""
         state = self._sources.pop(source, None)
         completed: list[Target] = []
@@ -124,7 +153,7 @@ class SequenceMatcher:
                 pattern = self.patterns.get(target)
                 if pattern is None:
                     continue  # the pattern is gone (spent, rolled, reloaded)
-                attempt, done = step(pattern, attempt, port, now)
+                attempt, done = step(pattern, attempt, port, now, flags, destination)
                 if done:
                     completed.append(target)
                 elif attempt[0]:
@@ -133,7 +162,7 @@ class SequenceMatcher:
             target = pattern.target
             if target in attempts or (state is not None and target in state.attempts):
                 continue
-            attempt, done = step(pattern, NO_ATTEMPT, port, now)
+            attempt, done = step(pattern, NO_ATTEMPT, port, now, flags, destination)
             if done:
                 completed.append(target)
             elif attempt[0]:

@@ -7,9 +7,10 @@ import logging
 import re
 import subprocess
 import time
+from ipaddress import IPv6Address
 
 from sesame.doors import Door
-from sesame.engine.events import Closed, Decision, Opened
+from sesame.engine.events import Closed, Decision, Opened, Refreshed
 
 log = logging.getLogger("sesame")
 _PLACEHOLDER = re.compile(r"\{(ip|port|proto|door|user)\}")
@@ -18,30 +19,35 @@ COMMAND_TIMEOUT = 60.0
 
 def plan(decision: Decision, door: Door | None) -> list[list[str]]:
     """The argv lists a decision runs: the start command for each opened port, the
-    stop command for each closed port, nothing for a refresh."""
+    stop command for each closed port; for a refresh, nothing (no stacking), unless
+    the door has no stop command (then every knock runs its start command, as knockd)."""
     if door is None:
         return []
-    if isinstance(decision, Opened):
-        template = door.start_command
+    grant = decision.grant
+    start, stop = door.commands(isinstance(grant.address, IPv6Address))
+    if isinstance(decision, Opened) or (isinstance(decision, Refreshed) and not stop):
+        template = start
     elif isinstance(decision, Closed):
-        template = door.stop_command
+        template = stop
     else:
         return []
     if not template:
         return []
-    grant = decision.grant
+    if door.knockd_mode:  # %IP% in knockd's /bin/sh line; the address is a parsed one
+        return [[arg.replace("%IP%", str(grant.address)) for arg in template]]
+    ports = grant.ports or (None,)
     return [
         substitute(
             template,
             {
                 "ip": str(grant.address),
-                "port": str(port.number),
-                "proto": port.proto,
+                "port": str(port.number) if port else "",
+                "proto": port.proto if port else "",
                 "door": grant.door,
                 "user": grant.user,
             },
         )
-        for port in grant.ports
+        for port in ports
     ]
 
 

@@ -83,11 +83,15 @@ def install(config: Config, knock: Iterable[Port] | None = None) -> str:
         lines.append(f'add rule {t} knock iifname != "{server.interface}" counter drop')
         lines.append(f'add rule {t} spa iifname != "{server.interface}" counter drop')
     log = f"log group {group} snaplen {SNAPLEN} queue-threshold 1"
+    # Connection attempts only, unless a door judges TCP flags itself (knockd's TCPFlags).
+    tcp = (
+        "meta l4proto tcp" if config.any_tcp_flags else "tcp flags & (fin | syn | rst | ack) == syn"
+    )
     lines += [
         f"add rule {t} spa counter {log} drop",
         f"add rule {t} knock ip saddr @noisy4 counter drop",
         f"add rule {t} knock ip6 saddr @noisy6 counter drop",
-        f"add rule {t} knock tcp flags & (fin | syn | rst | ack) == syn counter {log} drop",
+        f"add rule {t} knock {tcp} counter {log} drop",
         f"add rule {t} knock meta l4proto udp counter {log} drop",
         f"add rule {t} knock counter drop",
         f"add rule {t} guard ct state established,related accept",

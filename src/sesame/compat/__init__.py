@@ -1,0 +1,1 @@
+"""Compatibility with the peers: knockd.conf, fwknopd's access.conf, ~/.fwknoprc."""

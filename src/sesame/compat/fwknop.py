@@ -1,0 +1,443 @@
+"""fwknop's files: fwknopd's access.conf (server) and ~/.fwknoprc (client).
+
+Every access.conf option either works or is refused by name at load, with its line.
+sesame is stricter than fwknopd in two places, on purpose: the address inside a datagram
+must be its source (fwknopd does not check; an on-path attacker could replay a dropped
+datagram from elsewhere) unless SESAME_ALLOW_OTHER_ADDRESS is Y, and "-s" (0.0.0.0) is
+accepted only where a stanza says REQUIRE_SOURCE_ADDRESS N explicitly.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from ipaddress import ip_network
+from typing import TypeVar
+
+from sesame.crypto import read_private
+from sesame.doors import FwknopStanza, Network
+from sesame.errors import ConfigError
+from sesame.ports import Port, parse_port
+from sesame.wire.fwknop import HMAC_TYPES
+
+ACCESS_KEYS = {
+    "SOURCE",
+    "DESTINATION",
+    "OPEN_PORTS",
+    "RESTRICT_PORTS",
+    "KEY",
+    "KEY_BASE64",
+    "HMAC_KEY",
+    "HMAC_KEY_BASE64",
+    "HMAC_DIGEST_TYPE",
+    "FW_ACCESS_TIMEOUT",
+    "MAX_FW_TIMEOUT",
+    "REQUIRE_USERNAME",
+    "REQUIRE_SOURCE_ADDRESS",
+    "REQUIRE_SOURCE",
+    "ACCESS_EXPIRE",
+    "ACCESS_EXPIRE_EPOCH",
+    "ENCRYPTION_MODE",
+    "SESAME_ALLOW_OTHER_ADDRESS",
+    "SESAME_LEGACY_NO_HMAC",
+    "SESAME_MAX_SPA_PACKET_AGE",
+}
+REFUSED = {
+    "GPG_": "GnuPG mode is not supported (use Rijndael keys with an HMAC key)",
+    "ENABLE_CMD_EXEC": "command execution by SPA is not supported",
+    "ENABLE_CMD_SUDO_EXEC": "command execution by SPA is not supported",
+    "CMD_": "command execution by SPA is not supported",
+    "SUDO_EXE": "command execution by SPA is not supported",
+    "FORCE_NAT": "NAT access is not supported: sesame gates this host's ports",
+    "FORCE_SNAT": "NAT access is not supported: sesame gates this host's ports",
+    "FORCE_MASQUERADE": "NAT access is not supported: sesame gates this host's ports",
+    "FORWARD_ALL": "forwarding is not supported: sesame gates this host's ports",
+    "DISABLE_DNAT": "NAT access is not supported: sesame gates this host's ports",
+    "%INCLUDE": "include directives are not supported: give one file",
+}
+
+
+def _refusal(key: str) -> str | None:
+    for prefix, reason in REFUSED.items():
+        if key.startswith(prefix):
+            return reason
+    return None
+
+
+def _lines(text: str) -> list[tuple[int, str, str]]:
+    """(line number, KEY, value) for each directive: ``KEY value`` or ``KEY: value``."""
+    out = []
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, _, value = line.partition(" ") if " " in line else line.partition("\t")
+        key = key.rstrip(":").upper()
+        out.append((number, key, value.strip()))
+    return out
+
+
+T = TypeVar("T")
+
+
+def _text(value: str) -> str | None:
+    return value.strip() or None
+
+
+def _yes(value: str) -> bool:
+    return value.strip().upper() in ("Y", "YES", "1")
+
+
+def _b64(value: str) -> bytes:
+    try:
+        return base64.b64decode(value.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("not valid base64") from None
+
+
+def _networks(value: str) -> tuple[Network, ...]:
+    items = [v.strip() for v in value.replace(";", ",").split(",") if v.strip()]
+    if any(v.upper() == "ANY" for v in items):
+        return ()
+    return tuple(ip_network(v, strict=False) for v in items)
+
+
+def _ports(value: str) -> tuple[Port, ...]:
+    """fwknop writes ``tcp/22``; sesame's ``22/tcp`` is accepted too."""
+    out = []
+    for item in (v.strip() for v in value.split(",")):
+        if not item:
+            continue
+        head, _, tail = item.partition("/")
+        out.append(parse_port(f"{tail}/{head}" if head.isalpha() else item))
+    return tuple(out)
+
+
+@dataclass
+class _Stanza:
+    line: int
+    values: dict[str, tuple[int, str]] = field(default_factory=dict)
+
+
+def parse_access(text: str, path: str, spa_port: int = 62201) -> tuple[FwknopStanza, ...]:
+    """Stanzas of an access.conf; ConfigError (FILE:LINE: reason) on any fault."""
+    stanzas: list[_Stanza] = []
+    for number, key, value in _lines(text):
+        refusal = _refusal(key)
+        if refusal is not None:
+            raise ConfigError(path, number, f"{key}: {refusal}")
+        if key not in ACCESS_KEYS:
+            raise ConfigError(path, number, f"unknown access.conf key {key!r}")
+        if key == "SOURCE":
+            stanzas.append(_Stanza(number))
+        elif not stanzas:
+            raise ConfigError(path, number, f"{key} before the first SOURCE line")
+        stanzas[-1].values[key] = (number, value)
+        if not value:
+            raise ConfigError(path, number, f"{key} needs a value")
+    if not stanzas:
+        raise ConfigError(path, 1, "no SOURCE stanza")
+    return tuple(_stanza(s, f"fwknop{i + 1}", path, spa_port) for i, s in enumerate(stanzas))
+
+
+def from_toml(
+    raw: dict[str, object], name: str, path: str, line: Callable[[str], int]
+) -> FwknopStanza:
+    """A ``[[fwknop]]`` table of sesame's config: access.conf keys in lower case."""
+    values: dict[str, tuple[int, str]] = {}
+    spa_port = 62201
+    for key, value in raw.items():
+        if key == "name":
+            continue
+        if key == "spa_port":
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(path, line(key), "spa_port must be a port number")
+            spa_port = value
+            continue
+        upper = key.upper()
+        refusal = _refusal(upper)
+        if refusal is not None:
+            raise ConfigError(path, line(key), f"{key}: {refusal}")
+        if upper not in ACCESS_KEYS or key != key.lower():
+            raise ConfigError(path, line(key), f"unknown key {key!r} in [[fwknop]]")
+        if isinstance(value, bool):
+            text = "Y" if value else "N"
+        elif isinstance(value, list):
+            text = ",".join(str(v) for v in value)
+        else:
+            text = str(value)
+        values[upper] = (line(key), text)
+    values.setdefault("SOURCE", (line(""), "ANY"))
+    return _stanza(_Stanza(line(""), values), name, path, spa_port)
+
+
+def _stanza(raw: _Stanza, name: str, path: str, spa_port: int) -> FwknopStanza:
+    values = raw.values
+
+    def get(key: str, convert: Callable[[str], T], default: T) -> T:
+        if key not in values:
+            return default
+        number, value = values[key]
+        try:
+            return convert(value)
+        except ValueError as exc:
+            raise ConfigError(path, number, f"{key}: {exc}") from None
+
+    def fail(key: str, reason: str) -> ConfigError:
+        return ConfigError(path, values.get(key, (raw.line, ""))[0], reason)
+
+    key = get("KEY_BASE64", _b64, b"") or get("KEY", str.encode, b"")
+    if not key:
+        raise fail("SOURCE", "the stanza has no KEY_BASE64 (or KEY)")
+    hmac_key = get("HMAC_KEY_BASE64", _b64, b"") or get("HMAC_KEY", str.encode, b"")
+    if not hmac_key and not get("SESAME_LEGACY_NO_HMAC", _yes, False):
+        raise fail(
+            "SOURCE",
+            "the stanza has no HMAC_KEY_BASE64: packets without an HMAC are"
+            " refused unless SESAME_LEGACY_NO_HMAC Y allows them",
+        )
+    digest = get("HMAC_DIGEST_TYPE", lambda v: v.strip().lower(), "sha256")
+    if digest not in HMAC_TYPES:
+        raise fail(
+            "HMAC_DIGEST_TYPE", f"HMAC_DIGEST_TYPE {digest!r}: one of " + ", ".join(HMAC_TYPES)
+        )
+    mode = get("ENCRYPTION_MODE", lambda v: v.strip().upper(), "CBC")
+    if mode != "CBC":
+        raise fail(
+            "ENCRYPTION_MODE", f"ENCRYPTION_MODE {mode}: only CBC (fwknop's default) is supported"
+        )
+    expire: float | None = get("ACCESS_EXPIRE_EPOCH", lambda v: float(int(v)), None)
+    if expire is None:
+        expire = get("ACCESS_EXPIRE", lambda v: time.mktime(time.strptime(v, "%m/%d/%Y")), None)
+    require_source = values.get("REQUIRE_SOURCE_ADDRESS") or values.get("REQUIRE_SOURCE")
+    try:
+        return FwknopStanza(
+            name=name,
+            key=key,
+            hmac_key=hmac_key or None,
+            hmac_type=digest,
+            open_ports=get("OPEN_PORTS", _ports, ()),
+            restrict_ports=get("RESTRICT_PORTS", _ports, ()),
+            sources=get("SOURCE", _networks, ()),
+            destinations=get("DESTINATION", _networks, ()),
+            fw_access_timeout=get("FW_ACCESS_TIMEOUT", int, 30),
+            max_fw_timeout=get("MAX_FW_TIMEOUT", int, 300),
+            require_username=get("REQUIRE_USERNAME", _text, None),
+            allow_source_any=require_source is not None and not _yes(require_source[1]),
+            allow_other_address=get("SESAME_ALLOW_OTHER_ADDRESS", _yes, False),
+            access_expire=expire,
+            spa_port=spa_port,
+            max_age=get("SESAME_MAX_SPA_PACKET_AGE", int, 120),
+        )
+    except ValueError as exc:
+        key_name = "OPEN_PORTS" if "OPEN_PORTS" in str(exc) else "SOURCE"
+        if str(exc).startswith("stanza name"):
+            raise ConfigError(path, raw.line, str(exc)) from None
+        raise fail(key_name, str(exc)) from None
+
+
+def load_access(path: str, spa_port: int = 62201) -> tuple[FwknopStanza, ...]:
+    try:
+        text = read_private(path).decode("utf-8")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ConfigError(path, 0, str(exc)) from None
+    return parse_access(text, path, spa_port)
+
+
+# -- the client's ~/.fwknoprc ----------------------------------------------------------
+
+RC_KEYS = {
+    "SPA_SERVER",
+    "SPA_SERVER_PORT",
+    "SPA_SERVER_PROTO",
+    "ACCESS",
+    "ALLOW_IP",
+    "KEY",
+    "KEY_BASE64",
+    "HMAC_KEY",
+    "HMAC_KEY_BASE64",
+    "USE_HMAC",
+    "HMAC_DIGEST_TYPE",
+    "DIGEST_TYPE",
+    "FW_TIMEOUT",
+    "SPOOF_USER",
+    "ENCRYPTION_MODE",
+    "SPA_SOURCE_PORT",
+    "VERBOSE",
+    "RESOLVE_IP_HTTPS",
+    "RESOLVE_HTTP_ONLY",
+    "RESOLVE_URL",
+    "WGET_CMD",
+    "USE_GPG",
+    "USE_GPG_AGENT",
+    "GPG_RECIPIENT",
+    "GPG_SIGNER",
+    "GPG_HOMEDIR",
+    "GPG_EXE",
+    "GPG_SIGNING_PW",
+    "GPG_SIGNING_PW_BASE64",
+    "GPG_NO_SIGNING_PW",
+    "NAT_ACCESS",
+    "NAT_LOCAL",
+    "NAT_PORT",
+    "NAT_RAND_PORT",
+    "RAND_PORT",
+    "TIME_OFFSET_PLUS",
+    "TIME_OFFSET_MINUS",
+    "SERVER_RESOLVE_IPV4",
+    "KEY_FILE",
+    "HMAC_KEY_FILE",
+    "NO_SAVE_ARGS",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RcStanza:
+    """What sesame needs of one ~/.fwknoprc stanza to build an fwknop datagram."""
+
+    name: str
+    server: str
+    port: int
+    access: str
+    allow_ip: str | None  # an address, "source" (0.0.0.0) or None (this host's)
+    key: bytes = field(repr=False)
+    hmac_key: bytes | None = field(repr=False)
+    hmac_type: str = "sha256"
+    fw_timeout: int = 0
+    user: str | None = None
+
+
+def parse_rc(text: str, path: str, name: str) -> RcStanza:
+    """Stanza ``name`` of a .fwknoprc (over its [default] values)."""
+    sections: dict[str, dict[str, tuple[int, str]]] = {}
+    section = ""
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            section = line[1:-1].strip()
+            sections.setdefault(section, {})
+            continue
+        if not section:
+            raise ConfigError(path, number, "a setting outside any [stanza]")
+        key, _, value = line.replace("\t", " ").partition(" ")
+        key = key.upper()
+        if key not in RC_KEYS:
+            raise ConfigError(path, number, f"unknown .fwknoprc variable {key!r}")
+        sections[section][key] = (number, value.strip())
+    if name not in sections:
+        raise ConfigError(path, 0, f"no stanza [{name}] in {path}")
+    values = sections.get("default", {}) | sections[name]
+
+    def get(key: str, default: str | None = None) -> str | None:
+        return values[key][1] if key in values else default
+
+    def fail(key: str, reason: str) -> ConfigError:
+        return ConfigError(path, values.get(key, (0, ""))[0], reason)
+
+    unsupported = [
+        k
+        for k in values
+        if k.startswith(("GPG", "NAT_", "RESOLVE", "WGET", "USE_GPG"))
+        or k in ("KEY_FILE", "HMAC_KEY_FILE", "RAND_PORT")
+    ]
+    for key in unsupported:
+        if key not in ("USE_GPG", "USE_GPG_AGENT") or _yes(values[key][1]):
+            raise fail(key, f"{key} is not supported by sesame's fwknop client")
+    server = get("SPA_SERVER")
+    if not server:
+        raise fail("SPA_SERVER", f"[{name}] has no SPA_SERVER")
+    if (get("SPA_SERVER_PROTO", "udp") or "udp").lower() != "udp":
+        raise fail("SPA_SERVER_PROTO", "only SPA_SERVER_PROTO udp is supported")
+    if (get("DIGEST_TYPE", "sha256") or "").lower() != "sha256":
+        raise fail("DIGEST_TYPE", "only DIGEST_TYPE sha256 (fwknop's default) is supported")
+    if (get("ENCRYPTION_MODE", "cbc") or "").lower() != "cbc":
+        raise fail("ENCRYPTION_MODE", "only ENCRYPTION_MODE cbc is supported")
+    try:
+        secret = _b64(get("KEY_BASE64") or "") if get("KEY_BASE64") else (get("KEY") or "").encode()
+        hmac_text = get("HMAC_KEY_BASE64")
+        hmac_key = _b64(hmac_text) if hmac_text else (get("HMAC_KEY") or "").encode() or None
+    except ValueError as exc:
+        raise fail("KEY_BASE64", f"a key is {exc}") from None
+    if not secret:
+        raise fail("KEY_BASE64", f"[{name}] has no KEY_BASE64 (or KEY)")
+    if get("USE_HMAC") is not None and not _yes(get("USE_HMAC") or ""):
+        hmac_key = None
+    digest = (get("HMAC_DIGEST_TYPE", "sha256") or "").lower()
+    if digest not in HMAC_TYPES:
+        raise fail("HMAC_DIGEST_TYPE", f"unknown HMAC_DIGEST_TYPE {digest!r}")
+    allow = get("ALLOW_IP")
+    if allow is not None and allow.lower() == "resolve":
+        raise fail("ALLOW_IP", "ALLOW_IP resolve asks a web service: give the address instead")
+    return RcStanza(
+        name=name,
+        server=server,
+        port=int(get("SPA_SERVER_PORT", "62201") or 62201),
+        access=(get("ACCESS") or "").replace(" ", ""),
+        allow_ip=allow,
+        key=secret,
+        hmac_key=hmac_key,
+        hmac_type=digest,
+        fw_timeout=int(get("FW_TIMEOUT", "0") or 0),
+        user=get("SPOOF_USER"),
+    )
+
+
+def load_rc(path: str, name: str) -> RcStanza:
+    """Read a .fwknoprc, refused (as fwknop refuses it) if others may read it."""
+    try:
+        text = read_private(path).decode("utf-8")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ConfigError(path, 0, str(exc)) from None
+    return parse_rc(text, path, name)
+
+
+_YN = {
+    "REQUIRE_SOURCE_ADDRESS",
+    "REQUIRE_SOURCE",
+    "SESAME_ALLOW_OTHER_ADDRESS",
+    "SESAME_LEGACY_NO_HMAC",
+}
+_INTS = {"FW_ACCESS_TIMEOUT", "MAX_FW_TIMEOUT", "ACCESS_EXPIRE_EPOCH", "SESAME_MAX_SPA_PACKET_AGE"}
+
+
+def _toml_value(key: str, value: str) -> str:
+    if key in _YN:
+        return "true" if _yes(value) else "false"
+    if key in _INTS and value.strip().isdigit():
+        return value.strip()
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def to_toml(path: str) -> str:
+    """sesame's TOML for an access.conf (validated first: a bad file is refused)."""
+    text = read_private(path).decode("utf-8")
+    stanzas = parse_access(text, path)
+    out = [
+        f"# sesame config converted from {path} by `sesame import fwknop`.",
+        "# Keys are access.conf's, in lower case. Keep this file mode 600: it holds keys.",
+        "",
+        "[server]",
+        '# state_dir = "/var/lib/sesame"   # the replay window of SPA datagrams',
+    ]
+    index = -1
+    for _, key, value in _lines(text):
+        if key == "SOURCE":
+            index += 1
+            stanza = stanzas[index]
+            out += ["", "[[fwknop]]", f'name = "{stanza.name}"', "spa_port = 62201"]
+            if not stanza.allow_source_any:
+                out.append(
+                    '# "-s" (0.0.0.0) is refused: sesame wants the address inside to be the'
+                    " datagram's source. require_source_address = false allows it."
+                )
+            out.append(
+                "# The address inside must be the source; sesame_allow_other_address = true"
+                ' lets NAT users ask for another one ("-a").'
+            )
+        out.append(f"{key.lower()} = {_toml_value(key, value)}")
+    return "\n".join(out) + "\n"
