@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import base64
+import contextlib
 import dataclasses
+import getpass
 import json
 import logging
+import logging.handlers
 import os
 import socket
 import sys
+import time
 from collections.abc import Callable
 from ipaddress import ip_address
 
@@ -58,13 +63,40 @@ def _serve(args: argparse.Namespace) -> int:
 
     load = _loader(args)
     config = load()
+    _log_outputs(config.server)
     sensor = NflogSensor(config.server.log_group)
     try:
         gate = NftGate(config.server.table)
     except SesameError:
         sensor.close()
         raise
-    return serve(load, gate, sensor)
+    pid_file = config.server.pid_file
+    if pid_file:
+        with open(pid_file, "w") as handle:
+            handle.write(f"{os.getpid()}\n")
+    try:
+        return serve(load, gate, sensor)
+    finally:
+        if pid_file:
+            with contextlib.suppress(OSError):
+                os.unlink(pid_file)
+
+
+def _log_outputs(server: configuration.Server) -> None:
+    """Besides stderr: a log file and syslog, when the config asks (knockd's options)."""
+    root = logging.getLogger("sesame")
+    form = logging.Formatter("%(asctime)s sesame[%(process)d]: %(message)s")
+    if server.log_file:
+        handler: logging.Handler = logging.FileHandler(server.log_file)
+        handler.setFormatter(form)
+        root.addHandler(handler)
+    if server.syslog:
+        if os.path.exists("/dev/log"):
+            handler = logging.handlers.SysLogHandler("/dev/log")
+            handler.setFormatter(logging.Formatter("sesame[%(process)d]: %(message)s"))
+            root.addHandler(handler)
+        else:
+            root.warning("syslog asked for, but /dev/log is missing: logging to stderr only")
 
 
 def _family(args: argparse.Namespace) -> int:
@@ -87,9 +119,60 @@ def _keyed_server(args: argparse.Namespace) -> clientconfig.Server:
     return clientconfig.Server(args.host, args.host, args.user, key, args.spa_port or 62201)
 
 
+def _knock_fwknop(args: argparse.Namespace) -> int:
+    """An fwknop-format SPA datagram, from a ~/.fwknoprc stanza or from flags."""
+    from sesame import client
+    from sesame.compat import fwknop
+    from sesame.wire import fwknop as wire
+
+    if args.fwknop_key_base64:
+        try:
+            key = base64.b64decode(args.fwknop_key_base64, validate=True)
+            hmac_key = (
+                base64.b64decode(args.fwknop_hmac_key_base64, validate=True)
+                if args.fwknop_hmac_key_base64
+                else None
+            )
+        except ValueError:
+            raise ValueError("a key given on the command line is not valid base64") from None
+        stanza = fwknop.RcStanza(args.host, args.host, 62201, "", None, key, hmac_key)
+    else:
+        rc = os.path.expanduser(args.fwknop_rc or "~/.fwknoprc")
+        stanza = fwknop.load_rc(rc, args.host)
+    access = args.access or stanza.access
+    if not access:
+        raise ValueError("nothing to ask for: give -A tcp/22 (or ACCESS in the stanza)")
+    port = args.spa_port or stanza.port
+    fam, address = client.resolve(stanza.server, _family(args))
+    allow = args.allow_ip or ("source" if args.source_any else stanza.allow_ip)
+    if allow is None:
+        allow = client.local_address(fam, address, port, args.source)
+    elif allow.lower() == "source":
+        allow = "0.0.0.0"
+    ip_address(allow)  # a ValueError names a bad address before anything is sent
+    payload = wire.encode(
+        stanza.user or getpass.getuser(),
+        f"{allow},{access}",
+        stanza.key,
+        stanza.hmac_key,
+        timestamp=int(time.time()),
+        client_timeout=args.fw_timeout if args.fw_timeout is not None else stanza.fw_timeout,
+        hmac_type=args.hmac_digest_type or stanza.hmac_type,
+    )
+    if args.print_packet:
+        print(payload.decode())
+        return 0
+    client.send_spa(fam, address, port, payload, args.source)
+    if args.verbose:
+        print(f"sent fwknop SPA to {address}:{port}/udp: {allow},{access}")
+    return 0
+
+
 def _knock(args: argparse.Namespace) -> int:
     from sesame import client
 
+    if args.fwknop:
+        return _knock_fwknop(args)
     if args.door is None:
         if not args.ports:
             raise ValueError("give the ports to knock on, or --door DOOR for SPA")
@@ -354,7 +437,8 @@ def parser() -> argparse.ArgumentParser:
         "the client config, this step's sequence.",
         epilog="examples:\n  sesame knock 203.0.113.5 7000 8000 9000/udp\n"
         "  sesame knock home --door ssh\n"
-        "  sesame knock 203.0.113.5 --door ssh --user alice --key-file ~/.sesame.key",
+        "  sesame knock 203.0.113.5 --door ssh --user alice --key-file ~/.sesame.key\n"
+        "  sesame knock --fwknop --fwknop-rc ~/.fwknoprc myserver",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("host", metavar="HOST", help="a server name, a host name, IPv4 or IPv6")
@@ -384,7 +468,41 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--print-packet",
         action="store_true",
-        help="print the SPA datagram as hex instead of sending it",
+        help="print the SPA datagram (hex; fwknop's as text) instead of sending it",
+    )
+    fw = p.add_argument_group(
+        "fwknop",
+        "Send fwknop's SPA format, to a server running fwknopd (or sesame serving"
+        " an access.conf): HOST is a stanza of ~/.fwknoprc, or a host with the keys as flags",
+    )
+    fw.add_argument("--fwknop", action="store_true", help="send an fwknop SPA datagram")
+    fw.add_argument("--fwknop-rc", metavar="FILE", help="the rc file (default ~/.fwknoprc)")
+    fw.add_argument(
+        "-A",
+        "--access",
+        metavar="PROTO/PORT",
+        help="what to open, e.g. tcp/22 or tcp/22,udp/53 (else the stanza's ACCESS)",
+    )
+    fw.add_argument(
+        "-s",
+        "--source-any",
+        action="store_true",
+        help="ask the server to use the datagram's source (0.0.0.0)",
+    )
+    fw.add_argument(
+        "-f",
+        "--fw-timeout",
+        type=int,
+        metavar="SECONDS",
+        help="ask for this timeout (capped by the server)",
+    )
+    fw.add_argument("--fwknop-key-base64", metavar="KEY", help="Rijndael key, base64")
+    fw.add_argument("--fwknop-hmac-key-base64", metavar="KEY", help="HMAC key, base64")
+    fw.add_argument(
+        "--hmac-digest-type",
+        metavar="TYPE",
+        choices=["md5", "sha1", "sha256", "sha384", "sha512"],
+        help="HMAC digest (default sha256)",
     )
     p.add_argument(
         "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="say what was sent"

@@ -397,7 +397,7 @@ def _door(raw: Any, fail: Fail) -> Door:
         raise fail("", "[[door]] must be a table")
     _check_keys(raw, _DOOR_KEYS, "[[door]]", fail)
     for key in ("name", "open"):
-        if key not in raw:
+        if key not in raw and (key == "name" or raw.get("gate", True)):
             raise fail("", f"door is missing {key!r}")
     if not {"sequence", "spa_port", "sequence_from", "one_time_sequences"} & raw.keys():
         raise fail("", "door is missing 'sequence' (or 'spa_port', or 'sequence_from')")

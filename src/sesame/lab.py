@@ -37,7 +37,16 @@ close_sequence = ["9000/tcp", "8000/tcp", "7000/tcp"]
 class DaemonProcess:
     """``sesame serve`` running in a namespace, its log lines kept for waiting on."""
 
-    def __init__(self, netns: str, config_path: str, *extra: str) -> None:
+    def __init__(
+        self,
+        netns: str,
+        config_path: str,
+        *extra: str,
+        source: str = "-c",
+        serve: tuple[str, ...] = (),
+    ) -> None:
+        """``source`` is how serve reads ``config_path``: -c, --knockd-conf or
+        --fwknop-access; ``serve`` are more options for serve itself."""
         self.netns = netns
         self.argv = [
             "ip",
@@ -49,8 +58,9 @@ class DaemonProcess:
             "sesame",
             *extra,
             "serve",
-            "-c",
+            source,
             config_path,
+            *serve,
         ]
         self.lines: list[str] = []
         self._changed = threading.Condition()

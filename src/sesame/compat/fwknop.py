@@ -239,12 +239,16 @@ def _stanza(raw: _Stanza, name: str, path: str, spa_port: int) -> FwknopStanza:
         raise fail(key_name, str(exc)) from None
 
 
-def load_access(path: str, spa_port: int = 62201) -> tuple[FwknopStanza, ...]:
+def _read(path: str) -> str:
+    """A file holding keys, refused (as fwknop refuses it) if others may read it."""
     try:
-        text = read_private(path).decode("utf-8")
+        return read_private(path).decode("utf-8")
     except (ValueError, UnicodeDecodeError) as exc:
         raise ConfigError(path, 0, str(exc)) from None
-    return parse_access(text, path, spa_port)
+
+
+def load_access(path: str, spa_port: int = 62201) -> tuple[FwknopStanza, ...]:
+    return parse_access(_read(path), path, spa_port)
 
 
 # -- the client's ~/.fwknoprc ----------------------------------------------------------
@@ -389,11 +393,7 @@ def parse_rc(text: str, path: str, name: str) -> RcStanza:
 
 def load_rc(path: str, name: str) -> RcStanza:
     """Read a .fwknoprc, refused (as fwknop refuses it) if others may read it."""
-    try:
-        text = read_private(path).decode("utf-8")
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ConfigError(path, 0, str(exc)) from None
-    return parse_rc(text, path, name)
+    return parse_rc(_read(path), path, name)
 
 
 _YN = {
@@ -415,7 +415,7 @@ def _toml_value(key: str, value: str) -> str:
 
 def to_toml(path: str) -> str:
     """sesame's TOML for an access.conf (validated first: a bad file is refused)."""
-    text = read_private(path).decode("utf-8")
+    text = _read(path)
     stanzas = parse_access(text, path)
     out = [
         f"# sesame config converted from {path} by `sesame import fwknop`.",

@@ -1,0 +1,3 @@
+"""Interop tests run against Debian's knockd, knock, fwknop and fwknopd."""
+
+from tests.kernel.conftest import Lab, lab, require  # noqa: F401  (fixtures and helpers)
