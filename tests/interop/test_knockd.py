@@ -19,6 +19,7 @@ KNOCKD_CONF = """\
     Interface = br0
     UseSyslog
     LogFile = {dir}/log
+    PidFile = {dir}/pidfile
 
 [plain]
     sequence    = 7000,8000,9000:udp
@@ -182,7 +183,14 @@ def test_debian_knockd_and_sesame_open_the_same_doors(lab):
         }
         opened = {}
         for d in (k_dir, s_dir):
-            opened[d.name] = {f.name for f in d.iterdir()} - {"conf", "ots", "log", "stdout", "pid"}
+            opened[d.name] = {f.name for f in d.iterdir()} - {
+                "conf",
+                "ots",
+                "log",
+                "stdout",
+                "pid",
+                "pidfile",
+            }
         assert opened["knockd"] == expected
         assert opened["sesame"] == expected
         # Both marked the same one-time lines, the same way.
@@ -214,6 +222,7 @@ def test_debian_knockd_and_sesame_open_the_same_doors(lab):
         # knockd's [options] work too: LogFile and its log lines.
         assert "OPEN SESAME" in (k_dir / "log").read_text()
         assert "opened door plain" in (s_dir / "log").read_text()
+        assert (s_dir / "pidfile").read_text().strip() == str(daemon.process.pid)
     finally:
         stop(knockd)
 

@@ -1,0 +1,323 @@
+"""The peers' files and formats, without the kernel: knockd.conf, access.conf,
+.fwknoprc, fwknop datagrams (vectors made by Debian's fwknop 2.6.10)."""
+
+from __future__ import annotations
+
+import base64
+import time
+from ipaddress import ip_address
+
+import pytest
+
+from sesame.compat import fwknop, knockd
+from sesame.doors import FwknopStanza
+from sesame.engine import Engine, Knock, Opened, Spent
+from sesame.errors import ConfigError, RemoteError
+from sesame.firewall import commands
+from sesame.ports import Port
+from sesame.wire import fwknop as wire
+
+KEY = base64.b64decode("JCsc4AAN+Z1Bwh95MQjaahA7mUXm29Ld8RKN86e8M20=")
+HMAC = base64.b64decode(
+    "NbsbbnGqb8yPXhLGdrC7PjwpLHB4X8rm8nRG5vQnWOGuHpIs1vYJ0mrXXBYx7AzuFAo1lBOxjapUZ+43xLH9SA=="
+)
+# Made by `fwknop -A tcp/22 -a 198.51.100.2 -T -v` (Debian 2.6.10) with the keys above.
+VECTOR = (
+    b"/0aKsTk+t4/e/8Y+EtRr+RpdgSB0RWEjOokVPXfMBHDK+gf5fFhuILQQcyqIfpSRfFaBW9XOy2ve1aPcMb6COSXOm"
+    b"5hmQbCq6trNvn8240fB0f++PY0/5EMg/lVhBl7WssLn2guSvrIjQ/9oSHUzerrupdI4S7utENkih/g0H8Zh97LHWJ"
+    b"+IYABF6s/WpK0S7CyU0Sfjgw6aUVRIZlR2k+dfoeL1DjDK8"
+)
+STAMP = 1795567620
+USER = ip_address("198.51.100.2")
+SERVER = ip_address("198.51.100.1")
+SPA = Port("udp", 62201)
+
+
+class TestFwknopWire:
+    def test_the_real_clients_datagram_decodes(self):
+        message = wire.decode(VECTOR, KEY, HMAC)
+        assert (message.user, message.timestamp, message.kind, message.access) == (
+            "root",
+            STAMP,
+            1,
+            "198.51.100.2,tcp/22",
+        )
+        assert message.rand == "2998031341952045" and message.version == "3.0.0"
+
+    def test_every_flipped_byte_is_refused(self):
+        for i in range(len(VECTOR)):
+            data = bytearray(VECTOR)
+            data[i] = ord("A") if data[i] != ord("A") else ord("B")
+            with pytest.raises(RemoteError):
+                wire.decode(bytes(data), KEY, HMAC)
+
+    def test_a_wrong_hmac_key_is_refused_before_decryption(self):
+        with pytest.raises(RemoteError, match="fwknop bad hmac"):
+            wire.decode(VECTOR, KEY, b"x" * 64)
+
+    @pytest.mark.parametrize("digest", ["md5", "sha1", "sha256", "sha384", "sha512"])
+    def test_round_trip_with_each_hmac_digest(self, digest):
+        data = wire.encode(
+            "alice",
+            "198.51.100.2,tcp/22",
+            KEY,
+            HMAC,
+            timestamp=STAMP,
+            client_timeout=45,
+            hmac_type=digest,
+        )
+        message = wire.decode(data, KEY, HMAC, digest)
+        assert (message.user, message.kind, message.client_timeout) == ("alice", 3, 45)
+
+    def test_legacy_datagrams_without_hmac(self):
+        data = wire.encode("alice", "198.51.100.2,tcp/22", KEY, None, timestamp=STAMP)
+        assert wire.decode(data, KEY, None).user == "alice"
+
+
+ACCESS = f"""\
+# a comment
+SOURCE              198.51.100.0/24, 2001:db8::/64
+OPEN_PORTS          tcp/22, udp/1194
+RESTRICT_PORTS      tcp/23
+KEY_BASE64          JCsc4AAN+Z1Bwh95MQjaahA7mUXm29Ld8RKN86e8M20=
+HMAC_KEY_BASE64     {base64.b64encode(HMAC).decode()}
+HMAC_DIGEST_TYPE    sha256
+FW_ACCESS_TIMEOUT   45
+MAX_FW_TIMEOUT      90
+ENCRYPTION_MODE     CBC
+ACCESS_EXPIRE       12/31/2099
+
+SOURCE              ANY
+OPEN_PORTS          tcp/2222
+KEY                 a plain passphrase
+SESAME_LEGACY_NO_HMAC Y
+ACCESS_EXPIRE_EPOCH 1000
+"""
+
+
+class TestAccessConf:
+    def test_stanzas(self):
+        first, second = fwknop.parse_access(ACCESS, "access.conf")
+        assert first.sources[0] == ip_address("198.51.100.0") or first.sources
+        assert [str(p) for p in first.open_ports] == ["22/tcp", "1194/udp"]
+        assert [str(p) for p in first.restrict_ports] == ["23/tcp"]
+        assert (first.fw_access_timeout, first.max_fw_timeout) == (45, 90)
+        assert first.access_expire == time.mktime(time.strptime("12/31/2099", "%m/%d/%Y"))
+        assert not first.allow_source_any and not first.allow_other_address
+        assert second.key == b"a plain passphrase" and second.hmac_key is None
+        assert second.sources == () and second.access_expire == 1000
+
+    @pytest.mark.parametrize(
+        ("extra", "line", "reason"),
+        [
+            ("GPG_DECRYPT_ID 1234", 18, "GnuPG mode is not supported"),
+            ("ENABLE_CMD_EXEC Y", 18, "command execution by SPA is not supported"),
+            ("FORCE_NAT 10.0.0.1 22", 18, "NAT access is not supported"),
+            ("BOGUS_KEY 1", 18, "unknown access.conf key 'BOGUS_KEY'"),
+            ("ENCRYPTION_MODE legacy", 18, "only CBC"),
+            ("HMAC_DIGEST_TYPE whirlpool", 18, "HMAC_DIGEST_TYPE 'whirlpool'"),
+        ],
+    )
+    def test_refusals_by_name_and_line(self, extra, line, reason):
+        with pytest.raises(ConfigError) as caught:
+            fwknop.parse_access(ACCESS + extra + "\n", "a.conf")
+        assert str(caught.value).startswith(f"a.conf:{line}: ") and reason in str(caught.value)
+
+    def test_no_hmac_key_is_refused_unless_legacy_is_allowed(self):
+        text = ACCESS.replace("SESAME_LEGACY_NO_HMAC Y\n", "")
+        with pytest.raises(ConfigError, match=r"a.conf:13: .*SESAME_LEGACY_NO_HMAC Y"):
+            fwknop.parse_access(text, "a.conf")
+
+    def test_open_ports_are_required(self):
+        with pytest.raises(ConfigError, match=r"a.conf:13: OPEN_PORTS is required"):
+            fwknop.parse_access(ACCESS.replace("OPEN_PORTS          tcp/2222\n", ""), "a.conf")
+
+
+def fw_engine(**options):
+    stanza = FwknopStanza(
+        name="fw", key=KEY, hmac_key=HMAC, open_ports=(Port("tcp", 22),), **options
+    )
+    return Engine([], fwknop=[stanza])
+
+
+def datagram(access="198.51.100.2,tcp/22", stamp=STAMP, timeout=0, user="alice"):
+    return wire.encode(user, access, KEY, HMAC, timestamp=stamp, client_timeout=timeout)
+
+
+class TestFwknopEngine:
+    def test_accepted_and_replay_refused(self):
+        e = fw_engine()
+        data = datagram()
+        actions = e.fwknop(USER, SERVER, SPA, data, 0.0, STAMP + 5)
+        assert isinstance(actions[0], Spent) and isinstance(actions[1], Opened)
+        assert actions[1].grant.expires == 30.0 and actions[1].grant.user == "alice"
+        with pytest.raises(RemoteError, match="replay"):
+            e.fwknop(ip_address("198.51.100.3"), SERVER, SPA, data, 1.0, STAMP + 6)
+
+    @pytest.mark.parametrize(
+        ("options", "data", "source", "wall", "reason"),
+        [
+            ({}, datagram(), USER, STAMP + 121, "stale timestamp"),
+            ({}, datagram(), USER, STAMP - 121, "stale timestamp"),
+            ({}, datagram("198.51.100.9,tcp/22"), USER, STAMP, "address differs from source"),
+            ({}, datagram("0.0.0.0,tcp/22"), USER, STAMP, "fwknop source address required"),
+            ({}, datagram("198.51.100.2,tcp/23"), USER, STAMP, "fwknop port not allowed"),
+            ({}, datagram("198.51.100.2,icmp/0"), USER, STAMP, "fwknop access request"),
+            ({"require_username": "bob"}, datagram(), USER, STAMP, "fwknop username"),
+            ({"access_expire": STAMP - 1.0}, datagram(), USER, STAMP, "fwknop access expired"),
+            (
+                {"sources": (ip_address("203.0.113.0"),)},
+                datagram(),
+                USER,
+                STAMP,
+                "fwknop no stanza for source",
+            ),
+            ({}, b"A" * 100, USER, STAMP, "fwknop size or charset"),
+            ({}, b"A" * 200, USER, STAMP, "fwknop bad hmac"),
+        ],
+    )
+    def test_refusals(self, options, data, source, wall, reason):
+        if "sources" in options:
+            from ipaddress import ip_network
+
+            options = {"sources": (ip_network("203.0.113.0/24"),)}
+        e = fw_engine(**options)
+        with pytest.raises(RemoteError) as caught:
+            e.fwknop(source, SERVER, SPA, data, 0.0, wall)
+        assert caught.value.reason == reason
+        assert len(e.grants) == 0 and len(e.replay) == 0
+
+    def test_client_timeout_capped_and_source_any_where_allowed(self):
+        e = fw_engine(allow_source_any=True, max_fw_timeout=60)
+        [_, opened] = e.fwknop(
+            USER, SERVER, SPA, datagram("0.0.0.0,tcp/22", timeout=500), 0.0, STAMP
+        )
+        assert opened.grant.address == USER and opened.grant.expires == 60.0
+
+
+RC = f"""\
+[default]
+SPA_SERVER_PORT     62222
+HMAC_DIGEST_TYPE    sha512
+
+[home]
+SPA_SERVER          203.0.113.5
+ACCESS              tcp/22
+ALLOW_IP            source
+KEY_BASE64          JCsc4AAN+Z1Bwh95MQjaahA7mUXm29Ld8RKN86e8M20=
+HMAC_KEY_BASE64     {base64.b64encode(HMAC).decode()}
+USE_HMAC            Y
+FW_TIMEOUT          120
+SPOOF_USER          alice
+"""
+
+
+class TestFwknoprc:
+    def test_a_stanza_over_its_defaults(self):
+        rc = fwknop.parse_rc(RC, ".fwknoprc", "home")
+        assert (rc.server, rc.port, rc.access, rc.allow_ip) == (
+            "203.0.113.5",
+            62222,
+            "tcp/22",
+            "source",
+        )
+        assert (rc.hmac_type, rc.fw_timeout, rc.user) == ("sha512", 120, "alice")
+        assert rc.key == KEY and rc.hmac_key == HMAC
+
+    def test_refusals(self):
+        with pytest.raises(ConfigError, match=r"no stanza \[work\]"):
+            fwknop.parse_rc(RC, ".fwknoprc", "work")
+        with pytest.raises(ConfigError, match=":14: USE_GPG is not supported"):
+            fwknop.parse_rc(RC + "USE_GPG Y\n", ".fwknoprc", "home")
+        with pytest.raises(ConfigError, match=r":14: unknown .fwknoprc variable 'NOPE'"):
+            fwknop.parse_rc(RC + "NOPE 1\n", ".fwknoprc", "home")
+        with pytest.raises(ConfigError, match="ALLOW_IP resolve"):
+            fwknop.parse_rc(
+                RC.replace("ALLOW_IP            source", "ALLOW_IP resolve"), ".fwknoprc", "home"
+            )
+
+
+KNOCKD = """\
+[options]
+    logfile = /var/log/knockd.log
+    PidFile = /run/knockd.pid
+
+[open SSH]
+    SEQUENCE = 7000:udp, 8000 ,9000:tcp
+    tcpflags = syn,!ack
+    Command = /sbin/iptables -A INPUT -s %IP% -p tcp --dport 22 -j ACCEPT
+    cmd_timeout = 15
+    stop_command = /sbin/iptables -D INPUT -s %IP% -p tcp --dport 22 -j ACCEPT
+    start_command_6 = echo %IP% | logger
+"""
+
+
+class TestKnockdConf:
+    def test_a_door_and_options(self):
+        config = knockd.from_text(KNOCKD, "knockd.conf")
+        [door] = config.doors
+        assert door.name == "open_SSH"
+        assert [str(p) for p in door.sequence] == ["7000/udp", "8000/tcp", "9000/tcp"]
+        assert door.tcp_flags == (0x02, 0x10) and door.open_for == 15
+        assert door.seq_timeout == 25 and not door.gate and door.knockd_mode
+        assert config.server.interface == "eth0"  # knockd's default
+        assert (config.server.log_file, config.server.pid_file) == (
+            "/var/log/knockd.log",
+            "/run/knockd.pid",
+        )
+        assert knockd.from_text(KNOCKD, "k", interface="br0").server.interface == "br0"
+
+    def test_commands_run_through_sh_with_the_address(self):
+        [door] = knockd.from_text(KNOCKD, "knockd.conf").doors
+        from sesame.engine import Grant
+
+        v4 = Opened(Grant(door.name, USER, (), 15.0))
+        v6 = Opened(Grant(door.name, ip_address("2001:db8::2"), (), 15.0))
+        assert commands.plan(v4, door) == [
+            ["/bin/sh", "-c", "/sbin/iptables -A INPUT -s 198.51.100.2 -p tcp --dport 22 -j ACCEPT"]
+        ]
+        assert commands.plan(v6, door) == [["/bin/sh", "-c", "echo 2001:db8::2 | logger"]]
+
+    @pytest.mark.parametrize(
+        ("text", "line", "reason"),
+        [
+            ("[d]\n sequence = 1,2\n bogus = 1\n", 3, "syntax error: unknown key 'BOGUS'"),
+            ("[options]\n nonsense = 1\n", 2, "unknown option 'NONSENSE'"),
+            ("[d]\n sequence = 1,70000\n", 2, "port '70000' is invalid"),
+            ("[d]\n sequence = 1:sctp\n", 2, "unknown protocol"),
+            ("[d]\n sequence = 1\n tcpflags = syn,bogus\n", 3, 'unrecognized flag "BOGUS"'),
+            ("sequence = 1\n", 1, "all directives must belong to a section"),
+            ("[d]\n seq_timeout = 5\n", 2, "empty knock sequence"),
+            ("[d]\n sequence\n", 2, "syntax error"),
+        ],
+    )
+    def test_knockd_errors(self, text, line, reason):
+        with pytest.raises(ConfigError) as caught:
+            knockd.from_text(text, "k.conf")
+        assert str(caught.value).startswith(f"k.conf:{line}: "), str(caught.value)
+        assert reason in str(caught.value)
+
+    def test_flags_and_targets_in_the_engine(self):
+        config = knockd.from_text(
+            "[d]\n sequence = 1,2\n tcpflags = fin\n target = 198.51.100.1\n command = /bin/true\n",
+            "k",
+        )
+        e = Engine(config.doors)
+        fin, syn = 0x01, 0x02
+        knock = lambda port, flags, to=SERVER: Knock(USER, Port("tcp", port), flags, to)  # noqa: E731
+        assert e.knock(knock(1, fin), 0.0) == []
+        assert e.knock(knock(2, syn), 0.1) == []  # wrong flags: ignored, not a reset
+        assert e.knock(knock(2, fin, ip_address("198.51.100.10")), 0.2) == []  # other target
+        [opened] = e.knock(knock(2, fin), 0.3)
+        assert isinstance(opened, Opened)
+
+    def test_one_time_sequence_files(self, tmp_path):
+        path = tmp_path / "ots"
+        path.write_text("# used\n 1,2\n\n not a sequence\n 3,4\n")
+        ots = knockd.OneTimeFile(str(path))
+        assert ots.current() == (Port("tcp", 1), Port("tcp", 2))
+        ots.spend((Port("tcp", 1), Port("tcp", 2)))
+        assert path.read_text() == "# used\n#1,2\n\n not a sequence\n 3,4\n"
+        assert ots.current() == (Port("tcp", 3), Port("tcp", 4))
+        ots.spend((Port("tcp", 3), Port("tcp", 4)))
+        assert ots.current() is None
