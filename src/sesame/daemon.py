@@ -95,7 +95,7 @@ class Daemon:
         keep = [e for e in entries if e.port in opens.get(e.door, ())]
         stale = [e for e in entries if e not in keep]
         for name, sequences in self.one_time.items():
-            self.engine.set_sequence(name, sequences.current())
+            self.engine.set_sequence(name, *sequences.next_two())
         self.engine.roll(wall)
         self.knock_ports = self.engine.knock_ports()
         self.gate.install(self.config, stale, self.knock_ports)
@@ -162,13 +162,14 @@ class Daemon:
         sequences = self.one_time.get(used.door)
         if sequences is None:
             return
+        upcoming: tuple[Port, ...] = ()
         try:
             sequences.spend(used.ports)
-            following = sequences.current()
+            following, upcoming = sequences.next_two()
         except OSError as exc:
             log.error("one-time sequences of door %s: %s; the door closes", used.door, exc)
             following = None
-        self.engine.set_sequence(used.door, following)
+        self.engine.set_sequence(used.door, following, upcoming)
         if following is None:
             log.info("no one-time sequences left for door %s: it is closed", used.door)
         self._update_knock_ports()
@@ -202,7 +203,8 @@ class Daemon:
                     raise ConfigError(path, 0, f"{field} cannot change on reload; restart")
             ports = knock_ports(new.doors, new.users, self.wall(), self.engine.replay)
             for file in new.one_time_files.values():
-                ports |= frozenset(OneTimeFile(file).current() or ())
+                current, upcoming = OneTimeFile(file).next_two()
+                ports |= frozenset((current or ()) + upcoming)
             self.gate.install(new, (), ports)
         except (ConfigError, FirewallError) as exc:
             log.error("reload refused, the running config stays: %s", exc)
@@ -222,7 +224,7 @@ class Daemon:
         self.carry_out(actions, now)
         self.one_time = {name: OneTimeFile(path) for name, path in new.one_time_files.items()}
         for name, sequences in self.one_time.items():
-            self.engine.set_sequence(name, sequences.current())
+            self.engine.set_sequence(name, *sequences.next_two())
         self.engine.roll(self.wall())
         self._update_knock_ports()
         log.info(

@@ -243,6 +243,12 @@ class OneTimeFile:
         lines = self._lines()
         return lines[0][1] if lines else None
 
+    def next_two(self) -> tuple[tuple[Port, ...] | None, tuple[Port, ...]]:
+        """The current sequence and the one after it (its ports are passed to sesame
+        ahead of time, so a quick knock of it is never taken for a scan)."""
+        lines = self._lines()
+        return (lines[0][1] if lines else None), (lines[1][1] if len(lines) > 1 else ())
+
     def spend(self, ports: tuple[Port, ...]) -> None:
         """Mark the first unused line holding exactly ``ports`` as used."""
         for offset, sequence in self._lines():

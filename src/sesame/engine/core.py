@@ -130,6 +130,7 @@ class Engine:
             for name, ports in getattr(self, "_one_time", {}).items()
             if name in self.doors and self.doors[name].one_time_sequences
         }
+        self._upcoming: dict[str, tuple[Port, ...]] = {}
         self._static = self._fixed_patterns()
         self.matcher.max_sources = max_sources
         self.matcher.set_patterns(self._static)
@@ -154,9 +155,13 @@ class Engine:
                 )
         return patterns
 
-    def set_sequence(self, door: str, ports: tuple[Port, ...] | None) -> None:
+    def set_sequence(
+        self, door: str, ports: tuple[Port, ...] | None, upcoming: tuple[Port, ...] = ()
+    ) -> None:
         """The current sequence of a door with a one-time sequence file (None: used up,
-        the door is closed for good)."""
+        the door is closed for good); ``upcoming`` is the next one, whose ports the
+        kernel passes already."""
+        self._upcoming[door] = upcoming
         if ports:
             self._one_time[door] = ports
         else:
@@ -167,7 +172,8 @@ class Engine:
 
     def knock_ports(self) -> frozenset[Port]:
         """Every port some sequence uses now (fixed, one-time file, rolling)."""
-        return frozenset(p for pattern in self.matcher.patterns.values() for p in pattern.ports)
+        now = {p for pattern in self.matcher.patterns.values() for p in pattern.ports}
+        return frozenset(now | {p for ports in self._upcoming.values() for p in ports})
 
     def reconfigure(
         self,
