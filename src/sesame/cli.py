@@ -379,7 +379,8 @@ def parser() -> argparse.ArgumentParser:
         description="Run the daemon in the foreground, logging to stderr. "
         "SIGTERM/SIGINT stop it (the table stays: ports stay closed, grants "
         "expire in the kernel); SIGHUP reloads the config, keeping live grants; "
-        "a bad new config is refused and the old one keeps running. Needs root.",
+        "a bad new config is refused and the old one keeps running; SIGUSR1 logs the "
+        "counters. Needs root.",
     )
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("-c", "--config", metavar="FILE", help="sesame's config file (TOML)")

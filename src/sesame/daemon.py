@@ -1,7 +1,7 @@
 """The daemon: sensor -> engine -> gate, one thread, one loop.
 
 Signals: SIGTERM and SIGINT stop it; SIGHUP reloads the config (a refused config
-leaves the running one in place). On stop the table stays installed, so the
+leaves the running one in place); SIGUSR1 logs the counters. On stop the table stays installed, so the
 guarded ports stay closed (fail closed) and live grants expire in the kernel.
 """
 
@@ -249,6 +249,10 @@ class Daemon:
             waits.append(0.5)
         return max(0.0, min(waits)) if waits else None
 
+    def counters(self) -> str:
+        counts = dict(self.engine.counters) | {f"dropped {k}": v for k, v in self.drops.items()}
+        return ", ".join(f"{k}={v}" for k, v in sorted(counts.items())) or "none"
+
     def close(self) -> None:
         self.runner.wait()
         if self.store is not None:
@@ -270,7 +274,7 @@ def serve(load: Callable[[], Config], gate: Gate, sensor: NflogSensor) -> int:
         received.append(signal.Signals(signum))
 
     old_fd = signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
         signal.signal(signum, note)
     selector = selectors.DefaultSelector()
     selector.register(sensor.fileno(), selectors.EVENT_READ, "sensor")
@@ -299,7 +303,9 @@ def serve(load: Callable[[], Config], gate: Gate, sensor: NflogSensor) -> int:
                         pass
             while received:
                 signum = received.pop(0)
-                if signum == signal.SIGHUP:
+                if signum == signal.SIGUSR1:
+                    log.info("counters: %s", daemon.counters())
+                elif signum == signal.SIGHUP:
                     log.info("SIGHUP: reloading %s", config.path)
                     daemon.reload(load)
                 else:
@@ -318,5 +324,4 @@ def serve(load: Callable[[], Config], gate: Gate, sensor: NflogSensor) -> int:
         wake_r.close()
         wake_w.close()
         daemon.close()
-        counts = dict(daemon.engine.counters) | {f"dropped {k}": v for k, v in daemon.drops.items()}
-        log.info("counters: %s", ", ".join(f"{k}={v}" for k, v in sorted(counts.items())) or "none")
+        log.info("counters: %s", daemon.counters())
