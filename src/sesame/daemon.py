@@ -1,8 +1,9 @@
 """The daemon: sensor -> engine -> gate, one thread, one loop.
 
 Signals: SIGTERM and SIGINT stop it; SIGHUP reloads the config (a refused config
-leaves the running one in place); SIGUSR1 logs the counters. On stop the table stays installed, so the
-guarded ports stay closed (fail closed) and live grants expire in the kernel.
+leaves the running one in place); SIGUSR1 logs the counters. On stop the table stays
+installed, so the guarded ports stay closed (fail closed) and live grants expire in the
+kernel.
 """
 
 from __future__ import annotations

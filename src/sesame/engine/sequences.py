@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from sesame.engine.events import Address
 from sesame.ports import Port
@@ -102,12 +103,10 @@ def step(
     return NO_ATTEMPT, False
 
 
-class _Source:
-    __slots__ = ("attempts", "last")
-
-    def __init__(self) -> None:
-        self.attempts: dict[Target, tuple[int, float]] = {}
-        self.last = 0.0
+# A source's state is one flat tuple, (last activity, target, stage, started, target,
+# stage, started, ...), keyed by its packed address: the smallest Python can hold, as
+# a flood of spoofed first knocks fills the table up to max_sources.
+_State = tuple[Any, ...]
 
 
 class SequenceMatcher:
@@ -122,7 +121,7 @@ class SequenceMatcher:
         if max_sources < 1:
             raise ValueError("max_sources must be at least 1")
         self.max_sources = max_sources
-        self._sources: dict[Address, _Source] = {}
+        self._sources: dict[bytes, _State] = {}
         self.evicted = 0
         self.set_patterns(patterns)
 
@@ -145,35 +144,37 @@ class SequenceMatcher:
         destination: Address | None = None,
     ) -> list[Target]:
         """Advance every pattern for ``source``; return the targets that completed."""
-        state = self._sources.pop(source, None)
+        key = source.packed
+        state = self._sources.pop(key, None)
         completed: list[Target] = []
-        attempts: dict[Target, tuple[int, float]] = {}
+        kept: list[Any] = []
+        seen: set[Target] = set()
         if state is not None:
-            for target, attempt in state.attempts.items():
+            for i in range(1, len(state), 3):
+                target = state[i]
+                seen.add(target)
                 pattern = self.patterns.get(target)
                 if pattern is None:
                     continue  # the pattern is gone (spent, rolled, reloaded)
-                attempt, done = step(pattern, attempt, port, now, flags, destination)
+                attempt, done = step(
+                    pattern, (state[i + 1], state[i + 2]), port, now, flags, destination
+                )
                 if done:
                     completed.append(target)
                 elif attempt[0]:
-                    attempts[target] = attempt
+                    kept += (target, attempt[0], attempt[1])
         for pattern in self._by_first.get(port, ()):
             target = pattern.target
-            if target in attempts or (state is not None and target in state.attempts):
+            if target in seen:
                 continue
             attempt, done = step(pattern, NO_ATTEMPT, port, now, flags, destination)
             if done:
                 completed.append(target)
             elif attempt[0]:
-                attempts[target] = attempt
-        if attempts:
-            if state is None:
-                state = _Source()
-            state.attempts = attempts
-            state.last = now
+                kept += (target, attempt[0], attempt[1])
+        if kept:
             self._make_room(now)
-            self._sources[source] = state  # re-inserted: most recently active
+            self._sources[key] = (now, *kept)  # re-inserted: most recently active
         return completed
 
     def expire(self, now: float) -> None:
@@ -181,7 +182,7 @@ class SequenceMatcher:
         sources = self._sources
         while sources:
             oldest = next(iter(sources))
-            if now - sources[oldest].last <= self._horizon:
+            if now - sources[oldest][0] <= self._horizon:
                 return
             del sources[oldest]
 
@@ -195,5 +196,8 @@ class SequenceMatcher:
 
     def stage(self, source: Address, target: Target) -> int:
         """How many ports of ``target``'s pattern ``source`` has matched (for tests)."""
-        state = self._sources.get(source)
-        return 0 if state is None else state.attempts.get(target, NO_ATTEMPT)[0]
+        state = self._sources.get(source.packed, ())
+        for i in range(1, len(state), 3):
+            if state[i] == target:
+                return int(state[i + 1])
+        return 0

@@ -1,0 +1,553 @@
+"""The benchmark: sesame, Debian's knockd and Debian's fwknopd, measured in one run on
+the same traffic in the same namespace lab. As root, after scripts/setup.sh:
+
+    .venv/bin/python -m bench [--trials 50] [--quick]
+
+Writes bench/results/latest.json and bench/results/latest.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from ipaddress import IPv4Address
+from pathlib import Path
+
+from bench.lab import (
+    Listener,
+    build,
+    nft,
+    reset_hwm,
+    run,
+    stop,
+    usage,
+    wait_open,
+    write,
+)
+from sesame import client
+from sesame.lab import DaemonProcess
+from sesame.netns import inside
+from sesame.ports import parse_port
+from sesame.wire import fwknop, spa
+
+RESULTS = Path(__file__).with_name("results")
+KEY = bytes(range(32))
+FW_KEY = b"K" * 32
+FW_HMAC = b"H" * 64
+B64 = __import__("base64").b64encode
+
+
+SESAME_CONFIG = f"""\
+[server]
+state_dir = "{{tmp}}/state"
+
+[[user]]
+name = "alice"
+key = "{B64(KEY).decode()}"
+doors = ["spa"]
+
+[[door]]
+name = "plain"
+sequence = ["7000/tcp", "8000/tcp", "9000/udp"]
+seq_timeout = 5
+open = ["22/tcp"]
+
+[[door]]
+name = "spa"
+spa_port = 62202
+open = ["22/tcp"]
+
+[[fwknop]]
+name = "fwknop"
+source = "ANY"
+open_ports = "tcp/22"
+key_base64 = "{B64(FW_KEY).decode()}"
+hmac_key_base64 = "{B64(FW_HMAC).decode()}"
+"""
+
+KNOCKD_CONFIG = """\
+[options]
+    Interface = br0
+[plain]
+    sequence    = 7000,8000,9000:udp
+    seq_timeout = 5
+    tcpflags    = syn
+    command     = /usr/sbin/nft add element inet peer allow {{ %IP% timeout 30s }}
+"""
+
+PEER_TABLE = """\
+table inet peer {
+  set allow { type ipv4_addr; flags timeout; }
+  chain input {
+    type filter hook input priority filter - 10; policy accept;
+    tcp dport 22 ip saddr @allow accept
+    tcp dport 22 drop
+  }
+}
+"""
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def summary(samples: list[float], failures: int) -> dict[str, float | int]:
+    ms = [s * 1000 for s in samples]
+    if not ms:
+        return {"trials": 0, "failures": failures}
+    return {
+        "trials": len(ms),
+        "failures": failures,
+        "min": round(min(ms), 2),
+        "median": round(statistics.median(ms), 2),
+        "p95": round(percentile(ms, 0.95), 2),
+        "max": round(max(ms), 2),
+    }
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.tmp = Path(tempfile.mkdtemp(prefix="sesame-bench-"))
+        self.topo = build(f"b{os.getpid() % 100000}")
+        self.server = self.topo["server"]
+        self.user = self.topo["user"]
+        self.flood_ns = self.topo["flood"].netns
+        self.results: dict[str, object] = {}
+        self.listener = Listener(self.server.netns)
+
+    def close(self) -> None:
+        self.listener.close()
+        self.topo.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    # -- sends --------------------------------------------------------------------------
+
+    def knock(self) -> None:
+        with inside(self.user.netns):
+            client.knock(
+                2,
+                self.server.ipv4,
+                [parse_port(p) for p in ("7000/tcp", "8000/tcp", "9000/udp")],
+            )
+
+    def spa_packet(self) -> bytes:
+        return spa.encode(
+            "alice",
+            spa.cipher(KEY),
+            "spa",
+            IPv4Address(self.user.ipv4),
+            int(time.time()),
+            os.urandom(12),
+        )
+
+    def fwknop_packet(self) -> bytes:
+        return fwknop.encode(
+            "alice", f"{self.user.ipv4},tcp/22", FW_KEY, FW_HMAC, timestamp=int(time.time())
+        )
+
+    def udp(self, port: int, payload: bytes) -> None:
+        with inside(self.user.netns):
+            sock = __import__("socket").socket(2, 2)
+        with sock:
+            sock.sendto(payload, (self.server.ipv4, port))
+
+    # -- latency --------------------------------------------------------------------------
+
+    def latency(
+        self, send: Callable[[], None], reset: Callable[[], None], trials: int
+    ) -> dict[str, float | int]:
+        samples, failures = [], 0
+        for _ in range(trials):
+            reset()
+            time.sleep(0.05)  # let the previous trial's packets drain (not a sync point)
+            send()
+            start = time.perf_counter()
+            done = wait_open(self.user.netns, self.server.ipv4)
+            if done is None:
+                failures += 1
+            else:
+                samples.append(done - start)
+        reset()
+        return summary(samples, failures)
+
+    # -- floods ----------------------------------------------------------------------------
+
+    def flood(self, kind: str, count: int, rate: float | None = None) -> subprocess.Popen:
+        argv = [
+            sys.executable,
+            "-m",
+            "bench.flood",
+            self.flood_ns,
+            self.server.ipv4,
+            kind,
+            str(count),
+        ] + ([str(rate)] if rate else [])
+        return subprocess.Popen(
+            argv, stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parent.parent
+        )
+
+    def during(
+        self, pid: int, flood: subprocess.Popen, send: Callable[[], None], reset: Callable[[], None]
+    ) -> dict[str, object]:
+        """CPU and peak memory of ``pid`` over a flood, and a legitimate knock sent
+        while it runs."""
+        reset_hwm(pid)
+        before = usage(pid)
+        time.sleep(0.5)  # the flood is under way
+        legit = self.latency(send, reset, 5)
+        elapsed = float(flood.communicate()[0].strip() or 0)
+        time.sleep(1.0)  # let the daemon work off its backlog before reading its CPU
+        after = usage(pid)
+        return {
+            "cpu_s": round(after.cpu - before.cpu, 2),
+            "peak_rss_mb": round(after.hwm_kb / 1024, 1),
+            "flood_s": round(elapsed, 2),
+            "legit_during_flood": legit,
+        }
+
+    # -- subjects ----------------------------------------------------------------------------
+
+    def sesame(self) -> None:
+        config = write(self.tmp / "sesame.toml", SESAME_CONFIG.format(tmp=self.tmp))
+        daemon = DaemonProcess(self.server.netns, config).start()
+        pid = daemon.process.pid
+        reset = lambda: nft(self.server.netns, "flush set inet sesame grants4\n")  # noqa: E731
+        out: dict[str, object] = {}
+        try:
+            trials = self.args.trials
+            out["latency_plain"] = self.latency(self.knock, reset, trials)
+            out["latency_spa"] = self.latency(
+                lambda: self.udp(62202, self.spa_packet()), reset, trials
+            )
+            out["latency_fwknop_spa"] = self.latency(
+                lambda: self.udp(62201, self.fwknop_packet()), reset, trials
+            )
+            n = self.args.flood
+            out["syn_flood"] = self.during(pid, self.flood("syn", n), self.knock, reset)
+            out["spa_flood"] = self.during(
+                pid,
+                self.flood("junk-udp:62202", n // 2),
+                lambda: self.udp(62202, self.spa_packet()),
+                reset,
+            )
+            out["spa_flood_wrong_key"] = self.during(
+                pid,
+                self.flood("sesame-wrong:62202", n // 2),
+                lambda: self.udp(62202, self.spa_packet()),
+                reset,
+            )
+            out["fwknop_flood"] = self.during(
+                pid,
+                self.flood("fwknop-wrong:62201", n // 2),
+                lambda: self.udp(62201, self.fwknop_packet()),
+                reset,
+            )
+            out["spa_throughput"] = self.throughput(daemon)
+            reset_hwm(pid)
+            flood = self.flood("first", self.args.sources)
+            flood.communicate()
+            time.sleep(1.0)
+            out["spoofed_sources"] = {
+                "sources": self.args.sources,
+                "peak_rss_mb": round(usage(pid).hwm_kb / 1024, 1),
+            }
+        finally:
+            daemon.stop()
+            nft(self.server.netns, "delete table inet sesame\n")
+        self.results["sesame"] = out
+
+    def counters(self, daemon: DaemonProcess) -> dict[str, int]:
+        mark = daemon.mark()
+        daemon.signal(signal.SIGUSR1)
+        line = daemon.wait_for(r"counters: (.*)", 10, since=mark).group(1)
+        return {k.strip(): int(v) for k, v in re.findall(r"([a-z ]+)=(\d+)", line)}
+
+    def throughput(self, daemon: DaemonProcess) -> dict[str, object]:
+        out = {}
+        for kind, key, n in (
+            ("sesame-valid:62202", "spa accepted", 20_000),
+            ("junk-udp:62202", None, 100_000),
+        ):
+            before = self.counters(daemon)
+            flood = self.flood(kind, n)
+            start = time.perf_counter()
+            flood.communicate()
+            # Wait until the daemon's counters stop moving: then it has seen all it will.
+            last, settled = -1, time.perf_counter()
+            while True:
+                now = self.counters(daemon)
+                total = (
+                    (now.get(key, 0) - before.get(key, 0))
+                    if key
+                    else sum(
+                        v - before.get(k, 0) for k, v in now.items() if k.startswith("dropped")
+                    )
+                )
+                if total != last:
+                    last, settled = total, time.perf_counter()
+                elif time.perf_counter() - settled > 0.5:
+                    break
+                time.sleep(0.05)
+            elapsed = settled - start
+            label = "valid_granted" if key else "invalid_rejected"
+            out[label] = {"sent": n, "handled": last, "per_second": round(last / elapsed)}
+        nft(self.server.netns, "flush set inet sesame grants4\n")
+        return out
+
+    def knockd(self) -> None:
+        knockd = shutil.which("knockd")
+        if knockd is None:
+            self.results["knockd"] = {"skipped": "knockd is not installed"}
+            return
+        nft(self.server.netns, PEER_TABLE)
+        conf = write(self.tmp / "knockd.conf", KNOCKD_CONFIG)
+        log = open(self.tmp / "knockd.out", "w")  # noqa: SIM115
+        process = subprocess.Popen(
+            [
+                "ip",
+                "netns",
+                "exec",
+                self.server.netns,
+                knockd,
+                "-c",
+                conf,
+                "-v",
+                "-p",
+                str(self.tmp / "knockd.pid"),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        reset = lambda: nft(self.server.netns, "flush set inet peer allow\n")  # noqa: E731
+        out: dict[str, object] = {}
+        try:
+            deadline = time.monotonic() + 10
+            while "listening" not in (self.tmp / "knockd.out").read_text():
+                if time.monotonic() > deadline:
+                    raise RuntimeError("knockd did not start")
+                time.sleep(0.05)
+            out["latency_plain"] = self.latency(self.knock, reset, self.args.trials)
+            n = self.args.flood
+            out["syn_flood"] = self.during(process.pid, self.flood("syn", n), self.knock, reset)
+            reset_hwm(process.pid)
+            flood = self.flood("first", self.args.sources)
+            flood.communicate()
+            time.sleep(1.0)
+            out["spoofed_sources"] = {
+                "sources": self.args.sources,
+                "peak_rss_mb": round(usage(process.pid).hwm_kb / 1024, 1),
+            }
+        finally:
+            stop(process)
+            log.close()
+            nft(self.server.netns, "delete table inet peer\n")
+        self.results["knockd"] = out
+
+    def fwknopd(self) -> None:
+        fwknopd = shutil.which("fwknopd")
+        if fwknopd is None or shutil.which("iptables") is None:
+            self.results["fwknopd"] = {"skipped": "fwknopd or iptables is not installed"}
+            return
+        rundir = self.tmp / "fwknop"
+        rundir.mkdir()
+        conf = write(rundir / "fwknopd.conf", f"PCAP_INTF br0\nFWKNOP_RUN_DIR {rundir}\n")
+        access = write(
+            rundir / "access.conf",
+            f"SOURCE ANY\nOPEN_PORTS tcp/22\nKEY_BASE64 {B64(FW_KEY).decode()}\n"
+            f"HMAC_KEY_BASE64 {B64(FW_HMAC).decode()}\n",
+        )
+        log = open(rundir / "out", "w")  # noqa: SIM115
+        process = subprocess.Popen(
+            [
+                "ip",
+                "netns",
+                "exec",
+                self.server.netns,
+                fwknopd,
+                "-f",
+                "-c",
+                conf,
+                "-a",
+                access,
+                "-i",
+                "br0",
+                "-d",
+                str(rundir / "digest.cache"),
+                "-p",
+                str(rundir / "pid"),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        srv = self.server.netns
+        reset = lambda: run(srv, "iptables", "-F", "FWKNOP_INPUT", check=False)  # noqa: E731
+        out: dict[str, object] = {}
+        try:
+            deadline = time.monotonic() + 15
+            while "FWKNOP_INPUT" not in run(srv, "iptables", "-S", check=False):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("fwknopd did not start: " + (rundir / "out").read_text())
+                time.sleep(0.05)
+            run(srv, "iptables", "-A", "INPUT", "-p", "tcp", "--dport", "22", "-j", "DROP")
+            send = lambda: self.udp(62201, self.fwknop_packet())  # noqa: E731
+            out["latency_fwknop_spa"] = self.latency(send, reset, self.args.trials)
+            n = self.args.flood
+            out["fwknop_flood"] = self.during(
+                process.pid, self.flood("fwknop-wrong:62201", n // 2), send, reset
+            )
+            out["spa_flood"] = self.during(
+                process.pid, self.flood("junk-udp:62201", n // 2), send, reset
+            )
+        finally:
+            stop(process)
+            log.close()
+            run(srv, "iptables", "-F", check=False)
+        self.results["fwknopd"] = out
+
+    # -- the gate at scale -------------------------------------------------------------------
+
+    def connects(self, n: int) -> float:
+        """Mean seconds per new connection to the guarded port (sequential)."""
+        import socket
+
+        start = time.perf_counter()
+        for _ in range(n):
+            with inside(self.user.netns):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.settimeout(2)
+            sock.connect((self.server.ipv4, 22))
+            sock.close()
+        return (time.perf_counter() - start) / n
+
+    def gate_scale(self) -> None:
+        srv = self.server.netns
+        out: dict[str, object] = {}
+        config = write(self.tmp / "gate.toml", SESAME_CONFIG.format(tmp=self.tmp))
+        daemon = DaemonProcess(srv, config).start()
+        daemon.stop()  # the table stays; the gate is all kernel
+        for size in self.args.grants:
+            elements = [
+                f"100.{64 + i // 65536}.{i // 256 % 256}.{i % 256} . tcp . 22" for i in range(size)
+            ] + [f"{self.user.ipv4} . tcp . 22"]
+            lines = ["flush set inet sesame grants4"]
+            for i in range(0, len(elements), 5000):
+                lines.append(
+                    "add element inet sesame grants4 { "
+                    + ", ".join(e + " timeout 1h" for e in elements[i : i + 5000])
+                    + " }"
+                )
+            nft(srv, "\n".join(lines) + "\n")
+            sesame_us = min(self.connects(500) for _ in range(3)) * 1e6
+            run(srv, "nft", "delete", "table", "inet", "sesame")
+            rules = [
+                "*filter",
+                ":SESAME_BENCH - [0:0]",
+                "-A INPUT -p tcp --dport 22 -j SESAME_BENCH",
+            ]
+            rules += [
+                f"-A SESAME_BENCH -s 100.{64 + i // 65536}.{i // 256 % 256}.{i % 256}"
+                " -p tcp --dport 22 -j ACCEPT"
+                for i in range(size)
+            ]
+            rules += [
+                f"-A SESAME_BENCH -s {self.user.ipv4} -p tcp --dport 22 -j ACCEPT",
+                "-A SESAME_BENCH -j DROP",
+                "COMMIT",
+                "",
+            ]
+            subprocess.run(
+                ["ip", "netns", "exec", srv, "iptables-restore"],
+                input="\n".join(rules),
+                text=True,
+                check=True,
+            )
+            iptables_us = min(self.connects(500) for _ in range(3)) * 1e6
+            run(srv, "iptables", "-F")
+            run(srv, "iptables", "-X", "SESAME_BENCH")
+            out[str(size)] = {
+                "sesame_us_per_connection": round(sesame_us, 1),
+                "iptables_chain_us_per_connection": round(iptables_us, 1),
+            }
+            daemon = DaemonProcess(srv, config).start()
+            daemon.stop()
+        run(srv, "nft", "delete", "table", "inet", "sesame", check=False)
+        self.results["gate_scale"] = out
+
+
+def machine() -> dict[str, str]:
+    def version(argv: list[str]) -> str:
+        try:
+            text = subprocess.run(argv, capture_output=True, text=True, check=False)
+            return (text.stdout or text.stderr).strip().splitlines()[0]
+        except (OSError, IndexError):
+            return "not installed"
+
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "kernel": platform.release(),
+        "cpus": str(os.cpu_count()),
+        "python": platform.python_version(),
+        "nft": version(["nft", "--version"]),
+        "knockd": version(["knockd", "-V"]),
+        "fwknopd": version(["fwknopd", "--version"]),
+        "sesame": version([sys.executable, "-m", "sesame", "--version"]),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=50)
+    parser.add_argument("--flood", type=int, default=200_000)
+    parser.add_argument("--sources", type=int, default=1_000_000)
+    parser.add_argument("--grants", type=int, nargs="*", default=[0, 10_000, 100_000])
+    parser.add_argument("--only", nargs="*", default=["sesame", "knockd", "fwknopd", "gate"])
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("the benchmark needs root (namespaces, nftables)", file=sys.stderr)
+        return 1
+    bench = Bench(args)
+    try:
+        for name, step in (
+            ("sesame", bench.sesame),
+            ("knockd", bench.knockd),
+            ("fwknopd", bench.fwknopd),
+            ("gate", bench.gate_scale),
+        ):
+            if name in args.only:
+                print(f"== {name}", flush=True)
+                step()
+                print(
+                    json.dumps(
+                        bench.results.get(name if name != "gate" else "gate_scale"), indent=1
+                    ),
+                    flush=True,
+                )
+    finally:
+        bench.close()
+    report = {"machine": machine(), "args": vars(args), "results": bench.results}
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "latest.json").write_text(json.dumps(report, indent=2) + "\n")
+    from bench.report import markdown
+
+    (RESULTS / "latest.md").write_text(markdown(report))
+    print((RESULTS / "latest.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    threading.excepthook = lambda a: None
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""Send a bounded flood from inside a namespace (run by the benchmark, as root):
+
+    python -m bench.flood NETNS DEST KIND COUNT [RATE]
+
+KIND: syn (random ports), first (SYNs to port 7000: the first knock of a sequence),
+junk-udp:PORT (random bytes), sesame-wrong:PORT, fwknop-wrong:PORT (well formed, wrong
+key), sesame-valid:PORT (valid SPA, each source its own). Sources are distinct
+addresses in 100.64.0.0/10. Prints the seconds it took.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+from ipaddress import IPv4Address
+
+from bench.lab import Raw, spoofed
+from sesame.wire import fwknop, spa
+
+WALL_KEY = bytes(range(32))
+
+
+def packets(raw: Raw, kind: str, count: int) -> list[bytes]:
+    rng = random.Random(7)
+    sources = spoofed(count, 11)
+    name, _, port_text = kind.partition(":")
+    port = int(port_text or 0)
+    out = []
+    import time
+
+    now = int(time.time())
+    if name in ("sesame-wrong", "sesame-valid"):
+        key = WALL_KEY if name == "sesame-valid" else bytes(32)
+        aead = spa.cipher(key)
+    for i, source in enumerate(sources):
+        sport = 1024 + i % 60000
+        if name == "syn":
+            out.append(raw.syn(source, sport, rng.randrange(1, 65536)))
+        elif name == "first":
+            out.append(raw.syn(source, sport, 7000))
+        elif name == "junk-udp":
+            out.append(raw.udp(source, sport, port, os.urandom(rng.randrange(1, 300))))
+        elif name in ("sesame-wrong", "sesame-valid"):
+            payload = spa.encode("alice", aead, "spa", IPv4Address(source), now, os.urandom(12))
+            out.append(raw.udp(source, sport, port, payload))
+        elif name == "fwknop-wrong":
+            payload = fwknop.encode(
+                "alice",
+                f"{IPv4Address(source)},tcp/22",
+                b"k" * 32,
+                b"h" * 64,
+                timestamp=now,
+                random=os.urandom(16),
+            )
+            out.append(raw.udp(source, sport, port, payload))
+        else:
+            raise SystemExit(f"unknown kind {kind}")
+    return out
+
+
+def main() -> None:
+    netns, destination, kind, count = sys.argv[1:5]
+    rate = float(sys.argv[5]) if len(sys.argv) > 5 else None
+    raw = Raw(netns, destination)
+    batch = packets(raw, kind, int(count))
+    print(f"{raw.send(batch, rate):.3f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

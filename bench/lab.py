@@ -1,0 +1,222 @@
+"""The benchmark lab's parts: namespaces, the peers' daemons, packet floods, probes."""
+
+from __future__ import annotations
+
+import os
+import random
+import select
+import signal
+import socket
+import struct
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from sesame.netns import Topology, inside
+
+GUARDED = 22
+
+
+def sysctl(netns: str, *settings: str) -> None:
+    subprocess.run(["ip", "netns", "exec", netns, "sysctl", "-q", "-w", *settings], check=True)
+
+
+def nft(netns: str, script: str) -> str:
+    result = subprocess.run(
+        ["ip", "netns", "exec", netns, "nft", "-f", "-"],
+        input=script,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode:
+        raise RuntimeError(result.stderr)
+    return result.stdout
+
+
+def run(netns: str, *argv: str, check: bool = True) -> str:
+    result = subprocess.run(
+        ["ip", "netns", "exec", netns, *argv], capture_output=True, text=True, check=False
+    )
+    if check and result.returncode:
+        raise RuntimeError(f"{argv}: {result.stderr}")
+    return result.stdout
+
+
+def build(tag: str) -> Topology:
+    topo = Topology(tag=tag, clients=("user", "flood")).build()
+    server = topo["server"].netns
+    # Spoofed sources have no route back: take them anyway, as an exposed host must.
+    sysctl(
+        server,
+        "net.ipv4.conf.all.rp_filter=0",
+        "net.ipv4.conf.default.rp_filter=0",
+        "net.ipv4.conf.br0.rp_filter=0",
+    )
+    return topo
+
+
+@dataclass
+class Usage:
+    cpu: float  # seconds, user + system
+    hwm_kb: int  # peak resident set
+
+
+def usage(pid: int) -> Usage:
+    with open(f"/proc/{pid}/stat") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    cpu = (int(fields[11]) + int(fields[12])) / ticks
+    hwm = 0
+    with open(f"/proc/{pid}/status") as handle:
+        for line in handle:
+            if line.startswith("VmHWM:"):
+                hwm = int(line.split()[1])
+    return Usage(cpu, hwm)
+
+
+def reset_hwm(pid: int) -> None:
+    """Start the peak-RSS mark afresh (clear_refs 5)."""
+    with open(f"/proc/{pid}/clear_refs", "w") as handle:
+        handle.write("5")
+
+
+# -- probing the guarded port ------------------------------------------------------------
+
+
+def wait_open(
+    netns: str, address: str, port: int = GUARDED, every: float = 0.0005, limit: float = 3.0
+) -> float | None:
+    """A new connection attempt every ``every`` seconds until one is answered; returns
+    when (perf_counter), or None after ``limit``."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    pending: list[socket.socket] = []
+    end = time.perf_counter() + limit
+    try:
+        while time.perf_counter() < end:
+            with inside(netns):
+                sock = socket.socket(family, socket.SOCK_STREAM)
+            sock.setblocking(False)
+            sock.connect_ex((address, port))
+            pending.append(sock)
+            _, ready, _ = select.select([], pending, [], every)
+            for s in ready:
+                if s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0:
+                    return time.perf_counter()
+        return None
+    finally:
+        for s in pending:
+            s.close()
+
+
+class Listener:
+    """A TCP service on the guarded port in the server namespace that accepts and closes."""
+
+    def __init__(self, netns: str, port: int = GUARDED) -> None:
+        with inside(netns):
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("0.0.0.0", port))
+        self.sock.listen(4096)
+        import threading
+
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            conn.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+# -- raw packets ---------------------------------------------------------------------------
+
+
+def _sum16(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    return sum(struct.unpack(f"!{len(data) // 2}H", data))
+
+
+def _fold(total: int) -> int:
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+class Raw:
+    """Sends hand-made IPv4 packets with any source address, from a namespace."""
+
+    def __init__(self, netns: str, destination: str) -> None:
+        with inside(netns):
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+        self.dst = socket.inet_aton(destination)
+        self.destination = destination
+
+    def syn(self, source: int, sport: int, dport: int) -> bytes:
+        src = source.to_bytes(4, "big")
+        tcp = struct.pack("!HHIIBBHHH", sport, dport, 1, 0, 5 << 4, 0x02, 1024, 0, 0)
+        pseudo = src + self.dst + struct.pack("!BBH", 0, 6, 20)
+        tcp = tcp[:16] + struct.pack("!H", _fold(_sum16(pseudo + tcp))) + tcp[18:]
+        return self._ip(src, 6, tcp)
+
+    def udp(self, source: int, sport: int, dport: int, payload: bytes) -> bytes:
+        src = source.to_bytes(4, "big")
+        length = 8 + len(payload)
+        head = struct.pack("!HHHH", sport, dport, length, 0)
+        pseudo = src + self.dst + struct.pack("!BBH", 0, 17, length)
+        check = _fold(_sum16(pseudo + head + payload)) or 0xFFFF
+        return self._ip(src, 17, head[:6] + struct.pack("!H", check) + payload)
+
+    def _ip(self, src: bytes, proto: int, body: bytes) -> bytes:
+        return (
+            struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(body), 0, 0, 64, proto, 0, src, self.dst)
+            + body
+        )
+
+    def send(self, packets: list[bytes], rate: float | None = None) -> float:
+        """Send packets (at most ``rate`` per second); returns the seconds it took."""
+        start = time.perf_counter()
+        sendto, target = self.sock.sendto, (self.destination, 0)
+        for i, packet in enumerate(packets):
+            if rate and i % 256 == 0:
+                ahead = start + i / rate - time.perf_counter()
+                if ahead > 0:
+                    time.sleep(ahead)
+            try:
+                sendto(packet, target)
+            except BlockingIOError:
+                pass
+        return time.perf_counter() - start
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def spoofed(n: int, seed: int) -> list[int]:
+    """n distinct addresses in 100.64.0.0/10 (shared address space; never routed here)."""
+    rng = random.Random(seed)
+    base = 100 << 24 | 64 << 16
+    return [base + i for i in rng.sample(range(1, 1 << 22), n)]
+
+
+def stop(process: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def write(path: Path, text: str, mode: int = 0o600) -> str:
+    path.write_text(text)
+    path.chmod(mode)
+    return str(path)
