@@ -27,13 +27,13 @@ from pathlib import Path
 
 from bench.lab import (
     Listener,
+    Prober,
     build,
     nft,
     reset_hwm,
     run,
     stop,
     usage,
-    wait_open,
     write,
 )
 from sesame import client
@@ -101,7 +101,7 @@ table inet peer {
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def summary(samples: list[float], failures: int) -> dict[str, float | int]:
@@ -174,9 +174,10 @@ class Bench:
         for _ in range(trials):
             reset()
             time.sleep(0.05)  # let the previous trial's packets drain (not a sync point)
+            prober = Prober(self.user.netns, self.server.ipv4)
             send()
             start = time.perf_counter()
-            done = wait_open(self.user.netns, self.server.ipv4)
+            done = prober.wait()
             if done is None:
                 failures += 1
             else:
@@ -186,7 +187,10 @@ class Bench:
 
     # -- floods ----------------------------------------------------------------------------
 
-    def flood(self, kind: str, count: int, rate: float | None = None) -> subprocess.Popen:
+    def flood(self, kind: str, count: int, rate: float | None = -1.0) -> subprocess.Popen:
+        """A bounded flood from spoofed sources, at ``--flood-rate`` packets a second
+        unless ``rate`` says (None: as fast as Python sends)."""
+        rate = self.args.flood_rate if rate == -1.0 else rate
         argv = [
             sys.executable,
             "-m",
@@ -208,7 +212,7 @@ class Bench:
         reset_hwm(pid)
         before = usage(pid)
         time.sleep(0.5)  # the flood is under way
-        legit = self.latency(send, reset, 5)
+        legit = self.latency(send, reset, 10)
         elapsed = float(flood.communicate()[0].strip() or 0)
         time.sleep(1.0)  # let the daemon work off its backlog before reading its CPU
         after = usage(pid)
@@ -258,7 +262,7 @@ class Bench:
             )
             out["spa_throughput"] = self.throughput(daemon)
             reset_hwm(pid)
-            flood = self.flood("first", self.args.sources)
+            flood = self.flood("first", self.args.sources, None)
             flood.communicate()
             time.sleep(1.0)
             out["spoofed_sources"] = {
@@ -283,7 +287,7 @@ class Bench:
             ("junk-udp:62202", None, 100_000),
         ):
             before = self.counters(daemon)
-            flood = self.flood(kind, n)
+            flood = self.flood(kind, n, None)
             start = time.perf_counter()
             flood.communicate()
             # Wait until the daemon's counters stop moving: then it has seen all it will.
@@ -344,7 +348,7 @@ class Bench:
             n = self.args.flood
             out["syn_flood"] = self.during(process.pid, self.flood("syn", n), self.knock, reset)
             reset_hwm(process.pid)
-            flood = self.flood("first", self.args.sources)
+            flood = self.flood("first", self.args.sources, None)
             flood.communicate()
             time.sleep(1.0)
             out["spoofed_sources"] = {
@@ -512,6 +516,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=50)
     parser.add_argument("--flood", type=int, default=200_000)
+    parser.add_argument(
+        "--flood-rate",
+        type=float,
+        default=20_000,
+        help="packets a second in the floods (default 20000)",
+    )
     parser.add_argument("--sources", type=int, default=1_000_000)
     parser.add_argument("--grants", type=int, nargs="*", default=[0, 10_000, 100_000])
     parser.add_argument("--only", nargs="*", default=["sesame", "knockd", "fwknopd", "gate"])

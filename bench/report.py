@@ -8,7 +8,7 @@ from typing import Any
 def _lat(entry: dict[str, Any] | None) -> str:
     if not entry or not entry.get("trials"):
         return "—"
-    return f"{entry['median']} / {entry['p95']} / {entry['min']}–{entry['max']} ms" + (
+    return f"{entry['median']} / {entry['p95']} / {entry['min']}-{entry['max']} ms" + (
         f" ({entry['failures']} failed)" if entry.get("failures") else ""
     )
 
@@ -22,7 +22,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"{m['date']} · kernel {m['kernel']} · {m['cpus']} CPUs · Python {m['python']} · "
         f"{m['nft']} · {m['knockd']} · {m['fwknopd']} · {m['sesame']}",
         "",
-        "## Knock → open latency (median / p95 / min–max)",
+        "## Knock → open latency (median / p95 / min-max)",
         "",
         "| | plain sequence | sesame SPA | fwknop-format SPA |",
         "|---|---|---|---|",

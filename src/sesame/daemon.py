@@ -31,6 +31,7 @@ from sesame.wire import decode
 from sesame.wire.nflog import Logged
 
 log = logging.getLogger("sesame")
+FLUSH_EVERY = 16
 
 
 class Gate(Protocol):
@@ -111,12 +112,28 @@ class Daemon:
             )
 
     def packet(self, item: Logged | RemoteError, now: float) -> None:
+        """Judge one packet and carry out what follows."""
+        self.carry_out(self.judge(item, now), now)
+
+    def packets(self, items: Iterable[Logged | RemoteError], now: float) -> None:
+        """Judge a batch of packets, then carry out what follows in one firewall
+        transaction (a flood of valid SPA costs one nft call per batch, not per packet)."""
+        actions: list[Action] = []
+        for n, item in enumerate(items, 1):
+            actions += self.judge(item, now)
+            if actions and n % FLUSH_EVERY == 0:  # a grant waits for 16 packets at most
+                self.carry_out(actions, now)
+                actions = []
+        self.carry_out(actions, now)
+
+    def judge(self, item: Logged | RemoteError, now: float) -> list[Action]:
         """The one entry point for remote input: faults are counted and dropped."""
+        source: object = "?"
         try:
             if isinstance(item, RemoteError):
                 raise item
             packet = decode(item.payload)
-            port = packet.port
+            source, port = packet.source, packet.port
             if port.proto == "udp" and port.number in self.engine.spa_ports:
                 actions = self.engine.spa(packet.source, port, packet.payload, now, self.wall())
             elif port.proto == "udp" and port.number in self.engine.fwknop_ports:
@@ -129,10 +146,9 @@ class Daemon:
                 actions = self.engine.knock(knock, now)
         except RemoteError as exc:
             self.drops[exc.reason] = self.drops.get(exc.reason, 0) + 1
-            source = getattr(locals().get("packet"), "source", "?")
             log.debug("dropped packet from %s: %s", source, exc.reason)
-            return
-        self.carry_out(actions, now)
+            return []
+        return actions
 
     def carry_out(self, actions: Sequence[Action], now: float) -> None:
         if not actions:
@@ -294,8 +310,7 @@ def serve(load: Callable[[], Config], gate: Gate, sensor: NflogSensor) -> int:
             for key, _ in selector.select(daemon.timeout(now)):
                 now = time.monotonic()
                 if key.data == "sensor":
-                    for item in sensor.read():
-                        daemon.packet(item, now)
+                    daemon.packets(sensor.read(), now)
                 else:
                     try:
                         while wake_r.recv(64):
