@@ -205,23 +205,36 @@ class Bench:
         )
 
     def during(
-        self, pid: int, flood: subprocess.Popen, send: Callable[[], None], reset: Callable[[], None]
+        self,
+        pid: int,
+        flood: subprocess.Popen,
+        send: Callable[[], None],
+        reset: Callable[[], None],
+        handled: Callable[[], int] | None = None,
     ) -> dict[str, object]:
-        """CPU and peak memory of ``pid`` over a flood, and a legitimate knock sent
-        while it runs."""
+        """CPU and peak memory of ``pid`` over a flood, how many flood packets it
+        handled (where it tells), and a legitimate knock sent while it runs."""
         reset_hwm(pid)
+        seen = handled() if handled else 0
         before = usage(pid)
         time.sleep(0.5)  # the flood is under way
         legit = self.latency(send, reset, 10)
         elapsed = float(flood.communicate()[0].strip() or 0)
         time.sleep(1.0)  # let the daemon work off its backlog before reading its CPU
         after = usage(pid)
-        return {
-            "cpu_s": round(after.cpu - before.cpu, 2),
+        cpu = after.cpu - before.cpu
+        out: dict[str, object] = {
+            "cpu_s": round(cpu, 3),
             "peak_rss_mb": round(after.hwm_kb / 1024, 1),
             "flood_s": round(elapsed, 2),
             "legit_during_flood": legit,
         }
+        if handled:
+            n = handled() - seen
+            out["handled"] = n
+            out["handled_per_s"] = round(n / elapsed) if elapsed else 0
+            out["cpu_us_per_packet"] = round(cpu / n * 1e6, 1) if n else None
+        return out
 
     # -- subjects ----------------------------------------------------------------------------
 
@@ -259,15 +272,18 @@ class Bench:
                 self.flood("fwknop-wrong:62201", n // 2),
                 lambda: self.udp(62201, self.fwknop_packet()),
                 reset,
+                lambda: self.counters(daemon).get("dropped fwknop bad hmac", 0),
             )
             out["spa_throughput"] = self.throughput(daemon)
             reset_hwm(pid)
+            cpu = usage(pid).cpu
             flood = self.flood("first", self.args.sources, None)
             flood.communicate()
             time.sleep(1.0)
             out["spoofed_sources"] = {
                 "sources": self.args.sources,
                 "peak_rss_mb": round(usage(pid).hwm_kb / 1024, 1),
+                "cpu_s": round(usage(pid).cpu - cpu, 3),
             }
         finally:
             daemon.stop()
@@ -348,12 +364,14 @@ class Bench:
             n = self.args.flood
             out["syn_flood"] = self.during(process.pid, self.flood("syn", n), self.knock, reset)
             reset_hwm(process.pid)
+            cpu = usage(process.pid).cpu
             flood = self.flood("first", self.args.sources, None)
             flood.communicate()
             time.sleep(1.0)
             out["spoofed_sources"] = {
                 "sources": self.args.sources,
                 "peak_rss_mb": round(usage(process.pid).hwm_kb / 1024, 1),
+                "cpu_s": round(usage(process.pid).cpu - cpu, 3),
             }
         finally:
             stop(process)
@@ -410,8 +428,13 @@ class Bench:
             send = lambda: self.udp(62201, self.fwknop_packet())  # noqa: E731
             out["latency_fwknop_spa"] = self.latency(send, reset, self.args.trials)
             n = self.args.flood
+
+            def handled() -> int:
+                text = (rundir / "out").read_text()
+                return text.count("SPA Packet from IP")
+
             out["fwknop_flood"] = self.during(
-                process.pid, self.flood("fwknop-wrong:62201", n // 2), send, reset
+                process.pid, self.flood("fwknop-wrong:62201", n // 2), send, reset, handled
             )
             out["spa_flood"] = self.during(
                 process.pid, self.flood("junk-udp:62201", n // 2), send, reset

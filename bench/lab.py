@@ -65,10 +65,11 @@ class Usage:
 
 
 def usage(pid: int) -> Usage:
-    with open(f"/proc/{pid}/stat") as handle:
-        fields = handle.read().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    cpu = (int(fields[11]) + int(fields[12])) / ticks
+    """CPU time of all the process's threads (schedstat: nanoseconds) and peak RSS."""
+    cpu = 0.0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/schedstat") as handle:
+            cpu += int(handle.read().split()[0]) / 1e9
     hwm = 0
     with open(f"/proc/{pid}/status") as handle:
         for line in handle:
@@ -205,7 +206,7 @@ class Raw:
         start = time.perf_counter()
         sendto, target = self.sock.sendto, (self.destination, 0)
         for i, packet in enumerate(packets):
-            if rate and i % 256 == 0:
+            if rate and i % 16 == 0:
                 ahead = start + i / rate - time.perf_counter()
                 if ahead > 0:
                     time.sleep(ahead)

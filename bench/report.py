@@ -33,8 +33,9 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         "## Junk floods (CPU seconds of the daemon, peak RSS, a legitimate knock during it)",
         "",
-        "| flood | daemon | CPU s | peak RSS MB | legit knock during flood |",
-        "|---|---|---|---|---|",
+        "| flood | daemon | CPU s | handled/s | CPU µs/packet | peak RSS MB |"
+        " legit knock during flood |",
+        "|---|---|---|---|---|---|---|",
     ]
     for label, key, who in (
         ("SYN, random ports and sources", "syn_flood", (("sesame", s), ("knockd", k))),
@@ -45,9 +46,11 @@ def markdown(report: dict[str, Any]) -> str:
         for name, data in who:
             entry = data.get(key)
             if entry:
+                rate = entry.get("handled_per_s", "-")
+                per = entry.get("cpu_us_per_packet", "-")
                 lines.append(
-                    f"| {label} | {name} | {entry['cpu_s']} | {entry['peak_rss_mb']} | "
-                    f"{_lat(entry['legit_during_flood'])} |"
+                    f"| {label} | {name} | {entry['cpu_s']} | {rate} | {per} | "
+                    f"{entry['peak_rss_mb']} | {_lat(entry['legit_during_flood'])} |"
                 )
     t = s.get("spa_throughput", {})
     if t:
@@ -64,7 +67,10 @@ def markdown(report: dict[str, Any]) -> str:
     for name, data in (("sesame", s), ("knockd", k)):
         if data.get("spoofed_sources"):
             e = data["spoofed_sources"]
-            lines.append(f"- {name}: peak RSS {e['peak_rss_mb']} MB after {e['sources']:,} sources")
+            lines.append(
+                f"- {name}: peak RSS {e['peak_rss_mb']} MB, {e.get('cpu_s', '-')} CPU seconds,"
+                f" after {e['sources']:,} sources"
+            )
     g = r.get("gate_scale", {})
     if g:
         lines += [

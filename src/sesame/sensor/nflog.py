@@ -43,6 +43,8 @@ class NflogSensor:
             self.sock.close()
             raise
         self.sock.setblocking(False)
+        self._buffer = bytearray(65536)
+        self._view = memoryview(self._buffer)
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -66,9 +68,10 @@ class NflogSensor:
 
     def read(self) -> Iterator[nflog.Logged | RemoteError]:
         """Logged packets waiting now (at most a batch); faults as RemoteError."""
+        buffer, view = self._buffer, self._view
         for _ in range(BATCH):
             try:
-                data = self.sock.recv(65536)
+                size = self.sock.recv_into(buffer)  # no fresh 64 KiB buffer per packet
             except BlockingIOError:
                 return
             except OSError as exc:
@@ -76,7 +79,7 @@ class NflogSensor:
                     yield RemoteError("sensor overrun")
                     continue
                 raise
-            for item in nflog.messages(data):
+            for item in nflog.messages(view[:size]):
                 if not isinstance(item, nflog.Ack):
                     yield item
 

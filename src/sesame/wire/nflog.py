@@ -99,7 +99,7 @@ class Ack:
     error: int
 
 
-def messages(data: bytes) -> Iterator[Logged | Ack | RemoteError]:
+def messages(data: bytes | memoryview) -> Iterator[Logged | Ack | RemoteError]:
     """Split one netlink datagram into logged packets and acks.
 
     A malformed message is yielded as a :class:`RemoteError` (not raised), so the

@@ -23,10 +23,14 @@ class Packet:
     """What sesame needs of one logged packet."""
 
     source: Address
-    destination: Address
     port: Port
     tcp_flags: int  # 0 for UDP
     payload: bytes  # the UDP payload (empty for TCP)
+    to: bytes = b""  # the destination address, packed (built into an address on demand)
+
+    @property
+    def destination(self) -> Address:
+        return IPv4Address(self.to) if len(self.to) == 4 else IPv6Address(self.to)
 
 
 def decode(data: bytes) -> Packet:
@@ -42,14 +46,14 @@ def decode(data: bytes) -> Packet:
             raise RemoteError("ipv4 fragment")
         proto = data[9]
         source: Address = IPv4Address(data[12:16])
-        destination: Address = IPv4Address(data[16:20])
+        destination = bytes(data[16:20])
         offset = ihl
     elif version == 6:
         if len(data) < 40:
             raise RemoteError("short ipv6 header")
         proto = data[6]
-        source = IPv6Address(data[8:24])
-        destination = IPv6Address(data[24:40])
+        source = IPv6Address(bytes(data[8:24]))
+        destination = bytes(data[24:40])
         offset = 40
     else:
         raise RemoteError("not ip")
@@ -63,5 +67,19 @@ def decode(data: bytes) -> Packet:
     if dport == 0:
         raise RemoteError("port 0")
     if proto == TCP:
-        return Packet(source, destination, Port("tcp", dport), transport[13], b"")
-    return Packet(source, destination, Port("udp", dport), 0, bytes(transport[8:]))
+        return Packet(source, _port("tcp", dport), transport[13], b"", destination)
+    return Packet(source, _port("udp", dport), 0, bytes(transport[8:]), destination)
+
+
+_PORTS: dict[tuple[str, int], Port] = {}
+
+
+def _port(proto: Proto, number: int) -> Port:
+    """Ports are few and immutable: share them (a flood builds no new ones)."""
+    key = (proto, number)
+    port = _PORTS.get(key)
+    if port is None:
+        if len(_PORTS) > 4096:
+            _PORTS.clear()
+        port = _PORTS[key] = Port(proto, number)
+    return port
