@@ -207,19 +207,19 @@ class Bench:
     def during(
         self,
         pid: int,
-        flood: subprocess.Popen,
+        kind: str,
+        count: int,
         send: Callable[[], None],
         reset: Callable[[], None],
         handled: Callable[[], int] | None = None,
     ) -> dict[str, object]:
-        """CPU and peak memory of ``pid`` over a flood, how many flood packets it
-        handled (where it tells), and a legitimate knock sent while it runs."""
+        """Two floods of the same kind: over the first, the CPU and peak memory of
+        ``pid`` and how many packets it handled (where it tells); during the second,
+        legitimate knocks, and how fast they open."""
         reset_hwm(pid)
         seen = handled() if handled else 0
         before = usage(pid)
-        time.sleep(0.5)  # the flood is under way
-        legit = self.latency(send, reset, 10)
-        elapsed = float(flood.communicate()[0].strip() or 0)
+        elapsed = float(self.flood(kind, count).communicate()[0].strip() or 0)
         time.sleep(1.0)  # let the daemon work off its backlog before reading its CPU
         after = usage(pid)
         cpu = after.cpu - before.cpu
@@ -227,8 +227,12 @@ class Bench:
             "cpu_s": round(cpu, 3),
             "peak_rss_mb": round(after.hwm_kb / 1024, 1),
             "flood_s": round(elapsed, 2),
-            "legit_during_flood": legit,
+            "cpu_us_per_sent": round(cpu / count * 1e6, 2),
         }
+        again = self.flood(kind, count)
+        time.sleep(0.5)  # the flood is under way
+        out["legit_during_flood"] = self.latency(send, reset, 10)
+        again.communicate()
         if handled:
             n = handled() - seen
             out["handled"] = n
@@ -254,22 +258,25 @@ class Bench:
                 lambda: self.udp(62201, self.fwknop_packet()), reset, trials
             )
             n = self.args.flood
-            out["syn_flood"] = self.during(pid, self.flood("syn", n), self.knock, reset)
+            out["syn_flood"] = self.during(pid, "syn", n, self.knock, reset)
             out["spa_flood"] = self.during(
                 pid,
-                self.flood("junk-udp:62202", n // 2),
+                "junk-udp:62202",
+                n // 2,
                 lambda: self.udp(62202, self.spa_packet()),
                 reset,
             )
             out["spa_flood_wrong_key"] = self.during(
                 pid,
-                self.flood("sesame-wrong:62202", n // 2),
+                "sesame-wrong:62202",
+                n // 2,
                 lambda: self.udp(62202, self.spa_packet()),
                 reset,
             )
             out["fwknop_flood"] = self.during(
                 pid,
-                self.flood("fwknop-wrong:62201", n // 2),
+                "fwknop-wrong:62201",
+                n // 2,
                 lambda: self.udp(62201, self.fwknop_packet()),
                 reset,
                 lambda: self.counters(daemon).get("dropped fwknop bad hmac", 0),
@@ -362,7 +369,7 @@ class Bench:
                 time.sleep(0.05)
             out["latency_plain"] = self.latency(self.knock, reset, self.args.trials)
             n = self.args.flood
-            out["syn_flood"] = self.during(process.pid, self.flood("syn", n), self.knock, reset)
+            out["syn_flood"] = self.during(process.pid, "syn", n, self.knock, reset)
             reset_hwm(process.pid)
             cpu = usage(process.pid).cpu
             flood = self.flood("first", self.args.sources, None)
@@ -434,11 +441,9 @@ class Bench:
                 return text.count("SPA Packet from IP")
 
             out["fwknop_flood"] = self.during(
-                process.pid, self.flood("fwknop-wrong:62201", n // 2), send, reset, handled
+                process.pid, "fwknop-wrong:62201", n // 2, send, reset, handled
             )
-            out["spa_flood"] = self.during(
-                process.pid, self.flood("junk-udp:62201", n // 2), send, reset
-            )
+            out["spa_flood"] = self.during(process.pid, "junk-udp:62201", n // 2, send, reset)
         finally:
             stop(process)
             log.close()

@@ -31,11 +31,12 @@ def markdown(report: dict[str, Any]) -> str:
         f"| knockd | {_lat(k.get('latency_plain'))} | — | — |",
         f"| fwknopd | — | — | {_lat(f.get('latency_fwknop_spa'))} |",
         "",
-        "## Junk floods (CPU seconds of the daemon, peak RSS, a legitimate knock during it)",
+        "## Junk floods (the daemon's CPU and peak RSS over one flood; a legitimate knock"
+        " during a second)",
         "",
-        "| flood | daemon | CPU s | handled/s | CPU µs/packet | peak RSS MB |"
-        " legit knock during flood |",
-        "|---|---|---|---|---|---|---|",
+        "| flood | daemon | CPU s | CPU µs per packet sent | handled/s | CPU µs per packet"
+        " handled | peak RSS MB | legit knock during flood |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for label, key, who in (
         ("SYN, random ports and sources", "syn_flood", (("sesame", s), ("knockd", k))),
@@ -49,7 +50,8 @@ def markdown(report: dict[str, Any]) -> str:
                 rate = entry.get("handled_per_s", "-")
                 per = entry.get("cpu_us_per_packet", "-")
                 lines.append(
-                    f"| {label} | {name} | {entry['cpu_s']} | {rate} | {per} | "
+                    f"| {label} | {name} | {entry['cpu_s']} | {entry.get('cpu_us_per_sent', '-')} |"
+                    f" {rate} | {per} | "
                     f"{entry['peak_rss_mb']} | {_lat(entry['legit_during_flood'])} |"
                 )
     t = s.get("spa_throughput", {})

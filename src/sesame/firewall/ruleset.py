@@ -5,6 +5,8 @@ Layout of ``table inet <name>`` (``sesame`` by default):
 - ``input`` (hook input, priority filter - 10): knock ports jump to ``knock``,
   guarded ports jump to ``guard``; any other new TCP/UDP flow to this host that is
   not to a public port marks its source in ``noisy4``/``noisy6`` for the scanner hold.
+- ``spa``: datagrams of a size no SPA datagram has are dropped; the rest go to
+  userspace over NFLOG, whole, and are dropped (no reply, no ICMP).
 - ``knock``: sources marked noisy are dropped unseen; TCP SYNs and UDP datagrams
   from the rest go to userspace over NFLOG; every packet to a knock port is dropped
   silently (no RST, no ICMP). Each rule counts, for ``nft list chain``.
@@ -25,6 +27,7 @@ from typing import Any
 from sesame.config import Config
 from sesame.engine.events import Address, Closed, Decision, Grant
 from sesame.ports import Port
+from sesame.wire import fwknop, spa
 
 NOISY_SIZE = 65536
 SNAPLEN = 2048
@@ -87,6 +90,20 @@ def install(config: Config, knock: Iterable[Port] | None = None) -> str:
     tcp = (
         "meta l4proto tcp" if config.any_tcp_flags else "tcp flags & (fin | syn | rst | ack) == syn"
     )
+    # The cheapest check first, in the kernel: a datagram of a size no SPA has is junk.
+    for spa_ports, low, high in (
+        (
+            sorted({d.spa_port for d in config.doors if d.spa_port is not None}),
+            spa.MIN_SIZE,
+            spa.MAX_SIZE,
+        ),
+        (sorted({s.spa_port for s in config.fwknop}), fwknop.MIN_SIZE, fwknop.MAX_SIZE),
+    ):
+        if spa_ports:
+            lines.append(
+                f"add rule {t} spa udp dport {{ {', '.join(map(str, spa_ports))} }}"
+                f" udp length != {8 + low}-{8 + high} counter drop"
+            )
     lines += [
         f"add rule {t} spa counter {log} drop",
         f"add rule {t} knock ip saddr @noisy4 counter drop",

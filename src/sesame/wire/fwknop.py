@@ -64,7 +64,7 @@ def _key_iv(password: bytes, salt: bytes) -> tuple[bytes, bytes]:
 
 
 def _mac(hmac_key: bytes, digest: str, text: str) -> str:
-    return b64(hmac.new(hmac_key, text.encode("ascii"), getattr(hashlib, digest)).digest())
+    return b64(hmac.digest(hmac_key, text.encode("ascii"), digest))
 
 
 @dataclass(frozen=True, slots=True)
