@@ -229,15 +229,15 @@ class Bench:
             "flood_s": round(elapsed, 2),
             "cpu_us_per_sent": round(cpu / count * 1e6, 2),
         }
-        again = self.flood(kind, count)
-        time.sleep(0.5)  # the flood is under way
-        out["legit_during_flood"] = self.latency(send, reset, 10)
-        again.communicate()
         if handled:
             n = handled() - seen
             out["handled"] = n
             out["handled_per_s"] = round(n / elapsed) if elapsed else 0
             out["cpu_us_per_packet"] = round(cpu / n * 1e6, 1) if n else None
+        again = self.flood(kind, count)
+        time.sleep(0.5)  # the flood is under way
+        out["legit_during_flood"] = self.latency(send, reset, 10)
+        again.communicate()
         return out
 
     # -- subjects ----------------------------------------------------------------------------
@@ -307,7 +307,7 @@ class Bench:
         out = {}
         for kind, key, n in (
             ("sesame-valid:62202", "spa accepted", 20_000),
-            ("junk-udp:62202", None, 100_000),
+            ("sesame-wrong:62202", None, 100_000),
         ):
             before = self.counters(daemon)
             flood = self.flood(kind, n, None)
@@ -552,6 +552,11 @@ def main() -> int:
     )
     parser.add_argument("--sources", type=int, default=1_000_000)
     parser.add_argument("--grants", type=int, nargs="*", default=[0, 10_000, 100_000])
+    parser.add_argument(
+        "--readme",
+        action="store_true",
+        help="also put the table into README.md (between its bench markers)",
+    )
     parser.add_argument("--only", nargs="*", default=["sesame", "knockd", "fwknopd", "gate"])
     args = parser.parse_args()
     if os.geteuid() != 0:
@@ -582,6 +587,13 @@ def main() -> int:
     from bench.report import markdown
 
     (RESULTS / "latest.md").write_text(markdown(report))
+    if args.readme:
+        readme = Path(__file__).parent.parent / "README.md"
+        text = readme.read_text()
+        start, end = "<!-- bench:start -->\n", "<!-- bench:end -->"
+        head, _, rest = text.partition(start)
+        _, _, tail = rest.partition(end)
+        readme.write_text(head + start + markdown(report, title=False, level="####") + end + tail)
     print((RESULTS / "latest.md").read_text())
     return 0
 

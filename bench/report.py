@@ -13,16 +13,15 @@ def _lat(entry: dict[str, Any] | None) -> str:
     )
 
 
-def markdown(report: dict[str, Any]) -> str:
+def markdown(report: dict[str, Any], title: bool = True, level: str = "##") -> str:
     m, r = report["machine"], report["results"]
     s, k, f = r.get("sesame", {}), r.get("knockd", {}), r.get("fwknopd", {})
     lines = [
-        "# sesame benchmark",
-        "",
+        *(["# sesame benchmark", ""] if title else []),
         f"{m['date']} · kernel {m['kernel']} · {m['cpus']} CPUs · Python {m['python']} · "
         f"{m['nft']} · {m['knockd']} · {m['fwknopd']} · {m['sesame']}",
         "",
-        "## Knock → open latency (median / p95 / min-max)",
+        f"{level} Knock → open latency (median / p95 / min-max)",
         "",
         "| | plain sequence | sesame SPA | fwknop-format SPA |",
         "|---|---|---|---|",
@@ -31,7 +30,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"| knockd | {_lat(k.get('latency_plain'))} | — | — |",
         f"| fwknopd | — | — | {_lat(f.get('latency_fwknop_spa'))} |",
         "",
-        "## Junk floods (the daemon's CPU and peak RSS over one flood; a legitimate knock"
+        f"{level} Junk floods (the daemon's CPU and peak RSS over one flood; a legitimate knock"
         " during a second)",
         "",
         "| flood | daemon | CPU s | CPU µs per packet sent | handled/s | CPU µs per packet"
@@ -58,14 +57,14 @@ def markdown(report: dict[str, Any]) -> str:
     if t:
         lines += [
             "",
-            "## SPA throughput (sesame)",
+            f"{level} SPA throughput (sesame)",
             "",
             f"- valid SPA granted: {t['valid_granted']['per_second']}/s "
             f"({t['valid_granted']['handled']} of {t['valid_granted']['sent']})",
             f"- invalid SPA rejected: {t['invalid_rejected']['per_second']}/s "
             f"({t['invalid_rejected']['handled']} of {t['invalid_rejected']['sent']})",
         ]
-    lines += ["", "## Spoofed sources (first knock each)", ""]
+    lines += ["", f"{level} Spoofed sources (first knock each)", ""]
     for name, data in (("sesame", s), ("knockd", k)):
         if data.get("spoofed_sources"):
             e = data["spoofed_sources"]
@@ -77,7 +76,7 @@ def markdown(report: dict[str, Any]) -> str:
     if g:
         lines += [
             "",
-            "## The gate at scale (µs per new connection)",
+            f"{level} The gate at scale (µs per new connection)",
             "",
             "| live grants | sesame (nft set) | rule per grant (iptables chain) |",
             "|---|---|---|",
