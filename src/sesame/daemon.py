@@ -85,6 +85,7 @@ class Daemon:
         self.knock_ports: frozenset[Port] = frozenset()
         self.runner = commands.Runner()
         self.drops: dict[str, int] = {}
+        self.debug = log.isEnabledFor(logging.DEBUG)
 
     def start(self) -> None:
         """Install the table (keeping live grants) and adopt the grants it holds."""
@@ -137,16 +138,20 @@ class Daemon:
             if port.proto == "udp" and port.number in self.engine.spa_ports:
                 actions = self.engine.spa(packet.source, port, packet.payload, now, self.wall())
             elif port.proto == "udp" and port.number in self.engine.fwknop_ports:
+                to = packet.destination if self.engine.fwknop_destinations else None
                 actions = self.engine.fwknop(
-                    packet.source, packet.destination, port, packet.payload, now, self.wall()
+                    packet.source, to, port, packet.payload, now, self.wall()
                 )
             else:
-                log.debug("knock from %s to %s", packet.source, port)
+                if self.debug:
+                    log.debug("knock from %s to %s", packet.source, port)
                 knock = Knock(packet.source, port, packet.tcp_flags, packet.destination)
                 actions = self.engine.knock(knock, now)
         except RemoteError as exc:
-            self.drops[exc.reason] = self.drops.get(exc.reason, 0) + 1
-            log.debug("dropped packet from %s: %s", source, exc.reason)
+            reason = exc.reason
+            self.drops[reason] = self.drops.get(reason, 0) + 1
+            if self.debug:
+                log.debug("dropped packet from %s: %s", source, reason)
             return []
         return actions
 

@@ -164,11 +164,10 @@ class FwknopStanza:
             raise ValueError(f"spa_port {self.spa_port} is out of range")
 
     def admits(
-        self,
-        source: IPv4Address | IPv6Address,
-        destination: IPv4Address | IPv6Address,
+        self, source: IPv4Address | IPv6Address, destination: IPv4Address | IPv6Address | None
     ) -> bool:
         """Does SOURCE (and DESTINATION) of this stanza match the packet?"""
         return (not self.sources or any(source in n for n in self.sources)) and (
-            not self.destinations or any(destination in n for n in self.destinations)
+            not self.destinations
+            or (destination is not None and any(destination in n for n in self.destinations))
         )

@@ -28,8 +28,11 @@ class RemoteError(SesameError):
     """Input from the network is malformed; ``reason`` is a short counter name."""
 
     def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
+        self.args = (reason,)
+
+    @property
+    def reason(self) -> str:
+        return str(self.args[0])
 
 
 class FirewallError(SesameError):

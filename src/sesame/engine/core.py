@@ -113,6 +113,7 @@ class Engine:
     ) -> None:
         self.fwknop_stanzas = tuple(fwknop)
         self.fwknop_ports = frozenset(s.spa_port for s in fwknop)
+        self.fwknop_destinations = any(s.destinations for s in fwknop)
         self._names = {d.name for d in doors} | {s.name for s in fwknop}
         self.doors = {door.name: door for door in doors}
         self.users = {user.name: user for user in users}
@@ -304,19 +305,17 @@ class Engine:
     def fwknop(
         self,
         source: Address,
-        destination: Address,
+        destination: Address | None,
         port: Port,
         payload: bytes,
         now: float,
         wall: float,
     ) -> list[Action]:
-        """Judge one datagram in fwknop's format, against the access stanzas."""
+        """Judge one datagram in fwknop's format, against the access stanzas
+        (``destination`` is needed only where a stanza has DESTINATION)."""
         if not fwknop_wire.MIN_SIZE <= len(payload) <= fwknop_wire.MAX_SIZE:
             raise RemoteError("fwknop size or charset")
-        digest = hashlib.sha256(payload).digest()
-        if digest in self.replay:
-            raise RemoteError("replay")
-        fault = RemoteError("fwknop no stanza for source")
+        fault: RemoteError | None = None
         for stanza in self.fwknop_stanzas:
             if stanza.spa_port != port.number or not stanza.admits(source, destination):
                 continue
@@ -324,12 +323,20 @@ class Engine:
                 fault = RemoteError("fwknop access expired")
                 continue
             try:
-                message = fwknop_wire.decode(payload, stanza.key, stanza.hmac_key, stanza.hmac_type)
+                message = fwknop_wire.decode(
+                    payload, stanza.key, stanza.hmac_key, stanza.hmac_type, self._replayed
+                )
             except RemoteError as exc:
                 fault = exc
                 continue
+            digest = hashlib.sha256(payload).digest()
             return self._fwknop_grant(stanza, message, digest, source, now, wall)
-        raise fault
+        raise fault or RemoteError("fwknop no stanza for source")
+
+    def _replayed(self, payload: bytes) -> bool:
+        """fwknopd's replay check, the digest of the datagram, remembered for the age
+        window: run once the HMAC is verified, before anything is decrypted."""
+        return hashlib.sha256(payload).digest() in self.replay
 
     def _fwknop_grant(
         self,

@@ -19,6 +19,7 @@ import hashlib
 import hmac
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives import padding
@@ -28,6 +29,7 @@ from sesame.crypto import same
 from sesame.errors import RemoteError
 
 PREFIX = "U2FsdGVkX1"  # base64 of b"Salted__" minus its last character
+_PREFIX = PREFIX.encode()
 MIN_SIZE, MAX_SIZE = 140, 1500
 HMAC_TYPES = {
     "md5": 22,
@@ -80,21 +82,30 @@ class Message:
     client_timeout: int = 0
 
 
-def decode(wire: bytes, key: bytes, hmac_key: bytes | None, hmac_type: str = "sha256") -> Message:
-    """Verify and decrypt one datagram for one stanza's keys."""
+def decode(
+    wire: bytes,
+    key: bytes,
+    hmac_key: bytes | None,
+    hmac_type: str = "sha256",
+    replayed: Callable[[bytes], bool] | None = None,
+) -> Message:
+    """Verify and decrypt one datagram for one stanza's keys. ``replayed`` is asked,
+    once the HMAC holds and before decryption, whether the datagram was seen before."""
     if not MIN_SIZE <= len(wire) <= MAX_SIZE or not _B64.match(wire):
         raise RemoteError("fwknop size or charset")
-    text = wire.decode("ascii")
-    if text.startswith(PREFIX):
+    if wire.startswith(_PREFIX):
         raise RemoteError("fwknop prefix")
     if hmac_key is not None:
         n = HMAC_TYPES[hmac_type]
-        body, tag = text[:-n], text[-n:]
-        if not same(_mac(hmac_key, hmac_type, PREFIX + body).encode(), tag.encode()):
+        body, tag = _PREFIX + wire[:-n], wire[-n:]
+        mac = base64.b64encode(hmac.digest(hmac_key, body, hmac_type)).rstrip(b"=")
+        if not same(mac, tag):
             raise RemoteError("fwknop bad hmac")
     else:
-        body = text
-    raw = unb64(PREFIX + body)
+        body = _PREFIX + wire
+    if replayed is not None and replayed(wire):
+        raise RemoteError("replay")
+    raw = unb64(body.decode("ascii"))
     if len(raw) < 32 or not raw.startswith(b"Salted__") or (len(raw) - 16) % 16:
         raise RemoteError("fwknop ciphertext")
     aes_key, iv = _key_iv(key, raw[8:16])

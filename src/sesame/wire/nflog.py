@@ -10,6 +10,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from sesame.errors import RemoteError
 
@@ -82,8 +83,7 @@ def config_message(
     return header + body
 
 
-@dataclass(frozen=True, slots=True)
-class Logged:
+class Logged(NamedTuple):
     """One packet the kernel logged: the group, the prefix and the packet bytes."""
 
     group: int
@@ -127,17 +127,16 @@ def _packet(body: memoryview) -> Logged | RemoteError:
     group = int.from_bytes(body[2:4], "big")
     prefix = b""
     payload: bytes | None = None
-    offset = 4
-    while offset + _NLATTR.size <= len(body):
-        size, kind = _NLATTR.unpack_from(body, offset)
-        if size < _NLATTR.size or offset + size > len(body):
+    offset, end, unpack = 4, len(body), _NLATTR.unpack_from
+    while offset + 4 <= end:
+        size, kind = unpack(body, offset)
+        if size < 4 or offset + size > end:
             return RemoteError("bad nflog attribute")
-        value = body[offset + _NLATTR.size : offset + size]
         kind &= _NLA_TYPE_MASK
         if kind == NFULA_PAYLOAD:
-            payload = bytes(value)
+            payload = bytes(body[offset + 4 : offset + size])
         elif kind == NFULA_PREFIX:
-            prefix = bytes(value).rstrip(b"\0")
+            prefix = bytes(body[offset + 4 : offset + size]).rstrip(b"\0")
         offset += (size + 3) & ~3
     if payload is None:
         return RemoteError("nflog message without payload")

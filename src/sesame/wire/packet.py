@@ -6,8 +6,8 @@ short reason, never anything else.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
+from typing import NamedTuple
 
 from sesame.engine.events import Address
 from sesame.errors import RemoteError
@@ -18,9 +18,8 @@ SYN, ACK = 0x02, 0x10
 _PROTOS: dict[int, Proto] = {TCP: "tcp", UDP: "udp"}
 
 
-@dataclass(frozen=True, slots=True)
-class Packet:
-    """What sesame needs of one logged packet."""
+class Packet(NamedTuple):
+    """What sesame needs of one logged packet (a tuple: built once per packet, fast)."""
 
     source: Address
     port: Port
