@@ -86,4 +86,98 @@ def markdown(report: dict[str, Any], title: bool = True, level: str = "##") -> s
                 f"| {int(size):,} | {e['sesame_us_per_connection']} | "
                 f"{e['iptables_chain_us_per_connection']} |"
             )
+    checks = targets(report)
+    if checks:
+        lines += ["", f"{level} Targets", "", "| target | met | figures |", "|---|---|---|"]
+        for name, met, figures in checks:
+            lines.append(
+                f"| {name} | {'yes' if met else 'no' if met is False else '-'} | {figures} |"
+            )
     return "\n".join(lines) + "\n"
+
+
+def targets(report: dict[str, Any]) -> list[tuple[str, bool | None, str]]:
+    """Each target of the benchmark issue: (target, met, the figures behind it);
+    met is None where the run has no figures for it."""
+    r = report["results"]
+    s, k, f = r.get("sesame", {}), r.get("knockd", {}), r.get("fwknopd", {})
+    out: list[tuple[str, bool | None, str]] = []
+    modes = [s.get(m) or {} for m in ("latency_plain", "latency_spa", "latency_fwknop_spa")]
+    peers = [p["median"] for p in (k.get("latency_plain"), f.get("latency_fwknop_spa")) if p]
+    if all(m.get("median") is not None for m in modes) and peers:
+        worst = max(m["median"] for m in modes)
+        out.append(
+            (
+                "latency median at most 1/5 of knockd's and fwknopd's",
+                worst <= min(peers) / 5,
+                f"sesame's slowest {worst} ms, peers' {peers} ms",
+            )
+        )
+        p95 = max(m["p95"] for m in modes)
+        out.append(("latency p95 under 2 ms in every sesame mode", p95 < 2, f"{p95} ms"))
+    if s.get("syn_flood") and k.get("syn_flood"):
+        a, b = s["syn_flood"]["cpu_s"], k["syn_flood"]["cpu_s"]
+        out.append(
+            (
+                "junk SYN flood: sesame's CPU at most 1/10 of knockd's",
+                a <= b / 10,
+                f"{a} s against {b} s",
+            )
+        )
+    mine, theirs = s.get("fwknop_flood") or {}, f.get("fwknop_flood") or {}
+    if mine.get("handled_per_s") and theirs.get("handled_per_s"):
+        ok = (
+            mine["handled_per_s"] >= theirs["handled_per_s"]
+            and mine["cpu_us_per_packet"] < theirs["cpu_us_per_packet"]
+        )
+        out.append(
+            (
+                "junk SPA flood: rejected at fwknopd's rate or more, with less CPU a packet",
+                ok,
+                f"{mine['handled_per_s']}/s at {mine['cpu_us_per_packet']}"
+                f" µs against {theirs['handled_per_s']}/s at"
+                f" {theirs['cpu_us_per_packet']} µs",
+            )
+        )
+    t = s.get("spa_throughput")
+    if t:
+        bad, good = t["invalid_rejected"]["per_second"], t["valid_granted"]["per_second"]
+        out.append(
+            ("at least 20,000 invalid SPA rejected a second per core", bad >= 20_000, f"{bad}/s")
+        )
+        out.append(("at least 5,000 valid SPA granted a second", good >= 5_000, f"{good}/s"))
+    spoof = s.get("spoofed_sources")
+    if spoof:
+        out.append(
+            (
+                f"peak RSS at most 64 MB after {spoof['sources']:,} spoofed sources",
+                spoof["peak_rss_mb"] <= 64,
+                f"{spoof['peak_rss_mb']} MB",
+            )
+        )
+    g = r.get("gate_scale", {})
+    if "0" in g and "100000" in g:
+        a, b = g["0"]["sesame_us_per_connection"], g["100000"]["sesame_us_per_connection"]
+        out.append(
+            (
+                "no measurable per-connection slowdown from 0 to 100,000 grants",
+                b <= a * 1.2,
+                f"{a} µs and {b} µs",
+            )
+        )
+    floods = [
+        v["legit_during_flood"]
+        for key, v in s.items()
+        if isinstance(v, dict) and "legit_during_flood" in v
+    ]
+    if floods:
+        ok = all(x.get("trials") and not x.get("failures") and x["p95"] < 2 for x in floods)
+        worst = max((x.get("p95") or 0) for x in floods)
+        out.append(
+            (
+                "a legitimate knock during every flood opens, every time, p95 under 2 ms",
+                ok,
+                f"worst p95 {worst} ms",
+            )
+        )
+    return out
