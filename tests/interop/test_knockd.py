@@ -134,7 +134,6 @@ def hping(lab, netns: str, *ports: int, flags: str = "-F") -> None:
 
 
 def test_debian_knockd_and_sesame_open_the_same_doors(lab):
-    nmap = require("nmap")
     ip("-n", lab.server.netns, "addr", "add", "198.51.100.10/24", "dev", "br0")
     k_dir, s_dir = setup_dirs(lab)
     knockd = start_knockd(lab, k_dir / "conf")
@@ -200,21 +199,7 @@ def test_debian_knockd_and_sesame_open_the_same_doors(lab):
             == ("#7700,7701\n#7710,7711\n 7720,7721\n")
         )
         # Where knockd is wrong: a sequential scan completes an ascending sequence.
-        lab.run(
-            stranger.netns,
-            nmap,
-            "-n",
-            "-Pn",
-            "-sS",
-            "-r",
-            "-p",
-            "7490-7510",
-            "--max-retries",
-            "0",
-            "--max-rtt-timeout",
-            "100ms",
-            server,
-        )
+        lab.scan(stranger.netns, "7490-7510")
         wait_for_file(k_dir / f"ascending-{stranger.ipv4}")
         knock_from(user.netns, server, "7500/tcp", "7501/tcp", "7502/tcp")
         wait_for_file(s_dir / f"ascending-{user.ipv4}")

@@ -92,6 +92,25 @@ class Lab:
         self.daemon.wait_for(rf"opened door \S+ to {user}:", 10, since=mark)
         return mark
 
+    def scan(self, netns: str, ports: str) -> None:
+        """A sequential SYN scan (nmap -r) of ``ports`` on the server, from ``netns``."""
+        nmap = require("nmap")
+        self.run(
+            netns,
+            nmap,
+            "-n",
+            "-Pn",
+            "-sS",
+            "-r",
+            "-p",
+            ports,
+            "--max-retries",
+            "0",
+            "--max-rtt-timeout",
+            "100ms",
+            self.server.ipv4,
+        )
+
     def sesame(self, netns: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         return self.run(netns, sys.executable, "-m", "sesame", *args, check=check)
 

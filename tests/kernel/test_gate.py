@@ -94,24 +94,9 @@ ASCENDING = CONFIG.replace(
 
 @pytest.mark.parametrize("ports", ["6990-7010", "7000-7009"])
 def test_a_sequential_port_scan_opens_nothing(lab, ports):
-    nmap = require("nmap")
     daemon = lab.serve(ASCENDING.format(seq_timeout=30, open_for=30))
     mark = daemon.mark()
-    lab.run(
-        lab.stranger.netns,
-        nmap,
-        "-n",
-        "-Pn",
-        "-sS",
-        "-r",
-        "-p",
-        ports,
-        "--max-retries",
-        "0",
-        "--max-rtt-timeout",
-        "100ms",
-        lab.server.ipv4,
-    )
+    lab.scan(lab.stranger.netns, ports)
     # The scanner is marked noisy in the kernel, so its later knocks never reach sesame.
     assert lab.stranger.ipv4 in lab.nft("list", "set", "inet", "sesame", "noisy4")
     # Everything the scan sent was handled before this marker knock from the user.
