@@ -265,8 +265,9 @@ class Daemon:
         roll = self.engine.next_roll()
         if roll is not None:
             waits.append(roll - self.wall())
-        if self.config.needs_state:
-            waits.append(5.0)  # prune the replay window now and then
+        oldest = self.engine.replay.next_expiry()
+        if oldest is not None:  # wake to forget replay keys only when there are some
+            waits.append(oldest - self.wall() + 1.0)
         if self.runner.pending():
             waits.append(0.5)
         return max(0.0, min(waits)) if waits else None
@@ -312,7 +313,10 @@ def serve(load: Callable[[], Config], gate: Gate, sensor: NflogSensor) -> int:
     try:
         while True:
             now = time.monotonic()
-            for key, _ in selector.select(daemon.timeout(now)):
+            wait = daemon.timeout(now)
+            if sensor.batched:  # look again soon: back to one packet at a time when calm
+                wait = 0.2 if wait is None else min(wait, 0.2)
+            for key, _ in selector.select(wait):
                 now = time.monotonic()
                 if key.data == "sensor":
                     daemon.packets(sensor.read(), now)
@@ -334,6 +338,7 @@ def serve(load: Callable[[], Config], gate: Gate, sensor: NflogSensor) -> int:
                         "%s: stopping; the table stays, grants expire in the kernel", signum.name
                     )
                     return 0
+            sensor.relax()
             daemon.tick(time.monotonic())
     except SesameError as exc:
         log.error("%s", exc)

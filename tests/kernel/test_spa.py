@@ -12,7 +12,7 @@ import pytest
 
 from sesame.client import one_time_sequence
 from sesame.crypto import decode_key, encode_key
-from sesame.lab import blocked, knock_from, reachable
+from sesame.lab import DaemonProcess, blocked, knock_from, reachable
 from sesame.netns import inside
 from sesame.wire import spa
 
@@ -328,3 +328,25 @@ def test_the_kernel_passes_only_this_windows_one_time_ports(lab):
     current = one_time_sequence(decode_key(ALICE), "phone", (40000, 40999), 4)
     assert {p.number for p in current} <= ports
     assert len(ports) <= 12  # previous, current and next step: 3 x 4 ports at most
+
+
+def test_a_flood_switches_the_sensor_to_batches_and_back(lab):
+    """Under a flood the kernel hands packets over in batches; when it stops, one at a
+    time again, and a valid SPA right after opens. (Not verbose: a log line for every
+    dropped packet would slow the daemon below the flood rate.)"""
+    path = lab.write_config(SERVER_CONFIG.format(tmp=lab.tmp, alice=ALICE, bob=BOB, open_for=30))
+    daemon = lab.daemon = DaemonProcess(lab.server.netns, path).start()
+    junk = [forge(key=BOB) for _ in range(100)]
+    with inside(lab.user.netns):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with sock:
+        start = time.monotonic()
+        for i in range(6000):  # 8,000 a second for 0.75 s: well above the flood rate
+            sock.sendto(junk[i % 100], (lab.server.ipv4, 62201))
+            if i % 80 == 0:
+                time.sleep(max(0.0, start + i / 8000 - time.monotonic()))
+    daemon.wait_for(r"flood: the kernel now delivers packets 8 at a time", 10)
+    daemon.wait_for(r"flood over: the kernel delivers each packet at once again", 10)
+    mark = daemon.mark()
+    send(lab.user.netns, lab.server.ipv4, forge())
+    daemon.wait_for(rf"opened door ssh to {lab.user.ipv4}", 10, since=mark)

@@ -30,6 +30,10 @@ class ReplayWindow:
         heapq.heappush(self._heap, (until, key))
         return True
 
+    def next_expiry(self) -> float | None:
+        """When the oldest key may be forgotten (wall time), if there is one."""
+        return self._heap[0][0] if self._heap else None
+
     def prune(self, wall: float) -> None:
         heap = self._heap
         while heap and heap[0][0] < wall:

@@ -85,7 +85,8 @@ def install(config: Config, knock: Iterable[Port] | None = None) -> str:
     if server.interface:
         lines.append(f'add rule {t} knock iifname != "{server.interface}" counter drop')
         lines.append(f'add rule {t} spa iifname != "{server.interface}" counter drop')
-    log = f"log group {group} snaplen {SNAPLEN} queue-threshold 1"
+    # No queue-threshold here: the sensor sets it on the group (1, or 8 under a flood).
+    log = f"log group {group} snaplen {SNAPLEN}"
     # Connection attempts only, unless a door judges TCP flags itself (knockd's TCPFlags).
     tcp = (
         "meta l4proto tcp" if config.any_tcp_flags else "tcp flags & (fin | syn | rst | ack) == syn"

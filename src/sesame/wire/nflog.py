@@ -58,8 +58,10 @@ def config_message(
     qthresh: int | None = None,
     timeout: int | None = None,
     bufsize: int | None = None,
+    ack: bool = True,
 ) -> bytes:
-    """One NFULNL_MSG_CONFIG request for ``group`` (acknowledged by the kernel)."""
+    """One NFULNL_MSG_CONFIG request for ``group`` (acknowledged by the kernel, unless
+    ``ack`` is false)."""
     attrs = b""
     if bind is not None:
         command = NFULNL_CFG_CMD_BIND if bind else NFULNL_CFG_CMD_UNBIND
@@ -76,7 +78,7 @@ def config_message(
     header = _NLMSGHDR.pack(
         _NLMSGHDR.size + len(body),
         (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_CONFIG,
-        NLM_F_REQUEST | NLM_F_ACK,
+        NLM_F_REQUEST | (NLM_F_ACK if ack else 0),
         seq,
         0,
     )
