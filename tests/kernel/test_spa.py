@@ -341,10 +341,10 @@ def test_a_flood_switches_the_sensor_to_batches_and_back(lab):
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     with sock:
         start = time.monotonic()
-        for i in range(6000):  # 8,000 a second for 0.75 s: well above the flood rate
+        for i in range(24_000):  # 30,000 a second for 0.8 s: well above the flood rate
             sock.sendto(junk[i % 100], (lab.server.ipv4, 62201))
-            if i % 80 == 0:
-                time.sleep(max(0.0, start + i / 8000 - time.monotonic()))
+            if i % 100 == 0:
+                time.sleep(max(0.0, start + i / 30_000 - time.monotonic()))
     daemon.wait_for(r"flood: the kernel now delivers packets 8 at a time", 10)
     daemon.wait_for(r"flood over: the kernel delivers each packet at once again", 10)
     mark = daemon.mark()

@@ -17,7 +17,7 @@ from sesame.wire import nflog
 RCVBUF = 4 << 20
 BATCH = 256
 QTHRESH_BUSY = 8
-FLOOD_RATE = 2000  # packets a second
+FLOOD_RATE = 10_000  # packets a second
 
 log = logging.getLogger("sesame")
 
