@@ -31,7 +31,7 @@ class Server:
     public: tuple[Port, ...] = ()
     scanner_hold: int = 60
     log_group: int = 5155
-    max_sources: int = 50_000
+    max_sources: int = 40_000
     table: str = "sesame"
     state_dir: str = "/var/lib/sesame"
     spa_window: int = 60
@@ -300,7 +300,7 @@ def _server(raw: dict[str, Any], fail: Fail) -> Server:
         public=_ports(raw, "public", fail),
         scanner_hold=_int(raw, "scanner_hold", 60, 1, 86400, fail),
         log_group=_int(raw, "log_group", 5155, 1, 65535, fail),
-        max_sources=_int(raw, "max_sources", 50_000, 1, 10_000_000, fail),
+        max_sources=_int(raw, "max_sources", 40_000, 1, 10_000_000, fail),
         table=table,
     )
 

@@ -93,7 +93,7 @@ class Engine:
         users: Sequence[User] = (),
         *,
         fwknop: Sequence[FwknopStanza] = (),
-        max_sources: int = 50_000,
+        max_sources: int = 40_000,
         spa_window: int = 60,
         replay_cap: int = 1_000_000,
     ) -> None:
