@@ -8,12 +8,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sesame.engine import Pattern, SequenceMatcher, step
+from sesame.engine import Pattern, SequenceMatcher, Target, step
 from sesame.engine.sequences import NO_ATTEMPT
 from sesame.ports import Port, parse_port
 
 SEQ = tuple(parse_port(p) for p in ("7000/tcp", "8000/tcp", "9000/udp"))
-P = Pattern(("ssh", "open"), SEQ, 5.0)
+P = Pattern(Target("ssh"), SEQ, 5.0)
 A = IPv4Address("198.51.100.2")
 B = IPv4Address("198.51.100.3")
 
@@ -46,14 +46,14 @@ class TestStep:
         assert step(P, attempt, parse_port(port), now) == expected
 
     def test_one_port_sequence_completes_at_once(self):
-        single = Pattern(("x", "open"), (Port("udp", 1),), 1.0)
+        single = Pattern(Target("x"), (Port("udp", 1),), 1.0)
         assert step(single, NO_ATTEMPT, Port("udp", 1), 0.0) == (NO_ATTEMPT, True)
 
 
 class TestMatcher:
     def test_correct_sequence_completes(self):
         m = SequenceMatcher([P])
-        assert feed(m, ["7000/tcp", "8000/tcp", "9000/udp"]) == [("ssh", "open")]
+        assert feed(m, ["7000/tcp", "8000/tcp", "9000/udp"]) == [Target("ssh")]
         assert len(m) == 0  # a completed attempt holds no memory
 
     def test_wrong_order_never_completes(self):
@@ -71,7 +71,7 @@ class TestMatcher:
     def test_duplicates_of_the_matched_packet_are_harmless(self):
         m = SequenceMatcher([P])
         ports = ["7000/tcp", "7000/tcp", "8000/tcp", "8000/tcp", "9000/udp"]
-        assert feed(m, ports) == [("ssh", "open")]
+        assert feed(m, ports) == [Target("ssh")]
 
     def test_sources_do_not_mix(self):
         m = SequenceMatcher([P])
@@ -79,7 +79,7 @@ class TestMatcher:
         assert m.feed(B, SEQ[1], 0.1) == []  # B's wrong port does not reset A
         assert m.feed(A, SEQ[1], 0.2) == []
         assert m.feed(B, SEQ[2], 0.3) == []
-        assert m.feed(A, SEQ[2], 0.4) == [("ssh", "open")]
+        assert m.feed(A, SEQ[2], 0.4) == [Target("ssh")]
 
     def test_memory_is_capped_and_oldest_evicted(self):
         m = SequenceMatcher([P], max_sources=100)
@@ -87,7 +87,7 @@ class TestMatcher:
             m.feed(ip_address(f"10.0.{i // 250}.{i % 250}"), SEQ[0], i * 0.001)
         assert len(m) == 100
         assert m.evicted == 900
-        assert m.stage(ip_address("10.0.3.249"), ("ssh", "open")) == 1  # the newest stays
+        assert m.stage(ip_address("10.0.3.249"), Target("ssh")) == 1  # the newest stays
 
     def test_expired_sources_are_forgotten(self):
         m = SequenceMatcher([P])
@@ -102,7 +102,7 @@ class TestMatcher:
         m.feed(A, SEQ[0], 0.0)
         m.feed(B, SEQ[0], 10.0)  # A expired at 5.0: it makes room, nothing evicted
         assert m.evicted == 0
-        assert m.stage(B, ("ssh", "open")) == 1
+        assert m.stage(B, Target("ssh")) == 1
 
 
 PORTS = st.sampled_from(
@@ -146,7 +146,7 @@ def test_the_sequence_with_duplicates_always_completes(repeats, gap):
         for _ in range(1 + (repeats[i] if i < len(repeats) else 0))
     ]
     done = [m.feed(A, port, i * gap / len(stream)) for i, port in enumerate(stream)]
-    assert [d for d in done if d] == [[("ssh", "open")]]
+    assert [d for d in done if d] == [[Target("ssh")]]
 
 
 @given(st.lists(st.tuples(st.integers(0, 2**32 - 1), PORTS), max_size=300), st.integers(1, 50))

@@ -61,7 +61,3 @@ class NftGate:
         except FirewallError:
             return False
         return True
-
-    def remove_table(self) -> None:
-        """Delete the whole table (the guarded ports are then no longer gated)."""
-        self.nft.run(f"add table inet {self.table}\ndelete table inet {self.table}\n")
