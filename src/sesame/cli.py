@@ -328,11 +328,9 @@ def _import(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    config = configuration.load(args.config)
-    print(
-        f"{args.config}: ok, {len(config.doors)} door(s): "
-        + ", ".join(d.name for d in config.doors)
-    )
+    config = _loader(args)()
+    names = [d.name for d in config.doors] + [s.name for s in config.fwknop]
+    print(f"{config.path}: ok, {len(names)} door(s): " + ", ".join(names))
     return 0
 
 
@@ -359,6 +357,15 @@ def _keyed_options(p: argparse.ArgumentParser, door_required: bool = False) -> N
     p.add_argument("--spa-port", type=int, metavar="PORT", help="SPA port (default 62201)")
 
 
+def _source_options(p: argparse.ArgumentParser) -> None:
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("-c", "--config", metavar="FILE", help="sesame's config file (TOML)")
+    source.add_argument("--knockd-conf", metavar="FILE", help="a knockd 0.8 knockd.conf")
+    source.add_argument(
+        "--fwknop-access", metavar="FILE", help="an fwknopd access.conf (fwknop clients' SPA)"
+    )
+
+
 def _config_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("-c", "--config", required=True, metavar="FILE", help="config file (TOML)")
 
@@ -382,16 +389,7 @@ def parser() -> argparse.ArgumentParser:
         "a bad new config is refused and the old one keeps running; SIGUSR1 logs the "
         "counters. Needs root.",
     )
-    source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("-c", "--config", metavar="FILE", help="sesame's config file (TOML)")
-    source.add_argument(
-        "--knockd-conf", metavar="FILE", help="serve a knockd 0.8 knockd.conf as knockd would"
-    )
-    source.add_argument(
-        "--fwknop-access",
-        metavar="FILE",
-        help="serve an fwknopd access.conf: accept fwknop clients' SPA",
-    )
+    _source_options(p)
     p.add_argument(
         "-i",
         "--interface",
@@ -579,11 +577,11 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "check",
         help="validate a config file",
-        description="Validate a config file: exit 0, or print FILE:LINE: reason "
-        "and exit 2. Touches nothing.",
+        description="Validate a config file (sesame's, a knockd.conf or an fwknopd "
+        "access.conf): exit 0, or print FILE:LINE: reason and exit 2. Touches nothing.",
     )
-    _config_option(p)
-    p.set_defaults(func=_check)
+    _source_options(p)
+    p.set_defaults(func=_check, interface=None, fwknop_port=62201, state_dir=None)
 
     p = sub.add_parser(
         "lab",

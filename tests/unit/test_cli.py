@@ -42,3 +42,17 @@ def test_check_ok_and_bad(tmp_path, capsys):
 def test_knock_rejects_a_bad_port(capsys):
     assert cli.main(["knock", "127.0.0.1", "70000"]) == 1
     assert "out of range" in capsys.readouterr().err
+
+
+def test_check_takes_the_peers_files_too(tmp_path, capsys):
+    good = tmp_path / "knockd.conf"
+    good.write_text(
+        "[options]\n interface = eth1\n[ssh]\n sequence = 7000,8000:udp\n"
+        " command = /bin/true %IP%\n"
+    )
+    assert cli.main(["check", "--knockd-conf", str(good)]) == 0
+    assert "1 door(s): ssh" in capsys.readouterr().out
+    bad = tmp_path / "bad.conf"
+    bad.write_text("[ssh]\n sequence = 7000\n tcpflags = syn,bogus\n")
+    assert cli.main(["check", "--knockd-conf", str(bad)]) == 2
+    assert capsys.readouterr().err.startswith(f"{bad}:3: unrecognized flag")
