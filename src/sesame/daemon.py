@@ -81,7 +81,7 @@ class Daemon:
             spa_window=server.spa_window,
         )
         self.store = ReplayStore(server.state_dir) if config.needs_state else None
-        self.one_time = {name: OneTimeFile(path) for name, path in config.one_time_files.items()}
+        self.one_time: dict[str, OneTimeFile] = {}
         self.knock_ports: frozenset[Port] = frozenset()
         self.runner = commands.Runner()
         self.drops: dict[str, int] = {}
@@ -97,8 +97,7 @@ class Daemon:
         opens |= {s.name: s.open_ports for s in self.config.fwknop}
         keep = [e for e in entries if e.port in opens.get(e.door, ())]
         stale = [e for e in entries if e not in keep]
-        for name, sequences in self.one_time.items():
-            self.engine.set_sequence(name, *sequences.next_two())
+        self._load_one_time(self.config)
         self.engine.roll(wall)
         self.knock_ports = self.engine.knock_ports()
         self.gate.install(self.config, stale, self.knock_ports)
@@ -145,7 +144,8 @@ class Daemon:
             else:
                 if self.debug:
                     log.debug("knock from %s to %s", packet.source, port)
-                knock = Knock(packet.source, port, packet.tcp_flags, packet.destination)
+                to = packet.destination if self.engine.targets else None
+                knock = Knock(packet.source, port, packet.tcp_flags, to)
                 actions = self.engine.knock(knock, now)
         except RemoteError as exc:
             reason = exc.reason
@@ -178,6 +178,12 @@ class Daemon:
             door = self.config.doors_by_name.get(decision.grant.door)
             for argv in commands.plan(decision, door):
                 self.runner.start(argv, now)
+
+    def _load_one_time(self, config: Config) -> None:
+        """Open the doors' one-time sequence files and give the engine their sequences."""
+        self.one_time = {name: OneTimeFile(path) for name, path in config.one_time_files.items()}
+        for name, sequences in self.one_time.items():
+            self.engine.set_sequence(name, *sequences.next_two())
 
     def _next_sequence(self, used: SequenceUsed) -> None:
         """Mark a used one-time sequence in its file (as knockd does) and load the next."""
@@ -244,9 +250,7 @@ class Daemon:
             now=now,
         )
         self.carry_out(actions, now)
-        self.one_time = {name: OneTimeFile(path) for name, path in new.one_time_files.items()}
-        for name, sequences in self.one_time.items():
-            self.engine.set_sequence(name, *sequences.next_two())
+        self._load_one_time(new)
         self.engine.roll(self.wall())
         self._update_knock_ports()
         log.info(

@@ -114,6 +114,7 @@ class Engine:
         self.fwknop_stanzas = tuple(fwknop)
         self.fwknop_ports = frozenset(s.spa_port for s in fwknop)
         self.fwknop_destinations = any(s.destinations for s in fwknop)
+        self.targets = any(d.target is not None for d in doors)  # knocks need destinations
         self._names = {d.name for d in doors} | {s.name for s in fwknop}
         self.doors = {door.name: door for door in doors}
         self.users = {user.name: user for user in users}

@@ -65,8 +65,9 @@ def _key_iv(password: bytes, salt: bytes) -> tuple[bytes, bytes]:
     return out[:32], out[32:48]
 
 
-def _mac(hmac_key: bytes, digest: str, text: str) -> str:
-    return b64(hmac.digest(hmac_key, text.encode("ascii"), digest))
+def _mac(hmac_key: bytes, digest: str, data: bytes) -> bytes:
+    """fwknop's HMAC field: base64 without padding."""
+    return base64.b64encode(hmac.digest(hmac_key, data, digest)).rstrip(b"=")
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,8 +99,7 @@ def decode(
     if hmac_key is not None:
         n = HMAC_TYPES[hmac_type]
         body, tag = _PREFIX + wire[:-n], wire[-n:]
-        mac = base64.b64encode(hmac.digest(hmac_key, body, hmac_type)).rstrip(b"=")
-        if not same(mac, tag):
+        if not same(_mac(hmac_key, hmac_type, body), tag):
             raise RemoteError("fwknop bad hmac")
     else:
         body = _PREFIX + wire
@@ -174,5 +174,5 @@ def encode(
     raw = b"Salted__" + salt + encryptor.update(padded) + encryptor.finalize()
     body = b64(raw)[len(PREFIX) :]
     if hmac_key is not None:
-        body += _mac(hmac_key, hmac_type, PREFIX + body)
+        body += _mac(hmac_key, hmac_type, (PREFIX + body).encode("ascii")).decode("ascii")
     return body.encode("ascii")
