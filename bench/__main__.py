@@ -224,7 +224,7 @@ class Bench:
         after = usage(pid)
         cpu = after.cpu - before.cpu
         out: dict[str, object] = {
-            "cpu_s": round(cpu, 3),
+            "cpu_s": round(cpu, 6),
             "peak_rss_mb": round(after.hwm_kb / 1024, 1),
             "flood_s": round(elapsed, 2),
             "cpu_us_per_sent": round(cpu / count * 1e6, 2),
@@ -250,6 +250,9 @@ class Bench:
         out: dict[str, object] = {}
         try:
             trials = self.args.trials
+            n = self.args.flood
+            # First, while the daemon has nothing else to do (no grants to close later).
+            out["syn_flood"] = self.during(pid, "syn", n, self.knock, reset)
             out["latency_plain"] = self.latency(self.knock, reset, trials)
             out["latency_spa"] = self.latency(
                 lambda: self.udp(62202, self.spa_packet()), reset, trials
@@ -257,8 +260,6 @@ class Bench:
             out["latency_fwknop_spa"] = self.latency(
                 lambda: self.udp(62201, self.fwknop_packet()), reset, trials
             )
-            n = self.args.flood
-            out["syn_flood"] = self.during(pid, "syn", n, self.knock, reset)
             out["spa_flood"] = self.during(
                 pid,
                 "junk-udp:62202",
@@ -367,9 +368,9 @@ class Bench:
                 if time.monotonic() > deadline:
                     raise RuntimeError("knockd did not start")
                 time.sleep(0.05)
-            out["latency_plain"] = self.latency(self.knock, reset, self.args.trials)
             n = self.args.flood
             out["syn_flood"] = self.during(process.pid, "syn", n, self.knock, reset)
+            out["latency_plain"] = self.latency(self.knock, reset, self.args.trials)
             reset_hwm(process.pid)
             cpu = usage(process.pid).cpu
             flood = self.flood("first", self.args.sources, None)

@@ -69,6 +69,17 @@ class Config:
         return any(d.tcp_flags != SYN_ONLY for d in self.doors)
 
     @property
+    def first_stage(self) -> bool:
+        """Can the kernel remember first knocks by itself (see ruleset)? Not when the
+        engine must see a first knock's TCP flags or destination address."""
+        return not self.any_tcp_flags and all(d.target is None for d in self.doors)
+
+    @property
+    def longest_sequence(self) -> float:
+        """The longest seq_timeout: how long a first knock counts."""
+        return max((d.seq_timeout for d in self.doors), default=0.0)
+
+    @property
     def one_time_files(self) -> dict[str, str]:
         return {d.name: d.one_time_sequences for d in self.doors if d.one_time_sequences}
 
@@ -90,8 +101,7 @@ class Config:
     @property
     def hold(self) -> int:
         """How long a scanner stays marked: at least the longest seq_timeout."""
-        longest = max((d.seq_timeout for d in self.doors), default=0.0)
-        return max(self.server.scanner_hold, int(-(-longest // 1)))
+        return max(self.server.scanner_hold, int(-(-self.longest_sequence // 1)))
 
 
 class Lines:

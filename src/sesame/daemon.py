@@ -20,10 +20,11 @@ from sesame.compat.knockd import OneTimeFile
 from sesame.config import Config
 from sesame.engine import Action, Decision, Engine, Knock, Opened, Refreshed, Spent
 from sesame.engine.core import knock_ports
-from sesame.engine.events import SequenceUsed
+from sesame.engine.events import Address, SequenceUsed
+from sesame.engine.sequences import SYN
 from sesame.errors import ConfigError, FirewallError, RemoteError, SesameError
 from sesame.firewall import commands
-from sesame.firewall.ruleset import Entry, to_grants
+from sesame.firewall.ruleset import FIRST_SIZE, FULL, Entry, to_grants
 from sesame.ports import Port
 from sesame.sensor import NflogSensor
 from sesame.state import ReplayStore
@@ -36,11 +37,22 @@ FLUSH_EVERY = 16
 
 class Gate(Protocol):
     def install(
-        self, config: Config, stale: Iterable[Entry] = (), knock: Iterable[Port] | None = None
+        self,
+        config: Config,
+        stale: Iterable[Entry] = (),
+        knock: Iterable[Port] | None = None,
+        first: Iterable[Port] | None = None,
     ) -> None: ...
     def apply(self, decisions: Sequence[Decision], now: float) -> None: ...
     def entries(self) -> list[Entry]: ...
-    def set_knock_ports(self, ports: Iterable[Port]) -> None: ...
+    def set_knock_ports(
+        self,
+        ports: Iterable[Port],
+        first: Iterable[Port] | None = None,
+        tracked: Iterable[Address] | None = None,
+    ) -> None: ...
+    def first_hit(self, address: Address) -> tuple[Port | None, float] | None: ...
+    def take(self, address: Address, seconds: float) -> None: ...
 
 
 def describe(decision: Decision) -> str:
@@ -83,6 +95,12 @@ class Daemon:
         self.store = ReplayStore(server.state_dir) if config.needs_state else None
         self.one_time: dict[str, OneTimeFile] = {}
         self.knock_ports: frozenset[Port] = frozenset()
+        # The first stage: the first ports the kernel remembers by itself (None: it
+        # passes every knock); until when a knock may have a first knock to read back;
+        # while the kernel's map is full, (since, knocks then, when to look again).
+        self.first: frozenset[Port] | None = None
+        self.read_hits_until = 0.0
+        self.overflow: tuple[float, int, float] | None = None
         self.runner = commands.Runner()
         self.drops: dict[str, int] = {}
         self.debug = log.isEnabledFor(logging.DEBUG)
@@ -101,6 +119,7 @@ class Daemon:
         self.engine.roll(wall)
         self.knock_ports = self.engine.knock_ports()
         self.gate.install(self.config, stale, self.knock_ports)
+        self._update_knock_ports(now)
         self.engine.restore(to_grants(keep, now))
         for entry in keep:
             log.info(
@@ -144,9 +163,14 @@ class Daemon:
             else:
                 if self.debug:
                     log.debug("knock from %s to %s", packet.source, port)
+                actions = []
+                if item.prefix == FULL:
+                    self._overflowed(now)
+                elif now < self.read_hits_until and not self.engine.tracks(packet.source):
+                    actions = self._first_knock(packet.source, now)
                 to = packet.destination if self.engine.targets else None
                 knock = Knock(packet.source, port, packet.tcp_flags, to)
-                actions = self.engine.knock(knock, now)
+                actions += self.engine.knock(knock, now)
         except RemoteError as exc:
             reason = exc.reason
             self.drops[reason] = self.drops.get(reason, 0) + 1
@@ -154,6 +178,55 @@ class Daemon:
                 log.debug("dropped packet from %s: %s", source, reason)
             return []
         return actions
+
+    def _first_knock(self, source: Address, now: float) -> list[Action]:
+        """Read back the first knock the kernel remembered of ``source`` (a knock
+        reached sesame, so the source has one, or sesame took it already) and feed it
+        to the engine at the time it came."""
+        try:
+            hit = self.gate.first_hit(source)
+        except FirewallError as exc:
+            log.error("cannot read the first knock of %s: %s", source, exc)
+            return []
+        port, age = hit or (None, 0.0)
+        if port is None:
+            return []
+        actions = self.engine.knock(Knock(source, port, SYN), now - age)
+        try:
+            self.gate.take(source, self.config.longest_sequence)
+        except FirewallError as exc:
+            log.error("cannot mark the first knock of %s as read: %s", source, exc)
+        return actions
+
+    def _overflowed(self, now: float) -> None:
+        """The kernel had no room for a first knock: pass every knock to sesame (which
+        keeps max_sources, least recently active first out) until calm returns."""
+        if self.first is None:
+            return
+        log.warning(
+            "%d first knocks in %.0fs: every knock now goes to sesame until calm returns",
+            FIRST_SIZE,
+            self.config.longest_sequence,
+        )
+        self.overflow = (now, self.engine.counters["knocks"], now + self._window())
+        self._update_knock_ports(now)
+
+    def _window(self) -> float:
+        """How long a first knock the kernel remembers can matter (and a second)."""
+        return self.config.longest_sequence + 1.0
+
+    def _calm(self, now: float) -> None:
+        """While every knock goes to sesame after an overflow: is it over?"""
+        if self.overflow is None or now < self.overflow[2]:
+            return
+        since, knocks, _ = self.overflow
+        rate = (self.engine.counters["knocks"] - knocks) / max(now - since, 1e-3)
+        if rate * self.config.longest_sequence > FIRST_SIZE / 2:
+            self.overflow = (now, self.engine.counters["knocks"], now + self._window())
+            return
+        self.overflow = None
+        log.info("calm again: the kernel remembers first knocks by itself")
+        self._update_knock_ports(now)
 
     def carry_out(self, actions: Sequence[Action], now: float) -> None:
         if not actions:
@@ -200,22 +273,33 @@ class Daemon:
         self.engine.set_sequence(used.door, following, upcoming)
         if following is None:
             log.info("no one-time sequences left for door %s: it is closed", used.door)
-        self._update_knock_ports()
+        self._update_knock_ports(self.clock())
 
-    def _update_knock_ports(self) -> None:
+    def _update_knock_ports(self, now: float) -> None:
+        """Tell the kernel the knock ports and which first knocks it keeps by itself."""
         ports = self.engine.knock_ports()
-        if ports == self.knock_ports:
+        first = None
+        if self.config.first_stage and self.overflow is None:
+            first = self.engine.first_ports()
+        if ports == self.knock_ports and first == self.first:
             return
+        entering = first is not None and self.first is None
         try:
-            self.gate.set_knock_ports(ports)
-            self.knock_ports = ports
+            self.gate.set_knock_ports(ports, first, self.engine.tracked() if entering else None)
         except FirewallError as exc:
             log.error("firewall refused the new knock ports: %s", exc)
+            return
+        if first is None and self.first is not None:
+            self.read_hits_until = now + self._window()  # what the kernel holds still counts
+        elif first is not None:
+            self.read_hits_until = float("inf")
+        self.knock_ports, self.first = ports, first
 
     def tick(self, now: float) -> None:
         self.carry_out(self.engine.tick(now), now)
         if self.engine.roll(self.wall()) is not None:
-            self._update_knock_ports()
+            self._update_knock_ports(now)
+        self._calm(now)
         if self.store is not None and self.store.should_compact(len(self.engine.replay)):
             self.store.compact(self.engine.replay.items())
         self.runner.reap(now)
@@ -233,7 +317,9 @@ class Daemon:
             for file in new.one_time_files.values():
                 current, upcoming = OneTimeFile(file).next_two()
                 ports |= frozenset((current or ()) + upcoming)
-            self.gate.install(new, (), ports)
+            # The kernel keeps the first knocks it holds; the first ports follow below.
+            first = self.first if new.first_stage else None
+            self.gate.install(new, (), ports, first)
         except (ConfigError, FirewallError) as exc:
             log.error("reload refused, the running config stays: %s", exc)
             return
@@ -252,7 +338,10 @@ class Daemon:
         self.carry_out(actions, now)
         self._load_one_time(new)
         self.engine.roll(self.wall())
-        self._update_knock_ports()
+        if first is None:
+            self.first, self.read_hits_until = None, now + self._window()
+        self.knock_ports = frozenset()
+        self._update_knock_ports(now)
         log.info(
             "reloaded %s: %d doors, %d users, %d fwknop stanzas",
             new.path,
@@ -274,6 +363,8 @@ class Daemon:
             waits.append(oldest - self.wall() + 1.0)
         if self.runner.pending():
             waits.append(0.5)
+        if self.overflow is not None:
+            waits.append(self.overflow[2] - now)
         return max(0.0, min(waits)) if waits else None
 
     def counters(self) -> str:

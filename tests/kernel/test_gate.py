@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import socket
 import time
@@ -99,8 +100,9 @@ def test_a_sequential_port_scan_opens_nothing(lab, ports):
     lab.scan(lab.stranger.netns, ports)
     # The scanner is marked noisy in the kernel, so its later knocks never reach sesame.
     assert lab.stranger.ipv4 in lab.nft("list", "set", "inet", "sesame", "noisy4")
-    # Everything the scan sent was handled before this marker knock from the user.
-    knock_from(lab.user.netns, lab.server.ipv4, "7005/tcp")
+    # Everything the scan sent was handled before this marker knock from the user
+    # (a second knock: a first one stays in the kernel).
+    knock_from(lab.user.netns, lab.server.ipv4, "7000/tcp", "7005/tcp")
     processed(lab, lab.user.ipv4, "7005/tcp", mark)
     assert "opened" not in "\n".join(daemon.lines[mark:])
     assert lab.grants() == {}
@@ -186,7 +188,8 @@ def test_traffic_to_other_ports_never_reaches_sesame(lab):
     mark = daemon.mark()
     others = ["1", "23", "80", "443", "6999", "7001", "8080", "65535", "53/udp", "9001/udp"]
     knock_from(lab.stranger.netns, lab.server.ipv4, *others)
-    knock_from(lab.user.netns, lab.server.ipv4, "8000/tcp")  # a marker: all before it is done
+    # A marker: all before it is done (a second knock: a first one stays in the kernel).
+    knock_from(lab.user.netns, lab.server.ipv4, "7000/tcp", "8000/tcp")
     processed(lab, lab.user.ipv4, "8000/tcp", mark)
     assert [line for line in daemon.lines[mark:] if "knock from" in line or "dropped" in line] == [
         daemon.lines[-1]
@@ -221,3 +224,64 @@ def test_another_table_that_drops_the_port_still_wins(lab):
     assert blocked(lab.user.netns, lab.server.ipv4, 22)
     lab.run(lab.server.netns, "nft", "delete table inet other")
     assert reachable(lab.user.netns, lab.server.ipv4, 22)
+
+
+def hits(lab) -> dict[str, str]:
+    """The kernel's first-knock map: source -> ``proto/port`` (port 0: taken)."""
+    text = lab.nft("list", "map", "inet", "sesame", "hits4")
+    return {a: f"{n}/{p}" for a, p, n in re.findall(r"([0-9.]+) [^:,{]*: (tcp|udp) \. (\d+)", text)}
+
+
+def test_junk_to_knock_ports_stays_in_the_kernel(lab):
+    """A first knock from a source with nothing in progress is only remembered by the
+    kernel, and any other knock from such a source is dropped unseen: floods of junk,
+    even to knock ports, never wake sesame. The sequence still opens."""
+    daemon = lab.serve()
+    mark = daemon.mark()
+    knock_from(lab.stranger.netns, lab.server.ipv4, "8000/tcp", "9000/udp", "7000/tcp")
+    assert hits(lab) == {lab.stranger.ipv4: "7000/tcp"}
+    knock_from(lab.user.netns, lab.server.ipv4, *OPEN)
+    daemon.wait_for(rf"opened door ssh to {lab.user.ipv4}:", 10, since=mark)
+    seen = [line.split(": ", 1)[1] for line in daemon.lines[mark:] if "knock from" in line]
+    assert seen == [
+        f"knock from {lab.user.ipv4} to 8000/tcp",
+        f"knock from {lab.user.ipv4} to 9000/udp",
+    ]
+    # The user's first knock was read back and marked as taken; the stranger's waits.
+    assert hits(lab) == {lab.stranger.ipv4: "7000/tcp", lab.user.ipv4: "0/tcp"}
+
+
+def test_a_wrong_knock_resets_a_sequence_the_kernel_began(lab):
+    """knockd's rule holds across the kernel's first stage: after a wrong knock port,
+    the rest of the sequence alone opens nothing (the first knock is not read twice)."""
+    daemon = lab.serve()
+    mark = daemon.mark()
+    knock_from(lab.user.netns, lab.server.ipv4, "7000/tcp", "9000/tcp", "8000/tcp", "9000/udp")
+    processed(lab, lab.user.ipv4, "9000/udp", mark)
+    assert lab.grants() == {}
+    knock_from(lab.user.netns, lab.server.ipv4, *OPEN)
+    daemon.wait_for(rf"opened door ssh to {lab.user.ipv4}:", 10, since=mark)
+
+
+def test_when_the_kernel_is_full_every_knock_goes_to_sesame(lab, tmp_path):
+    """A flood of first knocks that fills the kernel's map switches sesame to seeing
+    every knock (its own bounded table), so a user still gets in; calm switches back."""
+    daemon = lab.serve(CONFIG.format(seq_timeout=2, open_for=30))
+    mark = daemon.mark()
+    listing = lab.nft("list", "map", "inet", "sesame", "hits4")
+    size = int(re.search(r"size (\d+)", listing).group(1))
+    junk = ",\n".join(
+        f"10.{i >> 8 & 255}.{i & 255}.1 timeout 60s : tcp . 7000" for i in range(size)
+    )
+    fill = tmp_path / "fill.nft"
+    fill.write_text(f"add element inet sesame hits4 {{ {junk} }}\n")
+    lab.run(lab.server.netns, "nft", "-f", str(fill))
+    assert len(hits(lab)) == size
+    knock_from(lab.user.netns, lab.server.ipv4, *OPEN, delay_ms=100)
+    daemon.wait_for(r"every knock now goes to sesame", 10, since=mark)
+    daemon.wait_for(rf"opened door ssh to {lab.user.ipv4}:", 10, since=mark)
+    # No more first knocks: after the longest seq_timeout, the kernel takes over again.
+    daemon.wait_for(r"calm again", 15, since=mark)
+    assert hits(lab) == {}
+    knock_from(lab.stranger.netns, lab.server.ipv4, "7000/tcp")
+    assert hits(lab) == {lab.stranger.ipv4: "7000/tcp"}

@@ -94,3 +94,59 @@ def test_reload_refuses_a_bad_config_and_keeps_the_old(tmp_path):
     assert daemon.config.doors[0].open_for == 30
     send(daemon, clock, *OPEN)
     assert gate.allows(ip_address(USER), SSH, clock())
+
+
+class KernelFirstStage(MemoryGate):
+    """MemoryGate with first knocks the kernel remembered: source -> (port, age)."""
+
+    def __init__(self, clock, hits):
+        super().__init__(clock)
+        self.hits = hits
+        self.taken = []
+
+    def first_hit(self, address):
+        return self.hits.get(address)
+
+    def take(self, address, seconds):
+        self.taken.append(address)
+        self.hits[address] = (None, self.hits[address][1])
+
+
+def test_a_first_knock_the_kernel_kept_is_read_back_once():
+    clock = FakeClock()
+    user = ip_address(USER)
+    gate = KernelFirstStage(clock, {user: (Port("tcp", 7000), 0.5)})
+    daemon = Daemon(config.parse(EXAMPLE, "t.toml"), gate, clock)
+    daemon.start()
+    assert gate.first == {Port("tcp", 7000), Port("tcp", 9000)}  # opening, closing
+    send(daemon, clock, (9000, "tcp"))  # a wrong knock port: the attempt is reset
+    assert gate.taken == [user]
+    send(daemon, clock, (8000, "tcp"), (9000, "udp"))  # the first knock is not read again
+    assert gate.elements == {}
+    gate.hits[user] = (Port("tcp", 7000), 0.2)  # knocked again: the kernel remembers anew
+    send(daemon, clock, (8000, "tcp"), (9000, "udp"))
+    assert gate.allows(user, SSH, clock())
+
+
+def test_a_first_knock_older_than_seq_timeout_does_not_count():
+    clock = FakeClock()
+    user = ip_address(USER)
+    gate = KernelFirstStage(clock, {user: (Port("tcp", 7000), 4.95)})
+    daemon = Daemon(config.parse(EXAMPLE, "t.toml"), gate, clock)
+    daemon.start()
+    send(daemon, clock, (8000, "tcp"), (9000, "udp"))  # the last knock comes 5.05 s after
+    assert gate.elements == {}
+
+
+def test_a_full_kernel_map_sends_every_knock_to_sesame_until_calm():
+    daemon, gate, clock = make()
+    first = gate.first
+    assert first
+    full = ipv4("203.0.113.9", SERVER, 6, tcp(7000))
+    daemon.packet(Logged(5155, b"full", full), clock())
+    assert gate.first is None
+    send(daemon, clock, *OPEN)  # every knock reaches the engine meanwhile
+    assert gate.allows(ip_address(USER), SSH, clock())
+    clock.advance(10)
+    daemon.tick(clock())
+    assert gate.first == first

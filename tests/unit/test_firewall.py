@@ -142,3 +142,36 @@ def test_substitution_does_not_reinterpret_values():
         "/bin/echo",
         "{door}x",
     ]
+
+
+def test_knocks_chain_modes():
+    conf = config.parse(EXAMPLE)
+    every = ruleset.knocks(conf, None)
+    assert every[-1] == "add rule inet sesame knocks counter log group 5155 snaplen 2048 drop"
+    kernel = "\n".join(ruleset.knocks(conf, [Port("tcp", 7000)]))
+    assert "add element inet sesame first { tcp . 7000 }" in kernel
+    remember = "update @hits4 { ip saddr timeout 5000ms : meta l4proto . th dport }"
+    assert f"knocks meta l4proto . th dport @first {remember} counter drop" in kernel
+    assert "knocks ip saddr @hits4 counter log group 5155" in kernel
+    assert 'log prefix "full" group 5155' in kernel
+    assert kernel.splitlines()[-1] == "add rule inet sesame knocks counter drop"
+
+
+def test_first_knock_answer_from_the_kernel():
+    from sesame.firewall import hits
+
+    address = ip_address("198.51.100.2")
+    asked = hits.request("sesame", address, 7)
+    assert bytes(address.packed) in asked and b"hits4\0" in asked
+    a = hits._attr
+    element = (
+        a(hits.ELEM_KEY, a(hits.DATA_VALUE, address.packed), True)
+        + a(hits.ELEM_DATA, a(hits.DATA_VALUE, bytes([6, 0, 0, 0, 0x1B, 0x58, 0, 0])), True)
+        + a(hits.ELEM_TIMEOUT, (5000).to_bytes(8, "big"))
+        + a(hits.ELEM_EXPIRATION, (3800).to_bytes(8, "big"))
+    )
+    answer = bytes(4) + a(hits.LIST_ELEMENTS, a(hits.LIST_ELEM, element, True), True)
+    assert hits.parse(answer) == (Port("tcp", 7000), 1.2)
+    taken = answer.replace(bytes([0x1B, 0x58]), bytes(2))
+    assert hits.parse(taken) == (None, 1.2)
+    assert hits.parse(bytes(4)) is None

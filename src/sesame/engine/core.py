@@ -177,6 +177,18 @@ class Engine:
         now = {p for pattern in self.matcher.patterns.values() for p in pattern.ports}
         return frozenset(now | {p for ports in self._upcoming.values() for p in ports})
 
+    def first_ports(self) -> frozenset[Port] | None:
+        """The ports that start a sequence now (None: a sequence has a single port)."""
+        return self.matcher.first_ports()
+
+    def tracks(self, source: Address) -> bool:
+        """Does ``source`` hold a knock attempt?"""
+        return self.matcher.tracks(source)
+
+    def tracked(self) -> list[Address]:
+        """Every source that holds a knock attempt."""
+        return [ip_address(packed) for packed in self.matcher.tracked()]
+
     def reconfigure(
         self,
         doors: Sequence[Door],

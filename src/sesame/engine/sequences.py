@@ -194,6 +194,22 @@ class SequenceMatcher:
             del self._sources[next(iter(self._sources))]
             self.evicted += 1
 
+    def tracks(self, source: Address) -> bool:
+        """Does ``source`` hold an attempt (possibly timed out, not yet forgotten)?"""
+        return source.packed in self._sources
+
+    def tracked(self) -> list[bytes]:
+        """The packed addresses of every source that holds an attempt."""
+        return list(self._sources)
+
+    def first_ports(self) -> frozenset[Port] | None:
+        """The ports that start a sequence, which the kernel can remember by itself
+        (it keeps no more than which first port a source hit, and when); None when a
+        sequence has a single port: that knock must reach sesame at once."""
+        if any(len(p.ports) < 2 for p in self.patterns.values()):
+            return None
+        return frozenset(self._by_first)
+
     def stage(self, source: Address, target: Target) -> int:
         """How many ports of ``target``'s pattern ``source`` has matched (for tests)."""
         state = self._sources.get(source.packed, ())

@@ -21,13 +21,19 @@ class MemoryGate:
         self.clock = clock
         self.elements: dict[tuple[Address, Port], tuple[str, float, str]] = {}
         self.knock: frozenset[Port] = frozenset()
+        self.first: frozenset[Port] | None = None  # the kernel has no first stage here
         self.installed: Config | None = None
         self.transactions = 0
 
     def install(
-        self, config: Config, stale: Iterable[Entry] = (), knock: Iterable[Port] | None = None
+        self,
+        config: Config,
+        stale: Iterable[Entry] = (),
+        knock: Iterable[Port] | None = None,
+        first: Iterable[Port] | None = None,
     ) -> None:
         self.installed = config
+        self.first = None if first is None else frozenset(first)
         self.knock = frozenset(config.knock_ports if knock is None else knock)
         for entry in stale:
             self.elements.pop((entry.address, entry.port), None)
@@ -43,9 +49,22 @@ class MemoryGate:
                     self.elements[grant.address, port] = (grant.door, grant.expires, grant.user)
         self.transactions += 1
 
-    def set_knock_ports(self, ports: Iterable[Port]) -> None:
+    def set_knock_ports(
+        self,
+        ports: Iterable[Port],
+        first: Iterable[Port] | None = None,
+        tracked: Iterable[Address] | None = None,
+    ) -> None:
         self.knock = frozenset(ports)
+        self.first = None if first is None else frozenset(first)
         self.transactions += 1
+
+    def first_hit(self, address: Address) -> tuple[Port | None, float] | None:
+        """Every knock reaches the engine here: there is never a first knock to read."""
+        return None
+
+    def take(self, address: Address, seconds: float) -> None:
+        return None
 
     def allows(self, address: Address, port: Port, now: float) -> bool:
         """Would the kernel let a new connection from ``address`` to ``port`` in?"""

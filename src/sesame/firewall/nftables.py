@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from sesame.config import Config
-from sesame.engine.events import Decision
+from sesame.engine.events import Address, Decision
 from sesame.errors import FirewallError
 from sesame.firewall import ruleset
+from sesame.firewall.hits import HitReader
 from sesame.firewall.libnft import Nft
 from sesame.firewall.ruleset import Entry
 from sesame.ports import Port
@@ -19,12 +20,20 @@ class NftGate:
     def __init__(self, table: str, nft: Nft | None = None) -> None:
         self.table = table
         self.nft = nft or Nft()
+        self.config: Config | None = None
+        self._hits: HitReader | None = None
 
     def install(
-        self, config: Config, stale: Iterable[Entry] = (), knock: Iterable[Port] | None = None
+        self,
+        config: Config,
+        stale: Iterable[Entry] = (),
+        knock: Iterable[Port] | None = None,
+        first: Iterable[Port] | None = None,
     ) -> None:
-        """Create or update the table atomically, deleting ``stale`` grant elements."""
-        commands = ruleset.install(config, knock)
+        """Create or update the table atomically, deleting ``stale`` grant elements.
+        ``first``: the first ports the kernel remembers (None: it passes every knock)."""
+        self.config = config
+        commands = ruleset.install(config, knock, first)
         for entry in stale:
             commands += "\n".join(ruleset.remove(self.table, entry.address, [entry.port])) + "\n"
         self.nft.run(commands)
@@ -35,9 +44,39 @@ class NftGate:
         if commands:
             self.nft.run(commands)
 
-    def set_knock_ports(self, ports: Iterable[Port]) -> None:
-        """Replace the knock ports (one-time sequences roll) in one transaction."""
-        self.nft.run("\n".join(ruleset.fill(self.table, "knock", sorted(ports))) + "\n")
+    def set_knock_ports(
+        self,
+        ports: Iterable[Port],
+        first: Iterable[Port] | None = None,
+        tracked: Iterable[Address] | None = None,
+    ) -> None:
+        """Replace the knock ports (one-time sequences roll) and the first ports the
+        kernel remembers by itself (None: none, every knock goes to userspace), in one
+        transaction. ``tracked``, when the kernel takes first knocks over: the sources
+        sesame follows already, whose knocks must keep coming."""
+        lines = ruleset.fill(self.table, "knock", sorted(ports))
+        if self.config is not None:
+            lines += ruleset.knocks(self.config, first)
+            if tracked is not None:
+                seconds = self.config.longest_sequence
+                lines += [f"flush map inet {self.table} hits{n}" for n in "46"]
+                lines += [ruleset.taken(self.table, a, seconds) for a in tracked]
+        self.nft.run("\n".join(lines) + "\n")
+
+    def first_hit(self, address: Address) -> tuple[Port | None, float] | None:
+        """The first knock the kernel remembers of ``address``: (its port, or None if
+        sesame took it already; its age in seconds), or None."""
+        if self._hits is None:
+            self._hits = HitReader(self.table)
+        return self._hits.get(address)
+
+    def take(self, address: Address, seconds: float) -> None:
+        """Mark ``address``'s first knock as read, keeping its knocks coming."""
+        mark = ruleset.taken(self.table, address, seconds) + "\n"
+        try:
+            self.nft.run(ruleset.untake(self.table, address) + "\n" + mark)
+        except FirewallError:  # the element expired meanwhile
+            self.nft.run(mark)
 
     def entries(self) -> list[Entry]:
         """Live grant elements; empty when the table does not exist."""

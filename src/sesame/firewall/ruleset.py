@@ -8,8 +8,17 @@ Layout of ``table inet <name>`` (``sesame`` by default):
 - ``spa``: datagrams of a size no SPA datagram has are dropped; the rest go to
   userspace over NFLOG, whole, and are dropped (no reply, no ICMP).
 - ``knock``: sources marked noisy are dropped unseen; TCP SYNs and UDP datagrams
-  from the rest go to userspace over NFLOG; every packet to a knock port is dropped
+  from the rest go on to ``knocks``; every packet to a knock port is dropped
   silently (no RST, no ICMP). Each rule counts, for ``nft list chain``.
+- ``knocks`` works in one of two modes. With the *first stage in the kernel*, a
+  first knock (a port in ``first``) from a source with nothing in progress is only
+  remembered, in the map ``hits4``/``hits6`` (source -> the port it hit, with the
+  longest seq_timeout as the element timeout); any other knock from such a source is
+  dropped unseen. Only knocks from sources in the map go to userspace, where sesame
+  reads the first knock (port and age) back from the map and marks the element as
+  taken (port 0). A flood of junk, even to knock ports, then costs sesame nothing.
+  When the map is full, first knocks go to userspace with the prefix ``full``, and
+  sesame switches to the other mode, *every knock to userspace*, until calm returns.
 - ``guard``: established/related traffic passes; a packet whose (source, proto,
   port) is in ``grants4``/``grants6`` passes; everything else is dropped.
 
@@ -30,16 +39,21 @@ from sesame.ports import Port
 from sesame.wire import fwknop, spa
 
 NOISY_SIZE = 65536
+FIRST_SIZE = 16384  # first knocks remembered at once; beyond, sesame sees them all
 SNAPLEN = 2048
+FULL = b"full"  # the log prefix of a first knock the kernel had no room for
 
 
 def _elements(ports: Iterable[Port]) -> str:
     return ", ".join(f"{p.proto} . {p.number}" for p in ports)
 
 
-def install(config: Config, knock: Iterable[Port] | None = None) -> str:
+def install(
+    config: Config, knock: Iterable[Port] | None = None, first: Iterable[Port] | None = None
+) -> str:
     """Commands that create or update the table, keeping live grants. ``knock`` is
-    every knock port (the config's fixed ones unless given: one-time sequences add)."""
+    every knock port (the config's fixed ones unless given: one-time sequences add);
+    ``first``, the first ports the kernel remembers by itself (see :func:`knocks`)."""
     t = f"inet {config.server.table}"
     server = config.server
     group = server.log_group
@@ -50,6 +64,10 @@ def install(config: Config, knock: Iterable[Port] | None = None) -> str:
         f"add set {t} grants6 {{ type ipv6_addr . inet_proto . inet_service; flags timeout; }}",
         f"add set {t} noisy4 {{ type ipv4_addr; flags dynamic, timeout; size {NOISY_SIZE}; }}",
         f"add set {t} noisy6 {{ type ipv6_addr; flags dynamic, timeout; size {NOISY_SIZE}; }}",
+        f"add map {t} hits4 {{ type ipv4_addr : inet_proto . inet_service;"
+        f" flags dynamic, timeout; size {FIRST_SIZE}; }}",
+        f"add map {t} hits6 {{ type ipv6_addr : inet_proto . inet_service;"
+        f" flags dynamic, timeout; size {FIRST_SIZE}; }}",
     ]
     for name, ports in (
         ("guarded", config.guarded),
@@ -58,6 +76,7 @@ def install(config: Config, knock: Iterable[Port] | None = None) -> str:
     ):
         lines.append(f"add set {t} {name} {{ type inet_proto . inet_service; }}")
         lines += fill(config.server.table, name, ports)
+    lines.append(f"add set {t} first {{ type inet_proto . inet_service; }}")
     lines.append(f"add set {t} spa {{ type inet_service; }}")
     lines.append(f"flush set {t} spa")
     if config.spa_ports:
@@ -65,6 +84,7 @@ def install(config: Config, knock: Iterable[Port] | None = None) -> str:
     lines += [
         f"add chain {t} input {{ type filter hook input priority filter - 10; policy accept; }}",
         f"add chain {t} knock",
+        f"add chain {t} knocks",
         f"add chain {t} spa",
         f"add chain {t} guard",
         f"flush chain {t} input",
@@ -109,15 +129,62 @@ def install(config: Config, knock: Iterable[Port] | None = None) -> str:
         f"add rule {t} spa counter {log} drop",
         f"add rule {t} knock ip saddr @noisy4 counter drop",
         f"add rule {t} knock ip6 saddr @noisy6 counter drop",
-        f"add rule {t} knock {tcp} counter {log} drop",
-        f"add rule {t} knock meta l4proto udp counter {log} drop",
+        f"add rule {t} knock {tcp} jump knocks",
+        f"add rule {t} knock meta l4proto udp jump knocks",
         f"add rule {t} knock counter drop",
         f"add rule {t} guard ct state established,related accept",
         f"add rule {t} guard ip saddr . meta l4proto . th dport @grants4 accept",
         f"add rule {t} guard ip6 saddr . meta l4proto . th dport @grants6 accept",
         f"add rule {t} guard counter drop",
     ]
+    lines += knocks(config, first)
     return "\n".join(lines) + "\n"
+
+
+def knocks(config: Config, first: Iterable[Port] | None) -> list[str]:
+    """Commands that set the ``knocks`` chain's mode: the first stage in the kernel
+    for the ports ``first``, or (None) every knock to userspace."""
+    t = f"inet {config.server.table}"
+    log = f"log group {config.server.log_group} snaplen {SNAPLEN}"
+    lines = [f"flush chain {t} knocks", *fill(config.server.table, "first", sorted(first or ()))]
+    if first is None:
+        return [*lines, f"add rule {t} knocks counter {log} drop"]
+    timeout = f"timeout {max(1, round(config.longest_sequence * 1000))}ms"
+    hit = "meta l4proto . th dport @first"
+    remember = {
+        family: f"update @hits{family} {{ {ip} saddr {timeout} : meta l4proto . th dport }}"
+        for family, ip in (("4", "ip"), ("6", "ip6"))
+    }
+    return [
+        *lines,
+        # Knocking the first port again restarts: the element lives on (its port stays).
+        f"add rule {t} knocks ip saddr @hits4 {hit} {remember['4']}",
+        f"add rule {t} knocks ip6 saddr @hits6 {hit} {remember['6']}",
+        f"add rule {t} knocks ip saddr @hits4 counter {log} drop",
+        f"add rule {t} knocks ip6 saddr @hits6 counter {log} drop",
+        f"add rule {t} knocks {hit} {remember['4']} counter drop",
+        f"add rule {t} knocks {hit} {remember['6']} counter drop",
+        f'add rule {t} knocks {hit} counter log prefix "{FULL.decode()}" group'
+        f" {config.server.log_group} snaplen {SNAPLEN} drop",
+        f"add rule {t} knocks counter drop",
+    ]
+
+
+def taken(table: str, address: Address, seconds: float) -> str:
+    """Mark a source's first knock as read by sesame (port 0), keeping its knocks
+    coming to userspace for ``seconds`` (the element must not exist: see untake)."""
+    return (
+        f"add element inet {table} {_hits(address)} {{ {address} timeout"
+        f" {max(1, round(seconds * 1000))}ms : tcp . 0 }}"
+    )
+
+
+def untake(table: str, address: Address) -> str:
+    return f"delete element inet {table} {_hits(address)} {{ {address} }}"
+
+
+def _hits(address: Address) -> str:
+    return "hits4" if isinstance(address, IPv4Address) else "hits6"
 
 
 def fill(table: str, name: str, ports: Iterable[Port]) -> list[str]:
