@@ -9,6 +9,7 @@ kernel.
 from __future__ import annotations
 
 import logging
+import math
 import selectors
 import signal
 import socket
@@ -52,7 +53,7 @@ class Gate(Protocol):
         tracked: Iterable[Address] | None = None,
     ) -> None: ...
     def first_hit(self, address: Address) -> tuple[Port | None, float] | None: ...
-    def take(self, address: Address, seconds: float) -> None: ...
+    def take(self, addresses: Iterable[Address], seconds: float) -> None: ...
 
 
 def describe(decision: Decision) -> str:
@@ -100,6 +101,7 @@ class Daemon:
         # while the kernel's map is full, (since, knocks then, when to look again).
         self.first: frozenset[Port] | None = None
         self.read_hits_until = 0.0
+        self.taking: set[Address] = set()  # first knocks read back, to mark as taken
         self.overflow: tuple[float, int, float] | None = None
         self.runner = commands.Runner()
         self.drops: dict[str, int] = {}
@@ -133,6 +135,7 @@ class Daemon:
     def packet(self, item: Logged | RemoteError, now: float) -> None:
         """Judge one packet and carry out what follows."""
         self.carry_out(self.judge(item, now), now)
+        self._take_first_knocks()
 
     def packets(self, items: Iterable[Logged | RemoteError], now: float) -> None:
         """Judge a batch of packets, then carry out what follows in one firewall
@@ -144,6 +147,7 @@ class Daemon:
                 self.carry_out(actions, now)
                 actions = []
         self.carry_out(actions, now)
+        self._take_first_knocks()
 
     def judge(self, item: Logged | RemoteError, now: float) -> list[Action]:
         """The one entry point for remote input: faults are counted and dropped."""
@@ -166,7 +170,11 @@ class Daemon:
                 actions = []
                 if item.prefix == FULL:
                     self._overflowed(now)
-                elif now < self.read_hits_until and not self.engine.tracks(packet.source):
+                elif (
+                    now < self.read_hits_until
+                    and not self.engine.tracks(packet.source)
+                    and packet.source not in self.taking
+                ):
                     actions = self._first_knock(packet.source, now)
                 to = packet.destination if self.engine.targets else None
                 knock = Knock(packet.source, port, packet.tcp_flags, to)
@@ -191,12 +199,19 @@ class Daemon:
         port, age = hit or (None, 0.0)
         if port is None:
             return []
-        actions = self.engine.knock(Knock(source, port, SYN), now - age)
+        self.taking.add(source)
+        return self.engine.knock(Knock(source, port, SYN), now - age)
+
+    def _take_first_knocks(self) -> None:
+        """Mark the first knocks read back as taken in the kernel: after the packets
+        (and any grant they bring), not before, so a knock opens without this delay."""
+        if not self.taking:
+            return
         try:
-            self.gate.take(source, self.config.longest_sequence)
+            self.gate.take(self.taking, self.config.longest_sequence)
         except FirewallError as exc:
-            log.error("cannot mark the first knock of %s as read: %s", source, exc)
-        return actions
+            log.error("cannot mark first knocks as read: %s", exc)
+        self.taking = set()
 
     def _overflowed(self, now: float) -> None:
         """The kernel had no room for a first knock: pass every knock to sesame (which
@@ -411,6 +426,7 @@ def serve(load: Callable[[], Config], gate: Gate, sensor: NflogSensor) -> int:
             wait = daemon.timeout(now)
             if sensor.batched:  # look again soon: back to one packet at a time when calm
                 wait = 0.2 if wait is None else min(wait, 0.2)
+            due = math.inf if wait is None else now + wait
             for key, _ in selector.select(wait):
                 now = time.monotonic()
                 if key.data == "sensor":
@@ -433,8 +449,10 @@ def serve(load: Callable[[], Config], gate: Gate, sensor: NflogSensor) -> int:
                         "%s: stopping; the table stays, grants expire in the kernel", signum.name
                     )
                     return 0
-            sensor.relax()
-            daemon.tick(time.monotonic())
+            now = time.monotonic()
+            if now >= due:  # not on every wake: a flood wakes the loop thousands of times
+                sensor.relax()
+                daemon.tick(now)
     except SesameError as exc:
         log.error("%s", exc)
         return 1

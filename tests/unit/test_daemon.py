@@ -107,9 +107,10 @@ class KernelFirstStage(MemoryGate):
     def first_hit(self, address):
         return self.hits.get(address)
 
-    def take(self, address, seconds):
-        self.taken.append(address)
-        self.hits[address] = (None, self.hits[address][1])
+    def take(self, addresses, seconds):
+        for address in addresses:
+            self.taken.append(address)
+            self.hits[address] = (None, self.hits[address][1])
 
 
 def test_a_first_knock_the_kernel_kept_is_read_back_once():

@@ -63,7 +63,7 @@ class MemoryGate:
         """Every knock reaches the engine here: there is never a first knock to read."""
         return None
 
-    def take(self, address: Address, seconds: float) -> None:
+    def take(self, addresses: Iterable[Address], seconds: float) -> None:
         return None
 
     def allows(self, address: Address, port: Port, now: float) -> bool:

@@ -70,13 +70,17 @@ class NftGate:
             self._hits = HitReader(self.table)
         return self._hits.get(address)
 
-    def take(self, address: Address, seconds: float) -> None:
-        """Mark ``address``'s first knock as read, keeping its knocks coming."""
-        mark = ruleset.taken(self.table, address, seconds) + "\n"
+    def take(self, addresses: Iterable[Address], seconds: float) -> None:
+        """Mark first knocks as read, keeping the sources' knocks coming."""
+        t, marks = self.table, {a: ruleset.taken(self.table, a, seconds) for a in addresses}
         try:
-            self.nft.run(ruleset.untake(self.table, address) + "\n" + mark)
-        except FirewallError:  # the element expired meanwhile
-            self.nft.run(mark)
+            self.nft.run("".join(f"{ruleset.untake(t, a)}\n{m}\n" for a, m in marks.items()))
+        except FirewallError:  # an element expired meanwhile: one at a time
+            for address, mark in marks.items():
+                try:
+                    self.nft.run(f"{ruleset.untake(t, address)}\n{mark}\n")
+                except FirewallError:
+                    self.nft.run(mark + "\n")
 
     def entries(self) -> list[Entry]:
         """Live grant elements; empty when the table does not exist."""
