@@ -1,13 +1,14 @@
 """Flame graphs of the daemon under load, the evidence behind each optimisation:
 
-    .venv/bin/python -m bench.profile     # writes bench/results/flame-*.svg (needs py-spy)
+    .venv/bin/python -m bench.profile [NAME...]   # bench/results/flame-NAME.svg (py-spy)
 
 It builds the lab, runs sesame, and records it with py-spy while floods of valid SPA,
-junk SPA and spoofed first knocks arrive.
+junk SPA, wrongly keyed fwknop SPA and spoofed first knocks arrive.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -19,10 +20,12 @@ from bench.lab import build, write
 from sesame.lab import DaemonProcess
 
 RESULTS = Path(__file__).with_name("results")
-FLOODS = {
-    "spa-valid": ("sesame-valid:62202", 60_000),
-    "spa-junk": ("junk-udp:62202", 200_000),
-    "first-knocks": ("first", 300_000),
+RAW = ["--format", "raw"] if os.environ.get("SESAME_PROFILE_RAW") else []  # folded stacks
+FLOODS = {  # name: (kind, count, packets a second or None: as fast as Python sends)
+    "spa-valid": ("sesame-valid:62202", 60_000, None),
+    "spa-junk": ("junk-udp:62202", 200_000, None),
+    "first-knocks": ("first", 300_000, None),
+    "fwknop-junk": ("fwknop-wrong:62201", 200_000, 20_000),  # as in the benchmark
 }
 
 
@@ -37,7 +40,10 @@ def main() -> int:
         config = write(tmp / "sesame.toml", SESAME_CONFIG.format(tmp=tmp))
         daemon = DaemonProcess(topo["server"].netns, config).start()
         assert daemon.process is not None
-        for name, (kind, count) in FLOODS.items():
+        only = sys.argv[1:] or list(FLOODS)
+        for name, (kind, count, rate) in FLOODS.items():
+            if name not in only:
+                continue
             out = RESULTS / f"flame-{name}.svg"
             record = subprocess.Popen(
                 [
@@ -47,6 +53,7 @@ def main() -> int:
                     str(daemon.process.pid),
                     "--rate",
                     "500",
+                    *RAW,
                     "--output",
                     str(out),
                     "--nonblocking",
@@ -63,6 +70,7 @@ def main() -> int:
                     topo["server"].ipv4,
                     kind,
                     str(count),
+                    *([str(rate)] if rate else []),
                 ],
                 check=True,
                 cwd=Path(__file__).parent.parent,

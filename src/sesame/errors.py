@@ -25,10 +25,8 @@ class ConfigError(SesameError):
 
 
 class RemoteError(SesameError):
-    """Input from the network is malformed; ``reason`` is a short counter name."""
-
-    def __init__(self, reason: str) -> None:
-        self.args = (reason,)
+    """Input from the network is malformed; ``reason`` (the one argument) is a short
+    counter name. No __init__ of its own: raised per junk packet, it must be cheap."""
 
     @property
     def reason(self) -> str:

@@ -113,6 +113,9 @@ class Engine:
     ) -> None:
         self.fwknop_stanzas = tuple(fwknop)
         self.fwknop_ports = frozenset(s.spa_port for s in fwknop)
+        self._fwknop_by_port: dict[int, list[FwknopStanza]] = {}
+        for stanza in fwknop:
+            self._fwknop_by_port.setdefault(stanza.spa_port, []).append(stanza)
         self.fwknop_destinations = any(s.destinations for s in fwknop)
         self.targets = any(d.target is not None for d in doors)  # knocks need destinations
         self._names = {d.name for d in doors} | {s.name for s in fwknop}
@@ -326,25 +329,32 @@ class Engine:
     ) -> list[Action]:
         """Judge one datagram in fwknop's format, against the access stanzas
         (``destination`` is needed only where a stanza has DESTINATION)."""
-        if not fwknop_wire.MIN_SIZE <= len(payload) <= fwknop_wire.MAX_SIZE:
-            raise RemoteError("fwknop size or charset")
-        fault: RemoteError | None = None
-        for stanza in self.fwknop_stanzas:
-            if stanza.spa_port != port.number or not stanza.admits(source, destination):
+        reason = "fwknop no stanza for source"
+        for stanza in self._fwknop_by_port.get(port.number, ()):
+            restricted = stanza.sources or stanza.destinations
+            if restricted and not stanza.admits(source, destination):
                 continue
             if stanza.access_expire is not None and wall > stanza.access_expire:
-                fault = RemoteError("fwknop access expired")
+                reason = "fwknop access expired"
+                continue
+            wrong = fwknop_wire.fault(payload, stanza.hmac_key, stanza.hmac_type)
+            if wrong is not None:
+                reason = wrong
                 continue
             try:
-                message = fwknop_wire.decode(
-                    payload, stanza.key, stanza.hmac_key, stanza.hmac_type, self._replayed
+                message = fwknop_wire.open_verified(
+                    payload,
+                    stanza.key,
+                    stanza.hmac_key is not None,
+                    stanza.hmac_type,
+                    self._replayed,
                 )
             except RemoteError as exc:
-                fault = exc
+                reason = exc.reason
                 continue
             digest = hashlib.sha256(payload).digest()
             return self._fwknop_grant(stanza, message, digest, source, now, wall)
-        raise fault or RemoteError("fwknop no stanza for source")
+        raise RemoteError(reason)
 
     def _replayed(self, payload: bytes) -> bool:
         """fwknopd's replay check, the digest of the datagram, remembered for the age

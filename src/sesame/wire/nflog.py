@@ -41,6 +41,7 @@ NFULA_PREFIX = 10
 
 _NLMSGHDR = struct.Struct("=IHHII")
 _NLATTR = struct.Struct("=HH")
+_GROUP = struct.Struct("!H")
 _NLA_TYPE_MASK = 0x3FFF
 
 
@@ -101,6 +102,9 @@ class Ack:
     error: int
 
 
+_PACKET = (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_PACKET
+
+
 def messages(data: bytes | memoryview) -> Iterator[Logged | Ack | RemoteError]:
     """Split one netlink datagram into logged packets and acks.
 
@@ -108,38 +112,36 @@ def messages(data: bytes | memoryview) -> Iterator[Logged | Ack | RemoteError]:
     caller counts it and carries on with the next.
     """
     view = memoryview(data)
-    offset = 0
-    while offset + _NLMSGHDR.size <= len(view):
-        length, kind, _flags, seq, _pid = _NLMSGHDR.unpack_from(view, offset)
-        if length < _NLMSGHDR.size or offset + length > len(view):
+    offset, end, unpack = 0, len(view), _NLMSGHDR.unpack_from
+    while offset + _NLMSGHDR.size <= end:
+        length, kind, _flags, seq, _pid = unpack(view, offset)
+        if length < _NLMSGHDR.size or offset + length > end:
             yield RemoteError("bad netlink length")
             return
-        body = view[offset + _NLMSGHDR.size : offset + length]
-        offset += (length + 3) & ~3
-        if kind == NLMSG_ERROR:
+        if kind == _PACKET:
+            yield _packet(view, offset + _NLMSGHDR.size, offset + length)
+        elif kind == NLMSG_ERROR:
+            body = view[offset + _NLMSGHDR.size : offset + length]
             error = struct.unpack_from("=i", body)[0] if len(body) >= 4 else -1
             yield Ack(seq, error)
-        elif kind == (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_PACKET:
-            yield _packet(body)
+        offset += (length + 3) & ~3
 
 
-def _packet(body: memoryview) -> Logged | RemoteError:
-    if len(body) < 4:
+def _packet(view: memoryview, start: int, end: int) -> Logged | RemoteError:
+    """One NFULNL_MSG_PACKET: the nfgenmsg header, then attributes (payload last)."""
+    if end - start < 4:
         return RemoteError("short nflog message")
-    group = int.from_bytes(body[2:4], "big")
+    group = _GROUP.unpack_from(view, start + 2)[0]
     prefix = b""
-    payload: bytes | None = None
-    offset, end, unpack = 4, len(body), _NLATTR.unpack_from
+    offset, unpack = start + 4, _NLATTR.unpack_from
     while offset + 4 <= end:
-        size, kind = unpack(body, offset)
+        size, kind = unpack(view, offset)
         if size < 4 or offset + size > end:
             return RemoteError("bad nflog attribute")
         kind &= _NLA_TYPE_MASK
         if kind == NFULA_PAYLOAD:
-            payload = bytes(body[offset + 4 : offset + size])
-        elif kind == NFULA_PREFIX:
-            prefix = bytes(body[offset + 4 : offset + size]).rstrip(b"\0")
+            return Logged(group, prefix, bytes(view[offset + 4 : offset + size]))
+        if kind == NFULA_PREFIX:
+            prefix = bytes(view[offset + 4 : offset + size]).rstrip(b"\0")
         offset += (size + 3) & ~3
-    if payload is None:
-        return RemoteError("nflog message without payload")
-    return Logged(group, prefix, payload)
+    return RemoteError("nflog message without payload")

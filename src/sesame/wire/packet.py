@@ -6,6 +6,7 @@ short reason, never anything else.
 
 from __future__ import annotations
 
+import struct
 from ipaddress import IPv4Address, IPv6Address
 from typing import NamedTuple
 
@@ -15,7 +16,6 @@ from sesame.ports import Port, Proto
 
 TCP, UDP = 6, 17
 SYN, ACK = 0x02, 0x10
-_PROTOS: dict[int, Proto] = {TCP: "tcp", UDP: "udp"}
 
 
 class Packet(NamedTuple):
@@ -32,42 +32,47 @@ class Packet(NamedTuple):
         return IPv4Address(self.to) if len(self.to) == 4 else IPv6Address(self.to)
 
 
+_V4 = struct.Struct("!HxB2x4s4s")  # from byte 6: flags and fragment offset, protocol, addresses
+_V6 = struct.Struct("!B1x16s16s")  # from byte 6: next header, hop limit, addresses
+_DPORT = struct.Struct("!H")
+
+
 def decode(data: bytes) -> Packet:
     """Decode a network-layer packet (starting at the IP header)."""
     if not data:
         raise RemoteError("empty packet")
     version = data[0] >> 4
     if version == 4:
-        ihl = (data[0] & 0x0F) * 4
-        if ihl < 20 or len(data) < ihl:
+        offset = (data[0] & 0x0F) * 4
+        if offset < 20 or len(data) < offset:
             raise RemoteError("short ipv4 header")
-        if int.from_bytes(data[6:8], "big") & 0x1FFF:
+        fragment, proto, packed, destination = _V4.unpack_from(data, 6)
+        if fragment & 0x1FFF:
             raise RemoteError("ipv4 fragment")
-        proto = data[9]
-        source: Address = IPv4Address(data[12:16])
-        destination = bytes(data[16:20])
-        offset = ihl
+        source: Address = IPv4Address(packed)
     elif version == 6:
         if len(data) < 40:
             raise RemoteError("short ipv6 header")
-        proto = data[6]
-        source = IPv6Address(bytes(data[8:24]))
-        destination = bytes(data[24:40])
+        proto, packed, destination = _V6.unpack_from(data, 6)
+        source = IPv6Address(packed)
         offset = 40
     else:
         raise RemoteError("not ip")
-    name = _PROTOS.get(proto)
-    if name is None:
-        raise RemoteError("not tcp or udp")
-    transport = data[offset:]
-    if len(transport) < (20 if proto == TCP else 8):
-        raise RemoteError(f"short {name} header")
-    dport = int.from_bytes(transport[2:4], "big")
-    if dport == 0:
-        raise RemoteError("port 0")
     if proto == TCP:
-        return Packet(source, _port("tcp", dport), transport[13], b"", destination)
-    return Packet(source, _port("udp", dport), 0, bytes(transport[8:]), destination)
+        if len(data) < offset + 20:
+            raise RemoteError("short tcp header")
+        dport = _DPORT.unpack_from(data, offset + 2)[0]
+        if dport == 0:
+            raise RemoteError("port 0")
+        return Packet(source, _port("tcp", dport), data[offset + 13], b"", destination)
+    if proto == UDP:
+        if len(data) < offset + 8:
+            raise RemoteError("short udp header")
+        dport = _DPORT.unpack_from(data, offset + 2)[0]
+        if dport == 0:
+            raise RemoteError("port 0")
+        return Packet(source, _port("udp", dport), 0, data[offset + 8 :], destination)
+    raise RemoteError("not tcp or udp")
 
 
 _PORTS: dict[tuple[str, int], Port] = {}
