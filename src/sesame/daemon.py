@@ -102,7 +102,7 @@ class Daemon:
         # while the kernel's map is full, (since, knocks then, when to look again).
         self.first: frozenset[Port] | None = None
         self.read_hits_until = 0.0
-        self.taking: set[Address] = set()  # first knocks read back, to mark as taken
+        self.taking: set[Address] = set()  # first knocks read back: sources to follow
         self.overflow: tuple[float, int, float] | None = None
         self.runner = commands.Runner()
         self.drops: dict[str, int] = {}
@@ -188,9 +188,9 @@ class Daemon:
         return actions
 
     def _first_knock(self, source: Address, now: float) -> list[Action]:
-        """Read back the first knock the kernel remembered of ``source`` (a knock
-        reached sesame, so the source has one, or sesame took it already) and feed it
-        to the engine at the time it came."""
+        """Read back the first knock the kernel remembered of ``source`` (a knock of
+        a source sesame does not follow reached it, so it has one, unless it expired
+        meanwhile) and feed it to the engine at the time it came."""
         try:
             hit = self.gate.first_hit(source)
         except FirewallError as exc:
@@ -203,14 +203,14 @@ class Daemon:
         return self.engine.knock(Knock(source, port, SYN), now - age)
 
     def take_first_knocks(self) -> None:
-        """Mark the first knocks read back as taken in the kernel (the loop does it
-        when no packet waits: the rest of a knock sequence goes first)."""
+        """Forget the first knocks read back in the kernel, and follow their sources
+        (the loop does it when no packet waits: the rest of a sequence goes first)."""
         if not self.taking:
             return
         try:
             self.gate.take(self.taking, self.config.longest_sequence)
         except FirewallError as exc:
-            log.error("cannot mark first knocks as read: %s", exc)
+            log.error("cannot follow the sources of first knocks: %s", exc)
         self.taking = set()
 
     def _overflowed(self, now: float) -> None:

@@ -153,6 +153,8 @@ def test_knocks_chain_modes():
     remember = "update @hits4 { ip saddr timeout 5000ms : meta l4proto . th dport }"
     assert f"knocks meta l4proto . th dport @first {remember} counter drop" in kernel
     assert "knocks ip saddr @hits4 counter log group 5155" in kernel
+    assert "knocks ip saddr @follow4 counter log group 5155" in kernel
+    assert "knocks ip6 saddr @follow6 meta l4proto . th dport @first update @follow6" in kernel
     assert 'log prefix "full" group 5155' in kernel
     assert kernel.splitlines()[-1] == "add rule inet sesame knocks counter drop"
 

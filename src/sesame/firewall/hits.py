@@ -68,8 +68,8 @@ def request(table: str, address: Address, seq: int) -> bytes:
 
 
 def parse(message: bytes) -> tuple[Port | None, float] | None:
-    """The first port (None: already taken by sesame) and the age in seconds of the
-    element in one NEWSETELEM answer; None if the answer holds no element."""
+    """The first port (None if the kernel's data is not one) and the age in seconds
+    of the element in one NEWSETELEM answer; None if the answer holds no element."""
     for kind, value in _attrs(message[4:]):  # after the nfgenmsg header
         if kind != LIST_ELEMENTS:
             continue
@@ -97,8 +97,7 @@ class HitReader:
         self.sock.settimeout(2.0)  # the kernel answers at once
 
     def get(self, address: Address) -> tuple[Port | None, float] | None:
-        """(first port or None if taken, age in seconds) of ``address``'s element,
-        or None when it has none."""
+        """(first port, age in seconds) of ``address``'s element, or None."""
         self._seq += 1
         try:
             self.sock.send(request(self.table, address, self._seq))

@@ -59,28 +59,28 @@ class NftGate:
             lines += ruleset.knocks(self.config, first)
             if tracked is not None:
                 seconds = self.config.longest_sequence
-                lines += [f"flush map inet {self.table} hits{n}" for n in "46"]
-                lines += [ruleset.taken(self.table, a, seconds) for a in tracked]
+                lines += [ruleset.follow(self.table, a, seconds) for a in tracked]
         self.nft.run("\n".join(lines) + "\n")
 
     def first_hit(self, address: Address) -> tuple[Port | None, float] | None:
-        """The first knock the kernel remembers of ``address``: (its port, or None if
-        sesame took it already; its age in seconds), or None."""
+        """The first knock the kernel remembers of ``address``: (its port, its age in
+        seconds), or None."""
         if self._hits is None:
             self._hits = HitReader(self.table)
         return self._hits.get(address)
 
     def take(self, addresses: Iterable[Address], seconds: float) -> None:
-        """Mark first knocks as read, keeping the sources' knocks coming."""
-        t, marks = self.table, {a: ruleset.taken(self.table, a, seconds) for a in addresses}
+        """Forget the first knocks sesame read back, and follow their sources."""
+        t = self.table
+        steps = {a: (ruleset.forget_hit(t, a), ruleset.follow(t, a, seconds)) for a in addresses}
         try:
-            self.nft.run("".join(f"{ruleset.untake(t, a)}\n{m}\n" for a, m in marks.items()))
+            self.nft.run("".join(f"{forget}\n{keep}\n" for forget, keep in steps.values()))
         except FirewallError:  # an element expired meanwhile: one at a time
-            for address, mark in marks.items():
+            for forget, keep in steps.values():
                 try:
-                    self.nft.run(f"{ruleset.untake(t, address)}\n{mark}\n")
+                    self.nft.run(f"{forget}\n{keep}\n")
                 except FirewallError:
-                    self.nft.run(mark + "\n")
+                    self.nft.run(keep + "\n")
 
     def entries(self) -> list[Entry]:
         """Live grant elements; empty when the table does not exist."""

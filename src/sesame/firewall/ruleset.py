@@ -14,13 +14,12 @@ Layout of ``table inet <name>`` (``sesame`` by default):
   first knock (a port in ``first``) from a source with nothing in progress is only
   remembered, in the map ``hits4``/``hits6`` (source -> the port it hit, with the
   longest seq_timeout as the element timeout); any other knock from such a source is
-  dropped unseen. Only knocks from sources in the map go to userspace, where sesame
-  reads the first knock (port and age) back from the map and marks the element as
-  taken (port 0). A flood of junk, even to knock ports, then costs sesame nothing.
+  dropped unseen. Knocks from sources in the map go to userspace, where sesame reads
+  the first knock (port and age) back and moves the source to ``follow4``/``follow6``:
+  sources whose knocks sesame follows itself (their timeout renewed by a first port
+  knocked again). A flood of junk, even to knock ports, then costs sesame nothing.
   When the map is full, first knocks go to userspace with the prefix ``full``, and
   sesame switches to the other mode, *every knock to userspace*, until calm returns.
-- ``guard``: established/related traffic passes; a packet whose (source, proto,
-  port) is in ``grants4``/``grants6`` passes; everything else is dropped.
 
 Grants are set elements with a kernel timeout, so they expire even if sesame dies.
 The structure is (re)installed in one transaction that keeps the grant sets.
@@ -40,6 +39,7 @@ from sesame.wire import fwknop, spa
 
 NOISY_SIZE = 65536
 FIRST_SIZE = 16384  # first knocks remembered at once; beyond, sesame sees them all
+FOLLOW_SIZE = 1 << 20  # sources sesame follows (at most max_sources in practice)
 SNAPLEN = 2048
 FULL = b"full"  # the log prefix of a first knock the kernel had no room for
 
@@ -68,6 +68,8 @@ def install(
         f" flags dynamic, timeout; size {FIRST_SIZE}; }}",
         f"add map {t} hits6 {{ type ipv6_addr : inet_proto . inet_service;"
         f" flags dynamic, timeout; size {FIRST_SIZE}; }}",
+        f"add set {t} follow4 {{ type ipv4_addr; flags dynamic, timeout; size {FOLLOW_SIZE}; }}",
+        f"add set {t} follow6 {{ type ipv6_addr; flags dynamic, timeout; size {FOLLOW_SIZE}; }}",
     ]
     for name, ports in (
         ("guarded", config.guarded),
@@ -151,40 +153,39 @@ def knocks(config: Config, first: Iterable[Port] | None) -> list[str]:
         return [*lines, f"add rule {t} knocks counter {log} drop"]
     timeout = f"timeout {max(1, round(config.longest_sequence * 1000))}ms"
     hit = "meta l4proto . th dport @first"
-    remember = {
-        family: f"update @hits{family} {{ {ip} saddr {timeout} : meta l4proto . th dport }}"
-        for family, ip in (("4", "ip"), ("6", "ip6"))
-    }
+    out = list(lines)
+    for n, ip in (("4", "ip"), ("6", "ip6")):
+        out += [
+            # A source sesame follows that knocks a first port again starts over.
+            f"add rule {t} knocks {ip} saddr @follow{n} {hit}"
+            f" update @follow{n} {{ {ip} saddr {timeout} }}",
+            f"add rule {t} knocks {ip} saddr @follow{n} counter {log} drop",
+            f"add rule {t} knocks {ip} saddr @hits{n} counter {log} drop",
+        ]
+    for n, ip in (("4", "ip"), ("6", "ip6")):
+        remember = f"update @hits{n} {{ {ip} saddr {timeout} : meta l4proto . th dport }}"
+        out.append(f"add rule {t} knocks {hit} {remember} counter drop")
     return [
-        *lines,
-        # Knocking the first port again restarts: the element lives on (its port stays).
-        f"add rule {t} knocks ip saddr @hits4 {hit} {remember['4']}",
-        f"add rule {t} knocks ip6 saddr @hits6 {hit} {remember['6']}",
-        f"add rule {t} knocks ip saddr @hits4 counter {log} drop",
-        f"add rule {t} knocks ip6 saddr @hits6 counter {log} drop",
-        f"add rule {t} knocks {hit} {remember['4']} counter drop",
-        f"add rule {t} knocks {hit} {remember['6']} counter drop",
+        *out,
         f'add rule {t} knocks {hit} counter log prefix "{FULL.decode()}" group'
         f" {config.server.log_group} snaplen {SNAPLEN} drop",
         f"add rule {t} knocks counter drop",
     ]
 
 
-def taken(table: str, address: Address, seconds: float) -> str:
-    """Mark a source's first knock as read by sesame (port 0), keeping its knocks
-    coming to userspace for ``seconds`` (the element must not exist: see untake)."""
+def follow(table: str, address: Address, seconds: float) -> str:
+    """Have a source's knocks come to userspace for ``seconds`` (sesame follows it)."""
+    family = "4" if isinstance(address, IPv4Address) else "6"
     return (
-        f"add element inet {table} {_hits(address)} {{ {address} timeout"
-        f" {max(1, round(seconds * 1000))}ms : tcp . 0 }}"
+        f"add element inet {table} follow{family} {{ {address} timeout"
+        f" {max(1, round(seconds * 1000))}ms }}"
     )
 
 
-def untake(table: str, address: Address) -> str:
-    return f"delete element inet {table} {_hits(address)} {{ {address} }}"
-
-
-def _hits(address: Address) -> str:
-    return "hits4" if isinstance(address, IPv4Address) else "hits6"
+def forget_hit(table: str, address: Address) -> str:
+    """Delete a source's first knock from the kernel's map (sesame has read it)."""
+    family = "4" if isinstance(address, IPv4Address) else "6"
+    return f"delete element inet {table} hits{family} {{ {address} }}"
 
 
 def fill(table: str, name: str, ports: Iterable[Port]) -> list[str]:
