@@ -272,9 +272,7 @@ def test_when_the_kernel_is_full_every_knock_goes_to_sesame(lab, tmp_path):
     mark = daemon.mark()
     listing = lab.nft("list", "map", "inet", "sesame", "hits4")
     size = int(re.search(r"size (\d+)", listing).group(1))
-    junk = ",\n".join(
-        f"10.{i >> 8 & 255}.{i & 255}.1 timeout 2s : tcp . 7000" for i in range(size)
-    )
+    junk = ",\n".join(f"10.{i >> 8 & 255}.{i & 255}.1 timeout 2s : tcp . 7000" for i in range(size))
     fill = tmp_path / "fill.nft"
     fill.write_text(f"add element inet sesame hits4 {{ {junk} }}\n")
     lab.run(lab.server.netns, "nft", "-f", str(fill))

@@ -151,3 +151,20 @@ def test_a_full_kernel_map_sends_every_knock_to_sesame_until_calm():
     clock.advance(10)
     daemon.tick(clock())
     assert gate.first == first
+
+
+def test_reload_keeps_the_first_stage_with_the_new_first_ports(tmp_path):
+    path = tmp_path / "sesame.toml"
+    path.write_text(EXAMPLE)
+    clock = FakeClock()
+    gate = MemoryGate(clock)
+    daemon = Daemon(config.load(str(path)), gate, clock)
+    daemon.start()
+    assert gate.first == {Port("tcp", 7000), Port("tcp", 9000)}
+    path.write_text(EXAMPLE.replace('sequence = ["7000/tcp"', 'sequence = ["7100/tcp"'))
+    daemon.reload(lambda: config.load(str(path)))
+    assert gate.first == {Port("tcp", 7100), Port("tcp", 9000)}
+    flags = EXAMPLE.replace("[[door]]", '[[door]]\ntcp_flags = ["syn", "!ack", "!fin"]', 1)
+    path.write_text(flags)
+    daemon.reload(lambda: config.load(str(path)))
+    assert gate.first is None  # the engine must see every knock's flags
