@@ -110,15 +110,21 @@ class KernelFirstStage(MemoryGate):
     def take(self, addresses, seconds):
         for address in addresses:
             self.taken.append(address)
-            self.hits[address] = (None, self.hits[address][1])
+            del self.hits[address]  # read: sesame follows the source from now on
+
+
+def first_stage(age):
+    """A daemon whose kernel remembers that USER knocked 7000/tcp ``age`` seconds ago."""
+    clock = FakeClock()
+    user = ip_address(USER)
+    gate = KernelFirstStage(clock, {user: (Port("tcp", 7000), age)})
+    daemon = Daemon(config.parse(EXAMPLE, "t.toml"), gate, clock)
+    daemon.start()
+    return daemon, gate, clock, user
 
 
 def test_a_first_knock_the_kernel_kept_is_read_back_once():
-    clock = FakeClock()
-    user = ip_address(USER)
-    gate = KernelFirstStage(clock, {user: (Port("tcp", 7000), 0.5)})
-    daemon = Daemon(config.parse(EXAMPLE, "t.toml"), gate, clock)
-    daemon.start()
+    daemon, gate, clock, user = first_stage(0.5)
     assert gate.first == {Port("tcp", 7000), Port("tcp", 9000)}  # opening, closing
     send(daemon, clock, (9000, "tcp"))  # a wrong knock port: the attempt is reset
     assert gate.taken == [user]
@@ -130,11 +136,7 @@ def test_a_first_knock_the_kernel_kept_is_read_back_once():
 
 
 def test_a_first_knock_older_than_seq_timeout_does_not_count():
-    clock = FakeClock()
-    user = ip_address(USER)
-    gate = KernelFirstStage(clock, {user: (Port("tcp", 7000), 4.95)})
-    daemon = Daemon(config.parse(EXAMPLE, "t.toml"), gate, clock)
-    daemon.start()
+    daemon, gate, clock, _ = first_stage(4.95)
     send(daemon, clock, (8000, "tcp"), (9000, "udp"))  # the last knock comes 5.05 s after
     assert gate.elements == {}
 

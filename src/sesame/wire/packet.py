@@ -58,21 +58,16 @@ def decode(data: bytes) -> Packet:
         offset = 40
     else:
         raise RemoteError("not ip")
+    if proto != TCP and proto != UDP:
+        raise RemoteError("not tcp or udp")
+    if len(data) < offset + (20 if proto == TCP else 8):
+        raise RemoteError("short tcp header" if proto == TCP else "short udp header")
+    dport = _DPORT.unpack_from(data, offset + 2)[0]
+    if dport == 0:
+        raise RemoteError("port 0")
     if proto == TCP:
-        if len(data) < offset + 20:
-            raise RemoteError("short tcp header")
-        dport = _DPORT.unpack_from(data, offset + 2)[0]
-        if dport == 0:
-            raise RemoteError("port 0")
         return Packet(source, _port("tcp", dport), data[offset + 13], b"", destination)
-    if proto == UDP:
-        if len(data) < offset + 8:
-            raise RemoteError("short udp header")
-        dport = _DPORT.unpack_from(data, offset + 2)[0]
-        if dport == 0:
-            raise RemoteError("port 0")
-        return Packet(source, _port("udp", dport), 0, data[offset + 8 :], destination)
-    raise RemoteError("not tcp or udp")
+    return Packet(source, _port("udp", dport), 0, data[offset + 8 :], destination)
 
 
 _PORTS: dict[tuple[str, int], Port] = {}
