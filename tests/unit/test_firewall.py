@@ -7,7 +7,7 @@ from ipaddress import ip_address
 from sesame import config
 from sesame.doors import Door
 from sesame.engine import Closed, Grant, Opened
-from sesame.firewall import commands, ruleset
+from sesame.firewall import commands, netlink, ruleset
 from sesame.ports import Port
 from tests.unit.test_config import EXAMPLE
 
@@ -32,20 +32,33 @@ def test_interface_filter():
 
 
 def test_opened_grant_replaces_any_same_element_in_one_transaction():
-    text = ruleset.decisions("sesame", [Opened(GRANT)], now=0.0)
-    assert text.splitlines() == [
-        "add element inet sesame grants4 { 198.51.100.2 . tcp . 22 }",
-        "delete element inet sesame grants4 { 198.51.100.2 . tcp . 22 }",
-        'add element inet sesame grants4 { 198.51.100.2 . tcp . 22 timeout 30000ms comment "ssh" }',
+    steps = netlink.grant_steps([Opened(GRANT)], now=0.0)
+    key = A.packed + bytes([6, 0, 0, 0, 0, 22, 0, 0])  # address . tcp . 22, as nft lays it out
+    assert steps == [
+        (netlink.NEWSETELEM, "grants4", [netlink.element(key)]),
+        (netlink.DELSETELEM, "grants4", [netlink.element(key)]),
+        (netlink.NEWSETELEM, "grants4", [netlink.element(key, 30000, "ssh")]),
     ]
+    batch = netlink.batch([netlink.message(k, "sesame", n, e, 2) for k, n, e in steps], 1)
+    assert batch.count(b"grants4\0") == 3 and b"ssh\0" in batch
 
 
 def test_closing_is_idempotent_and_v6_goes_to_grants6():
-    grant = Grant("ssh", ip_address("2001:db8::2"), (Port("tcp", 22),), 1.0)
-    text = ruleset.decisions("sesame", [Closed(grant, "unknock")], now=0.0)
-    assert text.splitlines() == [
-        "add element inet sesame grants6 { 2001:db8::2 . tcp . 22 }",
-        "delete element inet sesame grants6 { 2001:db8::2 . tcp . 22 }",
+    address = ip_address("2001:db8::2")
+    grant = Grant("ssh", address, (Port("tcp", 22),), 1.0)
+    steps = netlink.grant_steps([Closed(grant, "unknock")], now=0.0)
+    key = address.packed + bytes([6, 0, 0, 0, 0, 22, 0, 0])
+    assert steps == [
+        (netlink.NEWSETELEM, "grants6", [netlink.element(key)]),
+        (netlink.DELSETELEM, "grants6", [netlink.element(key)]),
+    ]
+
+
+def test_following_sources_forgets_their_first_knocks():
+    steps = netlink.follow_steps([A], 5.0, forget=True)
+    assert steps == [
+        (netlink.DELSETELEM, "hits4", [netlink.element(A.packed)]),
+        (netlink.NEWSETELEM, "follow4", [netlink.element(A.packed, 5000)]),
     ]
 
 
@@ -160,20 +173,15 @@ def test_knocks_chain_modes():
 
 
 def test_first_knock_answer_from_the_kernel():
-    from sesame.firewall import hits
-
-    address = ip_address("198.51.100.2")
-    asked = hits.request("sesame", address, 7)
-    assert bytes(address.packed) in asked and b"hits4\0" in asked
-    a = hits._attr
+    a, nl = netlink._attr, netlink
     element = (
-        a(hits.ELEM_KEY, a(hits.DATA_VALUE, address.packed), True)
-        + a(hits.ELEM_DATA, a(hits.DATA_VALUE, bytes([6, 0, 0, 0, 0x1B, 0x58, 0, 0])), True)
-        + a(hits.ELEM_TIMEOUT, (5000).to_bytes(8, "big"))
-        + a(hits.ELEM_EXPIRATION, (3800).to_bytes(8, "big"))
+        a(nl.ELEM_KEY, a(nl.DATA_VALUE, A.packed), True)
+        + a(nl.ELEM_DATA, a(nl.DATA_VALUE, bytes([6, 0, 0, 0, 0x1B, 0x58, 0, 0])), True)
+        + a(nl.ELEM_TIMEOUT, (5000).to_bytes(8, "big"))
+        + a(nl.ELEM_EXPIRATION, (3800).to_bytes(8, "big"))
     )
-    answer = bytes(4) + a(hits.LIST_ELEMENTS, a(hits.LIST_ELEM, element, True), True)
-    assert hits.parse(answer) == (Port("tcp", 7000), 1.2)
-    taken = answer.replace(bytes([0x1B, 0x58]), bytes(2))
-    assert hits.parse(taken) == (None, 1.2)
-    assert hits.parse(bytes(4)) is None
+    answer = bytes(4) + a(nl.LIST_ELEMENTS, a(nl.LIST_ELEM, element, True), True)
+    assert nl.parse_hit(answer) == (Port("tcp", 7000), 1.2)
+    not_a_port = answer.replace(bytes([0x1B, 0x58]), bytes(2))
+    assert nl.parse_hit(not_a_port) == (None, 1.2)
+    assert nl.parse_hit(bytes(4)) is None

@@ -1,4 +1,6 @@
-"""The nftables gate: sesame's own table in the kernel, driven through libnftables."""
+"""The nftables gate: sesame's own table in the kernel. The table and its rules go
+through libnftables (one atomic transaction each); grants and first knocks, the hot
+path, go straight over netlink (:mod:`sesame.firewall.netlink`)."""
 
 from __future__ import annotations
 
@@ -7,8 +9,7 @@ from collections.abc import Iterable, Sequence
 from sesame.config import Config
 from sesame.engine.events import Address, Decision
 from sesame.errors import FirewallError
-from sesame.firewall import ruleset
-from sesame.firewall.hits import HitReader
+from sesame.firewall import netlink, ruleset
 from sesame.firewall.libnft import Nft
 from sesame.firewall.ruleset import Entry
 from sesame.ports import Port
@@ -21,7 +22,13 @@ class NftGate:
         self.table = table
         self.nft = nft or Nft()
         self.config: Config | None = None
-        self._hits: HitReader | None = None
+        self._netlink: netlink.Netlink | None = None
+
+    @property
+    def netlink(self) -> netlink.Netlink:
+        if self._netlink is None:
+            self._netlink = netlink.Netlink(self.table)
+        return self._netlink
 
     def install(
         self,
@@ -40,9 +47,7 @@ class NftGate:
 
     def apply(self, decisions: Sequence[Decision], now: float) -> None:
         """Carry out engine decisions in one transaction."""
-        commands = ruleset.decisions(self.table, decisions, now)
-        if commands:
-            self.nft.run(commands)
+        self.netlink.apply(netlink.grant_steps(decisions, now))
 
     def set_knock_ports(
         self,
@@ -53,34 +58,31 @@ class NftGate:
         """Replace the knock ports (one-time sequences roll) and the first ports the
         kernel remembers by itself (None: none, every knock goes to userspace), in one
         transaction. ``tracked``, when the kernel takes first knocks over: the sources
-        sesame follows already, whose knocks must keep coming."""
+        sesame follows already, whose knocks must keep coming (followed first)."""
+        if tracked is not None and self.config is not None:
+            seconds = self.config.longest_sequence
+            self.netlink.apply(netlink.follow_steps(tracked, seconds, forget=False))
         lines = ruleset.fill(self.table, "knock", sorted(ports))
         if self.config is not None:
             lines += ruleset.knocks(self.config, first)
-            if tracked is not None:
-                seconds = self.config.longest_sequence
-                lines += [ruleset.follow(self.table, a, seconds) for a in tracked]
         self.nft.run("\n".join(lines) + "\n")
 
     def first_hit(self, address: Address) -> tuple[Port | None, float] | None:
         """The first knock the kernel remembers of ``address``: (its port, its age in
         seconds), or None."""
-        if self._hits is None:
-            self._hits = HitReader(self.table)
-        return self._hits.get(address)
+        return self.netlink.hit(address)
 
     def take(self, addresses: Iterable[Address], seconds: float) -> None:
         """Forget the first knocks sesame read back, and follow their sources."""
-        t = self.table
-        steps = {a: (ruleset.forget_hit(t, a), ruleset.follow(t, a, seconds)) for a in addresses}
+        addresses = list(addresses)
         try:
-            self.nft.run("".join(f"{forget}\n{keep}\n" for forget, keep in steps.values()))
-        except FirewallError:  # an element expired meanwhile: one at a time
-            for forget, keep in steps.values():
+            self.netlink.apply(netlink.follow_steps(addresses, seconds, forget=True))
+        except FirewallError:  # a first knock expired meanwhile: one at a time
+            for address in addresses:
                 try:
-                    self.nft.run(f"{forget}\n{keep}\n")
+                    self.netlink.apply(netlink.follow_steps([address], seconds, forget=True))
                 except FirewallError:
-                    self.nft.run(keep + "\n")
+                    self.netlink.apply(netlink.follow_steps([address], seconds, forget=False))
 
     def entries(self) -> list[Entry]:
         """Live grant elements; empty when the table does not exist."""

@@ -27,13 +27,13 @@ The structure is (re)installed in one transaction that keeps the grant sets.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, ip_address
 from typing import Any
 
 from sesame.config import Config
-from sesame.engine.events import Address, Closed, Decision, Grant
+from sesame.engine.events import Address, Grant
 from sesame.ports import Port
 from sesame.wire import fwknop, spa
 
@@ -173,21 +173,6 @@ def knocks(config: Config, first: Iterable[Port] | None) -> list[str]:
     ]
 
 
-def follow(table: str, address: Address, seconds: float) -> str:
-    """Have a source's knocks come to userspace for ``seconds`` (sesame follows it)."""
-    family = "4" if isinstance(address, IPv4Address) else "6"
-    return (
-        f"add element inet {table} follow{family} {{ {address} timeout"
-        f" {max(1, round(seconds * 1000))}ms }}"
-    )
-
-
-def forget_hit(table: str, address: Address) -> str:
-    """Delete a source's first knock from the kernel's map (sesame has read it)."""
-    family = "4" if isinstance(address, IPv4Address) else "6"
-    return f"delete element inet {table} hits{family} {{ {address} }}"
-
-
 def fill(table: str, name: str, ports: Iterable[Port]) -> list[str]:
     """Replace the elements of a ``proto . port`` set (one transaction with the rest)."""
     ports = list(ports)
@@ -212,28 +197,6 @@ def remove(table: str, address: Address, ports: Iterable[Port]) -> list[str]:
         element = f"inet {table} {_set(address)} {{ {_key(address, port)} }}"
         out += [f"add element {element}", f"delete element {element}"]
     return out
-
-
-def put(table: str, grant: Grant, timeout_ms: int) -> list[str]:
-    """Install ``grant`` with a fresh timeout, replacing any same element."""
-    out = remove(table, grant.address, grant.ports)
-    for port in grant.ports:
-        out.append(
-            f"add element inet {table} {_set(grant.address)} {{ {_key(grant.address, port)}"
-            f' timeout {timeout_ms}ms comment "{comment(grant.door, grant.user)}" }}'
-        )
-    return out
-
-
-def decisions(table: str, items: Sequence[Decision], now: float) -> str:
-    """The commands that carry out engine decisions, for one transaction."""
-    lines: list[str] = []
-    for item in items:
-        if isinstance(item, Closed):
-            lines += remove(table, item.grant.address, item.grant.ports)
-        else:
-            lines += put(table, item.grant, max(1, round((item.grant.expires - now) * 1000)))
-    return "\n".join(lines) + "\n" if lines else ""
 
 
 @dataclass(frozen=True, slots=True)
