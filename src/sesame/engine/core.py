@@ -113,9 +113,10 @@ class Engine:
     ) -> None:
         self.fwknop_stanzas = tuple(fwknop)
         self.fwknop_ports = frozenset(s.spa_port for s in fwknop)
-        self._fwknop_by_port: dict[int, list[FwknopStanza]] = {}
+        self._fwknop_by_port: dict[int, list[tuple[FwknopStanza, fwknop_wire.Verifier]]] = {}
         for stanza in fwknop:
-            self._fwknop_by_port.setdefault(stanza.spa_port, []).append(stanza)
+            verifier = fwknop_wire.Verifier(stanza.hmac_key, stanza.hmac_type)
+            self._fwknop_by_port.setdefault(stanza.spa_port, []).append((stanza, verifier))
         self.fwknop_destinations = any(s.destinations for s in fwknop)
         self.targets = any(d.target is not None for d in doors)  # knocks need destinations
         self._names = {d.name for d in doors} | {s.name for s in fwknop}
@@ -330,14 +331,14 @@ class Engine:
         """Judge one datagram in fwknop's format, against the access stanzas
         (``destination`` is needed only where a stanza has DESTINATION)."""
         reason = "fwknop no stanza for source"
-        for stanza in self._fwknop_by_port.get(port.number, ()):
+        for stanza, verifier in self._fwknop_by_port.get(port.number, ()):
             restricted = stanza.sources or stanza.destinations
             if restricted and not stanza.admits(source, destination):
                 continue
             if stanza.access_expire is not None and wall > stanza.access_expire:
                 reason = "fwknop access expired"
                 continue
-            wrong = fwknop_wire.fault(payload, stanza.hmac_key, stanza.hmac_type)
+            wrong = verifier.fault(payload)
             if wrong is not None:
                 reason = wrong
                 continue

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import functools
 import hashlib
 import hmac
 import os
@@ -66,18 +65,36 @@ def _key_iv(password: bytes, salt: bytes) -> tuple[bytes, bytes]:
     return out[:32], out[32:48]
 
 
-@functools.lru_cache(maxsize=256)
-def _keyed(hmac_key: bytes, digest: str) -> hmac.HMAC:
-    """An HMAC with its key already set up: each datagram copies it (half the work of
-    keying a new one, which matters under a flood of junk)."""
-    return hmac.new(hmac_key, digestmod=digest)
-
-
-def _mac(hmac_key: bytes, digest: str, data: bytes) -> bytes:
+def _b64_tag(digest: bytes) -> bytes:
     """fwknop's HMAC field: base64 without padding."""
-    mac = _keyed(hmac_key, digest).copy()
-    mac.update(data)
-    return binascii.b2a_base64(mac.digest(), newline=False).rstrip(b"=")
+    return binascii.b2a_base64(digest, newline=False).rstrip(b"=")
+
+
+class Verifier:
+    """The checks before decryption, for one stanza's HMAC key, keyed once: each
+    datagram copies the keyed HMAC (which has the "U2FsdGVkX1" prefix in already)
+    rather than keying a new one, which matters under a flood of junk."""
+
+    __slots__ = ("_keyed", "_tag")
+
+    def __init__(self, hmac_key: bytes | None, hmac_type: str = "sha256") -> None:
+        self._keyed = None if hmac_key is None else hmac.new(hmac_key, _PREFIX, hmac_type)
+        self._tag = HMAC_TYPES[hmac_type]
+
+    def fault(self, wire: bytes) -> str | None:
+        """The cheap checks, then the HMAC: what is wrong with a datagram (a
+        RemoteError reason), or None if it may be decrypted. Returns rather than
+        raises: under a flood of junk, most datagrams end here."""
+        if not MIN_SIZE <= len(wire) <= MAX_SIZE or not _B64.match(wire):
+            return "fwknop size or charset"
+        if wire.startswith(_PREFIX):
+            return "fwknop prefix"
+        if self._keyed is not None:
+            mac = self._keyed.copy()
+            mac.update(wire[: -self._tag])
+            if not same(_b64_tag(mac.digest()), wire[-self._tag :]):
+                return "fwknop bad hmac"
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,21 +110,6 @@ class Message:
     client_timeout: int = 0
 
 
-def fault(wire: bytes, hmac_key: bytes | None, hmac_type: str = "sha256") -> str | None:
-    """The cheap checks, then the HMAC: what is wrong with a datagram for these keys
-    (a RemoteError reason), or None if it may be decrypted. Returns rather than
-    raises: under a flood of junk, most datagrams end here."""
-    if not MIN_SIZE <= len(wire) <= MAX_SIZE or not _B64.match(wire):
-        return "fwknop size or charset"
-    if wire.startswith(_PREFIX):
-        return "fwknop prefix"
-    if hmac_key is not None:
-        n = HMAC_TYPES[hmac_type]
-        if not same(_mac(hmac_key, hmac_type, _PREFIX + wire[:-n]), wire[-n:]):
-            return "fwknop bad hmac"
-    return None
-
-
 def decode(
     wire: bytes,
     key: bytes,
@@ -117,7 +119,7 @@ def decode(
 ) -> Message:
     """Verify and decrypt one datagram for one stanza's keys. ``replayed`` is asked,
     once the HMAC holds and before decryption, whether the datagram was seen before."""
-    reason = fault(wire, hmac_key, hmac_type)
+    reason = Verifier(hmac_key, hmac_type).fault(wire)
     if reason is not None:
         raise RemoteError(reason)
     return open_verified(wire, key, hmac_key is not None, hmac_type, replayed)
@@ -130,7 +132,7 @@ def open_verified(
     hmac_type: str = "sha256",
     replayed: Callable[[bytes], bool] | None = None,
 ) -> Message:
-    """Decrypt a datagram that :func:`fault` passed."""
+    """Decrypt a datagram that :meth:`Verifier.fault` passed."""
     body = _PREFIX + (wire[: -HMAC_TYPES[hmac_type]] if has_hmac else wire)
     if replayed is not None and replayed(wire):
         raise RemoteError("replay")
@@ -203,5 +205,6 @@ def encode(
     raw = b"Salted__" + salt + encryptor.update(padded) + encryptor.finalize()
     body = b64(raw)[len(PREFIX) :]
     if hmac_key is not None:
-        body += _mac(hmac_key, hmac_type, (PREFIX + body).encode("ascii")).decode("ascii")
+        mac = hmac.digest(hmac_key, (PREFIX + body).encode("ascii"), hmac_type)
+        body += _b64_tag(mac).decode("ascii")
     return body.encode("ascii")
