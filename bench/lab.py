@@ -10,6 +10,7 @@ import signal
 import socket
 import struct
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,28 +134,22 @@ class Prober:
 
 
 class Listener:
-    """A TCP service on the guarded port in the server namespace that accepts and closes."""
+    """The service on the guarded port in the server namespace (:mod:`bench.sink`, its
+    own process): accepts every connection and reads it until the client closes."""
 
     def __init__(self, netns: str, port: int = GUARDED) -> None:
-        with inside(netns):
-            self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("0.0.0.0", port))
-        self.sock.listen(4096)
-        import threading
-
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            conn.close()
+        self.process = subprocess.Popen(
+            ["ip", "netns", "exec", netns, sys.executable, "-m", "bench.sink", str(port)],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=Path(__file__).parent.parent,
+        )
+        assert self.process.stdout is not None
+        if self.process.stdout.readline().strip() != "ready":
+            raise RuntimeError("the sink on the guarded port did not start")
 
     def close(self) -> None:
-        self.sock.close()
+        stop(self.process)
 
 
 # -- raw packets ---------------------------------------------------------------------------

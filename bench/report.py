@@ -76,15 +76,16 @@ def markdown(report: dict[str, Any], title: bool = True, level: str = "##") -> s
     if g:
         lines += [
             "",
-            f"{level} The gate at scale (µs per new connection)",
+            f"{level} The gate at scale (µs per new connection; MB/s of one allowed stream)",
             "",
             "| live grants | sesame (nft set) | rule per grant (iptables chain) |",
             "|---|---|---|",
         ]
         for size, e in g.items():
             lines.append(
-                f"| {int(size):,} | {e['sesame_us_per_connection']} | "
-                f"{e['iptables_chain_us_per_connection']} |"
+                f"| {int(size):,} | {e['sesame_us_per_connection']} µs,"
+                f" {e.get('sesame_mb_s', '-')} MB/s | {e['iptables_chain_us_per_connection']} µs,"
+                f" {e.get('iptables_chain_mb_s', '-')} MB/s |"
             )
     checks = targets(report)
     if checks:
