@@ -20,6 +20,8 @@ Layout of ``table inet <name>`` (``sesame`` by default):
   knocked again). A flood of junk, even to knock ports, then costs sesame nothing.
   When the map is full, first knocks go to userspace with the prefix ``full``, and
   sesame switches to the other mode, *every knock to userspace*, until calm returns.
+- ``guard``: established/related traffic passes; a packet whose (source, proto,
+  port) is in ``grants4``/``grants6`` passes; everything else is dropped.
 
 Grants are set elements with a kernel timeout, so they expire even if sesame dies.
 The structure is (re)installed in one transaction that keeps the grant sets.
