@@ -11,6 +11,7 @@ import json
 import logging
 import logging.handlers
 import os
+import signal
 import socket
 import sys
 import time
@@ -270,7 +271,23 @@ def _revoke(args: argparse.Namespace) -> int:
     if not gone:
         print(f"no live grant for {args.who}", file=sys.stderr)
         return 1
+    _tell_daemon(config.server.pid_file)
     return 0
+
+
+def _tell_daemon(pid_file: str | None) -> None:
+    """Have a running daemon (found by its pid_file) read the grants back, so it closes
+    what was revoked: logs it, runs stop commands, and opens anew on the next knock."""
+    if not pid_file:
+        return
+    try:
+        with open(pid_file) as handle:
+            pid = int(handle.read().strip())
+        os.kill(pid, signal.SIGUSR2)
+    except (OSError, ValueError):
+        print(f"no running sesame found by {pid_file}", file=sys.stderr)
+        return
+    print(f"told sesame (pid {pid})")
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -558,7 +575,9 @@ def parser() -> argparse.ArgumentParser:
         "revoke",
         help="remove a user's or an address's grants now",
         description="Remove at once every live grant of USER, or of ADDRESS, from the "
-        "kernel. A user's next valid knock opens again.",
+        "kernel, and tell the running daemon (found by the config's pid_file) to close "
+        "them too: it logs them as revoked and runs the doors' stop commands. A user's "
+        "next valid knock opens again.",
     )
     _config_option(p)
     p.add_argument("who", metavar="USER|ADDRESS")

@@ -1,9 +1,10 @@
 """The daemon: sensor -> engine -> gate, one thread, one loop.
 
 Signals: SIGTERM and SIGINT stop it; SIGHUP reloads the config (a refused config
-leaves the running one in place); SIGUSR1 logs the counters. On stop the table stays
-installed, so the guarded ports stay closed (fail closed) and live grants expire in the
-kernel.
+leaves the running one in place); SIGUSR1 logs the counters; SIGUSR2 reads the grant
+sets back and closes the grants someone removed from the kernel (``sesame revoke``).
+On stop the table stays installed, so the guarded ports stay closed (fail closed) and
+live grants expire in the kernel.
 """
 
 from __future__ import annotations
@@ -383,6 +384,26 @@ class Daemon:
             waits.append(self.overflow[2] - now)
         return max(0.0, min(waits)) if waits else None
 
+    def reconcile(self, now: float) -> None:
+        """Close the grants whose elements are gone from the kernel before their time
+        (``sesame revoke``, an operator): they are logged as revoked, their doors'
+        stop commands run, and a knock opens them anew (start commands run again)."""
+        try:
+            live = {(e.door, e.address) for e in self.gate.entries()}
+        except FirewallError as exc:
+            log.error("cannot read the grants back: %s", exc)
+            return
+        gated = {d.name for d in self.config.doors if d.gate}
+        gated |= {s.name for s in self.config.fwknop}
+        actions: list[Action] = []
+        for grant in self.engine.grants.all():
+            gone = (grant.door, grant.address) not in live
+            if gone and grant.door in gated and grant.expires > now + 1.0:
+                closed = self.engine.revoke(grant.door, grant.address)
+                if closed is not None:
+                    actions.append(closed)
+        self.carry_out(actions, now)
+
     def counters(self) -> str:
         counts = dict(self.engine.counters) | {f"dropped {k}": v for k, v in self.drops.items()}
         return ", ".join(f"{k}={v}" for k, v in sorted(counts.items())) or "none"
@@ -417,7 +438,7 @@ def serve(load: Callable[[], Config], gate: Gate, sensor: NflogSensor) -> int:
         received.append(signal.Signals(signum))
 
     old_fd = signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
         signal.signal(signum, note)
     poller = select.epoll()  # directly: the selectors layer costs a flood per wake-up
     sensor_fd = sensor.fileno()
@@ -454,6 +475,8 @@ def serve(load: Callable[[], Config], gate: Gate, sensor: NflogSensor) -> int:
                 signum = received.pop(0)
                 if signum == signal.SIGUSR1:
                     log.info("counters: %s", daemon.counters())
+                elif signum == signal.SIGUSR2:
+                    daemon.reconcile(time.monotonic())
                 elif signum == signal.SIGHUP:
                     log.info("SIGHUP: reloading %s", config.path)
                     daemon.reload(load)

@@ -286,3 +286,21 @@ def test_when_the_kernel_is_full_every_knock_goes_to_sesame(lab, tmp_path):
     assert hits(lab) == {}
     knock_from(lab.stranger.netns, lab.server.ipv4, "7000/tcp")
     assert hits(lab) == {lab.stranger.ipv4: "7000/tcp"}
+
+
+def test_revoke_tells_the_daemon_which_closes_and_opens_anew(lab):
+    pid_file = f"{lab.tmp}/sesame.pid"
+    daemon = lab.serve(
+        CONFIG.replace("[server]", f'[server]\npid_file = "{pid_file}"').format(
+            seq_timeout=5, open_for=60
+        )
+    )
+    mark = lab.knock_open()
+    config = f"{lab.tmp}/sesame.toml"
+    told = lab.sesame(lab.server.netns, "revoke", "-c", config, lab.user.ipv4).stdout
+    assert "told sesame (pid" in told
+    daemon.wait_for(rf"closed door ssh for {lab.user.ipv4} \(revoked\)", 10, since=mark)
+    assert lab.grants() == {}
+    mark = daemon.mark()
+    knock_from(lab.user.netns, lab.server.ipv4, *OPEN)
+    daemon.wait_for(rf"opened door ssh to {lab.user.ipv4}:", 10, since=mark)

@@ -170,3 +170,17 @@ def test_reload_keeps_the_first_stage_with_the_new_first_ports(tmp_path):
     path.write_text(flags)
     daemon.reload(lambda: config.load(str(path)))
     assert gate.first is None  # the engine must see every knock's flags
+
+
+def test_grants_removed_from_the_kernel_are_closed_as_revoked():
+    daemon, gate, clock = make()
+    send(daemon, clock, *OPEN)
+    user = ip_address(USER)
+    daemon.reconcile(clock())  # nothing removed: nothing changes
+    assert daemon.engine.grants.get("ssh", user) is not None
+    gate.elements.clear()  # sesame revoke, or an operator
+    daemon.reconcile(clock())
+    assert daemon.engine.grants.get("ssh", user) is None
+    assert daemon.engine.counters["revoked"] == 1
+    send(daemon, clock, *OPEN)  # a knock opens anew, not a refresh
+    assert daemon.engine.counters["opened"] == 2
