@@ -88,10 +88,15 @@ class Config:
         return {door.name: door for door in self.doors}
 
     @property
+    def gated(self) -> dict[str, tuple[Port, ...]]:
+        """What each door or fwknop stanza that gates in the kernel opens, by name."""
+        opens = {d.name: d.open for d in self.doors if d.gate}
+        return opens | {s.name: s.open_ports for s in self.fwknop}
+
+    @property
     def guarded(self) -> tuple[Port, ...]:
         """Every port a door gates in the kernel, each once."""
-        ports = {p for d in self.doors if d.gate for p in d.open}
-        return tuple(sorted(ports | {p for s in self.fwknop for p in s.open_ports}))
+        return tuple(sorted({p for ports in self.gated.values() for p in ports}))
 
     @property
     def knock_ports(self) -> tuple[Port, ...]:

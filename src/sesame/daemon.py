@@ -116,8 +116,7 @@ class Daemon:
         if self.store is not None:
             self.engine.replay.restore(self.store.load(wall), wall)
         entries = self.gate.entries()
-        opens = {d.name: d.open for d in self.config.doors if d.gate}
-        opens |= {s.name: s.open_ports for s in self.config.fwknop}
+        opens = self.config.gated
         keep = [e for e in entries if e.port in opens.get(e.door, ())]
         stale = [e for e in entries if e not in keep]
         self._load_one_time(self.config)
@@ -393,8 +392,7 @@ class Daemon:
         except FirewallError as exc:
             log.error("cannot read the grants back: %s", exc)
             return
-        gated = {d.name for d in self.config.doors if d.gate}
-        gated |= {s.name for s in self.config.fwknop}
+        gated = self.config.gated
         actions: list[Action] = []
         for grant in self.engine.grants.all():
             gone = (grant.door, grant.address) not in live
