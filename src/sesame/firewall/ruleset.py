@@ -58,7 +58,6 @@ def install(
     ``first``, the first ports the kernel remembers by itself (see :func:`knocks`)."""
     t = f"inet {config.server.table}"
     server = config.server
-    group = server.log_group
     hold = config.hold
     lines = [
         f"add table {t}",
@@ -109,8 +108,7 @@ def install(
     if server.interface:
         lines.append(f'add rule {t} knock iifname != "{server.interface}" counter drop')
         lines.append(f'add rule {t} spa iifname != "{server.interface}" counter drop')
-    # No queue-threshold here: the sensor sets it on the group (1, or 8 under a flood).
-    log = f"log group {group} snaplen {SNAPLEN}"
+    log = _log(config)
     # Connection attempts only, unless a door judges TCP flags itself (knockd's TCPFlags).
     tcp = (
         "meta l4proto tcp" if config.any_tcp_flags else "tcp flags & (fin | syn | rst | ack) == syn"
@@ -149,15 +147,14 @@ def knocks(config: Config, first: Iterable[Port] | None) -> list[str]:
     """Commands that set the ``knocks`` chain's mode: the first stage in the kernel
     for the ports ``first``, or (None) every knock to userspace."""
     t = f"inet {config.server.table}"
-    log = f"log group {config.server.log_group} snaplen {SNAPLEN}"
+    log = _log(config)
     lines = [f"flush chain {t} knocks", *fill(config.server.table, "first", sorted(first or ()))]
     if first is None:
         return [*lines, f"add rule {t} knocks counter {log} drop"]
     timeout = f"timeout {max(1, round(config.longest_sequence * 1000))}ms"
     hit = "meta l4proto . th dport @first"
-    out = list(lines)
     for n, ip in (("4", "ip"), ("6", "ip6")):
-        out += [
+        lines += [
             # A source sesame follows that knocks a first port again starts over.
             f"add rule {t} knocks {ip} saddr @follow{n} {hit}"
             f" update @follow{n} {{ {ip} saddr {timeout} }}",
@@ -166,13 +163,19 @@ def knocks(config: Config, first: Iterable[Port] | None) -> list[str]:
         ]
     for n, ip in (("4", "ip"), ("6", "ip6")):
         remember = f"update @hits{n} {{ {ip} saddr {timeout} : meta l4proto . th dport }}"
-        out.append(f"add rule {t} knocks {hit} {remember} counter drop")
+        lines.append(f"add rule {t} knocks {hit} {remember} counter drop")
     return [
-        *out,
-        f'add rule {t} knocks {hit} counter log prefix "{FULL.decode()}" group'
-        f" {config.server.log_group} snaplen {SNAPLEN} drop",
+        *lines,
+        f"add rule {t} knocks {hit} counter {_log(config, FULL.decode())} drop",
         f"add rule {t} knocks counter drop",
     ]
+
+
+def _log(config: Config, prefix: str = "") -> str:
+    """The statement that hands a packet to sesame's NFLOG group, whole. No queue
+    threshold here: the sensor sets it on the group (1, or 8 under a flood)."""
+    labelled = f'prefix "{prefix}" ' if prefix else ""
+    return f"log {labelled}group {config.server.log_group} snaplen {SNAPLEN}"
 
 
 def fill(table: str, name: str, ports: Iterable[Port]) -> list[str]:
