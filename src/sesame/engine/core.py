@@ -343,13 +343,7 @@ class Engine:
                 reason = wrong
                 continue
             try:
-                message = fwknop_wire.open_verified(
-                    payload,
-                    stanza.key,
-                    stanza.hmac_key is not None,
-                    stanza.hmac_type,
-                    self._replayed,
-                )
+                message = verifier.open(payload, stanza.key, self._replayed)
             except RemoteError as exc:
                 reason = exc.reason
                 continue

@@ -71,9 +71,9 @@ def _b64_tag(digest: bytes) -> bytes:
 
 
 class Verifier:
-    """The checks before decryption, for one stanza's HMAC key, keyed once: each
-    datagram copies the keyed HMAC (which has the "U2FsdGVkX1" prefix in already)
-    rather than keying a new one, which matters under a flood of junk."""
+    """One stanza's HMAC key, keyed once: the checks before decryption, then the
+    decryption. Each datagram copies the keyed HMAC (which has the "U2FsdGVkX1"
+    prefix in already) rather than keying a new one, which matters under a flood."""
 
     __slots__ = ("_keyed", "_tag")
 
@@ -95,6 +95,14 @@ class Verifier:
             if not same(_b64_tag(mac.digest()), wire[-self._tag :]):
                 return "fwknop bad hmac"
         return None
+
+    def open(
+        self, wire: bytes, key: bytes, replayed: Callable[[bytes], bool] | None = None
+    ) -> Message:
+        """Decrypt a datagram :meth:`fault` passed. ``replayed`` is asked first
+        whether the datagram was seen before."""
+        tagless = wire[: -self._tag] if self._keyed is not None else wire
+        return _open(wire, _PREFIX + tagless, key, replayed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,21 +127,20 @@ def decode(
 ) -> Message:
     """Verify and decrypt one datagram for one stanza's keys. ``replayed`` is asked,
     once the HMAC holds and before decryption, whether the datagram was seen before."""
-    reason = Verifier(hmac_key, hmac_type).fault(wire)
+    verifier = Verifier(hmac_key, hmac_type)
+    reason = verifier.fault(wire)
     if reason is not None:
         raise RemoteError(reason)
-    return open_verified(wire, key, hmac_key is not None, hmac_type, replayed)
+    return verifier.open(wire, key, replayed)
 
 
-def open_verified(
+def _open(
     wire: bytes,
+    body: bytes,
     key: bytes,
-    has_hmac: bool,
-    hmac_type: str = "sha256",
-    replayed: Callable[[bytes], bool] | None = None,
+    replayed: Callable[[bytes], bool] | None,
 ) -> Message:
-    """Decrypt a datagram that :meth:`Verifier.fault` passed."""
-    body = _PREFIX + (wire[: -HMAC_TYPES[hmac_type]] if has_hmac else wire)
+    """Decrypt ``body`` (the base64 ciphertext of ``wire``) once its HMAC holds."""
     if replayed is not None and replayed(wire):
         raise RemoteError("replay")
     raw = unb64(body.decode("ascii"))
