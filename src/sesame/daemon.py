@@ -334,8 +334,7 @@ class Daemon:
                 current, upcoming = OneTimeFile(file).next_two()
                 ports |= frozenset((current or ()) + upcoming)
             # The kernel keeps the first knocks it holds; the first ports follow below.
-            first = self.first if new.first_stage else None
-            self.gate.install(new, (), ports, first)
+            self.gate.install(new, (), ports, self.first if new.first_stage else None)
         except (ConfigError, FirewallError) as exc:
             log.error("reload refused, the running config stays: %s", exc)
             return
@@ -354,9 +353,7 @@ class Daemon:
         self.carry_out(actions, now)
         self._load_one_time(new)
         self.engine.roll(self.wall())
-        if first is None:
-            self.first, self.read_hits_until = None, now + self._window()
-        self.knock_ports = frozenset()
+        self.knock_ports = ports  # what the kernel holds now; the engine's may differ
         self._update_knock_ports(now)
         log.info(
             "reloaded %s: %d doors, %d users, %d fwknop stanzas",
