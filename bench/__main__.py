@@ -9,12 +9,14 @@ Writes bench/results/latest.json and bench/results/latest.md.
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import platform
 import re
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -46,7 +48,7 @@ RESULTS = Path(__file__).with_name("results")
 KEY = bytes(range(32))
 FW_KEY = b"K" * 32
 FW_HMAC = b"H" * 64
-B64 = __import__("base64").b64encode
+B64 = base64.b64encode
 
 
 SESAME_CONFIG = f"""\
@@ -161,7 +163,7 @@ class Bench:
 
     def udp(self, port: int, payload: bytes) -> None:
         with inside(self.user.netns):
-            sock = __import__("socket").socket(2, 2)
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         with sock:
             sock.sendto(payload, (self.server.ipv4, port))
 
@@ -456,8 +458,6 @@ class Bench:
     def connects(self, n: int) -> float:
         """Mean seconds per new connection to the guarded port (sequential; the sockets
         are made beforehand, in one visit to the namespace)."""
-        import socket
-
         with inside(self.user.netns):
             socks = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(n)]
         start = time.perf_counter()
@@ -470,8 +470,6 @@ class Bench:
     def throughput_mb_s(self, megabytes: int = 64) -> float:
         """MB/s of one TCP stream to the guarded port (the allowed traffic a grant lets
         through: every data packet passes the input hook)."""
-        import socket
-
         chunk = bytes(1 << 20)
         with inside(self.user.netns):
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
