@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.craft import fold, sum16
 from sesame.netns import Topology, inside
 
 GUARDED = 22
@@ -155,18 +156,6 @@ class Listener:
 # -- raw packets ---------------------------------------------------------------------------
 
 
-def _sum16(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    return sum(struct.unpack(f"!{len(data) // 2}H", data))
-
-
-def _fold(total: int) -> int:
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
 class Raw:
     """Sends hand-made IPv4 packets with any source address, from a namespace."""
 
@@ -180,7 +169,7 @@ class Raw:
         src = source.to_bytes(4, "big")
         tcp = struct.pack("!HHIIBBHHH", sport, dport, 1, 0, 5 << 4, 0x02, 1024, 0, 0)
         pseudo = src + self.dst + struct.pack("!BBH", 0, 6, 20)
-        tcp = tcp[:16] + struct.pack("!H", _fold(_sum16(pseudo + tcp))) + tcp[18:]
+        tcp = tcp[:16] + struct.pack("!H", fold(sum16(pseudo + tcp))) + tcp[18:]
         return self._ip(src, 6, tcp)
 
     def udp(self, source: int, sport: int, dport: int, payload: bytes) -> bytes:
@@ -188,7 +177,7 @@ class Raw:
         length = 8 + len(payload)
         head = struct.pack("!HHHH", sport, dport, length, 0)
         pseudo = src + self.dst + struct.pack("!BBH", 0, 17, length)
-        check = _fold(_sum16(pseudo + head + payload)) or 0xFFFF
+        check = fold(sum16(pseudo + head + payload)) or 0xFFFF
         return self._ip(src, 17, head[:6] + struct.pack("!H", check) + payload)
 
     def _ip(self, src: bytes, proto: int, body: bytes) -> bytes:

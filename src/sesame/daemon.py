@@ -16,6 +16,7 @@ import select
 import signal
 import socket
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
@@ -27,7 +28,17 @@ from sesame.engine.events import Address, SequenceUsed
 from sesame.engine.sequences import SYN
 from sesame.errors import ConfigError, FirewallError, RemoteError, SesameError
 from sesame.firewall import commands
-from sesame.firewall.ruleset import FIRST_SIZE, FULL, Entry, to_grants
+from sesame.firewall.ruleset import (
+    FIRST_SIZE,
+    FOLLOW_FULL,
+    FOLLOW_SIZE,
+    FULL,
+    NOISE,
+    NOISY_FULL,
+    NOISY_SIZE,
+    Entry,
+    to_grants,
+)
 from sesame.ports import Port
 from sesame.sensor import NflogSensor
 from sesame.state import ReplayStore
@@ -37,6 +48,7 @@ from sesame.wire.nflog import Logged
 log = logging.getLogger("sesame")
 FLUSH_EVERY = 16
 TAKE_BATCH = 64
+WARN_EVERY = 60.0  # seconds between two warnings of the same kind
 
 
 class Gate(Protocol):
@@ -57,6 +69,7 @@ class Gate(Protocol):
     ) -> None: ...
     def first_hit(self, address: Address) -> tuple[Port | None, float] | None: ...
     def take(self, addresses: Iterable[Address], seconds: float) -> None: ...
+    def forget_hit(self, address: Address) -> None: ...
 
 
 def describe(decision: Decision) -> str:
@@ -108,6 +121,8 @@ class Daemon:
         self.overflow: tuple[float, int, float] | None = None
         self.runner = commands.Runner()
         self.drops: dict[str, int] = {}
+        self.reports: Counter[str] = Counter()  # what the kernel told about full sets
+        self._warned: dict[str, float] = {}
         self.debug = log.isEnabledFor(logging.DEBUG)
 
     def start(self) -> None:
@@ -158,6 +173,9 @@ class Daemon:
                 raise item
             packet = decode(item.payload)
             source, port = packet.source, packet.port
+            if item.prefix and item.prefix != FULL:
+                self._reported(item.prefix, packet.source, now)
+                return []
             if port.proto == "udp" and port.number in self.engine.spa_ports:
                 actions = self.engine.spa(packet.source, port, packet.payload, now, self.wall())
             elif port.proto == "udp" and port.number in self.engine.fwknop_ports:
@@ -187,6 +205,46 @@ class Daemon:
                 log.debug("dropped packet from %s: %s", source, reason)
             return []
         return actions
+
+    def _reported(self, prefix: bytes, source: Address, now: float) -> None:
+        """What the kernel reports besides knocks: noise from a source with a knock
+        attempt in progress (the attempt ends), and sets it had no room in."""
+        if prefix == NOISE:
+            self.engine.noise(source)
+            self.taking.discard(source)
+            if self.first is not None or now < self.read_hits_until:
+                try:  # its first knock, if the kernel holds one, must not count either
+                    self.gate.forget_hit(source)
+                except FirewallError as exc:
+                    log.error("cannot forget the first knock of %s: %s", source, exc)
+        elif prefix == NOISY_FULL:
+            self.reports["scanner set full"] += 1
+            self._warn(
+                "noisy",
+                now,
+                "the scanner sets are full (%d sources in %ds): new scanners are not"
+                " remembered; a knock attempt still ends when its source touches any other"
+                " port",
+                NOISY_SIZE,
+                self.config.hold,
+            )
+        elif prefix == FOLLOW_FULL:
+            self.reports["follow set full"] += 1
+            self._warn(
+                "follow",
+                now,
+                "%d sources are knocking at once: knocks of new sources are dropped until"
+                " there is room",
+                FOLLOW_SIZE,
+            )
+        else:
+            raise RemoteError("unknown log prefix")
+
+    def _warn(self, kind: str, now: float, message: str, *args: object) -> None:
+        """Log a warning, at most once a minute for each kind."""
+        if now - self._warned.get(kind, -WARN_EVERY) >= WARN_EVERY:
+            self._warned[kind] = now
+            log.warning(message, *args)
 
     def _first_knock(self, source: Address, now: float) -> list[Action]:
         """Read back the first knock the kernel remembered of ``source`` (a knock of
@@ -401,6 +459,7 @@ class Daemon:
 
     def counters(self) -> str:
         counts = dict(self.engine.counters) | {f"dropped {k}": v for k, v in self.drops.items()}
+        counts |= self.reports
         return ", ".join(f"{k}={v}" for k, v in sorted(counts.items())) or "none"
 
     def close(self) -> None:

@@ -184,3 +184,26 @@ def test_grants_removed_from_the_kernel_are_closed_as_revoked():
     assert daemon.engine.counters["revoked"] == 1
     send(daemon, clock, *OPEN)  # a knock opens anew, not a refresh
     assert daemon.engine.counters["opened"] == 2
+
+
+def test_noise_from_a_knocking_source_ends_its_attempt():
+    """The kernel reports a packet to any other port from a source with an attempt in
+    progress (prefix "noise"): a scan, whose knocks must not add up."""
+    daemon, gate, clock = make()
+    send(daemon, clock, (7000, "tcp"), (8000, "tcp"))
+    daemon.packet(Logged(5155, b"noise", ipv4(USER, SERVER, 6, tcp(7001))), clock())
+    send(daemon, clock, (9000, "udp"))
+    assert gate.elements == {}
+    assert daemon.engine.counters["attempts ended by noise"] == 1
+    send(daemon, clock, *OPEN)
+    assert gate.allows(ip_address(USER), SSH, clock())
+
+
+def test_reports_of_full_sets_are_counted_and_unknown_prefixes_dropped():
+    daemon, gate, clock = make()
+    packet = ipv4("203.0.113.9", SERVER, 6, tcp(1))
+    for prefix in (b"noisy-full", b"noisy-full", b"follow-full", b"forged"):
+        daemon.packet(Logged(5155, prefix, packet), clock())
+    assert daemon.reports == {"scanner set full": 2, "follow set full": 1}
+    assert daemon.drops == {"unknown log prefix": 1}
+    assert gate.elements == {}

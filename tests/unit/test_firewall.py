@@ -159,8 +159,13 @@ def test_substitution_does_not_reinterpret_values():
 
 def test_knocks_chain_modes():
     conf = config.parse(EXAMPLE)
-    every = ruleset.knocks(conf, None)
-    assert every[-1] == "add rule inet sesame knocks counter log group 5155 snaplen 2048 drop"
+    every = "\n".join(ruleset.knocks(conf, None))
+    # Every knock to sesame, and each knocking source followed, so its noise ends its
+    # attempt; with no room to follow it, its knocks are dropped unseen (fail closed).
+    follow = "update @follow4 { ip saddr timeout 5000ms } counter log group 5155 snaplen 2048 drop"
+    assert f"add rule inet sesame knocks {follow}" in every
+    assert 'log prefix "follow-full" group 5155 snaplen 2048 drop' in every
+    assert every.splitlines()[-1] == "add rule inet sesame knocks counter drop"
     kernel = "\n".join(ruleset.knocks(conf, [Port("tcp", 7000)]))
     assert "add element inet sesame first { tcp . 7000 }" in kernel
     remember = "update @hits4 { ip saddr timeout 5000ms : meta l4proto . th dport }"
@@ -170,6 +175,20 @@ def test_knocks_chain_modes():
     assert "knocks ip6 saddr @follow6 meta l4proto . th dport @first update @follow6" in kernel
     assert 'log prefix "full" group 5155' in kernel
     assert kernel.splitlines()[-1] == "add rule inet sesame knocks counter drop"
+
+
+def test_noise_of_any_conntrack_state_marks_and_ends_attempts():
+    text = ruleset.install(config.parse(EXAMPLE))
+    # Not only new flows: a bad checksum or a FIN scan is "invalid" to conntrack.
+    noise = "input meta pkttype host ct state new,invalid,untracked meta l4proto { tcp, udp }"
+    assert f"add rule inet sesame {noise} jump noise" in text
+    assert "noise ip saddr @follow4 delete @follow4 { ip saddr } counter log prefix" in text
+    assert 'noise ip saddr @hits4 counter log prefix "noise"' in text
+    assert "noise update @noisy4 { ip saddr timeout 60s } return" in text
+    assert 'log prefix "noisy-full"' in text
+    # Invalid packets are never knocks nor SPA datagrams.
+    assert "add rule inet sesame knock ct state invalid counter drop" in text
+    assert "add rule inet sesame spa ct state invalid counter drop" in text
 
 
 def test_first_knock_answer_from_the_kernel():

@@ -67,6 +67,74 @@ def test_ipv6_udp_payload():
     assert p.payload == b"hello"
 
 
+def ext(next_header, kind, body=b""):
+    """One IPv6 extension header (padded to its unit) before ``next_header``."""
+    if kind == 44:  # fragment: offset and flags in ``body`` (2 bytes), 8 bytes in all
+        return bytes([next_header, 0]) + body + b"\0" * 4
+    if kind == 51:  # authentication: length in 4-byte units, minus 2
+        data = body.ljust(10, b"\0")  # at least the SPI and sequence number
+        data += b"\0" * (-(len(data) + 2) % 4)
+        return bytes([next_header, (len(data) + 2) // 4 - 2]) + data
+    data = body + b"\0" * (-(len(body) + 2) % 8)
+    return bytes([next_header, (len(data) + 2) // 8 - 1]) + data
+
+
+@pytest.mark.parametrize(
+    "chain",
+    [[0], [60], [43], [51], [44], [0, 60], [0, 43, 60, 51], [60] * 10],
+    ids=["hop", "dest", "routing", "auth", "first-fragment", "hop-dest", "four", "ten"],
+)
+@pytest.mark.parametrize("proto", [6, 17])
+def test_ipv6_extension_headers_are_walked_as_the_kernel_walks_them(chain, proto):
+    transport = tcp(7000) if proto == 6 else udp(62201, b"spa")
+    headers = b""
+    following = proto
+    for kind in reversed(chain):
+        body = b"\0\0" if kind == 44 else b"\x01\x04" + b"\0" * 4 * (kind % 3)
+        headers = ext(following, kind, body) + headers
+        following = kind
+    p = decode(ipv6("2001:db8::2", "2001:db8::1", chain[0], headers + transport))
+    assert p.source == ip_address("2001:db8::2")
+    assert p.port == Port("tcp" if proto == 6 else "udp", 7000 if proto == 6 else 62201)
+    assert p.payload == (b"" if proto == 6 else b"spa")
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (ipv6("2001:db8::2", "2001:db8::1", 44, ext(17, 44, b"\0\x08") + udp(9)), "ipv6 fragment"),
+        (ipv6("2001:db8::2", "2001:db8::1", 44, ext(17, 44, b"\0\x01") + udp(9)), "ipv6 fragment"),
+        (ipv6("2001:db8::2", "2001:db8::1", 0, ext(59, 0)), "not tcp or udp"),
+        (ipv6("2001:db8::2", "2001:db8::1", 0, ext(50, 0) + b"\0" * 20), "not tcp or udp"),
+        (ipv6("2001:db8::2", "2001:db8::1", 60, b"\x06\x08"), "short ipv6 extension header"),
+        (ipv6("2001:db8::2", "2001:db8::1", 60, b"\x06\xff" + b"\0" * 6), "short tcp header"),
+        (ipv4("192.0.2.1", "192.0.2.2", 17, udp(7000), frag=0x2000), "ipv4 fragment"),
+        (ipv4("192.0.2.1", "192.0.2.2", 17, udp(7000)[:4] + b"\0\x07\0\0"), "bad udp length"),
+    ],
+    ids=["later", "more", "none", "esp", "short", "past-end", "ipv4-more", "udp-length"],
+)
+def test_what_the_kernel_would_not_take_as_tcp_or_udp(data, reason):
+    with pytest.raises(RemoteError) as caught:
+        decode(data)
+    assert caught.value.reason == reason
+
+
+def test_udp_payload_ends_where_the_udp_length_says():
+    p = decode(ipv4("192.0.2.1", "192.0.2.2", 17, udp(9000, b"spa") + b"trailing"))
+    assert p.payload == b"spa"
+
+
+@given(
+    st.lists(st.sampled_from([0, 43, 44, 51, 60]), max_size=6),
+    st.binary(max_size=64),
+    st.integers(0, 255),
+)
+def test_arbitrary_extension_chains_never_raise_anything_else(chain, junk, last):
+    data = ipv6("2001:db8::2", "2001:db8::1", chain[0] if chain else last, junk)
+    with contextlib.suppress(RemoteError):
+        decode(data)
+
+
 @pytest.mark.parametrize(
     ("data", "reason"),
     [

@@ -283,6 +283,13 @@ class Engine:
         self.counters["evicted"] += self.matcher.evicted - evicted
         return actions
 
+    def noise(self, source: Address) -> None:
+        """``source`` touched a port that is neither a knock, a guarded nor a public
+        port while it had an attempt in progress: a scan. Its attempts end."""
+        self.counters["noise"] += 1
+        if self.matcher.forget(source):
+            self.counters["attempts ended by noise"] += 1
+
     # -- single-packet authorization ------------------------------------------------
 
     def spa(

@@ -194,6 +194,11 @@ class SequenceMatcher:
             del self._sources[next(iter(self._sources))]
             self.evicted += 1
 
+    def forget(self, source: Address) -> bool:
+        """End every attempt of ``source`` (it touched a port no sequence uses: a scan).
+        Returns whether it had one."""
+        return self._sources.pop(source.packed, None) is not None
+
     def tracks(self, source: Address) -> bool:
         """Does ``source`` hold an attempt (possibly timed out, not yet forgotten)?"""
         return source.packed in self._sources

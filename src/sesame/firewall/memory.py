@@ -66,6 +66,9 @@ class MemoryGate:
     def take(self, addresses: Iterable[Address], seconds: float) -> None:
         return None
 
+    def forget_hit(self, address: Address) -> None:
+        return None
+
     def allows(self, address: Address, port: Port, now: float) -> bool:
         """Would the kernel let a new connection from ``address`` to ``port`` in?"""
         entry = self.elements.get((address, port))

@@ -135,6 +135,11 @@ def follow_steps(addresses: Iterable[Address], seconds: float, forget: bool) -> 
     return steps
 
 
+def forget_steps(address: Address) -> list[Step]:
+    """Delete the first knock of ``address`` from the hits map of its family."""
+    return [(DELSETELEM, f"hits{_family(address)}", [element(address.packed)])]
+
+
 def parse_hit(body: bytes) -> tuple[Port | None, float] | None:
     """The first port (None if the data is not one) and the age in seconds of the
     element in one NEWSETELEM answer of a hits map; None if it holds no element."""
@@ -168,8 +173,9 @@ class Netlink:
         self._seq += 1
         return self._seq
 
-    def apply(self, steps: Sequence[Step]) -> None:
-        """Carry out ``steps`` in one transaction; FirewallError if the kernel refuses."""
+    def apply(self, steps: Sequence[Step], missing_ok: bool = False) -> None:
+        """Carry out ``steps`` in one transaction; FirewallError if the kernel refuses
+        (with ``missing_ok``, except for an element that is not there)."""
         if not steps:
             return
         seqs = [self._next() for _ in range(len(steps) + 1)]
@@ -179,6 +185,8 @@ class Netlink:
         ]
         answers = self._ask(batch(messages, seqs[0]), set(seqs[1:]))
         errors = sorted({-e for e in answers.values() if e})
+        if missing_ok and errors == [errno.ENOENT]:
+            return
         if errors:
             raise FirewallError(", ".join(os.strerror(e) for e in errors))
 

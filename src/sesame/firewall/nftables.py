@@ -84,6 +84,10 @@ class NftGate:
                 except FirewallError:
                     self.netlink.apply(netlink.follow_steps([address], seconds, forget=False))
 
+    def forget_hit(self, address: Address) -> None:
+        """Delete the first knock the kernel remembers of ``address``, if any."""
+        self.netlink.apply(netlink.forget_steps(address), missing_ok=True)
+
     def entries(self) -> list[Entry]:
         """Live grant elements; empty when the table does not exist."""
         items = []

@@ -3,13 +3,23 @@
 Layout of ``table inet <name>`` (``sesame`` by default):
 
 - ``input`` (hook input, priority filter - 10): knock ports jump to ``knock``,
-  guarded ports jump to ``guard``; any other new TCP/UDP flow to this host that is
-  not to a public port marks its source in ``noisy4``/``noisy6`` for the scanner hold.
-- ``spa``: datagrams of a size no SPA datagram has are dropped; the rest go to
-  userspace over NFLOG, whole, and are dropped (no reply, no ICMP).
-- ``knock``: sources marked noisy are dropped unseen; TCP SYNs and UDP datagrams
-  from the rest go on to ``knocks``; every packet to a knock port is dropped
-  silently (no RST, no ICMP). Each rule counts, for ``nft list chain``.
+  guarded ports jump to ``guard``, public ports pass; any other TCP/UDP packet to
+  this host that is not part of a flow the host has (conntrack ``new``, ``invalid``
+  or ``untracked``: any flags, any checksum) is *noise* and jumps to ``noise``.
+- ``noise``: a source with a knock attempt in progress (in ``follow4/6`` or
+  ``hits4/6``) is reported to sesame with the prefix ``noise``, which ends the
+  attempt, so a scan cannot complete a sequence even when the scanner sets below
+  are full. Then the source is marked in ``noisy4``/``noisy6`` for the scanner hold;
+  when those are full the kernel cannot mark it, and says so (prefix ``noisy-full``,
+  at most once a second).
+- ``spa``: datagrams conntrack finds invalid (a bad checksum) or of a size no SPA
+  datagram has are dropped; the rest go to userspace over NFLOG, whole, and are
+  dropped (no reply, no ICMP).
+- ``knock``: sources marked noisy are dropped unseen, and so are packets conntrack
+  finds invalid (a bad checksum; where a door judges TCP flags, as knockd's TCPFlags
+  do, only for UDP: a FIN is invalid to conntrack); TCP SYNs and UDP datagrams from
+  the rest go on to ``knocks``; every packet to a knock port is dropped silently (no
+  RST, no ICMP). Each rule counts, for ``nft list chain``.
 - ``knocks`` works in one of two modes. With the *first stage in the kernel*, a
   first knock (a port in ``first``) from a source with nothing in progress is only
   remembered, in the map ``hits4``/``hits6`` (source -> the port it hit, with the
@@ -19,7 +29,10 @@ Layout of ``table inet <name>`` (``sesame`` by default):
   sources whose knocks sesame follows itself (their timeout renewed by a first port
   knocked again). A flood of junk, even to knock ports, then costs sesame nothing.
   When the map is full, first knocks go to userspace with the prefix ``full``, and
-  sesame switches to the other mode, *every knock to userspace*, until calm returns.
+  sesame switches to the other mode, *every knock to userspace*: the kernel adds
+  each knocking source to ``follow4``/``follow6`` itself (so its noise still ends its
+  attempt); when that set is full, new sources' knocks are dropped unseen (fail
+  closed, prefix ``follow-full`` at most once a second) until it has room.
 - ``guard``: established/related traffic passes; a packet whose (source, proto,
   port) is in ``grants4``/``grants6`` passes; everything else is dropped.
 
@@ -41,9 +54,16 @@ from sesame.wire import fwknop, spa
 
 NOISY_SIZE = 65536
 FIRST_SIZE = 16384  # first knocks remembered at once; beyond, sesame sees them all
-FOLLOW_SIZE = 1 << 20  # sources sesame follows (at most max_sources in practice)
+FOLLOW_SIZE = 1 << 18  # sources whose knocks sesame follows (beyond: fail closed)
 SNAPLEN = 2048
-FULL = b"full"  # the log prefix of a first knock the kernel had no room for
+# Log prefixes: a first knock the kernel had no room for; noise from a source with a
+# knock attempt in progress; a scanner the kernel could not mark; a knock of a new
+# source while every knock goes to sesame and the set of followed sources is full.
+FULL = b"full"
+NOISE = b"noise"
+NOISY_FULL = b"noisy-full"
+FOLLOW_FULL = b"follow-full"
+NEW_NOT_ESTABLISHED = "ct state new,invalid,untracked"
 
 
 def _elements(ports: Iterable[Port]) -> str:
@@ -88,10 +108,12 @@ def install(
         f"add chain {t} input {{ type filter hook input priority filter - 10; policy accept; }}",
         f"add chain {t} knock",
         f"add chain {t} knocks",
+        f"add chain {t} noise",
         f"add chain {t} spa",
         f"add chain {t} guard",
         f"flush chain {t} input",
         f"flush chain {t} knock",
+        f"flush chain {t} noise",
         f"flush chain {t} spa",
         f"flush chain {t} guard",
         f'add rule {t} input iif "lo" accept',
@@ -100,20 +122,36 @@ def install(
         f"add rule {t} input meta l4proto {{ tcp, udp }} meta l4proto . th dport @guarded"
         " jump guard",
         f"add rule {t} input meta l4proto {{ tcp, udp }} meta l4proto . th dport @public accept",
-        f"add rule {t} input meta pkttype host ct state new meta nfproto ipv4"
-        f" meta l4proto {{ tcp, udp }} update @noisy4 {{ ip saddr timeout {hold}s }}",
-        f"add rule {t} input meta pkttype host ct state new meta nfproto ipv6"
-        f" meta l4proto {{ tcp, udp }} update @noisy6 {{ ip6 saddr timeout {hold}s }}",
+        f"add rule {t} input meta pkttype host {NEW_NOT_ESTABLISHED}"
+        f" meta l4proto {{ tcp, udp }} jump noise",
+    ]
+    log = _log(config)
+    noise = _log(config, NOISE.decode())
+    for n, ip in (("4", "ip"), ("6", "ip6")):
+        lines += [
+            f"add rule {t} noise {ip} saddr @follow{n} delete @follow{n} {{ {ip} saddr }}"
+            f" counter {noise}",
+            f"add rule {t} noise {ip} saddr @hits{n} counter {noise}",
+        ]
+    lines += [
+        *(
+            f"add rule {t} noise update @noisy{n} {{ {ip} saddr timeout {hold}s }} return"
+            for n, ip in (("4", "ip"), ("6", "ip6"))
+        ),
+        f"add rule {t} noise {_SELDOM} counter {_log(config, NOISY_FULL.decode())}",
+        f"add rule {t} noise counter",
     ]
     if server.interface:
         lines.append(f'add rule {t} knock iifname != "{server.interface}" counter drop')
         lines.append(f'add rule {t} spa iifname != "{server.interface}" counter drop')
-    log = _log(config)
-    # Connection attempts only, unless a door judges TCP flags itself (knockd's TCPFlags).
-    tcp = (
-        "meta l4proto tcp" if config.any_tcp_flags else "tcp flags & (fin | syn | rst | ack) == syn"
-    )
-    # The cheapest check first, in the kernel: a datagram of a size no SPA has is junk.
+    # Connection attempts only, unless a door judges TCP flags itself (knockd's TCPFlags):
+    # then TCP packets conntrack finds invalid (a FIN, say) are knocks too.
+    if config.any_tcp_flags:
+        tcp, invalid = "meta l4proto tcp", "meta l4proto udp ct state invalid"
+    else:
+        tcp, invalid = "tcp flags & (fin | syn | rst | ack) == syn", "ct state invalid"
+    # The cheapest checks first, in the kernel: a bad checksum, or a size no SPA has.
+    lines.append(f"add rule {t} spa ct state invalid counter drop")
     for spa_ports, low, high in (
         (
             sorted({d.spa_port for d in config.doors if d.spa_port is not None}),
@@ -131,6 +169,7 @@ def install(
         f"add rule {t} spa counter {log} drop",
         f"add rule {t} knock ip saddr @noisy4 counter drop",
         f"add rule {t} knock ip6 saddr @noisy6 counter drop",
+        f"add rule {t} knock {invalid} counter drop",
         f"add rule {t} knock {tcp} jump knocks",
         f"add rule {t} knock meta l4proto udp jump knocks",
         f"add rule {t} knock counter drop",
@@ -149,9 +188,24 @@ def knocks(config: Config, first: Iterable[Port] | None) -> list[str]:
     t = f"inet {config.server.table}"
     log = _log(config)
     lines = [f"flush chain {t} knocks", *fill(config.server.table, "first", sorted(first or ()))]
-    if first is None:
-        return [*lines, f"add rule {t} knocks counter {log} drop"]
     timeout = f"timeout {max(1, round(config.longest_sequence * 1000))}ms"
+    if first is None:
+        for n, ip in (("4", "ip"), ("6", "ip6")):
+            lines += [
+                f"add rule {t} knocks {ip} saddr @follow{n} counter {log} drop",
+                f"add rule {t} knocks {ip} saddr @hits{n} counter {log} drop",
+            ]
+        follow = (
+            f"add rule {t} knocks update @follow{n} {{ {ip} saddr {timeout} }} counter {log} drop"
+            for n, ip in (("4", "ip"), ("6", "ip6"))
+        )
+        full = _log(config, FOLLOW_FULL.decode())
+        return [
+            *lines,
+            *follow,
+            f"add rule {t} knocks {_SELDOM} counter {full} drop",
+            f"add rule {t} knocks counter drop",
+        ]
     hit = "meta l4proto . th dport @first"
     for n, ip in (("4", "ip"), ("6", "ip6")):
         lines += [
@@ -169,6 +223,9 @@ def knocks(config: Config, first: Iterable[Port] | None) -> list[str]:
         f"add rule {t} knocks {hit} counter {_log(config, FULL.decode())} drop",
         f"add rule {t} knocks counter drop",
     ]
+
+
+_SELDOM = "limit rate 1/second burst 1 packets"  # what tells sesame a set is full
 
 
 def _log(config: Config, prefix: str = "") -> str:

@@ -1,7 +1,11 @@
 """Decode the IPv4/IPv6 + TCP/UDP headers of a packet the kernel logged.
 
 Strangers control every byte here: any fault raises :class:`RemoteError` with a
-short reason, never anything else.
+short reason, never anything else. IPv6 extension headers are walked as the kernel
+walks them (``ipv6_find_hdr``, which nftables' ``meta l4proto`` and ``th dport``
+use): hop-by-hop, routing, destination options and authentication headers are
+skipped, a first fragment is read through, and no next header, ESP or a later
+fragment is not TCP or UDP.
 """
 
 from __future__ import annotations
@@ -35,6 +39,30 @@ class Packet(NamedTuple):
 _V4 = struct.Struct("!HxB2x4s4s")  # from byte 6: flags and fragment offset, protocol, addresses
 _V6 = struct.Struct("!B1x16s16s")  # from byte 6: next header, hop limit, addresses
 _DPORT = struct.Struct("!H")
+_UDP = struct.Struct("!HH")  # from byte 2: destination port, length
+MORE_FRAGMENTS = 0x2000
+# IPv6 extension headers the kernel skips to find the transport header.
+HOP, ROUTING, FRAGMENT, AUTH, DESTINATION = 0, 43, 44, 51, 60
+_SKIPPED = frozenset((HOP, ROUTING, FRAGMENT, AUTH, DESTINATION))
+
+
+def _ipv6_transport(data: bytes, proto: int) -> tuple[int, int]:
+    """Walk the extension headers after the fixed IPv6 header: (protocol, offset)."""
+    offset, size = 40, len(data)
+    while proto in _SKIPPED:
+        if size < offset + 8:
+            raise RemoteError("short ipv6 extension header")
+        if proto == FRAGMENT:
+            if int.from_bytes(data[offset + 2 : offset + 4], "big") & 0xFFF9:
+                raise RemoteError("ipv6 fragment")  # not reassembled: never a whole packet
+            length = 8
+        elif proto == AUTH:
+            length = (data[offset + 1] + 2) * 4
+        else:
+            length = (data[offset + 1] + 1) * 8
+        proto = data[offset]
+        offset += length
+    return proto, offset
 
 
 def decode(data: bytes) -> Packet:
@@ -47,8 +75,8 @@ def decode(data: bytes) -> Packet:
         if offset < 20 or len(data) < offset:
             raise RemoteError("short ipv4 header")
         fragment, proto, packed, destination = _V4.unpack_from(data, 6)
-        if fragment & 0x1FFF:
-            raise RemoteError("ipv4 fragment")
+        if fragment & (MORE_FRAGMENTS | 0x1FFF):
+            raise RemoteError("ipv4 fragment")  # not reassembled: never a whole packet
         source: Address = IPv4Address(packed)
     elif version == 6:
         if len(data) < 40:
@@ -56,18 +84,25 @@ def decode(data: bytes) -> Packet:
         proto, packed, destination = _V6.unpack_from(data, 6)
         source = IPv6Address(packed)
         offset = 40
+        if proto in _SKIPPED:
+            proto, offset = _ipv6_transport(data, proto)
     else:
         raise RemoteError("not ip")
     if proto != TCP and proto != UDP:
         raise RemoteError("not tcp or udp")
     if len(data) < offset + (20 if proto == TCP else 8):
         raise RemoteError("short tcp header" if proto == TCP else "short udp header")
-    dport = _DPORT.unpack_from(data, offset + 2)[0]
+    if proto == TCP:
+        dport = _DPORT.unpack_from(data, offset + 2)[0]
+        if dport == 0:
+            raise RemoteError("port 0")
+        return Packet(source, _port("tcp", dport), data[offset + 13], b"", destination)
+    dport, length = _UDP.unpack_from(data, offset + 2)
     if dport == 0:
         raise RemoteError("port 0")
-    if proto == TCP:
-        return Packet(source, _port("tcp", dport), data[offset + 13], b"", destination)
-    return Packet(source, _port("udp", dport), 0, data[offset + 8 :], destination)
+    if length < 8:
+        raise RemoteError("bad udp length")
+    return Packet(source, _port("udp", dport), 0, data[offset + 8 : offset + length], destination)
 
 
 _PORTS: dict[tuple[str, int], Port] = {}
