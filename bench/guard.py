@@ -25,6 +25,7 @@ from sesame.doors import Door, User
 from sesame.engine import Engine, Knock
 from sesame.errors import RemoteError
 from sesame.ports import Port
+from sesame.testing import recorded
 from sesame.wire import decode, spa
 
 BASELINE = Path(__file__).with_name("baseline.json")
@@ -75,12 +76,12 @@ def _spa() -> Callable[[], None]:
     port = Port("udp", 62201)
 
     def run() -> None:
-        engine = Engine([door], [user])
+        engine = Engine([door], [user], spa_burst=len(valid))
         for data in junk:
             with contextlib.suppress(RemoteError):
                 engine.spa(sources[0], port, data, 0.0, WALL)
         for source, data in zip(sources, valid, strict=True):
-            engine.spa(source, port, data, 0.0, WALL)
+            recorded(engine, engine.spa(source, port, data, 0.0, WALL), 0.0)
 
     return run
 

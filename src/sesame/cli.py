@@ -23,6 +23,8 @@ from sesame import config as configuration
 from sesame.crypto import decode_key, encode_key, new_key, read_private
 from sesame.doors import NAME_RE
 from sesame.errors import ConfigError, SesameError
+from sesame.files import open_owned
+from sesame.logs import FORMAT, Escaping
 from sesame.ports import parse_port
 
 DESCRIPTION = """\
@@ -61,6 +63,7 @@ def _serve(args: argparse.Namespace) -> int:
     from sesame.daemon import serve
     from sesame.firewall import NftGate
     from sesame.sensor import NflogSensor
+    from sesame.sensor.monitor import TableMonitor
 
     load = _loader(args)
     config = load()
@@ -68,15 +71,16 @@ def _serve(args: argparse.Namespace) -> int:
     sensor = NflogSensor(config.server.log_group)
     try:
         gate = NftGate(config.server.table)
+        monitor = TableMonitor(gate.portid)
     except SesameError:
         sensor.close()
         raise
     pid_file = config.server.pid_file
     if pid_file:
-        with open(pid_file, "w") as handle:
+        with open(open_owned(pid_file, truncate=True), "w") as handle:
             handle.write(f"{os.getpid()}\n")
     try:
-        return serve(load, gate, sensor)
+        return serve(load, gate, sensor, monitor)
     finally:
         if pid_file:
             with contextlib.suppress(OSError):
@@ -84,17 +88,18 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _log_outputs(server: configuration.Server) -> None:
-    """Besides stderr: a log file and syslog, when the config asks (knockd's options)."""
+    """Besides stderr: a log file and syslog, when the config asks (knockd's options).
+    The log file is opened without following a link, and must be sesame's own."""
     root = logging.getLogger("sesame")
-    form = logging.Formatter("%(asctime)s sesame[%(process)d]: %(message)s")
     if server.log_file:
-        handler: logging.Handler = logging.FileHandler(server.log_file)
-        handler.setFormatter(form)
+        fd = open_owned(server.log_file, append=True)
+        handler: logging.Handler = logging.StreamHandler(open(fd, "a", buffering=1))  # noqa: SIM115
+        handler.setFormatter(Escaping(FORMAT))
         root.addHandler(handler)
     if server.syslog:
         if os.path.exists("/dev/log"):
             handler = logging.handlers.SysLogHandler("/dev/log")
-            handler.setFormatter(logging.Formatter("sesame[%(process)d]: %(message)s"))
+            handler.setFormatter(Escaping("sesame[%(process)d]: %(message)s"))
             root.addHandler(handler)
         else:
             root.warning("syslog asked for, but /dev/log is missing: logging to stderr only")
@@ -623,11 +628,9 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s sesame[%(process)d]: %(message)s",
-        stream=sys.stderr,
-    )
+    stderr = logging.StreamHandler(sys.stderr)
+    stderr.setFormatter(Escaping(FORMAT))
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, handlers=[stderr])
     try:
         return int(args.func(args))
     except ConfigError as exc:

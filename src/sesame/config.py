@@ -21,6 +21,7 @@ from sesame.errors import ConfigError
 from sesame.ports import Port, parse_flags, parse_port
 
 IFNAME_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}$")
+MAX_SOURCES = 1 << 18  # the kernel follows at most this many knocking sources at once
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +36,8 @@ class Server:
     table: str = "sesame"
     state_dir: str = "/var/lib/sesame"
     spa_window: int = 60
+    spa_rate: float = 1.0  # accepted SPA datagrams a second per user (or fwknop stanza)
+    spa_burst: int = 30  # ... and at once
     log_file: str | None = None
     pid_file: str | None = None
     syslog: bool = False
@@ -104,6 +107,13 @@ class Config:
         return tuple(sorted({p for d in self.doors for _, seq in d.sequences() for p in seq}))
 
     @property
+    def replay_horizon(self) -> float:
+        """How far ahead of the clock a replay key can expire, at most: a message may
+        be stamped a window ahead and is kept a window after its stamp."""
+        windows = [self.server.spa_window, 60] + [s.max_age for s in self.fwknop]
+        return 2.0 * max(windows) + 1.0
+
+    @property
     def hold(self) -> int:
         """How long a scanner stays marked: at least the longest seq_timeout."""
         return max(self.server.scanner_hold, int(-(-self.longest_sequence // 1)))
@@ -150,6 +160,8 @@ _SERVER_KEYS = {
     "table",
     "state_dir",
     "spa_window",
+    "spa_rate",
+    "spa_burst",
     "log_file",
     "pid_file",
     "syslog",
@@ -285,6 +297,13 @@ def _int(raw: dict[str, Any], key: str, default: int, lo: int, hi: int, fail: Fa
     return value
 
 
+def _rate(raw: dict[str, Any], fail: Fail) -> float:
+    value = raw.get("spa_rate", 1.0)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.01 <= value <= 1e6:
+        raise fail("spa_rate", "spa_rate must be a number of datagrams a second, 0.01 to 1000000")
+    return float(value)
+
+
 def _server(raw: dict[str, Any], fail: Fail) -> Server:
     _check_keys(raw, _SERVER_KEYS, "[server]", fail)
     interface = raw.get("interface")
@@ -311,11 +330,13 @@ def _server(raw: dict[str, Any], fail: Fail) -> Server:
         syslog=syslog,
         state_dir=state_dir,
         spa_window=_int(raw, "spa_window", 60, 5, 3600, fail),
+        spa_rate=_rate(raw, fail),
+        spa_burst=_int(raw, "spa_burst", 30, 1, 1_000_000, fail),
         interface=interface,
         public=_ports(raw, "public", fail),
         scanner_hold=_int(raw, "scanner_hold", 60, 1, 86400, fail),
         log_group=_int(raw, "log_group", 5155, 1, 65535, fail),
-        max_sources=_int(raw, "max_sources", 40_000, 1, 10_000_000, fail),
+        max_sources=_int(raw, "max_sources", 40_000, 1, MAX_SOURCES, fail),
         table=table,
     )
 

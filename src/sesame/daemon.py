@@ -12,6 +12,7 @@ from __future__ import annotations
 import gc
 import logging
 import math
+import os
 import select
 import signal
 import socket
@@ -27,6 +28,7 @@ from sesame.engine.core import knock_ports
 from sesame.engine.events import Address, SequenceUsed
 from sesame.engine.sequences import SYN
 from sesame.errors import ConfigError, FirewallError, RemoteError, SesameError
+from sesame.files import FileRefused
 from sesame.firewall import commands
 from sesame.firewall.ruleset import (
     FIRST_SIZE,
@@ -39,8 +41,10 @@ from sesame.firewall.ruleset import (
     Entry,
     to_grants,
 )
+from sesame.firewall.watch import Verdict, Watch
 from sesame.ports import Port
 from sesame.sensor import NflogSensor
+from sesame.sensor.monitor import TableMonitor
 from sesame.state import ReplayStore
 from sesame.wire import decode
 from sesame.wire.nflog import Logged
@@ -49,6 +53,8 @@ log = logging.getLogger("sesame")
 FLUSH_EVERY = 16
 TAKE_BATCH = 64
 WARN_EVERY = 60.0  # seconds between two warnings of the same kind
+MAX_WAIT = 60.0  # the loop wakes at least this often, whatever a deadline says
+COMPACT_RETRY = 60.0  # seconds before a failed compaction of the state file is retried
 
 
 class Gate(Protocol):
@@ -70,6 +76,7 @@ class Gate(Protocol):
     def first_hit(self, address: Address) -> tuple[Port | None, float] | None: ...
     def take(self, addresses: Iterable[Address], seconds: float) -> None: ...
     def forget_hit(self, address: Address) -> None: ...
+    def exists(self) -> bool: ...
 
 
 def describe(decision: Decision) -> str:
@@ -108,8 +115,12 @@ class Daemon:
             fwknop=config.fwknop,
             max_sources=server.max_sources,
             spa_window=server.spa_window,
+            spa_rate=server.spa_rate,
+            spa_burst=server.spa_burst,
         )
-        self.store = ReplayStore(server.state_dir) if config.needs_state else None
+        self.store = self._store(config) if config.needs_state else None
+        self.compact_after = 0.0
+        self.restore_after: float | None = None  # a failed restore is tried again then
         self.one_time: dict[str, OneTimeFile] = {}
         self.knock_ports: frozenset[Port] = frozenset()
         # The first stage: the first ports the kernel remembers by itself (None: it
@@ -129,7 +140,9 @@ class Daemon:
         """Install the table (keeping live grants) and adopt the grants it holds."""
         now, wall = self.clock(), self.wall()
         if self.store is not None:
-            self.engine.replay.restore(self.store.load(wall), wall)
+            self._restore_replay(self.store, wall)
+            if self.store.error is not None:
+                self._unrecorded(now)
         entries = self.gate.entries()
         opens = self.config.gated
         keep = [e for e in entries if e.port in opens.get(e.door, ())]
@@ -302,22 +315,67 @@ class Daemon:
         log.info("calm again: the kernel remembers first knocks by itself")
         self._update_knock_ports(now)
 
+    def _restore_replay(self, store: ReplayStore, wall: float) -> None:
+        """Read the replay record back; if keys were lost, refuse what was stamped
+        before now: those are the messages that could otherwise be replayed."""
+        self.engine.replay.restore(store.load(wall), wall)
+        if store.damaged:
+            self.engine.not_before = wall
+            log.warning(
+                "%s was damaged (%s): SPA datagrams and one-time sequences from before now"
+                " are refused; fresh ones open",
+                store.path,
+                store.unreadable or f"{store.rejected} records that cannot be right",
+            )
+
+    @staticmethod
+    def _store(config: Config) -> ReplayStore:
+        return ReplayStore(config.server.state_dir, config.replay_horizon)
+
+    def _recorded(self, spent: Spent, now: float) -> bool:
+        """Put a spent key on record (before its grant); False if the state directory
+        cannot take it, and then it opens nothing until it can (fail closed)."""
+        if self.store is None:
+            return True
+        failing = self.store.error is not None
+        if self.store.append(spent.key, spent.until):
+            if failing:
+                log.warning(
+                    "%s is writable again: SPA and one-time sequences open", self.store.path
+                )
+            return True
+        self.reports["not recorded"] += 1
+        self._unrecorded(now)
+        return False
+
+    def _unrecorded(self, now: float) -> None:
+        assert self.store is not None
+        self._warn(
+            "state",
+            now,
+            "cannot write %s (%s): accepted SPA datagrams and one-time sequences open"
+            " nothing until it can be written",
+            self.store.path,
+            self.store.error,
+        )
+
     def carry_out(self, actions: Sequence[Action], now: float) -> None:
         if not actions:
             return
         decisions: list[Decision] = []
         for action in actions:
             if isinstance(action, Spent):
-                if self.store is not None:
-                    self.store.append(action.key, action.until)  # on record before the grant
+                if self._recorded(action, now) and action.admit is not None:
+                    decisions += self.engine.admit(action.admit, now)
             elif isinstance(action, SequenceUsed):
                 self._next_sequence(action)
             else:
                 decisions.append(action)
         if not decisions:
             return
-        try:
-            self.gate.apply(decisions, now)
+        gated = self.config.gated
+        try:  # a door with gate = false only runs commands: its grants open no port
+            self.gate.apply([d for d in decisions if d.grant.door in gated], now)
         except FirewallError as exc:
             log.error("firewall refused a change: %s", exc)
         for decision in decisions:
@@ -374,9 +432,32 @@ class Daemon:
         if self.engine.roll(self.wall()) is not None:
             self._update_knock_ports(now)
         self._calm(now)
-        if self.store is not None and self.store.should_compact(len(self.engine.replay)):
-            self.store.compact(self.engine.replay.items())
+        if self.restore_after is not None and now >= self.restore_after:
+            self.restore(now, "trying again")
+        self._compact(now)
+        for name in self.engine.over_rate:
+            self._warn(
+                f"rate {name}",
+                now,
+                "%s sends more than %d SPA datagrams at once or %g a second: refused beyond",
+                name,
+                self.config.server.spa_burst,
+                self.config.server.spa_rate,
+            )
+        self.engine.over_rate.clear()
         self.runner.reap(now)
+
+    def _compact(self, now: float) -> None:
+        """Rewrite the replay record once it has grown; if the disk refuses, go on
+        appending to the old one and try again a minute later."""
+        store = self.store
+        if store is None or now < self.compact_after:
+            return
+        if store.should_compact(len(self.engine.replay)) and not store.compact(
+            self.engine.replay.items()
+        ):
+            self.compact_after = now + COMPACT_RETRY
+            self._warn("compact", now, "cannot compact %s: %s", store.path, store.error)
 
     def reload(self, load: Callable[[], Config]) -> None:
         """Apply a new config; refuse it whole on any fault."""
@@ -391,14 +472,16 @@ class Daemon:
             for file in new.one_time_files.values():
                 current, upcoming = OneTimeFile(file).next_two()
                 ports |= frozenset((current or ()) + upcoming)
+            store = self._store(new) if new.needs_state and self.store is None else None
             # The kernel keeps the first knocks it holds; the first ports follow below.
             self.gate.install(new, (), ports, self.first if new.first_stage else None)
-        except (ConfigError, FirewallError) as exc:
+        except (ConfigError, FirewallError, FileRefused) as exc:
             log.error("reload refused, the running config stays: %s", exc)
             return
         self.config = new
-        if new.needs_state and self.store is None:
-            self.store = ReplayStore(new.server.state_dir)
+        if store is not None:
+            self.store = store
+            self._restore_replay(store, self.wall())
         now = self.clock()
         actions = self.engine.reconfigure(
             new.doors,
@@ -407,6 +490,8 @@ class Daemon:
             max_sources=new.server.max_sources,
             spa_window=new.server.spa_window,
             now=now,
+            spa_rate=new.server.spa_rate,
+            spa_burst=new.server.spa_burst,
         )
         self.carry_out(actions, now)
         self._load_one_time(new)
@@ -436,7 +521,11 @@ class Daemon:
             waits.append(0.5)
         if self.overflow is not None:
             waits.append(self.overflow[2] - now)
-        return max(0.0, min(waits)) if waits else None
+        if self.engine.over_rate:
+            waits.append(0.0)
+        if self.restore_after is not None:
+            waits.append(self.restore_after - now)
+        return max(0.0, min([*waits, MAX_WAIT]))
 
     def reconcile(self, now: float) -> None:
         """Close the grants whose elements are gone from the kernel before their time
@@ -457,6 +546,50 @@ class Daemon:
                     actions.append(closed)
         self.carry_out(actions, now)
 
+    def changed(self, verdict: Verdict, now: float) -> None:
+        """Another process changed sesame's table (see :mod:`sesame.firewall.watch`)."""
+        by = ", ".join(f"process {pid}" for pid in verdict.by) or "another process"
+        if verdict.unknown:
+            log.warning("nftables changes were missed: checking table inet %s", self.table)
+            if not self.gate.exists():
+                self.restore(now, "the table is gone")
+                return
+            self.reconcile(now)
+            self.restore(now, "changes were missed")
+            return
+        if verdict.revoke:
+            self.reconcile(now)
+        if verdict.restore:
+            self.restore(now, f"{by} changed table inet {self.table}")
+
+    @property
+    def table(self) -> str:
+        return self.config.server.table
+
+    def restore(self, now: float, why: str) -> None:
+        """Install the table again, with every live grant for the time it has left and
+        the sources sesame follows: the gate is never left open."""
+        started = time.monotonic()
+        gated = self.config.gated
+        live = [g for g in self.engine.grants.all() if g.door in gated and g.expires > now]
+        try:
+            self.gate.install(self.config, (), self.knock_ports, self.first)
+            self.gate.apply([Refreshed(g) for g in live], now)
+            if self.first is not None:
+                self.gate.set_knock_ports(self.knock_ports, self.first, self.engine.tracked())
+        except FirewallError as exc:
+            self.restore_after = now + 1.0
+            log.error("%s; restoring it failed (%s): trying again in a second", why, exc)
+            return
+        self.restore_after = None
+        self.reports["restored"] += 1
+        log.warning(
+            "%s: restored it with %d live grants in %.0f ms",
+            why,
+            len(live),
+            (time.monotonic() - started) * 1000,
+        )
+
     def counters(self) -> str:
         counts = dict(self.engine.counters) | {f"dropped {k}": v for k, v in self.drops.items()}
         counts |= self.reports
@@ -465,7 +598,7 @@ class Daemon:
     def close(self) -> None:
         self.runner.wait()
         if self.store is not None:
-            self.store.close()
+            self.store.shut()
 
 
 def settle() -> None:
@@ -476,12 +609,19 @@ def settle() -> None:
     gc.freeze()
 
 
-def serve(load: Callable[[], Config], gate: Gate, sensor: NflogSensor) -> int:
+def serve(
+    load: Callable[[], Config],
+    gate: Gate,
+    sensor: NflogSensor,
+    monitor: TableMonitor | None = None,
+) -> int:
     """Run the daemon loop until SIGTERM/SIGINT; ``load`` reads the config (again on
-    SIGHUP). Returns the exit status."""
+    SIGHUP); ``monitor`` tells of other processes' changes to the table. Returns the
+    exit status."""
     config = load()
     daemon = Daemon(config, gate)
     daemon.start()
+    watch = Watch(config.server.table, os.getpid())
     settle()
     wake_r, wake_w = socket.socketpair()
     wake_r.setblocking(False)
@@ -498,6 +638,10 @@ def serve(load: Callable[[], Config], gate: Gate, sensor: NflogSensor) -> int:
     sensor_fd = sensor.fileno()
     poller.register(sensor_fd, select.EPOLLIN)
     poller.register(wake_r.fileno(), select.EPOLLIN)
+    monitor_fd = -1
+    if monitor is not None:
+        monitor_fd = monitor.fileno()
+        poller.register(monitor_fd, select.EPOLLIN)
     log.info(
         "ready: table inet %s, %d doors, %d users, %d fwknop stanzas, NFLOG group %d",
         config.server.table,
@@ -517,6 +661,11 @@ def serve(load: Callable[[], Config], gate: Gate, sensor: NflogSensor) -> int:
                 now = time.monotonic()
                 if fd == sensor_fd:
                     daemon.packets(sensor.read(), now)
+                elif fd == monitor_fd and monitor is not None:
+                    notices = monitor.read()
+                    verdict = watch.lost() if notices is None else watch.judge(notices)
+                    if verdict:
+                        daemon.changed(verdict, now)
                 else:
                     try:
                         while wake_r.recv(64):
@@ -551,6 +700,8 @@ def serve(load: Callable[[], Config], gate: Gate, sensor: NflogSensor) -> int:
         signal.set_wakeup_fd(old_fd)
         poller.close()
         sensor.close()
+        if monitor is not None:
+            monitor.close()
         wake_r.close()
         wake_w.close()
         daemon.close()

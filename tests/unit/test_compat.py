@@ -15,6 +15,7 @@ from sesame.engine import Engine, Knock, Opened, Spent
 from sesame.errors import ConfigError, RemoteError
 from sesame.firewall import commands
 from sesame.ports import Port
+from sesame.testing import recorded
 from sesame.wire import fwknop as wire
 
 KEY = base64.b64decode("JCsc4AAN+Z1Bwh95MQjaahA7mUXm29Ld8RKN86e8M20=")
@@ -148,7 +149,7 @@ class TestFwknopEngine:
     def test_accepted_and_replay_refused(self):
         e = fw_engine()
         data = datagram()
-        actions = e.fwknop(USER, SERVER, SPA, data, 0.0, STAMP + 5)
+        actions = recorded(e, e.fwknop(USER, SERVER, SPA, data, 0.0, STAMP + 5), 0.0)
         assert isinstance(actions[0], Spent) and isinstance(actions[1], Opened)
         assert actions[1].grant.expires == 30.0 and actions[1].grant.user == "alice"
         with pytest.raises(RemoteError, match="replay"):
@@ -164,6 +165,13 @@ class TestFwknopEngine:
             ({}, datagram("198.51.100.2,tcp/23"), USER, STAMP, "fwknop port not allowed"),
             ({}, datagram("198.51.100.2,icmp/0"), USER, STAMP, "fwknop access request"),
             ({"require_username": "bob"}, datagram(), USER, STAMP, "fwknop username"),
+            (  # a scope id: any bytes after "%", a newline to forge a log line included
+                {"allow_other_address": True},
+                datagram("2001:db8::9%\nforged,tcp/22"),
+                USER,
+                STAMP,
+                "fwknop access request",
+            ),
             ({"access_expire": STAMP - 1.0}, datagram(), USER, STAMP, "fwknop access expired"),
             (
                 {"sources": (ip_address("203.0.113.0"),)},
@@ -189,8 +197,8 @@ class TestFwknopEngine:
 
     def test_client_timeout_capped_and_source_any_where_allowed(self):
         e = fw_engine(allow_source_any=True, max_fw_timeout=60)
-        [_, opened] = e.fwknop(
-            USER, SERVER, SPA, datagram("0.0.0.0,tcp/22", timeout=500), 0.0, STAMP
+        [_, opened] = recorded(
+            e, e.fwknop(USER, SERVER, SPA, datagram("0.0.0.0,tcp/22", timeout=500), 0.0, STAMP), 0.0
         )
         assert opened.grant.address == USER and opened.grant.expires == 60.0
 

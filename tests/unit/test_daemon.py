@@ -207,3 +207,17 @@ def test_reports_of_full_sets_are_counted_and_unknown_prefixes_dropped():
     assert daemon.reports == {"scanner set full": 2, "follow set full": 1}
     assert daemon.drops == {"unknown log prefix": 1}
     assert gate.elements == {}
+
+
+def test_a_door_that_does_not_gate_puts_nothing_in_the_kernel():
+    """A door with gate = false only runs commands; its grant must not open a port that
+    another door gates."""
+    text = EXAMPLE + (
+        '\n[[door]]\nname = "cmd"\nsequence = ["6000/tcp", "6001/tcp"]\nopen = ["22/tcp"]\n'
+        'gate = false\nstart_command = ["/bin/true"]\n'
+    )
+    daemon, gate, clock = make(text)
+    send(daemon, clock, (6000, "tcp"), (6001, "tcp"))
+    assert [g.door for g in daemon.engine.grants.all()] == ["cmd"]
+    daemon.close()
+    assert gate.elements == {}

@@ -15,6 +15,7 @@ from sesame.doors import Door, User
 from sesame.engine import Engine, Opened, Spent
 from sesame.errors import RemoteError
 from sesame.ports import Port
+from sesame.testing import recorded
 from sesame.wire import spa
 
 KEY = bytes(range(32))
@@ -36,7 +37,7 @@ def engine():
 
 def test_a_valid_packet_opens_for_its_sender():
     e = engine()
-    actions = e.spa(A, SPA_PORT, packet(), now=5.0, wall=WALL)
+    actions = recorded(e, e.spa(A, SPA_PORT, packet(), now=5.0, wall=WALL), 5.0)
     assert isinstance(actions[0], Spent)
     opened = actions[1]
     assert isinstance(opened, Opened)
@@ -89,7 +90,9 @@ def test_every_flipped_bit_is_refused():
 def test_another_address_only_for_a_user_who_may():
     e = engine()
     other = ip_address("203.0.113.9")
-    [_, opened] = e.spa(A, SPA_PORT, packet("bob", bytes(32), address=other), 0.0, WALL)
+    [_, opened] = recorded(
+        e, e.spa(A, SPA_PORT, packet("bob", bytes(32), address=other), 0.0, WALL), 0.0
+    )
     assert opened.grant.address == other
 
 

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from sesame.doors import Door, User
 from sesame.engine import Engine, Knock, Opened, Spent, totp
 from sesame.ports import Port
+from sesame.testing import recorded
 
 KEY = bytes(range(32))
 PHONE = Door(
@@ -32,7 +33,8 @@ def seq(step, key=KEY):
 def feed(engine, ports, now=0.0, source=A):
     actions = []
     for i, port in enumerate(ports):
-        actions += engine.knock(Knock(source, port), now + i * 0.1)
+        when = now + i * 0.1
+        actions += recorded(engine, engine.knock(Knock(source, port), when), when)
     return actions
 
 

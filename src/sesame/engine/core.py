@@ -14,7 +14,9 @@ from sesame.engine import totp
 from sesame.engine.events import (
     Action,
     Address,
+    Admission,
     Closed,
+    Decision,
     Grant,
     Knock,
     Opened,
@@ -22,6 +24,7 @@ from sesame.engine.events import (
     Spent,
 )
 from sesame.engine.grants import GrantBook
+from sesame.engine.limits import Buckets
 from sesame.engine.replay import ReplayWindow
 from sesame.engine.sequences import Pattern, SequenceMatcher, Target
 from sesame.errors import RemoteError
@@ -49,8 +52,10 @@ def one_time_patterns(
     subkeys: dict[str, bytes],
     step: int,
     spent: Container[bytes],
+    first_step: int = 0,
 ) -> list[Pattern]:
-    """Every user's unspent one-time sequences for the previous, current and next step."""
+    """Every user's unspent one-time sequences for the previous, current and next step
+    (none before ``first_step``)."""
     patterns = []
     for door in doors:
         if door.sequence_from != "totp" or door.port_range is None:
@@ -60,7 +65,7 @@ def one_time_patterns(
                 continue
             key = subkeys.get(user.name) or totp.subkey(user.key)
             for s in (step - 1, step, step + 1):
-                if totp.spent_key(door.name, user.name, s) in spent:
+                if s < first_step or totp.spent_key(door.name, user.name, s) in spent:
                     continue
                 ports = totp.sequence(key, door.name, s, door.port_range, door.sequence_length)
                 patterns.append(
@@ -96,11 +101,18 @@ class Engine:
         max_sources: int = 40_000,
         spa_window: int = 60,
         replay_cap: int = 1_000_000,
+        spa_rate: float = 1.0,
+        spa_burst: int = 30,
     ) -> None:
         self.grants = GrantBook()
         self.replay = ReplayWindow(replay_cap)
         self.counters: Counter[str] = Counter()
         self.matcher = SequenceMatcher((), max_sources)
+        self.shares = Buckets(spa_rate, spa_burst)
+        self.over_rate: set[str] = set()  # key holders refused for their rate, since asked
+        # Messages stamped before this (wall time) are refused: set when the replay
+        # record read back at start-up had lost keys, which could then be replayed.
+        self.not_before = 0.0
         self._setup(doors, users, fwknop, max_sources, spa_window)
 
     def _setup(
@@ -202,11 +214,14 @@ class Engine:
         max_sources: int,
         spa_window: int,
         now: float,
+        spa_rate: float = 1.0,
+        spa_burst: int = 30,
     ) -> list[Action]:
         """Take new doors, users and stanzas. Attempts on patterns that remain carry on;
         grants remain unless what opened them is gone, opens other ports, or their user
         lost the door."""
         self._setup(doors, users, fwknop, max_sources, spa_window)
+        self.shares.keep(set(self.users) | {s.name for s in fwknop}, spa_rate, spa_burst)
         stanzas = {s.name: s for s in self.fwknop_stanzas}
         actions: list[Action] = []
         for grant in self.grants.all():
@@ -237,7 +252,12 @@ class Engine:
             return None
         self._step = step
         patterns = self._static + one_time_patterns(
-            self._totp_doors, self.users.values(), self._totp_keys, step, self.replay
+            self._totp_doors,
+            self.users.values(),
+            self._totp_keys,
+            step,
+            self.replay,
+            totp.step_of(self.not_before) + 2 if self.not_before else 0,
         )
         self.matcher.set_patterns(patterns)
         return frozenset(p for pattern in patterns for p in pattern.ports)
@@ -270,11 +290,12 @@ class Engine:
                 if not self.replay.add(key, until):
                     self.counters["replay window full"] += 1
                     continue
-                actions.append(Spent(key, until))
+                actions.append(Spent(key, until, self._admission(door, knock.source, target.user)))
                 self.matcher.set_patterns(
                     p for p in self.matcher.patterns.values() if p.target != target
                 )
-            elif door.one_time_sequences:
+                continue
+            if door.one_time_sequences:
                 current = self._one_time.get(door.name)
                 if current is not None:
                     actions.append(SequenceUsed(door.name, current))
@@ -304,6 +325,8 @@ class Engine:
         if nonce in self.replay:  # a byte-identical replay costs no decryption
             raise RemoteError("replay")
         request = spa.open_sealed(payload, header_len, aead, name)
+        if request.timestamp < self.not_before:
+            raise RemoteError("stamped before the replay record was lost")
         if request.timestamp < wall - self.spa_window:
             raise RemoteError("stale timestamp")
         if request.timestamp > wall + self.spa_window:
@@ -318,11 +341,18 @@ class Engine:
             raise RemoteError("door not allowed")
         if request.address != source and not user.allow_other_address:
             raise RemoteError("address differs from source")
+        self._within_share(name, now)
         until = request.timestamp + self.spa_window
         if not self.replay.add(nonce, until):
             raise RemoteError("replay window full")
         self.counters["spa accepted"] += 1
-        return [Spent(nonce, until), *self.open(door, request.address, now, name)]
+        return [Spent(nonce, until, self._admission(door, request.address, name))]
+
+    def _within_share(self, name: str, now: float) -> None:
+        """Refuse an authentic message of a key holder over its rate (see limits)."""
+        if not self.shares.take(name, now):
+            self.over_rate.add(name)
+            raise RemoteError("over the user's rate")
 
     # -- fwknop SPA --------------------------------------------------------------------
 
@@ -374,12 +404,16 @@ class Engine:
     ) -> list[Action]:
         if abs(wall - message.timestamp) > stanza.max_age:
             raise RemoteError("stale timestamp")
+        if message.timestamp < self.not_before:
+            raise RemoteError("stamped before the replay record was lost")
         if message.kind not in (fwknop_wire.ACCESS, fwknop_wire.ACCESS_WITH_TIMEOUT):
             raise RemoteError("fwknop message type")
         if stanza.require_username is not None and message.user != stanza.require_username:
             raise RemoteError("fwknop username")
         text, _, requested = message.access.partition(",")
         try:
+            if "%" in text:  # a scope id (any bytes after "%"): no address to open for
+                raise ValueError(text)
             asked = ip_address(text)
             ports = tuple(sorted(fwknop_ports(requested)))
         except ValueError:
@@ -397,26 +431,37 @@ class Engine:
         seconds = stanza.fw_access_timeout
         if message.client_timeout:
             seconds = min(message.client_timeout, stanza.max_fw_timeout)
+        self._within_share(stanza.name, now)
         until = message.timestamp + stanza.max_age
         if not self.replay.add(digest, until):
             raise RemoteError("replay window full")
         self.counters["fwknop accepted"] += 1
         user = message.user if NAME_RE.match(message.user) else ""
-        return [Spent(digest, until), *self.give(stanza.name, asked, ports, seconds, now, user)]
+        return [Spent(digest, until, Admission(stanza.name, asked, ports, seconds, user))]
 
     # -- grants ---------------------------------------------------------------------
 
-    def open(self, door: Door, address: Address, now: float, user: str = "") -> list[Action]:
+    @staticmethod
+    def _admission(door: Door, address: Address, user: str) -> Admission:
+        return Admission(
+            door.name, address, door.open, door.open_for, user, door.one_address_per_user
+        )
+
+    def open(self, door: Door, address: Address, now: float, user: str = "") -> list[Decision]:
         """Grant ``door`` to ``address`` for the door's ``open_for``; with
         ``one_address_per_user``, the user's grants at other addresses close."""
+        return self.admit(self._admission(door, address, user), now)
+
+    def admit(self, admission: Admission, now: float) -> list[Decision]:
+        """Open what an accepted one-shot message unlocks, once its key is on record."""
         return self.give(
-            door.name,
-            address,
-            door.open,
-            door.open_for,
+            admission.door,
+            admission.address,
+            admission.ports,
+            admission.seconds,
             now,
-            user,
-            one_address=door.one_address_per_user,
+            admission.user,
+            one_address=admission.one_address,
         )
 
     def give(
@@ -429,11 +474,11 @@ class Engine:
         user: str = "",
         *,
         one_address: bool = False,
-    ) -> list[Action]:
+    ) -> list[Decision]:
         """Grant ``ports`` to ``address`` under ``name`` for ``seconds``. A live grant
         of the same name and address is refreshed; if it held other ports, it is
         closed and the new one opened."""
-        actions: list[Action] = []
+        actions: list[Decision] = []
         if user and one_address:
             for old in self.grants.of_user(name, user):
                 if old.address != address:

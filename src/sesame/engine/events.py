@@ -56,11 +56,27 @@ class Closed:
 
 
 @dataclass(frozen=True, slots=True)
+class Admission:
+    """What an accepted one-shot message opens, once its key is on record: ``ports``
+    of ``door`` (a door or fwknop stanza) to ``address`` for ``seconds``."""
+
+    door: str
+    address: Address
+    ports: tuple[Port, ...]
+    seconds: int
+    user: str = ""
+    one_address: bool = False  # the user's grants of this door at other addresses close
+
+
+@dataclass(frozen=True, slots=True)
 class Spent:
-    """A one-shot key was used: persist it so a restart cannot accept it again."""
+    """A one-shot key was used: persist it so a restart cannot accept it again, then
+    (only if that worked) hand ``admit`` back to the engine (:meth:`Engine.admit`),
+    which opens it. A key that cannot be recorded opens nothing: fail closed."""
 
     key: bytes
     until: float  # wall time after which it could not be accepted anyway
+    admit: Admission | None = None
 
 
 @dataclass(frozen=True, slots=True)

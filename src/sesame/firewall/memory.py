@@ -69,6 +69,9 @@ class MemoryGate:
     def forget_hit(self, address: Address) -> None:
         return None
 
+    def exists(self) -> bool:
+        return self.installed is not None
+
     def allows(self, address: Address, port: Port, now: float) -> bool:
         """Would the kernel let a new connection from ``address`` to ``port`` in?"""
         entry = self.elements.get((address, port))

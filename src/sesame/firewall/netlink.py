@@ -17,6 +17,7 @@ import os
 import socket
 import struct
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from ipaddress import IPv4Address
 
 from sesame.engine.events import Address, Closed, Decision
@@ -25,9 +26,13 @@ from sesame.firewall.ruleset import comment
 from sesame.ports import Port, Proto
 
 NETLINK_NETFILTER = 12
+NFNLGRP_NFTABLES = 7  # the multicast group of nftables' change notifications
 NFNL_SUBSYS_NFTABLES = 10
 NFNL_MSG_BATCH_BEGIN, NFNL_MSG_BATCH_END = 0x10, 0x11
+NEWSET = 9
 NEWSETELEM, GETSETELEM, DELSETELEM = 12, 13, 14
+NEWGEN = 15  # ends the notifications of one transaction; says which process made it
+GEN_PROC_PID = 2
 NLMSG_ERROR = 2
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_CREATE = 1, 4, 0x400
 NFPROTO_INET = 1
@@ -157,6 +162,47 @@ def parse_hit(body: bytes) -> tuple[Port | None, float] | None:
             port = Port(proto, number) if proto and number else None
             return port, max(0, timeout - left) / 1000
     return None
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """One nftables change notification: what changed (NEW/DEL TABLE, CHAIN, RULE,
+    SET, SETELEM, ...: the message type), in which family, table and set; or, for
+    NEWGEN (``kind`` 15), the process that made the transaction (``pid``)."""
+
+    kind: int
+    family: int = 0
+    table: str = ""
+    set: str = ""
+    pid: int = 0
+
+
+def notices(data: bytes) -> Iterator[Notice]:
+    """The nftables notifications in one datagram read from the NFNLGRP_NFTABLES group.
+    Every object message carries its table as attribute 1 and, for sets and their
+    elements, the set's name as attribute 2."""
+    offset = 0
+    while offset + _NLMSGHDR.size <= len(data):
+        length, kind, _, _, _ = _NLMSGHDR.unpack_from(data, offset)
+        if length < _NLMSGHDR.size + 4 or offset + length > len(data):
+            return
+        if kind >> 8 == NFNL_SUBSYS_NFTABLES:
+            body = data[offset + _NLMSGHDR.size : offset + length]
+            attrs = dict(_attrs(body[4:]))
+            message = kind & 0xFF
+            if message == NEWGEN:
+                pid = attrs.get(GEN_PROC_PID, b"")
+                yield Notice(message, pid=int.from_bytes(pid, "big") if len(pid) == 4 else 0)
+            else:
+                name = attrs.get(LIST_TABLE, b"").split(b"\0", 1)[0]
+                chain_or_set = attrs.get(LIST_SET, b"") if message >= NEWSET else b""
+                yield Notice(
+                    message,
+                    body[0],
+                    name.decode("ascii", "replace"),
+                    chain_or_set.split(b"\0", 1)[0].decode("ascii", "replace"),
+                )
+        offset += (length + 3) & ~3
 
 
 class Netlink:

@@ -14,6 +14,8 @@ from sesame.firewall.libnft import Nft
 from sesame.firewall.ruleset import Entry
 from sesame.ports import Port
 
+CHUNK = 256  # grants per transaction: a netlink batch must fit the socket's buffer
+
 
 class NftGate:
     """Installs the table, carries out grant decisions, reads live grants back."""
@@ -45,9 +47,17 @@ class NftGate:
             commands += "\n".join(ruleset.remove(self.table, entry.address, [entry.port])) + "\n"
         self.nft.run(commands)
 
+    @property
+    def portid(self) -> int:
+        """The netlink port id of the socket grants go through (its changes are
+        sesame's own)."""
+        return int(self.netlink.sock.getsockname()[0])
+
     def apply(self, decisions: Sequence[Decision], now: float) -> None:
-        """Carry out engine decisions in one transaction."""
-        self.netlink.apply(netlink.grant_steps(decisions, now))
+        """Carry out engine decisions in one transaction (many at once, as when the
+        table is restored, in transactions of CHUNK each)."""
+        for start in range(0, len(decisions), CHUNK):
+            self.netlink.apply(netlink.grant_steps(decisions[start : start + CHUNK], now))
 
     def set_knock_ports(
         self,

@@ -47,14 +47,14 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, ip_address
 from typing import Any
 
-from sesame.config import Config
+from sesame.config import MAX_SOURCES, Config
 from sesame.engine.events import Address, Grant
 from sesame.ports import Port
 from sesame.wire import fwknop, spa
 
 NOISY_SIZE = 65536
 FIRST_SIZE = 16384  # first knocks remembered at once; beyond, sesame sees them all
-FOLLOW_SIZE = 1 << 18  # sources whose knocks sesame follows (beyond: fail closed)
+FOLLOW_SIZE = MAX_SOURCES  # sources whose knocks sesame follows (beyond: fail closed)
 SNAPLEN = 2048
 # Log prefixes: a first knock the kernel had no room for; noise from a source with a
 # knock attempt in progress; a scanner the kernel could not mark; a knock of a new

@@ -1,0 +1,31 @@
+"""Log lines that no packet can forge: every character of a message that is not
+printable (a newline, a carriage return, a terminal escape, any other control) is
+written as an escape, whatever part of the message it came from. Remote bytes that
+reach a log (an address a client claims, a name) can then never start a line of
+their own or rewrite the terminal."""
+
+from __future__ import annotations
+
+import logging
+
+FORMAT = "%(asctime)s sesame[%(process)d]: %(message)s"
+
+
+def escape(text: str) -> str:
+    """``text`` with every non-printable character as ``\\xNN`` or ``\\uNNNN``."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else _escaped(c) for c in text)
+
+
+def _escaped(char: str) -> str:
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+class Escaping(logging.Formatter):
+    """A formatter whose messages are escaped (tracebacks, sesame's own, are not)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = escape(record.message)
+        return super().formatMessage(record)
