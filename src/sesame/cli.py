@@ -71,7 +71,7 @@ def _serve(args: argparse.Namespace) -> int:
     sensor = NflogSensor(config.server.log_group)
     try:
         gate = NftGate(config.server.table)
-        monitor = TableMonitor(gate.portid)
+        monitor = TableMonitor(config.server.table, gate.portid)
     except SesameError:
         sensor.close()
         raise

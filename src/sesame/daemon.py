@@ -227,7 +227,10 @@ class Daemon:
             self.taking.discard(source)
             if self.first is not None or now < self.read_hits_until:
                 try:  # its first knock, if the kernel holds one, must not count either
-                    self.gate.forget_hit(source)
+                    # (looked up first: a failed deletion aborts a transaction, which
+                    # costs the kernel milliseconds, and a scan sends noise in bursts)
+                    if self.gate.first_hit(source) is not None:
+                        self.gate.forget_hit(source)
                 except FirewallError as exc:
                     log.error("cannot forget the first knock of %s: %s", source, exc)
         elif prefix == NOISY_FULL:
@@ -555,7 +558,7 @@ class Daemon:
                 self.restore(now, "the table is gone")
                 return
             self.reconcile(now)
-            self.restore(now, "changes were missed")
+            self.restore(now, "changes were missed", grants=False)
             return
         if verdict.revoke:
             self.reconcile(now)
@@ -566,12 +569,15 @@ class Daemon:
     def table(self) -> str:
         return self.config.server.table
 
-    def restore(self, now: float, why: str) -> None:
-        """Install the table again, with every live grant for the time it has left and
-        the sources sesame follows: the gate is never left open."""
+    def restore(self, now: float, why: str, grants: bool = True) -> None:
+        """Install the table again, with every live grant for the time it has left
+        (unless the grant sets were left alone) and the sources sesame follows: the
+        gate is never left open."""
         started = time.monotonic()
         gated = self.config.gated
         live = [g for g in self.engine.grants.all() if g.door in gated and g.expires > now]
+        if not grants:
+            live = []
         try:
             self.gate.install(self.config, (), self.knock_ports, self.first)
             self.gate.apply([Refreshed(g) for g in live], now)

@@ -3,18 +3,27 @@ in a namespace, against the real kernel firewall."""
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import os
 import re
 import socket
+import subprocess
+import time
 from ipaddress import ip_address
+from pathlib import Path
 
 import pytest
 from bench import craft
 
 from sesame.client import spa_packet
 from sesame.crypto import decode_key
-from sesame.lab import blocked, knock_from
+from sesame.lab import blocked, knock_from, reachable
+from sesame.netns import inside
+from sesame.state import RECORD
+from sesame.wire import spa
 from tests.kernel.conftest import CONFIG, require
-from tests.kernel.test_spa import ALICE, serve
+from tests.kernel.test_spa import ALICE, BOB, SERVER_CONFIG, send, serve
 
 TCP_ONLY = CONFIG.replace(
     '["7000/tcp", "8000/tcp", "9000/udp"]', '["7000/tcp", "8000/tcp", "9000/tcp"]'
@@ -152,3 +161,186 @@ def test_ipv6_extension_headers_before_knocks(lab):
         for port in (7000, 8000, 9000):
             raw.send(craft.packet(user, server, craft.TCP, port, headers=(craft.DESTINATION,)))
     daemon.wait_for(rf"opened door ssh to {user}:", 10, since=mark)
+
+
+# -- a key holder, the disk, the state directory, the table --------------------------------
+
+
+def spa_from(lab, netns: str, user: str, key: str, source: str, stamp: float) -> bytes:
+    aead = spa.cipher(decode_key(key))
+    return spa.encode(user, aead, "ssh", ip_address(source), int(stamp), os.urandom(12))
+
+
+def test_one_key_holder_flooding_valid_datagrams_locks_nobody_else_out(lab):
+    """alice sends 3,000 valid datagrams stamped 59 s ahead as fast as she can: beyond
+    her burst she is refused (one warning, not a line each); bob still gets in."""
+    daemon = serve(lab)
+    mark = daemon.mark()
+    stamp = time.time() + 59
+    flood = [spa_from(lab, "", "alice", ALICE, lab.user.ipv4, stamp) for _ in range(3000)]
+    with inside(lab.user.netns):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with sock:
+        for payload in flood:
+            sock.sendto(payload, (lab.server.ipv4, 62201))
+    payload = spa_from(lab, "", "bob", BOB, lab.stranger.ipv4, time.time())
+    send(lab.stranger.netns, lab.server.ipv4, payload)
+    daemon.wait_for(rf"opened door ssh to {lab.stranger.ipv4}: 22/tcp \(user bob\)", 15, since=mark)
+    daemon.wait_for(r"alice sends more than 30 SPA datagrams at once", 10, since=mark)
+    accepted = [line for line in daemon.lines[mark:] if "(user alice)" in line]
+    assert 1 <= len(accepted) <= 30 + 15  # the burst, and one a second
+    assert sum("over the user's rate" in line for line in daemon.lines[mark:]) > 2000
+
+
+def test_a_full_disk_refuses_spa_and_recovers_without_a_restart(lab):
+    state = Path(lab.tmp, "state")
+    state.mkdir(mode=0o700)
+    mount = ["mount", "-t", "tmpfs", "-o", "size=8k,mode=700", "tmpfs", str(state)]
+    subprocess.run(mount, check=True)
+    try:
+        daemon = lab.serve(SERVER_CONFIG.format(tmp=lab.tmp, alice=ALICE, bob=BOB, open_for=30))
+        filler = state / "filler"
+        with contextlib.suppress(OSError), open(filler, "wb") as handle:
+            handle.write(b"\0" * 65536)
+        mark = daemon.mark()
+        send(
+            lab.user.netns,
+            lab.server.ipv4,
+            spa_from(lab, "", "alice", ALICE, lab.user.ipv4, time.time()),
+        )
+        daemon.wait_for(r"cannot write .*replay \(No space left on device\)", 10, since=mark)
+        assert lab.grants() == {}
+        filler.unlink()
+        send(
+            lab.user.netns,
+            lab.server.ipv4,
+            spa_from(lab, "", "alice", ALICE, lab.user.ipv4, time.time()),
+        )
+        daemon.wait_for(r"writable again", 10, since=mark)
+        daemon.wait_for(rf"opened door ssh to {lab.user.ipv4}", 10, since=mark)
+        assert daemon.process.poll() is None
+    finally:
+        lab.daemon.stop()
+        lab.daemon = None
+        subprocess.run(["umount", str(state)], check=True)
+
+
+def test_a_state_dir_others_may_change_is_refused_with_the_fix(lab):
+    state = Path(lab.tmp, "state")
+    state.mkdir()
+    state.chmod(0o777)
+    os.chown(state, 65534, 65534)
+    path = lab.write_config(SERVER_CONFIG.format(tmp=lab.tmp, alice=ALICE, bob=BOB, open_for=30))
+    result = lab.sesame(lab.server.netns, "serve", "-c", path, check=False)
+    assert result.returncode == 1
+    assert "belongs to uid 65534" in result.stderr and "chmod 700" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_links_in_the_state_dir_are_never_written_through(lab):
+    victim = Path(lab.tmp, "victim")
+    victim.write_text("precious")
+    state = Path(lab.tmp, "state")
+    state.mkdir(mode=0o700)
+    (state / "replay.new").symlink_to(victim)
+    daemon = serve(lab)
+    mark = daemon.mark()
+    send(
+        lab.user.netns,
+        lab.server.ipv4,
+        spa_from(lab, "", "alice", ALICE, lab.user.ipv4, time.time()),
+    )
+    daemon.wait_for(rf"opened door ssh to {lab.user.ipv4}", 10, since=mark)
+    assert victim.read_text() == "precious"
+
+
+def test_a_record_with_a_huge_expiry_does_not_stop_the_daemon(lab):
+    state = Path(lab.tmp, "state")
+    state.mkdir(mode=0o700)
+    (state / "replay").write_bytes(RECORD.pack(1e300, 16, b"k" * 16))
+    daemon = serve(lab)
+    daemon.wait_for(r"replay was damaged", 5)
+    mark = daemon.mark()
+    send(
+        lab.user.netns,
+        lab.server.ipv4,
+        spa_from(lab, "", "alice", ALICE, lab.user.ipv4, time.time() + 1),
+    )
+    daemon.wait_for(rf"opened door ssh to {lab.user.ipv4}", 10, since=mark)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "delete table inet sesame",
+        "flush ruleset",
+        "flush table inet sesame",
+        "flush chain inet sesame guard",
+        "flush set inet sesame guarded",
+        "delete rule inet sesame input handle {handle}",
+    ],
+    ids=["table", "ruleset", "flush-table", "chain", "set", "rule"],
+)
+def test_a_deleted_or_flushed_gate_is_restored_with_its_grants(lab, command):
+    daemon = lab.serve()
+    lab.knock_open()
+    left = lab.grants()[f"{lab.user.ipv4} 22/tcp"]
+    if "{handle}" in command:
+        listing = lab.nft("-a", "list", "chain", "inet", "sesame", "input")
+        command = command.format(handle=re.search(r"jump guard # handle (\d+)", listing).group(1))
+    mark = daemon.mark()
+    changed = time.monotonic()
+    lab.nft(*command.split())
+    daemon.wait_for(r"changed table inet sesame: restored it with 1 live grants", 5, since=mark)
+    assert time.monotonic() - changed < 1.0
+    assert blocked(lab.stranger.netns, lab.server.ipv4, 22)
+    assert reachable(lab.user.netns, lab.server.ipv4, 22)
+    assert 0 < lab.grants()[f"{lab.user.ipv4} 22/tcp"] <= left
+
+
+def test_a_grant_deleted_by_hand_is_revoked_at_once(lab):
+    """No pid file, no signal: the deletion itself tells sesame."""
+    daemon = lab.serve()
+    mark = lab.knock_open()
+    lab.nft("delete", "element", "inet", "sesame", "grants4", f"{{ {lab.user.ipv4} . tcp . 22 }}")
+    daemon.wait_for(rf"closed door ssh for {lab.user.ipv4} \(revoked\)", 5, since=mark)
+    assert "restored" not in "\n".join(daemon.lines[mark:])
+
+
+def test_an_address_with_a_forged_log_line_is_refused_and_escaped(lab):
+    """fwknop's -a with an IPv6 scope id holding a newline: no forged log line."""
+    from sesame.wire import fwknop as fwknop_wire
+    from tests.interop.test_fwknop import HMAC, KEY, private
+
+    access = private(Path(lab.tmp, "access.conf"), FORGE_ACCESS.format(key=KEY, hmac=HMAC))
+    from sesame.lab import DaemonProcess
+
+    daemon = lab.daemon = DaemonProcess(
+        lab.server.netns,
+        access,
+        "-v",
+        source="--fwknop-access",
+        serve=("--state-dir", f"{lab.tmp}/state"),
+    ).start()
+    mark = daemon.mark()
+    forged = "2001:db8::9%\nFORGED sesame[1]: opened door x to 6.6.6.6"  # no comma
+    payload = fwknop_wire.encode(
+        "alice",
+        f"{forged},tcp/22",
+        base64.b64decode(KEY),
+        base64.b64decode(HMAC),
+        timestamp=int(time.time()),
+    )
+    send(lab.user.netns, lab.server.ipv4, payload)
+    daemon.wait_for(r"fwknop access request", 10, since=mark)
+    assert not any(line.startswith("FORGED") for line in daemon.lines)
+    assert lab.grants() == {}
+
+
+FORGE_ACCESS = """\
+SOURCE              ANY
+OPEN_PORTS          tcp/22
+KEY_BASE64          {key}
+HMAC_KEY_BASE64     {hmac}
+SESAME_ALLOW_OTHER_ADDRESS Y
+"""

@@ -26,7 +26,7 @@ CAPTURED = [
 
 
 def test_notifications_the_kernel_sent_are_decoded():
-    found = [n for data in CAPTURED for n in netlink.notices(bytes.fromhex(data))]
+    found = [n for data in CAPTURED for n in netlink.notices(bytes.fromhex(data), "t")]
     assert found == [
         Notice(netlink.NEWSETELEM, NFPROTO_INET, "t", "grants4"),
         Notice(NEWGEN, pid=10595),
@@ -39,7 +39,12 @@ def test_notifications_the_kernel_sent_are_decoded():
 
 @pytest.mark.parametrize("data", [b"", b"\x00" * 15, b"\xff" * 64, bytes.fromhex(CAPTURED[2])[:50]])
 def test_truncated_or_junk_notifications_yield_what_is_whole(data):
-    assert all(isinstance(n, Notice) for n in netlink.notices(data))
+    assert all(isinstance(n, Notice) for n in netlink.notices(data, "t"))
+
+
+def test_other_tables_are_skipped():
+    found = [n for data in CAPTURED for n in netlink.notices(bytes.fromhex(data), "tt")]
+    assert found == [Notice(NEWGEN, pid=10595), Notice(NEWGEN, pid=10596)]
 
 
 def gen(pid):

@@ -177,31 +177,36 @@ class Notice:
     pid: int = 0
 
 
-def notices(data: bytes) -> Iterator[Notice]:
-    """The nftables notifications in one datagram read from the NFNLGRP_NFTABLES group.
-    Every object message carries its table as attribute 1 and, for sets and their
-    elements, the set's name as attribute 2."""
+def notices(data: bytes, table: str) -> Iterator[Notice]:
+    """The nftables notifications about ``table`` (any family) in one datagram read
+    from the NFNLGRP_NFTABLES group, and every NEWGEN. Every object message carries its
+    table as its first attribute and, for sets and their elements, the set's name as
+    attribute 2; the rest is skipped cheaply, as other programs may change thousands
+    of elements at once."""
+    name = table.encode() + b"\0"
+    mine = _attr(LIST_TABLE, name)[: _NLATTR.size + len(name)]
+    start, end = _NLMSGHDR.size + 4, _NLMSGHDR.size + 4 + len(mine)
     offset = 0
     while offset + _NLMSGHDR.size <= len(data):
         length, kind, _, _, _ = _NLMSGHDR.unpack_from(data, offset)
         if length < _NLMSGHDR.size + 4 or offset + length > len(data):
             return
-        if kind >> 8 == NFNL_SUBSYS_NFTABLES:
-            body = data[offset + _NLMSGHDR.size : offset + length]
-            attrs = dict(_attrs(body[4:]))
-            message = kind & 0xFF
-            if message == NEWGEN:
-                pid = attrs.get(GEN_PROC_PID, b"")
-                yield Notice(message, pid=int.from_bytes(pid, "big") if len(pid) == 4 else 0)
-            else:
-                name = attrs.get(LIST_TABLE, b"").split(b"\0", 1)[0]
-                chain_or_set = attrs.get(LIST_SET, b"") if message >= NEWSET else b""
-                yield Notice(
-                    message,
-                    body[0],
-                    name.decode("ascii", "replace"),
-                    chain_or_set.split(b"\0", 1)[0].decode("ascii", "replace"),
-                )
+        message = kind & 0xFF
+        if kind >> 8 != NFNL_SUBSYS_NFTABLES:
+            pass
+        elif message == NEWGEN:
+            attrs = dict(_attrs(data[offset + start : offset + length]))
+            pid = attrs.get(GEN_PROC_PID, b"")
+            yield Notice(message, pid=int.from_bytes(pid, "big") if len(pid) == 4 else 0)
+        elif data[offset + start : offset + end] == mine:
+            attrs = dict(_attrs(data[offset + start : offset + length]))
+            chain_or_set = attrs.get(LIST_SET, b"") if message >= NEWSET else b""
+            yield Notice(
+                message,
+                data[offset + _NLMSGHDR.size],
+                table,
+                chain_or_set.split(b"\0", 1)[0].decode("ascii", "replace"),
+            )
         offset += (length + 3) & ~3
 
 

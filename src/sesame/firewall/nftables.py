@@ -115,8 +115,9 @@ class NftGate:
             self.nft.run("\n".join(commands) + "\n")
 
     def exists(self) -> bool:
+        """Is the table there, with its grant sets (listing it whole would be slow)?"""
         try:
-            self.nft.run(f"list table inet {self.table}")
+            self.nft.run(f"list set inet {self.table} grants6")
         except FirewallError:
             return False
         return True

@@ -20,7 +20,7 @@ from sesame.sensor.nflog import SensorError
 SO_ATTACH_FILTER = 26
 SO_RCVBUFFORCE = 33
 SOL_NETLINK, NETLINK_ADD_MEMBERSHIP = 270, 1
-RCVBUF = 1 << 20
+RCVBUF = 8 << 20  # a burst of other programs' changes (a big set filled at once)
 # Classic BPF: load the nlmsg_pid word of the first message; drop if it is ours.
 BPF_LD_W_ABS, BPF_JMP_JEQ_K, BPF_RET_K = 0x20, 0x15, 0x06
 
@@ -38,10 +38,12 @@ def _filter(portid: int) -> list[tuple[int, int, int, int]]:
 
 
 class TableMonitor:
-    """A netlink socket in the nftables notification group. ``ignore``: the port id of
-    sesame's own netlink socket, whose changes are filtered out in the kernel."""
+    """A netlink socket in the nftables notification group, for what concerns
+    ``table``. ``ignore``: the port id of sesame's own netlink socket, whose changes are
+    filtered out in the kernel."""
 
-    def __init__(self, ignore: int | None = None) -> None:
+    def __init__(self, table: str, ignore: int | None = None) -> None:
+        self.table = table
         self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, netlink.NETLINK_NETFILTER)
         try:
             self.sock.bind((0, 0))
@@ -80,7 +82,7 @@ class TableMonitor:
                     self._drain()
                     return None
                 raise
-            out += netlink.notices(data)
+            out += netlink.notices(data, self.table)
 
     def _drain(self) -> None:
         while True:
