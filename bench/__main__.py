@@ -27,6 +27,7 @@ from collections.abc import Callable
 from ipaddress import IPv4Address
 from pathlib import Path
 
+from bench.flood import USERS, user_key
 from bench.lab import (
     Listener,
     Prober,
@@ -60,6 +61,7 @@ name = "alice"
 key = "{B64(KEY).decode()}"
 doors = ["spa"]
 
+{{users}}
 [[door]]
 name = "plain"
 sequence = ["7000/tcp", "8000/tcp", "9000/udp"]
@@ -78,6 +80,12 @@ open_ports = "tcp/22"
 key_base64 = "{B64(FW_KEY).decode()}"
 hmac_key_base64 = "{B64(FW_HMAC).decode()}"
 """
+
+# The valid SPA flood's users (bench.flood): each user's share of SPA is bounded.
+FLOOD_USERS = "".join(
+    f'[[user]]\nname = "u{i}"\nkey = "{B64(user_key(i)).decode()}"\ndoors = ["spa"]\n\n'
+    for i in range(USERS)
+)
 
 KNOCKD_CONFIG = """\
 [options]
@@ -245,7 +253,9 @@ class Bench:
     # -- subjects ----------------------------------------------------------------------------
 
     def sesame(self) -> None:
-        config = write(self.tmp / "sesame.toml", SESAME_CONFIG.format(tmp=self.tmp))
+        config = write(
+            self.tmp / "sesame.toml", SESAME_CONFIG.format(tmp=self.tmp, users=FLOOD_USERS)
+        )
         daemon = DaemonProcess(self.server.netns, config).start()
         pid = daemon.process.pid
         reset = lambda: nft(self.server.netns, "flush set inet sesame grants4\n")  # noqa: E731
@@ -486,7 +496,9 @@ class Bench:
     def gate_scale(self) -> None:
         srv = self.server.netns
         out: dict[str, object] = {}
-        config = write(self.tmp / "gate.toml", SESAME_CONFIG.format(tmp=self.tmp))
+        config = write(
+            self.tmp / "gate.toml", SESAME_CONFIG.format(tmp=self.tmp, users=FLOOD_USERS)
+        )
         daemon = DaemonProcess(srv, config).start()
         daemon.stop()  # the table stays; the gate is all kernel
         for size in self.args.grants:

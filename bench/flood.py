@@ -4,12 +4,14 @@
 
 KIND: syn (random ports), first (SYNs to port 7000: the first knock of a sequence),
 junk-udp:PORT (random bytes), sesame-wrong:PORT, fwknop-wrong:PORT (well formed, wrong
-key), sesame-valid:PORT (valid SPA, each source its own). Sources are distinct
-addresses in 100.64.0.0/10. Prints the seconds it took.
+key), sesame-valid:PORT (valid SPA, each source its own, from USERS users in turn: a
+user's share of SPA is bounded). Sources are distinct addresses in 100.64.0.0/10.
+Prints the seconds it took.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import sys
@@ -19,6 +21,11 @@ from bench.lab import Raw, spoofed
 from sesame.wire import fwknop, spa
 
 WALL_KEY = bytes(range(32))
+USERS = 1000  # the valid SPA flood's users (sesame bounds each user's share)
+
+
+def user_key(i: int) -> bytes:
+    return hashlib.sha256(f"u{i}".encode()).digest()
 
 
 def packets(raw: Raw, kind: str, count: int) -> list[bytes]:
@@ -30,9 +37,9 @@ def packets(raw: Raw, kind: str, count: int) -> list[bytes]:
     import time
 
     now = int(time.time())
-    if name in ("sesame-wrong", "sesame-valid"):
-        key = WALL_KEY if name == "sesame-valid" else bytes(32)
-        aead = spa.cipher(key)
+    if name == "sesame-wrong":
+        aead = spa.cipher(bytes(32))
+    ciphers = [spa.cipher(user_key(i)) for i in range(USERS)] if name == "sesame-valid" else []
     for i, source in enumerate(sources):
         sport = 1024 + i % 60000
         if name == "syn":
@@ -41,8 +48,12 @@ def packets(raw: Raw, kind: str, count: int) -> list[bytes]:
             out.append(raw.syn(source, sport, 7000))
         elif name == "junk-udp":
             out.append(raw.udp(source, sport, port, os.urandom(rng.randrange(1, 300))))
-        elif name in ("sesame-wrong", "sesame-valid"):
+        elif name == "sesame-wrong":
             payload = spa.encode("alice", aead, "spa", IPv4Address(source), now, os.urandom(12))
+            out.append(raw.udp(source, sport, port, payload))
+        elif name == "sesame-valid":
+            user, aead_i = f"u{i % USERS}", ciphers[i % USERS]
+            payload = spa.encode(user, aead_i, "spa", IPv4Address(source), now, os.urandom(12))
             out.append(raw.udp(source, sport, port, payload))
         elif name == "fwknop-wrong":
             payload = fwknop.encode(

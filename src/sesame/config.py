@@ -79,8 +79,14 @@ class Config:
 
     @property
     def longest_sequence(self) -> float:
-        """The longest seq_timeout: how long a first knock counts."""
-        return max((d.seq_timeout for d in self.doors), default=0.0)
+        """The longest seq_timeout of a door that takes knocks: how long a first knock
+        counts (an SPA door's seq_timeout means nothing)."""
+        knocked = (
+            d.seq_timeout
+            for d in self.doors
+            if d.sequences() or d.sequence_from or d.one_time_sequences
+        )
+        return max(knocked, default=0.0)
 
     @property
     def one_time_files(self) -> dict[str, str]:

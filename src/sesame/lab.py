@@ -66,8 +66,12 @@ class DaemonProcess:
         self._changed = threading.Condition()
         self.process: subprocess.Popen[str] | None = None
 
-    def start(self, ready: bool = True, timeout: float = 20.0) -> DaemonProcess:
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+    def start(
+        self, ready: bool = True, timeout: float = 20.0, env: dict[str, str] | None = None
+    ) -> DaemonProcess:
+        """Start it (``env``: more environment variables) and, with ``ready``, wait
+        until it says it is ready."""
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
         self.process = subprocess.Popen(
             self.argv,
             stdin=subprocess.DEVNULL,

@@ -275,3 +275,39 @@ class TestDiskFull:
 
 def test_the_record_layout_is_fixed():
     assert RECORD.size == struct.calcsize(">dB32s") == 41
+
+
+B64_TEXT = st.text(
+    alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=", max_size=600
+)
+
+
+class TestDecodersUnderHostileInput:
+    """Whatever arrives, the one outcome besides a grant is a RemoteError, and no
+    hostile input grants."""
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.one_of(st.binary(max_size=700), B64_TEXT.map(str.encode)))
+    def test_fwknop_datagrams(self, data):
+        from tests.unit.test_compat import SERVER as FW_SERVER
+        from tests.unit.test_compat import SPA as FW_PORT
+        from tests.unit.test_compat import USER as FW_USER
+        from tests.unit.test_compat import fw_engine
+
+        e = fw_engine()
+        with contextlib.suppress(RemoteError):
+            e.fwknop(FW_USER, FW_SERVER, FW_PORT, data, 0.0, WALL)
+        assert len(e.grants) == 0
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.binary(max_size=16), st.binary(max_size=300))
+    def test_logged_packets_with_any_prefix(self, tmp_path_factory, prefix, payload):
+        clock = FakeClock()
+        gate = MemoryGate(clock)
+        state = tmp_path_factory.mktemp("s") / "state"
+        daemon = Daemon(config.parse(SERVER.format(state=state)), gate, clock)
+        daemon.packet(Logged(5155, prefix, payload), clock())
+        packet = ipv4("198.51.100.2", "198.51.100.1", 17, udp(62201, payload))
+        daemon.packet(Logged(5155, prefix, packet), clock())
+        assert gate.elements == {}
+        daemon.close()

@@ -1,0 +1,90 @@
+"""The reliability suite: sesame attacked in the namespace lab, as an attacker and as
+bad luck would. As root, after scripts/setup.sh:
+
+    .venv/bin/python -m bench.reliability [--short] [--soak SECONDS] [--readme]
+
+Sections: scans, junk (a million malformed packets), resources (every bounded one
+filled on purpose), faults, soak. A full run writes bench/results/reliability.md
+and .json and, with --readme, its table into README.md; a short run (CI's) only
+prints it. Exits 1 if anything did not hold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from bench.__main__ import machine
+from bench.reliability import faults, junk, resources, scans, soak
+from bench.reliability.base import Lab, Row
+
+RESULTS = Path(__file__).parent.parent / "results"
+SECTIONS = ("scans", "junk", "resources", "faults", "soak")
+
+
+def markdown(rows: list[Row], info: dict[str, str], seconds: float, short: bool) -> str:
+    lines = [
+        f"{info['date']} · kernel {info['kernel']} · {info['cpus']} CPUs · {info['sesame']}"
+        f" · {'short run' if short else 'full run'}, {seconds / 60:.1f} min",
+        "",
+        "| part | what was thrown | how much | what held | |",
+        "|---|---|---|---|---|",
+    ]
+    for row in rows:
+        mark = "held" if row.ok else "**did not hold**"
+        lines.append(f"| {row.section} | {row.attack} | {row.amount} | {row.held} | {mark} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--short", action="store_true", help="a smaller run (CI's)")
+    parser.add_argument("--soak", type=float, default=None, metavar="SECONDS")
+    parser.add_argument("--only", nargs="*", choices=SECTIONS, default=list(SECTIONS))
+    parser.add_argument("--readme", action="store_true", help="put the table into README.md")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("the reliability suite needs root (namespaces, nftables)", file=sys.stderr)
+        return 1
+    soak_seconds = args.soak if args.soak is not None else (20.0 if args.short else 120.0)
+    started = time.monotonic()
+    lab = Lab(args.short)
+    try:
+        for name in args.only:
+            print(f"== {name}", flush=True)
+            if name == "soak":
+                soak.run(lab, soak_seconds)
+            else:
+                {"scans": scans, "junk": junk, "resources": resources, "faults": faults}[name].run(
+                    lab
+                )
+    finally:
+        lab.close()
+    seconds = time.monotonic() - started
+    info = machine()
+    text = markdown(lab.rows, info, seconds, args.short)
+    if not args.short:  # a short run (CI's) only prints
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / "reliability.md").write_text(text)
+        report = {"machine": info, "seconds": seconds, "rows": [asdict(r) for r in lab.rows]}
+        (RESULTS / "reliability.json").write_text(json.dumps(report, indent=2) + "\n")
+    if args.readme:
+        readme = Path(__file__).parent.parent.parent / "README.md"
+        content = readme.read_text()
+        start, end = "<!-- reliability:start -->\n", "<!-- reliability:end -->"
+        head, _, rest = content.partition(start)
+        _, _, tail = rest.partition(end)
+        readme.write_text(head + start + text + end + tail)
+    print(text)
+    return 0 if lab.rows and all(r.ok for r in lab.rows) else 1
+
+
+if __name__ == "__main__":
+    threading.excepthook = lambda a: None
+    sys.exit(main())
