@@ -19,6 +19,7 @@ import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from bench.__main__ import machine
 from bench.reliability import faults, junk, resources, scans, soak
@@ -28,18 +29,46 @@ RESULTS = Path(__file__).parent.parent / "results"
 SECTIONS = ("scans", "junk", "resources", "faults", "soak")
 
 
-def markdown(rows: list[Row], info: dict[str, str], seconds: float, short: bool) -> str:
+def markdown(report: dict[str, Any]) -> str:
+    """The table, from the rows of the latest run of each part."""
+    runs = report["runs"]
     lines = [
-        f"{info['date']} · kernel {info['kernel']} · {info['cpus']} CPUs · {info['sesame']}"
-        f" · {'short run' if short else 'full run'}, {seconds / 60:.1f} min",
+        " · ".join(
+            f"{', '.join(r['sections'])}: {r['date']}, {r['seconds'] / 60:.1f} min" for r in runs
+        ),
+        f"kernel {report['machine']['kernel']} · {report['machine']['cpus']} CPUs ·"
+        f" {report['machine']['sesame']}",
         "",
         "| part | what was thrown | how much | what held | |",
         "|---|---|---|---|---|",
     ]
-    for row in rows:
-        mark = "held" if row.ok else "**did not hold**"
-        lines.append(f"| {row.section} | {row.attack} | {row.amount} | {row.held} | {mark} |")
+    for row in report["rows"]:
+        mark = "held" if row["ok"] else "**did not hold**"
+        lines.append(
+            f"| {row['section']} | {row['attack']} | {row['amount']} | {row['held']} | {mark} |"
+        )
     return "\n".join(lines) + "\n"
+
+
+def merged(
+    rows: list[Row], sections: list[str], info: dict[str, str], seconds: float
+) -> dict[str, Any]:
+    """This run's rows in place of the same parts' rows of the saved report (a long soak
+    run alone replaces only the soak)."""
+    saved: dict[str, Any] = {"rows": [], "runs": []}
+    path = RESULTS / "reliability.json"
+    if path.exists():
+        saved = json.loads(path.read_text())
+    kept = [r for r in saved.get("rows", []) if r["section"] not in sections]
+    new = kept + [asdict(r) for r in rows]
+    new.sort(key=lambda r: SECTIONS.index(r["section"]))
+    runs = [
+        {**r, "sections": [x for x in r["sections"] if x not in sections]}
+        for r in saved.get("runs", [])
+    ]
+    runs = [r for r in runs if r["sections"]]
+    runs.append({"sections": sections, "date": info["date"], "seconds": round(seconds)})
+    return {"machine": info, "rows": new, "runs": runs}
 
 
 def main() -> int:
@@ -68,12 +97,18 @@ def main() -> int:
         lab.close()
     seconds = time.monotonic() - started
     info = machine()
-    text = markdown(lab.rows, info, seconds, args.short)
+    this = {
+        "machine": info,
+        "rows": [asdict(r) for r in lab.rows],
+        "runs": [{"sections": args.only, "date": info["date"], "seconds": round(seconds)}],
+    }
+    text = markdown(this)
     if not args.short:  # a short run (CI's) only prints
+        report = merged(lab.rows, args.only, info, seconds)
         RESULTS.mkdir(exist_ok=True)
-        (RESULTS / "reliability.md").write_text(text)
-        report = {"machine": info, "seconds": seconds, "rows": [asdict(r) for r in lab.rows]}
         (RESULTS / "reliability.json").write_text(json.dumps(report, indent=2) + "\n")
+        text = markdown(report)
+        (RESULTS / "reliability.md").write_text(text)
     if args.readme:
         readme = Path(__file__).parent.parent.parent / "README.md"
         content = readme.read_text()

@@ -668,8 +668,7 @@ def serve(
                 if fd == sensor_fd:
                     daemon.packets(sensor.read(), now)
                 elif fd == monitor_fd and monitor is not None:
-                    notices = monitor.read()
-                    verdict = watch.lost() if notices is None else watch.judge(notices)
+                    verdict = monitor.read(watch)
                     if verdict:
                         daemon.changed(verdict, now)
                 else:

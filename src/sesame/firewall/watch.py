@@ -26,7 +26,7 @@ daemon then looks at the table itself.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from sesame.firewall.netlink import DELSETELEM, NEWGEN, NEWSETELEM, NFPROTO_INET, Notice
 
@@ -46,38 +46,43 @@ class Verdict:
     def __bool__(self) -> bool:
         return self.restore or self.revoke or self.unknown
 
+    def __or__(self, other: Verdict) -> Verdict:
+        return Verdict(
+            self.restore or other.restore,
+            self.revoke or other.revoke,
+            self.unknown or other.unknown,
+            self.by + other.by,
+        )
+
 
 @dataclass
 class Watch:
-    """Judges notifications for table ``inet <table>``; ``own``: sesame's process id."""
+    """Judges notifications for table ``inet <table>``; ``own``: sesame's process id.
+    What a transaction did is kept as two flags until its NEWGEN arrives, so a
+    transaction of a million elements costs no memory."""
 
     table: str
     own: int
-    _pending: list[Notice] = field(default_factory=list)
+    _restore: bool = False
+    _revoke: bool = False
 
     def judge(self, batch: Iterable[Notice]) -> Verdict:
         """Take the notifications read so far; judge every transaction they end."""
-        restore = revoke = False
-        by: list[int] = []
+        verdict = Verdict()
         for notice in batch:
-            if notice.kind != NEWGEN:
-                self._pending.append(notice)
-                continue
-            ours, self._pending = self._pending, []
-            if notice.pid == self.own:
-                continue
-            mine = [n for n in ours if n.family == NFPROTO_INET and n.table == self.table]
-            wants_restore = any(_breaks_the_gate(n) for n in mine)
-            wants_revoke = any(n.kind == DELSETELEM and n.set in GRANT_SETS for n in mine)
-            if wants_restore or wants_revoke:
-                restore |= wants_restore
-                revoke |= wants_revoke
-                by.append(notice.pid)
-        return Verdict(restore, revoke, False, tuple(by))
+            if notice.kind == NEWGEN:
+                restore, revoke = self._restore, self._revoke
+                self._restore = self._revoke = False
+                if notice.pid != self.own and (restore or revoke):
+                    verdict = verdict | Verdict(restore, revoke, False, (notice.pid,))
+            elif notice.family == NFPROTO_INET and notice.table == self.table:
+                self._restore |= _breaks_the_gate(notice)
+                self._revoke |= notice.kind == DELSETELEM and notice.set in GRANT_SETS
+        return verdict
 
     def lost(self) -> Verdict:
         """Notifications were lost: what they said is unknown."""
-        self._pending = []
+        self._restore = self._revoke = False
         return Verdict(unknown=True)
 
 

@@ -15,6 +15,7 @@ import struct
 import sys
 
 from sesame.firewall import netlink
+from sesame.firewall.watch import Verdict, Watch
 from sesame.sensor.nflog import SensorError
 
 SO_ATTACH_FILTER = 26
@@ -68,21 +69,22 @@ class TableMonitor:
     def fileno(self) -> int:
         return self.sock.fileno()
 
-    def read(self) -> list[netlink.Notice] | None:
-        """The notifications waiting now; None if some were lost (the socket's buffer
-        overflowed), so what changed is unknown."""
-        out: list[netlink.Notice] = []
+    def read(self, watch: Watch) -> Verdict:
+        """Judge the notifications waiting now, one datagram at a time (``watch``
+        keeps what a transaction did until it ends); if some were lost (the socket's
+        buffer overflowed), what changed is unknown."""
+        verdict = Verdict()
         while True:
             try:
                 data = self.sock.recv(1 << 16)
             except BlockingIOError:
-                return out
+                return verdict
             except OSError as exc:
                 if exc.errno == errno.ENOBUFS:
                     self._drain()
-                    return None
+                    return verdict | watch.lost()
                 raise
-            out += netlink.notices(data, self.table)
+            verdict = verdict | watch.judge(netlink.notices(data, self.table))
 
     def _drain(self) -> None:
         while True:
