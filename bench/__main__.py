@@ -55,6 +55,7 @@ B64 = base64.b64encode
 SESAME_CONFIG = f"""\
 [server]
 state_dir = "{{tmp}}/state"
+spa_rate = 50  # alice and the fwknop stanza send a trial every 0.1 s or so
 
 [[user]]
 name = "alice"

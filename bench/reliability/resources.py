@@ -14,6 +14,7 @@ from ipaddress import ip_address
 from bench.lab import Raw, spoofed
 from bench.reliability.base import ALICE, SPA_PORT, Lab, Row
 from sesame import client
+from sesame.firewall.ruleset import NOISY_SIZE
 from sesame.netns import inside
 
 
@@ -40,8 +41,8 @@ def _scan_opens(lab: Lab) -> int:
 
 def scanner_sets(lab: Lab) -> None:
     daemon = lab.start(verbose=True)
-    count = 70_000
-    _flood(lab, list(range(1, 6990)), count, 21, 50_000)
+    count = NOISY_SIZE + 40_000
+    _flood(lab, list(range(1, 6990)), count, 21, 60_000)
     full = lab.elements("noisy4")
     opened = _scan_opens(lab)
     said = any("scanner sets are full" in line for line in daemon.lines)
@@ -54,7 +55,7 @@ def scanner_sets(lab: Lab) -> None:
             f"{count:,} forged sources",
             f"set full ({full:,} sources), logged: {'yes' if said else 'no'}; the scan"
             f" opened {opened}; the user got in ({latency * 1000:.1f} ms)",
-            full >= 65536 and said and opened == 0,
+            full >= NOISY_SIZE and said and opened == 0,
             {"noisy4": full, "opened": opened},
         )
     )

@@ -121,6 +121,7 @@ class Daemon:
         self.store = self._store(config) if config.needs_state else None
         self.compact_after = 0.0
         self.restore_after: float | None = None  # a failed restore is tried again then
+        self.restored_at = -math.inf
         self.one_time: dict[str, OneTimeFile] = {}
         self.knock_ports: frozenset[Port] = frozenset()
         # The first stage: the first ports the kernel remembers by itself (None: it
@@ -572,7 +573,12 @@ class Daemon:
     def restore(self, now: float, why: str, grants: bool = True) -> None:
         """Install the table again, with every live grant for the time it has left
         (unless the grant sets were left alone) and the sources sesame follows: the
-        gate is never left open."""
+        gate is never left open. At most once a second: a change that names no process
+        (an old kernel) must not make sesame restore its own restores without end."""
+        if now < self.restored_at + 1.0:
+            self.restore_after = self.restored_at + 1.0
+            return
+        self.restored_at = now
         started = time.monotonic()
         gated = self.config.gated
         live = [g for g in self.engine.grants.all() if g.door in gated and g.expires > now]

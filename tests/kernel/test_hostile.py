@@ -166,9 +166,15 @@ def test_ipv6_extension_headers_before_knocks(lab):
 # -- a key holder, the disk, the state directory, the table --------------------------------
 
 
-def spa_from(lab, netns: str, user: str, key: str, source: str, stamp: float) -> bytes:
+def spa_from(user: str, key: str, source: str, stamp: float) -> bytes:
     aead = spa.cipher(decode_key(key))
     return spa.encode(user, aead, "ssh", ip_address(source), int(stamp), os.urandom(12))
+
+
+def alice_knocks(lab, stamp: float | None = None) -> None:
+    """One SPA datagram of alice's from the user, stamped now (or ``stamp``)."""
+    payload = spa_from("alice", ALICE, lab.user.ipv4, stamp or time.time())
+    send(lab.user.netns, lab.server.ipv4, payload)
 
 
 def test_one_key_holder_flooding_valid_datagrams_locks_nobody_else_out(lab):
@@ -177,13 +183,13 @@ def test_one_key_holder_flooding_valid_datagrams_locks_nobody_else_out(lab):
     daemon = serve(lab)
     mark = daemon.mark()
     stamp = time.time() + 59
-    flood = [spa_from(lab, "", "alice", ALICE, lab.user.ipv4, stamp) for _ in range(3000)]
+    flood = [spa_from("alice", ALICE, lab.user.ipv4, stamp) for _ in range(3000)]
     with inside(lab.user.netns):
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     with sock:
         for payload in flood:
             sock.sendto(payload, (lab.server.ipv4, 62201))
-    payload = spa_from(lab, "", "bob", BOB, lab.stranger.ipv4, time.time())
+    payload = spa_from("bob", BOB, lab.stranger.ipv4, time.time())
     send(lab.stranger.netns, lab.server.ipv4, payload)
     daemon.wait_for(rf"opened door ssh to {lab.stranger.ipv4}: 22/tcp \(user bob\)", 15, since=mark)
     daemon.wait_for(r"alice sends more than 30 SPA datagrams at once", 10, since=mark)
@@ -203,19 +209,11 @@ def test_a_full_disk_refuses_spa_and_recovers_without_a_restart(lab):
         with contextlib.suppress(OSError), open(filler, "wb") as handle:
             handle.write(b"\0" * 65536)
         mark = daemon.mark()
-        send(
-            lab.user.netns,
-            lab.server.ipv4,
-            spa_from(lab, "", "alice", ALICE, lab.user.ipv4, time.time()),
-        )
+        alice_knocks(lab)
         daemon.wait_for(r"cannot write .*replay \(No space left on device\)", 10, since=mark)
         assert lab.grants() == {}
         filler.unlink()
-        send(
-            lab.user.netns,
-            lab.server.ipv4,
-            spa_from(lab, "", "alice", ALICE, lab.user.ipv4, time.time()),
-        )
+        alice_knocks(lab)
         daemon.wait_for(r"writable again", 10, since=mark)
         daemon.wait_for(rf"opened door ssh to {lab.user.ipv4}", 10, since=mark)
         assert daemon.process.poll() is None
@@ -245,11 +243,7 @@ def test_links_in_the_state_dir_are_never_written_through(lab):
     (state / "replay.new").symlink_to(victim)
     daemon = serve(lab)
     mark = daemon.mark()
-    send(
-        lab.user.netns,
-        lab.server.ipv4,
-        spa_from(lab, "", "alice", ALICE, lab.user.ipv4, time.time()),
-    )
+    alice_knocks(lab)
     daemon.wait_for(rf"opened door ssh to {lab.user.ipv4}", 10, since=mark)
     assert victim.read_text() == "precious"
 
@@ -261,11 +255,7 @@ def test_a_record_with_a_huge_expiry_does_not_stop_the_daemon(lab):
     daemon = serve(lab)
     daemon.wait_for(r"replay was damaged", 5)
     mark = daemon.mark()
-    send(
-        lab.user.netns,
-        lab.server.ipv4,
-        spa_from(lab, "", "alice", ALICE, lab.user.ipv4, time.time() + 1),
-    )
+    alice_knocks(lab, time.time() + 1)
     daemon.wait_for(rf"opened door ssh to {lab.user.ipv4}", 10, since=mark)
 
 
@@ -310,18 +300,9 @@ def test_a_grant_deleted_by_hand_is_revoked_at_once(lab):
 def test_an_address_with_a_forged_log_line_is_refused_and_escaped(lab):
     """fwknop's -a with an IPv6 scope id holding a newline: no forged log line."""
     from sesame.wire import fwknop as fwknop_wire
-    from tests.interop.test_fwknop import HMAC, KEY, private
+    from tests.interop.test_fwknop import HMAC, KEY, serve_access
 
-    access = private(Path(lab.tmp, "access.conf"), FORGE_ACCESS.format(key=KEY, hmac=HMAC))
-    from sesame.lab import DaemonProcess
-
-    daemon = lab.daemon = DaemonProcess(
-        lab.server.netns,
-        access,
-        "-v",
-        source="--fwknop-access",
-        serve=("--state-dir", f"{lab.tmp}/state"),
-    ).start()
+    daemon = serve_access(lab, FORGE_ACCESS.format(key=KEY, hmac=HMAC))
     mark = daemon.mark()
     forged = "2001:db8::9%\nFORGED sesame[1]: opened door x to 6.6.6.6"  # no comma
     payload = fwknop_wire.encode(

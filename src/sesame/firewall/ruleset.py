@@ -11,7 +11,7 @@ Layout of ``table inet <name>`` (``sesame`` by default):
   attempt, so a scan cannot complete a sequence even when the scanner sets below
   are full. Then the source is marked in ``noisy4``/``noisy6`` for the scanner hold;
   when those are full the kernel cannot mark it, and says so (prefix ``noisy-full``,
-  at most once a second).
+  at most once a minute).
 - ``spa``: datagrams conntrack finds invalid (a bad checksum) or of a size no SPA
   datagram has are dropped; the rest go to userspace over NFLOG, whole, and are
   dropped (no reply, no ICMP).
@@ -32,7 +32,7 @@ Layout of ``table inet <name>`` (``sesame`` by default):
   sesame switches to the other mode, *every knock to userspace*: the kernel adds
   each knocking source to ``follow4``/``follow6`` itself (so its noise still ends its
   attempt); when that set is full, new sources' knocks are dropped unseen (fail
-  closed, prefix ``follow-full`` at most once a second) until it has room.
+  closed, prefix ``follow-full`` at most once a minute) until it has room.
 - ``guard``: established/related traffic passes; a packet whose (source, proto,
   port) is in ``grants4``/``grants6`` passes; everything else is dropped.
 
@@ -52,7 +52,7 @@ from sesame.engine.events import Address, Grant
 from sesame.ports import Port
 from sesame.wire import fwknop, spa
 
-NOISY_SIZE = 65536
+NOISY_SIZE = 1 << 18  # scanners remembered at once (a flood of more forged sources fills it)
 FIRST_SIZE = 16384  # first knocks remembered at once; beyond, sesame sees them all
 FOLLOW_SIZE = MAX_SOURCES  # sources whose knocks sesame follows (beyond: fail closed)
 SNAPLEN = 2048
@@ -225,7 +225,7 @@ def knocks(config: Config, first: Iterable[Port] | None) -> list[str]:
     ]
 
 
-_SELDOM = "limit rate 1/second burst 1 packets"  # what tells sesame a set is full
+_SELDOM = "limit rate 1/minute burst 1 packets"  # what tells sesame a set is full
 
 
 def _log(config: Config, prefix: str = "") -> str:
