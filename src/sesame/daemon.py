@@ -465,6 +465,7 @@ class Daemon:
 
     def reload(self, load: Callable[[], Config]) -> None:
         """Apply a new config; refuse it whole on any fault."""
+        store: ReplayStore | None = None
         try:
             new = load()
             path = new.path
@@ -481,6 +482,8 @@ class Daemon:
             self.gate.install(new, (), ports, self.first if new.first_stage else None)
         except (ConfigError, FirewallError, FileRefused) as exc:
             log.error("reload refused, the running config stays: %s", exc)
+            if store is not None:
+                store.shut()
             return
         self.config = new
         if store is not None:
@@ -634,6 +637,10 @@ def serve(
     daemon = Daemon(config, gate)
     daemon.start()
     watch = Watch(config.server.table, os.getpid())
+    if monitor is not None:  # what happened while starting (sesame's own install, mostly)
+        verdict = monitor.read(watch)
+        if verdict:
+            daemon.changed(verdict, time.monotonic())
     settle()
     wake_r, wake_w = socket.socketpair()
     wake_r.setblocking(False)
