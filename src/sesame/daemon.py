@@ -567,6 +567,11 @@ class Daemon:
         if verdict.revoke:
             self.reconcile(now)
         if verdict.restore:
+            if 0 in verdict.by and now < self.restored_at + 1.0:
+                # A kernel that names no process: what it reports may be sesame's own
+                # restore, which must not be restored again without end.
+                self.restore_after = self.restored_at + 1.0
+                return
             self.restore(now, f"{by} changed table inet {self.table}")
 
     @property
@@ -576,11 +581,7 @@ class Daemon:
     def restore(self, now: float, why: str, grants: bool = True) -> None:
         """Install the table again, with every live grant for the time it has left
         (unless the grant sets were left alone) and the sources sesame follows: the
-        gate is never left open. At most once a second: a change that names no process
-        (an old kernel) must not make sesame restore its own restores without end."""
-        if now < self.restored_at + 1.0:
-            self.restore_after = self.restored_at + 1.0
-            return
+        gate is never left open."""
         self.restored_at = now
         started = time.monotonic()
         gated = self.config.gated

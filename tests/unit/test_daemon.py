@@ -221,3 +221,19 @@ def test_a_door_that_does_not_gate_puts_nothing_in_the_kernel():
     assert [g.door for g in daemon.engine.grants.all()] == ["cmd"]
     daemon.close()
     assert gate.elements == {}
+
+
+def test_a_change_by_no_named_process_is_restored_at_most_once_a_second():
+    """An old kernel names no process in its notifications: sesame's own restore would
+    read as another change, and must not be restored again without end."""
+    from sesame.firewall.watch import Verdict
+
+    daemon, gate, clock = make()
+    daemon.changed(Verdict(restore=True, by=(4242,)), clock())
+    daemon.changed(Verdict(restore=True, by=(4242,)), clock())
+    assert daemon.reports["restored"] == 2  # a named process: at once, every time
+    daemon.changed(Verdict(restore=True, by=(0,)), clock())
+    assert daemon.reports["restored"] == 2 and daemon.restore_after == clock() + 1.0
+    clock.advance(1.0)
+    daemon.tick(clock())
+    assert daemon.reports["restored"] == 3
