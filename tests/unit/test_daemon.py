@@ -228,7 +228,7 @@ def test_a_change_by_no_named_process_is_restored_at_most_once_a_second():
     read as another change, and must not be restored again without end."""
     from sesame.firewall.watch import Verdict
 
-    daemon, gate, clock = make()
+    daemon, _, clock = make()
     daemon.changed(Verdict(restore=True, by=(4242,)), clock())
     daemon.changed(Verdict(restore=True, by=(4242,)), clock())
     assert daemon.reports["restored"] == 2  # a named process: at once, every time
