@@ -25,7 +25,7 @@ from sesame.doors import NAME_RE
 from sesame.errors import ConfigError, SesameError
 from sesame.files import open_owned
 from sesame.logs import FORMAT, Escaping
-from sesame.ports import parse_port
+from sesame.ports import Port, parse_port
 
 DESCRIPTION = """\
 sesame: port knocking for Linux. The host shows no open ports; a client who sends
@@ -174,6 +174,21 @@ def _knock_fwknop(args: argparse.Namespace) -> int:
     return 0
 
 
+def _knock_ports(args: argparse.Namespace, ports: list[Port], host: str | None = None) -> int:
+    """Knock on ``ports`` in order; with --print-packet, only print them (a one-time
+    sequence printed is not spent: nothing reaches the server)."""
+    from sesame import client
+
+    if args.print_packet:
+        print(" ".join(str(p) for p in ports))
+        return 0
+    fam, address = client.resolve(host or args.host, _family(args))
+    client.knock(fam, address, ports, args.delay)
+    if args.verbose:
+        print(f"knocked {address}: {' '.join(str(p) for p in ports)}")
+    return 0
+
+
 def _knock(args: argparse.Namespace) -> int:
     from sesame import client
 
@@ -183,15 +198,10 @@ def _knock(args: argparse.Namespace) -> int:
         if not args.ports:
             raise ValueError("give the ports to knock on, or --door DOOR for SPA")
         ports = [parse_port(p, "udp" if args.udp else "tcp") for p in args.ports]
-        fam, address = client.resolve(args.host, _family(args))
-        client.knock(fam, address, ports, args.delay)
-        if args.verbose:
-            print(f"knocked {address}: {' '.join(str(p) for p in ports)}")
-        return 0
+        return _knock_ports(args, ports)
     if args.ports:
         raise ValueError("give either ports or --door, not both")
     server = _keyed_server(args)
-    fam, address = client.resolve(server.host, _family(args))
     one_time = server.doors.get(args.door)
     if one_time is not None:
         ports = list(
@@ -199,10 +209,8 @@ def _knock(args: argparse.Namespace) -> int:
                 server.key, args.door, one_time.port_range, one_time.sequence_length
             )
         )
-        client.knock(fam, address, ports, args.delay)
-        if args.verbose:
-            print(f"knocked {address}: {' '.join(str(p) for p in ports)}")
-        return 0
+        return _knock_ports(args, ports, server.host)
+    fam, address = client.resolve(server.host, _family(args))
     port = args.spa_port or server.spa_port
     mine = args.allow_ip or client.local_address(fam, address, port, args.source)
     payload = client.spa_packet(server.user, server.key, args.door, ip_address(mine))
@@ -489,7 +497,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--print-packet",
         action="store_true",
-        help="print the SPA datagram (hex; fwknop's as text) instead of sending it",
+        help="print what would be sent instead of sending anything: the SPA datagram"
+        " (hex; fwknop's as text), or the ports of a knock sequence (a one-time sequence"
+        " printed is not spent)",
     )
     fw = p.add_argument_group(
         "fwknop",

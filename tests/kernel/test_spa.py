@@ -350,3 +350,44 @@ def test_a_flood_switches_the_sensor_to_batches_and_back(lab):
     mark = daemon.mark()
     send(lab.user.netns, lab.server.ipv4, forge())
     daemon.wait_for(rf"opened door ssh to {lab.user.ipv4}", 10, since=mark)
+
+
+def test_print_packet_sends_nothing_for_any_kind_of_door(lab):
+    """--print-packet prints what would be sent, for a plain sequence, an SPA door, a
+    one-time door and fwknop's format, and sends nothing: a counter of everything the
+    server receives from the user stays at zero, and the one-time sequence printed is
+    still unspent afterwards."""
+    daemon = serve(lab)
+    cfg = client_config(lab)
+    lab.run(lab.server.netns, "nft", "add table inet capture")
+    lab.run(
+        lab.server.netns,
+        "nft",
+        "add chain inet capture c { type filter hook prerouting priority -400; }",
+    )
+    lab.run(lab.server.netns, "nft", f"add rule inet capture c ip saddr {lab.user.ipv4} counter")
+    keyed = ("--client-config", cfg, "--print-packet")
+    plain = lab.sesame(
+        lab.user.netns, "knock", lab.server.ipv4, "7000", "8000/udp", "--print-packet"
+    )
+    assert plain.stdout.split() == ["7000/tcp", "8000/udp"]
+    spa_hex = lab.sesame(lab.user.netns, "knock", "home", "--door", "ssh", *keyed).stdout
+    assert bytes.fromhex(spa_hex.strip())[2:7] == b"alice"
+    printed = lab.sesame(lab.user.netns, "knock", "home", "--door", "phone", *keyed).stdout.split()
+    assert len(printed) == 4 and all(p.endswith("/tcp") for p in printed)
+    fwknop = lab.sesame(
+        lab.user.netns,
+        "knock",
+        "--fwknop",
+        lab.server.ipv4,
+        "-A",
+        "tcp/22",
+        "--fwknop-key-base64",
+        ALICE,
+        "--print-packet",
+    ).stdout
+    assert len(fwknop.strip()) > 60
+    assert "packets 0 bytes 0" in lab.nft("list", "chain", "inet", "capture", "c")
+    mark = daemon.mark()
+    knock_from(lab.user.netns, lab.server.ipv4, *printed)
+    daemon.wait_for(rf"opened door phone to {lab.user.ipv4}: 22/tcp \(user alice\)", 10, since=mark)
