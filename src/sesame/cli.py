@@ -11,6 +11,7 @@ import json
 import logging
 import logging.handlers
 import os
+import re
 import signal
 import socket
 import sys
@@ -18,7 +19,7 @@ import time
 from collections.abc import Callable
 from ipaddress import ip_address
 
-from sesame import __version__, clientconfig
+from sesame import __version__, clientconfig, host
 from sesame import config as configuration
 from sesame.crypto import decode_key, encode_key, new_key, read_private
 from sesame.doors import NAME_RE
@@ -314,6 +315,9 @@ def _status(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
+    missing = host.missing_interface(config.server.interface)
+    if missing:
+        print(f"warning: {missing}: knocks and SPA are ignored", file=sys.stderr)
     entries = sorted(gate.entries(), key=lambda e: (e.door, str(e.address), e.port))
     if args.json:
         print(
@@ -349,7 +353,12 @@ def _import(args: argparse.Namespace) -> int:
     if args.kind == "knockd":
         from sesame.compat import knockd
 
-        print(knockd.to_toml(args.file), end="")
+        text = knockd.to_toml(args.file)
+        print(text, end="")
+        interface = re.search(r'^interface = "([^"]+)"', text, re.MULTILINE)
+        missing = host.missing_interface(interface.group(1) if interface else None)
+        if missing:
+            print(f"sesame: note: {missing}; change interface before serving", file=sys.stderr)
     else:
         from sesame.compat import fwknop
 
@@ -359,9 +368,28 @@ def _import(args: argparse.Namespace) -> int:
 
 def _check(args: argparse.Namespace) -> int:
     config = _loader(args)()
+    missing = host.missing_interface(config.server.interface)
+    if missing and not args.other_host:
+        raise ConfigError(
+            config.path,
+            _line_of(config.path, "interface"),
+            f"{missing}: knocks and SPA would be ignored; --other-host checks a config"
+            " written for another host",
+        )
     names = [d.name for d in config.doors] + [s.name for s in config.fwknop]
     print(f"{config.path}: ok, {len(names)} door(s): " + ", ".join(names))
     return 0
+
+
+def _line_of(path: str, key: str) -> int:
+    """The line where ``key = ...`` is set in a config file (sesame's TOML or a
+    knockd.conf), or 1 (the key was left to its default)."""
+    pattern = re.compile(rf"^\s*{key}\s*=", re.IGNORECASE)
+    with contextlib.suppress(OSError, UnicodeDecodeError), open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if pattern.match(line):
+                return number
+    return 1
 
 
 def _lab(args: argparse.Namespace) -> int:
@@ -615,6 +643,11 @@ def parser() -> argparse.ArgumentParser:
         "access.conf): exit 0, or print FILE:LINE: reason and exit 2. Touches nothing.",
     )
     _source_options(p)
+    p.add_argument(
+        "--other-host",
+        action="store_true",
+        help="accept an interface this host does not have (a config written for another)",
+    )
     p.set_defaults(func=_check, interface=None, fwknop_port=62201, state_dir=None)
 
     p = sub.add_parser(

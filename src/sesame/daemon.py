@@ -21,6 +21,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
+from sesame import host
 from sesame.compat.knockd import OneTimeFile
 from sesame.config import Config
 from sesame.engine import Action, Decision, Engine, Knock, Opened, Refreshed, Spent
@@ -55,6 +56,7 @@ TAKE_BATCH = 64
 WARN_EVERY = 60.0  # seconds between two warnings of the same kind
 MAX_WAIT = 60.0  # the loop wakes at least this often, whatever a deadline says
 COMPACT_RETRY = 60.0  # seconds before a failed compaction of the state file is retried
+INTERFACE_EVERY = 5.0  # seconds between looks for a missing [server] interface
 
 
 class Gate(Protocol):
@@ -121,6 +123,7 @@ class Daemon:
         self.store = self._store(config) if config.needs_state else None
         self.compact_after = 0.0
         self.restore_after: float | None = None  # a failed restore is tried again then
+        self.look_for_interface = 0.0  # while [server] interface is missing: when to look
         self.restored_at = -math.inf
         self.one_time: dict[str, OneTimeFile] = {}
         self.knock_ports: frozenset[Port] = frozenset()
@@ -154,6 +157,7 @@ class Daemon:
         self.gate.install(self.config, stale, self.knock_ports)
         self._update_knock_ports(now)
         self.engine.restore(to_grants(keep, now))
+        self.interface_here(now)
         for entry in keep:
             log.info(
                 "kept grant of door %s for %s: %s (%.0fs left)",
@@ -438,6 +442,7 @@ class Daemon:
         self._calm(now)
         if self.restore_after is not None and now >= self.restore_after:
             self.restore(now, "trying again")
+        self.interface_here(now)
         self._compact(now)
         for name in self.engine.over_rate:
             self._warn(
@@ -450,6 +455,22 @@ class Daemon:
             )
         self.engine.over_rate.clear()
         self.runner.reap(now)
+
+    def interface_here(self, now: float) -> bool:
+        """Is ``[server] interface`` on this host? While it is not (it may come up after
+        sesame at boot), every knock and SPA datagram is ignored: say so once a minute,
+        and look again every few seconds."""
+        if now < self.look_for_interface:
+            return False
+        missing = host.missing_interface(self.config.server.interface)
+        if missing is None:
+            if self.look_for_interface:
+                log.warning("interface %s is here now: knocks count", self.config.server.interface)
+            self.look_for_interface = 0.0
+            return True
+        self.look_for_interface = now + INTERFACE_EVERY
+        self._warn("interface", now, "%s: knocks and SPA datagrams are ignored", missing)
+        return False
 
     def _compact(self, now: float) -> None:
         """Rewrite the replay record once it has grown; if the disk refuses, go on
@@ -532,6 +553,8 @@ class Daemon:
             waits.append(0.0)
         if self.restore_after is not None:
             waits.append(self.restore_after - now)
+        if self.look_for_interface:
+            waits.append(self.look_for_interface - now)
         return max(0.0, min([*waits, MAX_WAIT]))
 
     def reconcile(self, now: float) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from pathlib import Path
 
 import pytest
 
@@ -110,3 +111,33 @@ def wait_until(condition, timeout: float = 10.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(0.02)
+
+
+MISSING_INTERFACE = CONFIG.replace("[server]", '[server]\ninterface = "ens9"').format(
+    seq_timeout=5, open_for=30
+)
+
+
+def test_an_interface_this_host_lacks_is_refused_by_check_and_warned_by_serve(lab):
+    """interface = "ens9" on a host without ens9: check names the host's interfaces
+    (--other-host accepts it), serve says at start that knocks are ignored and says again
+    when the interface appears, status warns, and import knockd notes knockd's default."""
+    path = lab.write_config(MISSING_INTERFACE)
+    refused = lab.sesame(lab.server.netns, "check", "-c", path, check=False)
+    assert refused.returncode == 2
+    assert refused.stderr.startswith(f'{path}:2: interface "ens9" does not exist on this host')
+    assert "br0" in refused.stderr and "Traceback" not in refused.stderr
+    accepted = lab.sesame(lab.server.netns, "check", "-c", path, "--other-host")
+    assert accepted.returncode == 0
+    daemon = lab.serve(MISSING_INTERFACE)
+    daemon.wait_for(r'interface "ens9" does not exist on this host .*: knocks and SPA', 5)
+    status = lab.sesame(lab.server.netns, "status", "-c", path)
+    assert 'warning: interface "ens9" does not exist' in status.stderr
+    mark = daemon.mark()
+    lab.run(lab.server.netns, "ip", "link", "add", "ens9", "type", "bridge")
+    daemon.wait_for(r"interface ens9 is here now", 10, since=mark)
+    knockd_conf = Path(lab.tmp, "knockd.conf")
+    knockd_conf.write_text("[opencloseSSH]\n  sequence = 7000,8000,9000\n  command = /bin/true\n")
+    imported = lab.sesame(lab.server.netns, "import", "knockd", str(knockd_conf))
+    assert 'interface = "eth0"' in imported.stdout
+    assert 'note: interface "eth0" does not exist on this host' in imported.stderr

@@ -50,8 +50,11 @@ def test_check_takes_the_peers_files_too(tmp_path, capsys):
         "[options]\n interface = eth1\n[ssh]\n sequence = 7000,8000:udp\n"
         " command = /bin/true %IP%\n"
     )
-    assert cli.main(["check", "--knockd-conf", str(good)]) == 0
+    # eth1 is not on this host: a config written for another host is checked so.
+    assert cli.main(["check", "--knockd-conf", str(good), "--other-host"]) == 0
     assert "1 door(s): ssh" in capsys.readouterr().out
+    assert cli.main(["check", "--knockd-conf", str(good)]) == 2
+    assert capsys.readouterr().err.startswith(f'{good}:2: interface "eth1" does not exist')
     bad = tmp_path / "bad.conf"
     bad.write_text("[ssh]\n sequence = 7000\n tcpflags = syn,bogus\n")
     assert cli.main(["check", "--knockd-conf", str(bad)]) == 2
