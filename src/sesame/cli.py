@@ -266,10 +266,18 @@ spa_port = {args.spa_port}""")
     return 0
 
 
+def _need_admin(command: str) -> None:
+    """Refuse, saying why, a command that reads or changes the kernel's tables without
+    the right to (it would see no table, no grant, and say so wrongly)."""
+    if not host.can_admin_network():
+        raise SesameError(f"{command} {host.NEEDS_ADMIN}, to read sesame's table")
+
+
 def _revoke(args: argparse.Namespace) -> int:
     from sesame.firewall import NftGate
 
     config = configuration.load(args.config)
+    _need_admin("revoke")
     gate = NftGate(config.server.table)
     try:
         who: object = ip_address(args.who)
@@ -308,6 +316,7 @@ def _status(args: argparse.Namespace) -> int:
     from sesame.firewall import NftGate
 
     config = configuration.load(args.config)
+    _need_admin("status")
     gate = NftGate(config.server.table)
     if not gate.exists():
         print(

@@ -15,10 +15,12 @@ class SesameError(Exception):
 
 
 class ConfigError(SesameError):
-    """A configuration is refused: ``FILE:LINE: reason``."""
+    """A configuration is refused: ``FILE:LINE: reason`` (``FILE: reason`` for the
+    whole file)."""
 
     def __init__(self, path: str, line: int, reason: str) -> None:
-        super().__init__(f"{path}:{line}: {reason}")
+        """``line`` 0: the whole file (it cannot be read, say): ``FILE: reason``."""
+        super().__init__(f"{path}:{line}: {reason}" if line > 0 else f"{path}: {reason}")
         self.path = path
         self.line = line
         self.reason = reason

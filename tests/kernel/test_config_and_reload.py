@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -141,3 +143,31 @@ def test_an_interface_this_host_lacks_is_refused_by_check_and_warned_by_serve(la
     imported = lab.sesame(lab.server.netns, "import", "knockd", str(knockd_conf))
     assert 'interface = "eth0"' in imported.stdout
     assert 'note: interface "eth0" does not exist on this host' in imported.stderr
+
+
+def test_without_the_right_each_command_says_what_it_needs(lab):
+    """As nobody, without CAP_NET_ADMIN: serve, status and revoke say what they need
+    (not a bare errno, not "no table" nor "no grant"); a second serve names the process
+    that holds the NFLOG group; a file that cannot be read is FILE: reason, no line 0."""
+    with tempfile.TemporaryDirectory(prefix="sesame-shared-") as where:
+        shared = Path(where)
+        shared.chmod(0o755)  # nobody must read the config (it holds no key)
+        config = shared / "sesame.toml"
+        config.write_text(GOOD.replace("[server]", f'[server]\nstate_dir = "{shared}/state"'))
+        config.chmod(0o644)
+        nobody = ("setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups")
+        for command, *rest in (("serve",), ("status",), ("revoke", "198.51.100.2")):
+            argv = (*nobody, sys.executable, "-m", "sesame", command, "-c", str(config), *rest)
+            result = lab.run(lab.server.netns, *argv, check=False)
+            assert result.returncode == 1, result
+            assert "needs root or the capability CAP_NET_ADMIN" in result.stderr
+            assert "not installed" not in result.stderr
+            assert "no live grant" not in result.stderr
+    daemon = lab.serve()
+    path = f"{lab.tmp}/sesame.toml"
+    second = lab.sesame(lab.server.netns, "serve", "-c", path, check=False)
+    assert second.returncode == 1
+    holder = f"NFLOG group 5155 is taken by another process (pid {daemon.process.pid}, python"
+    assert holder in second.stderr
+    missing = lab.sesame(lab.server.netns, "check", "-c", f"{lab.tmp}/none.toml", check=False)
+    assert missing.stderr.strip() == f"{lab.tmp}/none.toml: cannot read: No such file or directory"

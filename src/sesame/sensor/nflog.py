@@ -10,6 +10,7 @@ import socket
 import time
 from collections.abc import Iterator
 
+from sesame import host
 from sesame.errors import RemoteError, SesameError
 from sesame.firewall.ruleset import SNAPLEN
 from sesame.wire import nflog
@@ -79,11 +80,25 @@ class NflogSensor:
                             f"NFLOG group {self.group} is taken by another process"
                             " (another sesame, ulogd?); set [server] log_group"
                         )
+                    if item.error == -errno.EPERM:
+                        raise SensorError(self._refused())
                     if item.error:
                         raise SensorError(
                             f"NFLOG refused group {self.group}: {os.strerror(-item.error)}"
                         )
                     return
+
+    def _refused(self) -> str:
+        """Why the kernel said EPERM: no right to NFLOG, or the group is another
+        socket's (the kernel answers both the same way)."""
+        if not host.can_admin_network():
+            return f"reading NFLOG group {self.group} {host.NEEDS_ADMIN}"
+        holder = host.nflog_holder(self.group)
+        return (
+            f"NFLOG group {self.group} is taken by another process"
+            f"{f' ({holder})' if holder else ''} (another sesame, ulogd?): stop it, or set"
+            " [server] log_group to a free group"
+        )
 
     def read(self) -> Iterator[nflog.Logged | RemoteError]:
         """Logged packets waiting now (at most a batch); faults as RemoteError."""
