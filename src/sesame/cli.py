@@ -250,7 +250,8 @@ def _keygen(args: argparse.Namespace) -> int:
     key = encode_key(new_key())
     doors = ", ".join(f'"{d}"' for d in args.door)
     print(f"""\
-# Server: add to the server's sesame.toml
+# Server: add to the server's sesame.toml, which then holds a key: keep it private
+# (chmod 640 /etc/sesame/sesame.toml: root and its group only; sesame refuses it else)
 [[user]]
 name = "{args.name}"
 key = "{key}"

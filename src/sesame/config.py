@@ -6,6 +6,7 @@ happens before anything touches the firewall.
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from collections.abc import Callable
@@ -196,18 +197,34 @@ _DOOR_KEYS = {
 }
 
 
+_INLINE_KEY = re.compile(r"^\s*(key|key_base64|hmac_key|hmac_key_base64)\s*=", re.IGNORECASE)
+
+
 def load(path: str) -> Config:
-    """Read and validate ``path``; raise :class:`ConfigError` on any fault."""
+    """Read and validate ``path``; raise :class:`ConfigError` on any fault. A file that
+    holds keys itself is refused if others may read it (its group may: ``sesame``)."""
     try:
         with open(path, "rb") as handle:
             data = handle.read()
+            mode = os.fstat(handle.fileno()).st_mode
     except OSError as exc:
         raise ConfigError(path, 0, f"cannot read: {exc.strerror}") from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError(path, 1, "not UTF-8 text") from None
-    return parse(text, path)
+    config = parse(text, path)
+    if mode & 0o007:
+        for number, line in enumerate(text.splitlines(), 1):
+            if _INLINE_KEY.match(line):
+                raise ConfigError(
+                    path,
+                    number,
+                    f"this file holds a key and others may read it (mode {mode & 0o777:04o}):"
+                    f" run chmod 640 {path} (its group, and root, may read it), or move"
+                    " the keys to key_file",
+                )
+    return config
 
 
 def parse(text: str, path: str = "<config>") -> Config:

@@ -69,9 +69,11 @@ class Lab:
         return self.topo["stranger"]
 
     def write_config(self, text: str) -> str:
+        """The server's config, private as one that holds keys must be."""
         path = os.path.join(self.tmp, "sesame.toml")
         with open(path, "w") as handle:
             handle.write(text)
+        os.chmod(path, 0o600)
         return path
 
     def serve(self, text: str | None = None, **values) -> DaemonProcess:

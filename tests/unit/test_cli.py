@@ -59,3 +59,23 @@ def test_check_takes_the_peers_files_too(tmp_path, capsys):
     bad.write_text("[ssh]\n sequence = 7000\n tcpflags = syn,bogus\n")
     assert cli.main(["check", "--knockd-conf", str(bad)]) == 2
     assert capsys.readouterr().err.startswith(f"{bad}:3: unrecognized flag")
+
+
+def test_a_config_holding_keys_that_others_may_read_is_refused(tmp_path, capsys):
+    from tests.unit.test_users_and_state import SERVER
+
+    path = tmp_path / "sesame.toml"
+    path.write_text(SERVER)
+    path.chmod(0o644)
+    assert cli.main(["check", "-c", str(path)]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"{path}:6: this file holds a key and others may read it (mode 0644)")
+    assert f"chmod 640 {path}" in error
+    path.chmod(0o640)  # its group (sesame's) may read it
+    assert cli.main(["check", "-c", str(path)]) == 0
+    assert "ok" in capsys.readouterr().out
+
+
+def test_keygen_says_how_to_keep_the_server_config_private(capsys):
+    assert cli.main(["keygen", "alice", "--door", "ssh", "--host", "192.0.2.1"]) == 0
+    assert "chmod 640 /etc/sesame/sesame.toml" in capsys.readouterr().out
