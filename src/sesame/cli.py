@@ -25,7 +25,7 @@ from sesame.crypto import decode_key, encode_key, new_key, read_private
 from sesame.doors import NAME_RE
 from sesame.errors import ConfigError, SesameError
 from sesame.files import open_owned
-from sesame.logs import FORMAT, Escaping
+from sesame.logs import FORMAT, Escaping, plural
 from sesame.ports import Port, parse_port
 
 DESCRIPTION = """\
@@ -175,6 +175,16 @@ def _knock_fwknop(args: argparse.Namespace) -> int:
     return 0
 
 
+def _host_of(args: argparse.Namespace) -> str:
+    """HOST, or the host of the client config's server of that name."""
+    path = args.client_config
+    if path or os.path.exists(os.path.expanduser(clientconfig.DEFAULT)):
+        server = clientconfig.load(path).get(args.host)
+        if server is not None:
+            return server.host
+    return str(args.host)
+
+
 def _knock_ports(args: argparse.Namespace, ports: list[Port], host: str | None = None) -> int:
     """Knock on ``ports`` in order; with --print-packet, only print them (a one-time
     sequence printed is not spent: nothing reaches the server)."""
@@ -183,7 +193,7 @@ def _knock_ports(args: argparse.Namespace, ports: list[Port], host: str | None =
     if args.print_packet:
         print(" ".join(str(p) for p in ports))
         return 0
-    fam, address = client.resolve(host or args.host, _family(args))
+    fam, address = client.resolve(host or _host_of(args), _family(args))
     client.knock(fam, address, ports, args.delay)
     if args.verbose:
         print(f"knocked {address}: {' '.join(str(p) for p in ports)}")
@@ -387,7 +397,7 @@ def _check(args: argparse.Namespace) -> int:
             " written for another host",
         )
     names = [d.name for d in config.doors] + [s.name for s in config.fwknop]
-    print(f"{config.path}: ok, {len(names)} door(s): " + ", ".join(names))
+    print(f"{config.path}: ok, {plural(len(names), 'door')}: " + ", ".join(names))
     return 0
 
 
@@ -662,7 +672,7 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "lab",
-        help="the two-host demo in network namespaces (root)",
+        help="the demo: a server, a user and a stranger in network namespaces (root)",
         description="Build a server and two clients (a user and a stranger) in "
         "network namespaces, run sesame, and show each step: blocked, knock, "
         "open to the user only, an established connection outliving the window, "

@@ -43,6 +43,7 @@ from sesame.firewall.ruleset import (
     to_grants,
 )
 from sesame.firewall.watch import Verdict, Watch
+from sesame.logs import plural
 from sesame.ports import Port
 from sesame.sensor import NflogSensor
 from sesame.sensor.monitor import TableMonitor
@@ -83,13 +84,25 @@ class Gate(Protocol):
 
 def describe(decision: Decision) -> str:
     grant = decision.grant
-    ports = " ".join(str(p) for p in grant.ports)
+    ports = ": " + " ".join(str(p) for p in grant.ports) if grant.ports else ""
     by = f" (user {grant.user})" if grant.user else ""
     if isinstance(decision, Opened):
-        return f"opened door {grant.door} to {grant.address}: {ports}{by}"
+        return f"opened door {grant.door} to {grant.address}{ports}{by}"
     if isinstance(decision, Refreshed):
-        return f"refreshed door {grant.door} for {grant.address}: {ports}{by}"
+        return f"refreshed door {grant.door} for {grant.address}{ports}{by}"
     return f"closed door {grant.door} for {grant.address} ({decision.reason}){by}"
+
+
+def counts(config: Config) -> str:
+    """``2 doors, 1 user, 0 fwknop stanzas``."""
+    return ", ".join(
+        plural(len(items), word)
+        for items, word in (
+            (config.doors, "door"),
+            (config.users, "user"),
+            (config.fwknop, "fwknop stanza"),
+        )
+    )
 
 
 class Daemon:
@@ -527,11 +540,9 @@ class Daemon:
         self.knock_ports = ports  # what the kernel holds now; the engine's may differ
         self._update_knock_ports(now)
         log.info(
-            "reloaded %s: %d doors, %d users, %d fwknop stanzas",
+            "reloaded %s: %s",
             new.path,
-            len(new.doors),
-            len(new.users),
-            len(new.fwknop),
+            counts(new),
         )
 
     def timeout(self, now: float) -> float | None:
@@ -686,11 +697,9 @@ def serve(
         monitor_fd = monitor.fileno()
         poller.register(monitor_fd, select.EPOLLIN)
     log.info(
-        "ready: table inet %s, %d doors, %d users, %d fwknop stanzas, NFLOG group %d",
+        "ready: table inet %s, %s, NFLOG group %d",
         config.server.table,
-        len(config.doors),
-        len(config.users),
-        len(config.fwknop),
+        counts(config),
         config.server.log_group,
     )
     try:

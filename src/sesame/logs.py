@@ -23,6 +23,11 @@ def _escaped(char: str) -> str:
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
+def plural(count: int, word: str) -> str:
+    """``1 door``, ``2 doors``."""
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
 class Escaping(logging.Formatter):
     """A formatter whose messages are escaped (tracebacks, sesame's own, are not)."""
 

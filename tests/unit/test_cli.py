@@ -32,7 +32,7 @@ def test_check_ok_and_bad(tmp_path, capsys):
     good = tmp_path / "good.toml"
     good.write_text(EXAMPLE)
     assert cli.main(["check", "-c", str(good)]) == 0
-    assert "1 door(s): ssh" in capsys.readouterr().out
+    assert "1 door: ssh" in capsys.readouterr().out
     bad = tmp_path / "bad.toml"
     bad.write_text(EXAMPLE.replace("open_for = 30", "open_for = 30000000"))
     assert cli.main(["check", "-c", str(bad)]) == 2
@@ -52,7 +52,7 @@ def test_check_takes_the_peers_files_too(tmp_path, capsys):
     )
     # eth1 is not on this host: a config written for another host is checked so.
     assert cli.main(["check", "--knockd-conf", str(good), "--other-host"]) == 0
-    assert "1 door(s): ssh" in capsys.readouterr().out
+    assert "1 door: ssh" in capsys.readouterr().out
     assert cli.main(["check", "--knockd-conf", str(good)]) == 2
     assert capsys.readouterr().err.startswith(f'{good}:2: interface "eth1" does not exist')
     bad = tmp_path / "bad.conf"
