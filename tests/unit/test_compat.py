@@ -9,6 +9,7 @@ from ipaddress import ip_address
 
 import pytest
 
+from sesame import config
 from sesame.compat import fwknop, knockd
 from sesame.doors import FwknopStanza
 from sesame.engine import Engine, Knock, Opened, Spent
@@ -329,3 +330,40 @@ class TestKnockdConf:
         assert ots.current() == (Port("tcp", 3), Port("tcp", 4))
         ots.spend((Port("tcp", 3), Port("tcp", 4)))
         assert ots.current() is None
+
+
+DEBIAN_KNOCKD_CONF = """\
+[options]
+\tUseSyslog
+
+[openSSH]
+\tsequence    = 7000,8000,9000
+\tseq_timeout = 5
+\tcommand     = /sbin/iptables -A INPUT -s %IP% -p tcp --dport 22 -j ACCEPT
+\ttcpflags    = syn
+
+[closeSSH]
+\tsequence    = 9000,8000,7000
+\tseq_timeout = 5
+\tcommand     = /sbin/iptables -D INPUT -s %IP% -p tcp --dport 22 -j ACCEPT
+\ttcpflags    = syn
+"""
+
+
+def test_import_knockd_makes_debians_open_close_pair_one_door(tmp_path):
+    path = tmp_path / "knockd.conf"
+    path.write_text(DEBIAN_KNOCKD_CONF)
+    text = knockd.to_toml(str(path))
+    converted = config.parse(text)
+    [door] = converted.doors
+    assert door.name == "openSSH"
+    assert [str(p) for p in door.close_sequence] == ["9000/tcp", "8000/tcp", "7000/tcp"]
+    assert door.start_command[1] == "-A" and door.stop_command[1] == "-D"
+    assert "Cmd_Timeout: then the stop command runs" not in text
+
+
+def test_import_knockd_says_when_nothing_runs_at_the_end(tmp_path):
+    path = tmp_path / "knockd.conf"
+    path.write_text("[ssh]\n sequence = 7000,8000\n command = /usr/bin/logger %IP%\n")
+    text = knockd.to_toml(str(path))
+    assert "nothing runs at its end: knockd's section has no stop command" in text

@@ -285,6 +285,36 @@ def _toml_list(items: list[str]) -> str:
 _IPTABLES = re.compile(r"-p\s+(tcp|udp)\b.*?--dport\s+(\d+)|--dport\s+(\d+).*?-p\s+(tcp|udp)\b")
 
 
+_RULE_OP = re.compile(r"\s-(A|I|D)\s+(\S+)(\s+\d+)?")
+
+
+def _rule(command: str) -> tuple[str, str] | None:
+    """An iptables command's operation (``add``: -A or -I, ``delete``: -D) and the rule
+    it names, or None when it is not one."""
+    found = _RULE_OP.search(command)
+    if not found or "iptables" not in command:
+        return None
+    rule = command[: found.start()] + f" {found.group(2)}" + command[found.end() :]
+    return ("delete" if found.group(1) == "D" else "add"), " ".join(rule.split())
+
+
+def _pairs(doors: list[_Door]) -> dict[str, str]:
+    """knockd's open/close pairs (Debian's default file has one): a section whose one
+    command adds an iptables rule, and a section whose one command deletes that very
+    rule. Returns opener -> closer, by section name."""
+    adds: dict[str, str] = {}
+    deletes: dict[str, str] = {}
+    for door in doors:
+        values = door.values
+        if "STOP_COMMAND" in values or "ONE_TIME_SEQUENCES" in values:
+            continue
+        command = (values.get("START_COMMAND") or values.get("COMMAND") or (0, ""))[1]
+        found = _rule(command)
+        if found is not None:
+            (adds if found[0] == "add" else deletes).setdefault(found[1], door.name)
+    return {opener: deletes[rule] for rule, opener in adds.items() if rule in deletes}
+
+
 def to_toml(path: str) -> str:
     """sesame's TOML for a knockd.conf (validated first: a bad file is refused)."""
     config = load(path)
@@ -302,7 +332,12 @@ def to_toml(path: str) -> str:
         out.append(f'log_file = "{server.log_file}"')
     if server.pid_file:
         out.append(f'pid_file = "{server.pid_file}"')
+    pairs = _pairs(parsed.doors)
+    closers = {closer: opener for opener, closer in pairs.items()}
+    by_name = {raw.name: (door, raw) for door, raw in zip(config.doors, parsed.doors, strict=True)}
     for door, raw in zip(config.doors, parsed.doors, strict=True):
+        if raw.name in closers:
+            continue  # it is the close_sequence of its opener's door
         out += ["", "[[door]]", f'name = "{door.name}"']
         if door.name != raw.name:
             out.append(f"# knockd's section was [{raw.name}]")
@@ -325,9 +360,30 @@ def to_toml(path: str) -> str:
         )
         if door.target is not None:
             out.append(f'target = "{door.target}"')
-        out.append(
-            f"open_for = {door.open_for}   # knockd's Cmd_Timeout: then the stop command runs"
-        )
+        closer = by_name.get(pairs.get(raw.name, ""))
+        if closer is not None:
+            out.append(
+                "close_sequence = "
+                + _toml_list([str(p) for p in closer[0].sequence])
+                + f"   # knockd's [{closer[1].name}], which undid this section's command"
+            )
+        stops = any(k in raw.values for k in ("STOP_COMMAND", "STOP_COMMAND_6"))
+        if closer is not None:
+            out.append(
+                f"open_for = {door.open_for}   # knockd kept the rule until the close"
+                " sequence; sesame also undoes it after open_for (raise it, up to 86400)"
+            )
+            command = (closer[1].values.get("START_COMMAND") or closer[1].values["COMMAND"])[1]
+            out.append(f"stop_command = {_toml_list(_argv_or_shell(command)[0])}")
+        elif stops:
+            out.append(
+                f"open_for = {door.open_for}   # knockd's Cmd_Timeout: then the stop command runs"
+            )
+        else:
+            out.append(
+                f"open_for = {door.open_for}   # how long sesame keeps the grant (nothing runs"
+                " at its end: knockd's section has no stop command)"
+            )
         opened = set()
         for key, label in (
             ("START_COMMAND", "start_command"),
