@@ -557,12 +557,10 @@ def _cross_checks(config: Config, fail: Callable[[int, str, str], ConfigError]) 
 
 
 def _fwknop_checks(config: Config, fail: Callable[[int, str, str], ConfigError]) -> None:
-    native = {d.spa_port for d in config.doors if d.spa_port is not None}
     names = {d.name for d in config.doors}
     taken = set(config.knock_ports) | set(config.server.public)
     for i, stanza in enumerate(config.fwknop):
-        if stanza.spa_port in native:
-            raise fail(i, "spa_port", f"spa_port {stanza.spa_port} is also a sesame door's")
+        # A port may take sesame's SPA and fwknop's both: they are told apart by content.
         if Port("udp", stanza.spa_port) in taken | set(config.guarded):
             raise fail(i, "spa_port", f"spa_port {stanza.spa_port}/udp is also in use")
         if stanza.name in names:

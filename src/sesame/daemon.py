@@ -48,10 +48,11 @@ from sesame.ports import Port
 from sesame.sensor import NflogSensor
 from sesame.sensor.monitor import TableMonitor
 from sesame.state import ReplayStore
-from sesame.wire import decode
+from sesame.wire import decode, spa
 from sesame.wire.nflog import Logged
 
 log = logging.getLogger("sesame")
+SPA_VERSION = bytes([spa.VERSION])
 FLUSH_EVERY = 16
 TAKE_BATCH = 64
 WARN_EVERY = 60.0  # seconds between two warnings of the same kind
@@ -207,7 +208,14 @@ class Daemon:
             if item.prefix and item.prefix != FULL:
                 self._reported(item.prefix, packet.source, now)
                 return []
-            if port.proto == "udp" and port.number in self.engine.spa_ports:
+            if (
+                port.proto == "udp"
+                and port.number in self.engine.spa_ports
+                and (
+                    port.number not in self.engine.fwknop_ports
+                    or packet.payload[:1] == SPA_VERSION  # fwknop's datagrams are base64 text
+                )
+            ):
                 actions = self.engine.spa(packet.source, port, packet.payload, now, self.wall())
             elif port.proto == "udp" and port.number in self.engine.fwknop_ports:
                 to = packet.destination if self.engine.fwknop_destinations else None

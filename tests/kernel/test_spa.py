@@ -391,3 +391,26 @@ def test_print_packet_sends_nothing_for_any_kind_of_door(lab):
     mark = daemon.mark()
     knock_from(lab.user.netns, lab.server.ipv4, *printed)
     daemon.wait_for(rf"opened door phone to {lab.user.ipv4}: 22/tcp \(user alice\)", 10, since=mark)
+
+
+def test_sesame_spa_and_fwknop_spa_share_one_port(lab):
+    """Both formats default to UDP 62201 and load together: the kernel passes either
+    size, and sesame tells them apart by their first byte (fwknop's are base64 text)."""
+    from tests.interop.test_fwknop import HMAC, KEY
+
+    fwknop_stanza = (
+        f'\n[[fwknop]]\nname = "fw"\nsource = "ANY"\nopen_ports = "tcp/2222"\n'
+        f'key_base64 = "{KEY}"\nhmac_key_base64 = "{HMAC}"\n'
+    )
+    text = SERVER_CONFIG.format(tmp=lab.tmp, alice=ALICE, bob=BOB, open_for=30)
+    daemon = lab.serve(text + fwknop_stanza)
+    assert "udp length != { 54-128, 148-1508 }" in lab.nft("list", "chain", "inet", "sesame", "spa")
+    mark = daemon.mark()
+    lab.sesame(
+        lab.user.netns, "knock", "home", "--door", "ssh", "--client-config", client_config(lab)
+    )
+    daemon.wait_for(rf"opened door ssh to {lab.user.ipv4}: 22/tcp \(user alice\)", 10, since=mark)
+    fw = ("--fwknop-key-base64", KEY, "--fwknop-hmac-key-base64", HMAC)
+    lab.sesame(lab.user.netns, "knock", "--fwknop", lab.server.ipv4, "-A", "tcp/2222", *fw)
+    daemon.wait_for(rf"opened door fw to {lab.user.ipv4}: 2222/tcp", 10, since=mark)
+    assert "dropped" not in "\n".join(daemon.lines[mark:])

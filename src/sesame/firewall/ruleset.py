@@ -152,19 +152,7 @@ def install(
         tcp, invalid = "tcp flags & (fin | syn | rst | ack) == syn", "ct state invalid"
     # The cheapest checks first, in the kernel: a bad checksum, or a size no SPA has.
     lines.append(f"add rule {t} spa ct state invalid counter drop")
-    for spa_ports, low, high in (
-        (
-            sorted({d.spa_port for d in config.doors if d.spa_port is not None}),
-            spa.MIN_SIZE,
-            spa.MAX_SIZE,
-        ),
-        (sorted({s.spa_port for s in config.fwknop}), fwknop.MIN_SIZE, fwknop.MAX_SIZE),
-    ):
-        if spa_ports:
-            lines.append(
-                f"add rule {t} spa udp dport {{ {', '.join(map(str, spa_ports))} }}"
-                f" udp length != {8 + low}-{8 + high} counter drop"
-            )
+    lines += _spa_sizes(config)
     lines += [
         f"add rule {t} spa counter {log} drop",
         f"add rule {t} knock ip saddr @noisy4 counter drop",
@@ -180,6 +168,29 @@ def install(
     ]
     lines += knocks(config, first)
     return "\n".join(lines) + "\n"
+
+
+def _spa_sizes(config: Config) -> list[str]:
+    """Drop, per SPA port, datagrams of a size no SPA of that port has (a port may take
+    sesame's format and fwknop's both: then either size passes)."""
+    sizes: dict[int, set[tuple[int, int]]] = {}
+    for door in config.doors:
+        if door.spa_port is not None:
+            sizes.setdefault(door.spa_port, set()).add((spa.MIN_SIZE, spa.MAX_SIZE))
+    for stanza in config.fwknop:
+        sizes.setdefault(stanza.spa_port, set()).add((fwknop.MIN_SIZE, fwknop.MAX_SIZE))
+    ports: dict[tuple[tuple[int, int], ...], list[int]] = {}
+    for port, ranges in sorted(sizes.items()):
+        ports.setdefault(tuple(sorted(ranges)), []).append(port)
+    t = f"inet {config.server.table}"
+    out = []
+    for kinds, numbers in ports.items():
+        lengths = ", ".join(f"{8 + low}-{8 + high}" for low, high in kinds)
+        out.append(
+            f"add rule {t} spa udp dport {{ {', '.join(map(str, numbers))} }}"
+            f" udp length != {{ {lengths} }} counter drop"
+        )
+    return out
 
 
 def knocks(config: Config, first: Iterable[Port] | None) -> list[str]:
