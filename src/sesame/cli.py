@@ -200,6 +200,17 @@ def _knock_ports(args: argparse.Namespace, ports: list[Port], host: str | None =
     return 0
 
 
+def _public_address(server: clientconfig.Server, family: int) -> str | None:
+    """The address the server sees this client as, if the client config says: literal,
+    or asked of a STUN server."""
+    from sesame import client
+
+    spec = server.public_address
+    if spec is None or not spec.startswith("stun:"):
+        return spec
+    return client.stun_address(spec, family)
+
+
 def _knock(args: argparse.Namespace) -> int:
     from sesame import client
 
@@ -223,7 +234,17 @@ def _knock(args: argparse.Namespace) -> int:
         return _knock_ports(args, ports, server.host)
     fam, address = client.resolve(server.host, _family(args))
     port = args.spa_port or server.spa_port
-    mine = args.allow_ip or client.local_address(fam, address, port, args.source)
+    mine = args.allow_ip or _public_address(server, fam)
+    if mine is None:
+        mine = client.local_address(fam, address, port, args.source)
+        if client.is_private(ip_address(mine)):
+            print(
+                f"sesame: warning: this host's address {mine} is private: behind NAT the"
+                " server sees another and will refuse the datagram; set public_address"
+                f' (an address, or "stun:HOST" to ask a STUN server) for [[server]]'
+                f" {server.name!r} in the client config, or give --allow-ip",
+                file=sys.stderr,
+            )
     payload = client.spa_packet(server.user, server.key, args.door, ip_address(mine))
     if args.print_packet:
         print(payload.hex())

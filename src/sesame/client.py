@@ -3,15 +3,17 @@ SPA datagrams and one-time sequences."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import time
 from collections.abc import Sequence
+from ipaddress import ip_network
 
 from sesame.engine import totp
 from sesame.engine.events import Address
 from sesame.ports import Port
-from sesame.wire import spa
+from sesame.wire import spa, stun
 
 
 def resolve(host: str, family: int = socket.AF_UNSPEC) -> tuple[int, str]:
@@ -76,3 +78,48 @@ def one_time_sequence(
     """The user's one-time sequence for ``door`` in the current 30-second step."""
     step = totp.step_of(time.time() if wall is None else wall)
     return totp.sequence(totp.subkey(key), door, step, port_range, length)
+
+
+STUN_PORT = 3478
+# Private address space: behind it, a server sees another address (NAT).
+PRIVATE = tuple(
+    ip_network(n)
+    for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7")
+)
+
+
+def is_private(address: Address) -> bool:
+    """Is ``address`` in private (RFC 1918, ULA) or carrier-grade NAT space?"""
+    return any(address in net for net in PRIVATE if net.version == address.version)
+
+
+def stun_target(target: str) -> tuple[str, int]:
+    """``HOST``, ``HOST:PORT``, ``[IPV6]:PORT`` or a bare IPv6 as (host, port)."""
+    if target.startswith("["):
+        host, _, rest = target[1:].partition("]")
+        return host, int(rest[1:]) if rest.startswith(":") else STUN_PORT
+    if target.count(":") == 1:
+        host, _, port = target.partition(":")
+        return host, int(port)
+    return target, STUN_PORT
+
+
+def stun_address(spec: str, family: int, timeout: float = 1.0, tries: int = 3) -> str:
+    """Ask the STUN server of ``spec`` ("stun:HOST[:PORT]") which address it sees this
+    host as, over ``family``; ValueError if it does not answer."""
+    target = spec.removeprefix("stun:")
+    host, port = stun_target(target)
+    fam, address = resolve(host, family)
+    transaction = os.urandom(12)
+    with socket.socket(fam, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(timeout)
+        for _ in range(tries):
+            sock.sendto(stun.request(transaction), (address, port))
+            try:
+                while True:
+                    data = sock.recv(2048)
+                    with contextlib.suppress(ValueError):
+                        return str(stun.mapped_address(data, transaction))
+            except TimeoutError:
+                continue
+    raise ValueError(f"the STUN server {target} did not answer")

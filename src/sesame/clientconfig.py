@@ -8,6 +8,7 @@ It holds keys, so it is refused unless only its owner may read it::
     user = "alice"
     key = "BASE64-32-BYTES"
     spa_port = 62201
+    public_address = "stun:stun.example.org"   # behind NAT: or a literal address
 
     [server.doors.phone]          # a door with rolling one-time sequences
     port_range = [40000, 40999]
@@ -21,6 +22,7 @@ import re
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from ipaddress import ip_address
 from typing import Any
 
 from sesame.config import Lines
@@ -29,7 +31,16 @@ from sesame.doors import NAME_RE
 from sesame.errors import ConfigError
 
 DEFAULT = "~/.config/sesame/client.toml"
-_SERVER_KEYS = {"name", "host", "user", "key", "key_file", "spa_port", "doors"}
+_SERVER_KEYS = {
+    "name",
+    "host",
+    "user",
+    "key",
+    "key_file",
+    "spa_port",
+    "doors",
+    "public_address",
+}
 _DOOR_KEYS = {"port_range", "sequence_length"}
 
 
@@ -47,6 +58,9 @@ class Server:
     key: bytes = field(repr=False)
     spa_port: int = 62201
     doors: dict[str, OneTimeDoor] = field(default_factory=dict)
+    # The address the server sees this client as, behind NAT: a literal address, or
+    # "stun:HOST[:PORT]" to ask a STUN server.
+    public_address: str | None = None
 
 
 def load(path: str | None = None) -> dict[str, Server]:
@@ -108,4 +122,22 @@ def _server(raw: dict[str, Any], fail: Callable[[str, str], ConfigError]) -> Ser
             raise fail("doors", f"[server.doors.{name}] takes port_range and sequence_length")
         first, last = door["port_range"]
         doors[name] = OneTimeDoor((int(first), int(last)), int(door.get("sequence_length", 4)))
-    return Server(raw["name"], raw["host"], raw["user"], secret, spa_port, doors)
+    public = raw.get("public_address")
+    if public is not None and not _public_address(public):
+        raise fail(
+            "public_address",
+            'public_address must be an address or "stun:HOST[:PORT]" (a STUN server)',
+        )
+    return Server(raw["name"], raw["host"], raw["user"], secret, spa_port, doors, public)
+
+
+def _public_address(value: object) -> bool:
+    if not isinstance(value, str):
+        return False
+    if value.startswith("stun:"):
+        return bool(re.fullmatch(r"stun:(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.:-]+?)(:\d{1,5})?", value))
+    try:
+        ip_address(value)
+    except ValueError:
+        return False
+    return "%" not in value

@@ -183,7 +183,7 @@ class Daemon:
 
     def packet(self, item: Logged | RemoteError, now: float) -> None:
         """Judge one packet and carry out what follows."""
-        self.carry_out(self.judge(item, now), now)
+        self.packets((item,), now)
         self.take_first_knocks()
 
     def packets(self, items: Iterable[Logged | RemoteError], now: float) -> None:
@@ -196,6 +196,22 @@ class Daemon:
                 self.carry_out(actions, now)
                 actions = []
         self.carry_out(actions, now)
+        if self.engine.other_address:
+            self._other_addresses()
+
+    def _other_addresses(self) -> None:
+        """Log each authentic SPA refused for asking for another address than it came
+        from (each key holder's share bounds how many), with what to do about it."""
+        for name, source, asked in self.engine.other_address:
+            log.warning(
+                "refused SPA of %s from %s: it asks to open for %s. Behind NAT? Set"
+                " public_address for this server in the client's config (or --allow-ip);"
+                " allow_other_address lets the user open for any address",
+                name,
+                source,
+                asked,
+            )
+        self.engine.other_address.clear()
 
     def judge(self, item: Logged | RemoteError, now: float) -> list[Action]:
         """The one entry point for remote input: faults are counted and dropped."""

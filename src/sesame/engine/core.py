@@ -109,6 +109,9 @@ class Engine:
         self.counters: Counter[str] = Counter()
         self.matcher = SequenceMatcher((), max_sources)
         self.shares = Buckets(spa_rate, spa_burst)
+        # Authentic messages refused for asking for another address than their source
+        # (a client behind NAT, mostly): (user, source, asked), for the daemon to log.
+        self.other_address: list[tuple[str, Address, Address]] = []
         self.over_rate: set[str] = set()  # key holders refused for their rate, since asked
         # Messages stamped before this (wall time) are refused: set when the replay
         # record read back at start-up had lost keys, which could then be replayed.
@@ -339,9 +342,10 @@ class Engine:
         user = self.users[name]
         if door.name not in user.doors:
             raise RemoteError("door not allowed")
+        self._within_share(name, now)  # first: what follows logs a line
         if request.address != source and not user.allow_other_address:
+            self.other_address.append((name, source, request.address))
             raise RemoteError("address differs from source")
-        self._within_share(name, now)
         until = request.timestamp + self.spa_window
         if not self.replay.add(nonce, until):
             raise RemoteError("replay window full")
@@ -423,6 +427,8 @@ class Engine:
                 raise RemoteError("fwknop source address required")
             asked = source
         elif asked != source and not stanza.allow_other_address:
+            self._within_share(stanza.name, now)
+            self.other_address.append((stanza.name, source, asked))
             raise RemoteError("address differs from source")
         if not ports or any(
             p not in stanza.open_ports or p in stanza.restrict_ports for p in ports
