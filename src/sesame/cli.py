@@ -306,7 +306,9 @@ def _need_admin(command: str) -> None:
 
 
 def _revoke(args: argparse.Namespace) -> int:
+    from sesame.engine.events import Element, Grant
     from sesame.firewall import NftGate
+    from sesame.firewall.ruleset import Entry, Holder
 
     config = configuration.load(args.config)
     _need_admin("revoke")
@@ -315,12 +317,25 @@ def _revoke(args: argparse.Namespace) -> int:
         who: object = ip_address(args.who)
     except ValueError:
         who = args.who
-    gone = [e for e in gate.entries() if who in (e.address, e.user)]
-    gate.remove(gone)
-    for entry in gone:
+    gone: list[tuple[Entry, Holder]] = []
+    kept: list[Element] = []
+    for entry in gate.entries():
+        held = entry.held()
+        left = [h for h in held if who not in (entry.address, h.user)]
+        gone += [(entry, h) for h in held if h not in left]
+        if left and len(left) < len(held):  # the others hold it until their own deadline
+            holders = tuple(
+                Grant(h.door, entry.address, (entry.port,), entry.left - h.before, h.user)
+                for h in left
+            )
+            kept.append(Element(entry.address, entry.port, holders[0].expires, holders))
+    still_held = {(k.address, k.port) for k in kept}
+    gate.remove({e for e, _ in gone if (e.address, e.port) not in still_held})
+    gate.apply(kept, 0.0)
+    for entry, holder in gone:
         print(
-            f"revoked {entry.address} {entry.port} (door {entry.door}"
-            + (f", user {entry.user})" if entry.user else ")")
+            f"revoked {entry.address} {entry.port} (door {holder.door}"
+            + (f", user {holder.user})" if holder.user else ")")
         )
     if not gone:
         print(f"no live grant for {args.who}", file=sys.stderr)
@@ -359,7 +374,10 @@ def _status(args: argparse.Namespace) -> int:
     missing = host.missing_interface(config.server.interface)
     if missing:
         print(f"warning: {missing}: knocks and SPA are ignored", file=sys.stderr)
-    entries = sorted(gate.entries(), key=lambda e: (e.door, str(e.address), e.port))
+    holds = sorted(
+        ((e, h, max(0.0, e.left - h.before)) for e in gate.entries() for h in e.held()),
+        key=lambda x: (x[1].door, str(x[0].address), x[0].port),
+    )
     if args.json:
         print(
             json.dumps(
@@ -368,21 +386,21 @@ def _status(args: argparse.Namespace) -> int:
                         "address": str(e.address),
                         "proto": e.port.proto,
                         "port": e.port.number,
-                        "door": e.door,
-                        "user": e.user,
-                        "seconds_left": e.left,
+                        "door": h.door,
+                        "user": h.user,
+                        "seconds_left": left,
                     }
-                    for e in entries
+                    for e, h, left in holds
                 ],
                 indent=2,
             )
         )
         return 0
-    if not entries:
+    if not holds:
         print("no live grants")
         return 0
     rows = [("ADDRESS", "PORT", "DOOR", "USER", "LEFT")] + [
-        (str(e.address), str(e.port), e.door, e.user or "-", f"{e.left:.0f}s") for e in entries
+        (str(e.address), str(e.port), h.door, h.user or "-", f"{left:.0f}s") for e, h, left in holds
     ]
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     for row in rows:

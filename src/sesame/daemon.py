@@ -19,6 +19,7 @@ import socket
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from typing import Protocol
 
 from sesame import host
@@ -26,7 +27,7 @@ from sesame.compat.knockd import OneTimeFile
 from sesame.config import Config
 from sesame.engine import Action, Decision, Engine, Knock, Opened, Refreshed, Spent
 from sesame.engine.core import knock_ports
-from sesame.engine.events import Address, SequenceUsed
+from sesame.engine.events import Address, Element, SequenceUsed
 from sesame.engine.sequences import SYN
 from sesame.errors import ConfigError, FirewallError, RemoteError, SesameError
 from sesame.files import FileRefused
@@ -69,7 +70,7 @@ class Gate(Protocol):
         knock: Iterable[Port] | None = None,
         first: Iterable[Port] | None = None,
     ) -> None: ...
-    def apply(self, decisions: Sequence[Decision], now: float) -> None: ...
+    def apply(self, elements: Sequence[Element], now: float) -> None: ...
     def entries(self) -> list[Entry]: ...
     def set_knock_ports(
         self,
@@ -163,23 +164,28 @@ class Daemon:
                 self._unrecorded(now)
         entries = self.gate.entries()
         opens = self.config.gated
-        keep = [e for e in entries if e.port in opens.get(e.door, ())]
-        stale = [e for e in entries if e not in keep]
+        held = {e: tuple(h for h in e.held() if e.port in opens.get(h.door, ())) for e in entries}
+        stale = [e for e in entries if not held[e]]  # no holder's door opens it any more
+        keep = [replace(e, holders=held[e]) for e in entries if held[e]]
         self._load_one_time(self.config)
         self.engine.roll(wall)
         self.knock_ports = self.engine.knock_ports()
         self.gate.install(self.config, stale, self.knock_ports)
         self._update_knock_ports(now)
         self.engine.restore(to_grants(keep, now))
+        mixed = [e for e in keep if len(held[e]) != len(e.held())]
+        if mixed:  # some holders are gone: the rest hold it until their own deadline
+            self.gate.apply([self.engine.element(e.address, e.port) for e in mixed], now)
         self.interface_here(now)
         for entry in keep:
-            log.info(
-                "kept grant of door %s for %s: %s (%.0fs left)",
-                entry.door,
-                entry.address,
-                entry.port,
-                entry.left,
-            )
+            for holder in entry.held():
+                log.info(
+                    "kept grant of door %s for %s: %s (%.0fs left)",
+                    holder.door,
+                    entry.address,
+                    entry.port,
+                    entry.left - holder.before,
+                )
 
     def packet(self, item: Logged | RemoteError, now: float) -> None:
         """Judge one packet and carry out what follows."""
@@ -418,9 +424,8 @@ class Daemon:
                 decisions.append(action)
         if not decisions:
             return
-        gated = self.config.gated
-        try:  # a door with gate = false only runs commands: its grants open no port
-            self.gate.apply([d for d in decisions if d.grant.door in gated], now)
+        try:  # a door with gate = false only runs commands: its grants hold no element
+            self.gate.apply(self.engine.elements(decisions), now)
         except FirewallError as exc:
             log.error("firewall refused a change: %s", exc)
         for decision in decisions:
@@ -597,7 +602,7 @@ class Daemon:
         (``sesame revoke``, an operator): they are logged as revoked, their doors'
         stop commands run, and a knock opens them anew (start commands run again)."""
         try:
-            live = {(e.door, e.address) for e in self.gate.entries()}
+            live = {(h.door, e.address) for e in self.gate.entries() for h in e.held()}
         except FirewallError as exc:
             log.error("cannot read the grants back: %s", exc)
             return
@@ -648,7 +653,7 @@ class Daemon:
             live = []
         try:
             self.gate.install(self.config, (), self.knock_ports, self.first)
-            self.gate.apply([Refreshed(g) for g in live], now)
+            self.gate.apply(self.engine.elements(Refreshed(g) for g in live), now)
             if self.first is not None:
                 self.gate.set_knock_ports(self.knock_ports, self.first, self.engine.tracked())
         except FirewallError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -414,3 +415,59 @@ def test_sesame_spa_and_fwknop_spa_share_one_port(lab):
     lab.sesame(lab.user.netns, "knock", "--fwknop", lab.server.ipv4, "-A", "tcp/2222", *fw)
     daemon.wait_for(rf"opened door fw to {lab.user.ipv4}: 2222/tcp", 10, since=mark)
     assert "dropped" not in "\n".join(daemon.lines[mark:])
+
+
+PLAIN_DOOR = """
+[[door]]
+name = "plain"
+sequence = ["7000/tcp", "8000/tcp", "9000/udp"]
+close_sequence = ["9000/tcp", "8000/tcp", "7000/tcp"]
+seq_timeout = 5
+open = ["22/tcp"]
+open_for = 3
+"""
+
+
+def test_two_doors_holding_one_port_release_only_their_own_holds(lab):
+    """alice's SPA grant (60 s) and a plain knock (3 s) on 22/tcp share one kernel
+    element: the plain door's un-knock, then its expiry, leave alice's hold, and status
+    shows every holder with its own time left."""
+    text = SERVER_CONFIG.format(tmp=lab.tmp, alice=ALICE, bob=BOB, open_for=60) + PLAIN_DOOR
+    daemon = lab.serve(text)
+    cfg = client_config(lab)
+    mark = daemon.mark()
+    lab.sesame(lab.user.netns, "knock", "home", "--door", "ssh", "--client-config", cfg)
+    daemon.wait_for(rf"opened door ssh to {lab.user.ipv4}: 22/tcp \(user alice\)", 10, since=mark)
+    knock_from(lab.user.netns, lab.server.ipv4, "7000/tcp", "8000/tcp", "9000/udp")
+    daemon.wait_for(rf"opened door plain to {lab.user.ipv4}: 22/tcp", 10, since=mark)
+    status = lab.sesame(lab.server.netns, "status", "-c", f"{lab.tmp}/sesame.toml", "--json")
+    holds = {h["door"]: h for h in json.loads(status.stdout)}
+    assert set(holds) == {"ssh", "plain"} and holds["ssh"]["user"] == "alice"
+    assert holds["plain"]["seconds_left"] < 4 < holds["ssh"]["seconds_left"] <= 60
+    knock_from(lab.user.netns, lab.server.ipv4, "9000/tcp", "8000/tcp", "7000/tcp")
+    daemon.wait_for(rf"closed door plain for {lab.user.ipv4} \(unknock\)", 10, since=mark)
+    assert reachable(lab.user.netns, lab.server.ipv4, 22)
+    assert 50 < lab.grants()[f"{lab.user.ipv4} 22/tcp"] <= 60
+    knock_from(lab.user.netns, lab.server.ipv4, "7000/tcp", "8000/tcp", "9000/udp")
+    mark = daemon.mark()
+    daemon.wait_for(rf"closed door plain for {lab.user.ipv4} \(expired\)", 10, since=mark)
+    assert reachable(lab.user.netns, lab.server.ipv4, 22)
+    assert blocked(lab.stranger.netns, lab.server.ipv4, 22)
+
+
+def test_revoking_a_user_leaves_another_doors_hold(lab):
+    text = SERVER_CONFIG.format(tmp=lab.tmp, alice=ALICE, bob=BOB, open_for=60) + PLAIN_DOOR
+    daemon = lab.serve(text.replace("open_for = 3", "open_for = 30"))
+    mark = daemon.mark()
+    cfg = client_config(lab)
+    lab.sesame(lab.user.netns, "knock", "home", "--door", "ssh", "--client-config", cfg)
+    knock_from(lab.user.netns, lab.server.ipv4, "7000/tcp", "8000/tcp", "9000/udp")
+    daemon.wait_for(rf"opened door plain to {lab.user.ipv4}: 22/tcp", 10, since=mark)
+    daemon.wait_for(rf"opened door ssh to {lab.user.ipv4}: 22/tcp \(user alice\)", 10, since=mark)
+    out = lab.sesame(lab.server.netns, "revoke", "-c", f"{lab.tmp}/sesame.toml", "alice").stdout
+    assert out.strip() == f"revoked {lab.user.ipv4} 22/tcp (door ssh, user alice)"
+    daemon.wait_for(rf"closed door ssh for {lab.user.ipv4} \(revoked\)", 10, since=mark)
+    status = lab.sesame(lab.server.netns, "status", "-c", f"{lab.tmp}/sesame.toml", "--json")
+    assert [h["door"] for h in json.loads(status.stdout)] == ["plain"]
+    assert reachable(lab.user.netns, lab.server.ipv4, 22)
+    assert "closed door plain" not in "\n".join(daemon.lines[mark:])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ipaddress import ip_address
+from pathlib import Path
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -237,3 +238,43 @@ def test_a_change_by_no_named_process_is_restored_at_most_once_a_second():
     clock.advance(1.0)
     daemon.tick(clock())
     assert daemon.reports["restored"] == 3
+
+
+def test_doors_that_open_the_same_port_hold_it_each_for_themselves(tmp_path):
+    """alice's SPA grant (door admin, 60 s) and a plain knock (door ssh, 30 s) on 22/tcp:
+    one kernel element, held until the latest deadline; the plain door's un-knock and
+    expiry release only its own hold; status lists both holders."""
+    import time as wall_time
+
+    from sesame.wire import spa
+
+    shipped = Path("examples/sesame.toml").read_text()
+    daemon, gate, clock = make(shipped.replace("[server]", f'[server]\nstate_dir = "{tmp_path}/s"'))
+    payload = spa.encode(
+        "alice",
+        spa.cipher(bytes(range(32))),
+        "admin",
+        ip_address(USER),
+        int(wall_time.time()),
+        bytes(12),
+    )
+    daemon.packet(Logged(5155, b"", ipv4(USER, SERVER, 17, udp(62201, payload))), clock())
+    send(daemon, clock, *OPEN)
+    element = (ip_address(USER), SSH)
+    assert gate.elements[element][0] == "admin"
+    [entry] = [e for e in gate.entries() if e.port == SSH]
+    assert [h.door for h in entry.held()] == ["admin", "ssh"]
+    send(daemon, clock, (9000, "tcp"), (8000, "tcp"), (7000, "tcp"))  # ssh's un-knock
+    assert [g.door for g in daemon.engine.grants.all()] == ["admin"]
+    assert gate.allows(ip_address(USER), SSH, clock())
+    [entry] = [e for e in gate.entries() if e.port == SSH]
+    assert [h.door for h in entry.held()] == ["admin"]
+    send(daemon, clock, *OPEN)  # ssh again, then it expires after its 30 s
+    clock.advance(31)
+    daemon.tick(clock())
+    assert [g.door for g in daemon.engine.grants.all()] == ["admin"]
+    assert gate.allows(ip_address(USER), SSH, clock())
+    clock.advance(30)
+    daemon.tick(clock())
+    assert gate.elements == {}
+    daemon.close()

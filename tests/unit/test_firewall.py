@@ -7,6 +7,7 @@ from ipaddress import ip_address
 from sesame import config
 from sesame.doors import Door
 from sesame.engine import Closed, Grant, Opened
+from sesame.engine.events import Element
 from sesame.firewall import commands, netlink, ruleset
 from sesame.ports import Port
 from tests.unit.test_config import EXAMPLE
@@ -32,7 +33,7 @@ def test_interface_filter():
 
 
 def test_opened_grant_replaces_any_same_element_in_one_transaction():
-    steps = netlink.grant_steps([Opened(GRANT)], now=0.0)
+    steps = netlink.grant_steps([Element(A, Port("tcp", 22), 30.0, (GRANT,))], now=0.0)
     key = A.packed + bytes([6, 0, 0, 0, 0, 22, 0, 0])  # address . tcp . 22, as nft lays it out
     assert steps == [
         (netlink.NEWSETELEM, "grants4", [netlink.element(key)]),
@@ -45,13 +46,31 @@ def test_opened_grant_replaces_any_same_element_in_one_transaction():
 
 def test_closing_is_idempotent_and_v6_goes_to_grants6():
     address = ip_address("2001:db8::2")
-    grant = Grant("ssh", address, (Port("tcp", 22),), 1.0)
-    steps = netlink.grant_steps([Closed(grant, "unknock")], now=0.0)
+    steps = netlink.grant_steps([Element(address, Port("tcp", 22), None)], now=0.0)
     key = address.packed + bytes([6, 0, 0, 0, 0, 22, 0, 0])
     assert steps == [
         (netlink.NEWSETELEM, "grants6", [netlink.element(key)]),
         (netlink.DELSETELEM, "grants6", [netlink.element(key)]),
     ]
+
+
+def test_holders_are_recorded_latest_first_with_how_much_earlier_they_end():
+    spa = Grant("admin", A, (Port("tcp", 22),), 60.0, "alice")
+    plain = Grant("ssh", A, (Port("tcp", 22),), 10.5)
+    held = Element(A, Port("tcp", 22), 60.0, (spa, plain))
+    note = ruleset.comment(held)
+    assert note == "admin alice,ssh -49.5"
+    assert ruleset.holders(note) == (
+        ruleset.Holder("admin", "alice"),
+        ruleset.Holder("ssh", "", 49.5),
+    )
+    assert ruleset.holders("ssh") == (ruleset.Holder("ssh"),)  # as sesame wrote before
+    many = tuple(Grant(f"door{i:02}", A, (Port("tcp", 22),), 60.0 - i, "u" * 30) for i in range(9))
+    assert len(ruleset.comment(Element(A, Port("tcp", 22), 60.0, many)).encode()) <= 127
+    entry = ruleset.Entry(A, Port("tcp", 22), "admin", 59.0, "alice", ruleset.holders(note))
+    grants = {g.door: g for g in ruleset.to_grants([entry], now=100.0)}
+    assert grants["admin"].expires == 159.0 and grants["admin"].user == "alice"
+    assert grants["ssh"].expires == 109.5
 
 
 def test_following_sources_forgets_their_first_knocks():

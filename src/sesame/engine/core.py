@@ -17,6 +17,7 @@ from sesame.engine.events import (
     Admission,
     Closed,
     Decision,
+    Element,
     Grant,
     Knock,
     Opened,
@@ -134,6 +135,8 @@ class Engine:
             self._fwknop_by_port.setdefault(stanza.spa_port, []).append((stanza, verifier))
         self.fwknop_destinations = any(s.destinations for s in fwknop)
         self.targets = any(d.target is not None for d in doors)  # knocks need destinations
+        # The doors and stanzas whose grants the kernel holds (gate = false: commands only).
+        self.gated = frozenset({d.name for d in doors if d.gate} | {s.name for s in fwknop})
         self._names = {d.name for d in doors} | {s.name for s in fwknop}
         self.doors = {door.name: door for door in doors}
         self.users = {user.name: user for user in users}
@@ -500,6 +503,13 @@ class Engine:
         self.counters["opened" if isinstance(decision, Opened) else "refreshed"] += 1
         actions.append(decision)
         return actions
+
+    def elements(self, decisions: Iterable[Decision]) -> list[Element]:
+        """What the kernel must hold after ``decisions`` (see GrantBook.elements)."""
+        return self.grants.elements(decisions, self.gated)
+
+    def element(self, address: Address, port: Port) -> Element:
+        return self.grants.element(address, port, self.gated)
 
     def revoke(self, door: str, address: Address) -> Closed | None:
         closed = self.grants.close(door, address, "revoked")

@@ -87,5 +87,18 @@ class SequenceUsed:
     ports: tuple[Port, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class Element:
+    """What the kernel must hold for one (address, port): an element that lasts until
+    ``until`` (engine time), the latest deadline of the grants that hold it, listed in
+    ``holders`` latest first; ``until`` None: nobody holds it, delete it. Doors may open
+    the same port to the same address; each grant's end releases only its own hold."""
+
+    address: Address
+    port: Port
+    until: float | None
+    holders: tuple[Grant, ...] = ()
+
+
 Decision = Opened | Refreshed | Closed
 Action = Decision | Spent | SequenceUsed

@@ -8,8 +8,19 @@ new address can replace the old one. Deadlines are engine time (``now`` is passe
 from __future__ import annotations
 
 import heapq
+from collections.abc import Container, Iterable
 
-from sesame.engine.events import Address, Closed, CloseReason, Grant, Opened, Refreshed
+from sesame.engine.events import (
+    Address,
+    Closed,
+    CloseReason,
+    Decision,
+    Element,
+    Grant,
+    Opened,
+    Refreshed,
+)
+from sesame.ports import Port
 
 GrantKey = tuple[str, Address]
 
@@ -20,6 +31,7 @@ class GrantBook:
     def __init__(self) -> None:
         self._grants: dict[GrantKey, Grant] = {}
         self._by_user: dict[tuple[str, str], set[Address]] = {}
+        self._by_element: dict[tuple[Address, Port], set[str]] = {}  # -> doors holding it
         self._deadlines: list[tuple[float, str, str, GrantKey]] = []
 
     def __len__(self) -> int:
@@ -43,6 +55,8 @@ class GrantBook:
         self._grants[key] = grant
         if grant.user:
             self._by_user.setdefault((grant.door, grant.user), set()).add(grant.address)
+        for port in grant.ports:
+            self._by_element.setdefault((grant.address, port), set()).add(grant.door)
         # The address string keeps heap entries comparable across v4 and v6.
         heapq.heappush(self._deadlines, (grant.expires, grant.door, str(grant.address), key))
         return Opened(grant) if old is None else Refreshed(grant)
@@ -55,6 +69,12 @@ class GrantBook:
         return Closed(grant, reason)
 
     def _unindex(self, grant: Grant) -> None:
+        for port in grant.ports:
+            doors = self._by_element.get((grant.address, port))
+            if doors is not None:
+                doors.discard(grant.door)
+                if not doors:
+                    del self._by_element[grant.address, port]
         if grant.user:
             addresses = self._by_user.get((grant.door, grant.user))
             if addresses is not None:
@@ -74,6 +94,29 @@ class GrantBook:
                 if done is not None:
                     closed.append(done)
         return closed
+
+    def holders(self, address: Address, port: Port, doors: Container[str]) -> list[Grant]:
+        """The live grants of ``doors`` that hold (address, port), latest deadline first."""
+        held = [
+            self._grants[door, address]
+            for door in self._by_element.get((address, port), ())
+            if door in doors
+        ]
+        return sorted(held, key=lambda g: (-g.expires, g.door))
+
+    def elements(self, decisions: Iterable[Decision], doors: Container[str]) -> list[Element]:
+        """What the kernel must hold after ``decisions``, for each (address, port) they
+        touch, counting only the grants of ``doors`` (those that gate in the kernel):
+        held until the latest deadline among them, or deleted if none is left."""
+        touched: dict[tuple[Address, Port], None] = {}
+        for decision in decisions:
+            for port in decision.grant.ports:
+                touched[decision.grant.address, port] = None
+        return [self.element(address, port, doors) for address, port in touched]
+
+    def element(self, address: Address, port: Port, doors: Container[str]) -> Element:
+        held = self.holders(address, port, doors)
+        return Element(address, port, held[0].expires if held else None, tuple(held))
 
     def next_deadline(self) -> float | None:
         heap = self._deadlines

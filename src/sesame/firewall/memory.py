@@ -6,8 +6,8 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 
 from sesame.config import Config
-from sesame.engine.events import Address, Closed, Decision
-from sesame.firewall.ruleset import Entry
+from sesame.engine.events import Address, Element
+from sesame.firewall.ruleset import Entry, Holder
 from sesame.ports import Port
 
 
@@ -20,6 +20,7 @@ class MemoryGate:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
         self.elements: dict[tuple[Address, Port], tuple[str, float, str]] = {}
+        self.holders: dict[tuple[Address, Port], tuple[Holder, ...]] = {}
         self.knock: frozenset[Port] = frozenset()
         self.first: frozenset[Port] | None = None  # the kernel has no first stage here
         self.installed: Config | None = None
@@ -39,14 +40,18 @@ class MemoryGate:
             self.elements.pop((entry.address, entry.port), None)
         self.transactions += 1
 
-    def apply(self, decisions: Sequence[Decision], now: float) -> None:
-        for decision in decisions:
-            grant = decision.grant
-            for port in grant.ports:
-                if isinstance(decision, Closed):
-                    self.elements.pop((grant.address, port), None)
-                else:
-                    self.elements[grant.address, port] = (grant.door, grant.expires, grant.user)
+    def apply(self, elements: Sequence[Element], now: float) -> None:
+        for held in elements:
+            key = (held.address, held.port)
+            if held.until is None:
+                self.elements.pop(key, None)
+                self.holders.pop(key, None)
+            else:
+                latest = held.holders[0]
+                self.elements[key] = (latest.door, held.until, latest.user)
+                self.holders[key] = tuple(
+                    Holder(g.door, g.user, held.until - g.expires) for g in held.holders
+                )
         self.transactions += 1
 
     def set_knock_ports(
@@ -81,7 +86,7 @@ class MemoryGate:
         """The live elements, as the kernel would list them."""
         now = self.clock()
         return [
-            Entry(address, port, door, deadline - now, user)
+            Entry(address, port, door, deadline - now, user, self.holders.get((address, port), ()))
             for (address, port), (door, deadline, user) in self.elements.items()
             if deadline > now
         ]

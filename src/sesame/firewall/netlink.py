@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
-from sesame.engine.events import Address, Closed, Decision
+from sesame.engine.events import Address, Element
 from sesame.errors import FirewallError
 from sesame.firewall.ruleset import comment
 from sesame.ports import Port, Proto
@@ -109,21 +109,20 @@ def batch(messages: Sequence[bytes], seq: int) -> bytes:
 Step = tuple[int, str, list[bytes]]  # (NEW/DELSETELEM, set name, elements)
 
 
-def grant_steps(decisions: Iterable[Decision], now: float) -> list[Step]:
-    """What carries out engine decisions: an open or refresh replaces each element
-    (add, delete, add with the fresh timeout and the "door user" comment, so it works
-    whether or not the element exists); a close adds and deletes it."""
+def grant_steps(elements: Iterable[Element], now: float) -> list[Step]:
+    """What puts grant elements in the state the engine decided: an element held until
+    a deadline is replaced (add, delete, add with the fresh timeout and the holders as
+    comment, so it works whether or not it exists); one nobody holds is added and
+    deleted. Elements of one address family and state go in one message."""
     steps: list[Step] = []
-    for decision in decisions:
-        grant = decision.grant
-        name = f"grants{_family(grant.address)}"
-        keys = [grant.address.packed + port_value(p) for p in grant.ports]
-        steps.append((NEWSETELEM, name, [element(k) for k in keys]))
-        steps.append((DELSETELEM, name, [element(k) for k in keys]))
-        if not isinstance(decision, Closed):
-            timeout = max(1, round((grant.expires - now) * 1000))
-            note = comment(grant.door, grant.user)
-            steps.append((NEWSETELEM, name, [element(k, timeout, note) for k in keys]))
+    for held in elements:
+        name = f"grants{_family(held.address)}"
+        key = held.address.packed + port_value(held.port)
+        steps.append((NEWSETELEM, name, [element(key)]))
+        steps.append((DELSETELEM, name, [element(key)]))
+        if held.until is not None:
+            timeout = max(1, round((held.until - now) * 1000))
+            steps.append((NEWSETELEM, name, [element(key, timeout, comment(held))]))
     return steps
 
 

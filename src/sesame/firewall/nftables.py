@@ -7,14 +7,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from sesame.config import Config
-from sesame.engine.events import Address, Decision
+from sesame.engine.events import Address, Element
 from sesame.errors import FirewallError
 from sesame.firewall import netlink, ruleset
 from sesame.firewall.libnft import Nft
 from sesame.firewall.ruleset import Entry
 from sesame.ports import Port
 
-CHUNK = 256  # grants per transaction: a netlink batch must fit the socket's buffer
+CHUNK = 256  # elements per transaction: a netlink batch must fit the socket's buffer
 
 
 class NftGate:
@@ -53,11 +53,11 @@ class NftGate:
         sesame's own)."""
         return int(self.netlink.sock.getsockname()[0])
 
-    def apply(self, decisions: Sequence[Decision], now: float) -> None:
-        """Carry out engine decisions in one transaction (many at once, as when the
-        table is restored, in transactions of CHUNK each)."""
-        for start in range(0, len(decisions), CHUNK):
-            self.netlink.apply(netlink.grant_steps(decisions[start : start + CHUNK], now))
+    def apply(self, elements: Sequence[Element], now: float) -> None:
+        """Put grant elements in the state the engine decided, in one transaction (many
+        at once, as when the table is restored, in transactions of CHUNK each)."""
+        for start in range(0, len(elements), CHUNK):
+            self.netlink.apply(netlink.grant_steps(elements[start : start + CHUNK], now))
 
     def set_knock_ports(
         self,

@@ -48,7 +48,7 @@ from ipaddress import IPv4Address, ip_address
 from typing import Any
 
 from sesame.config import MAX_SOURCES, Config
-from sesame.engine.events import Address, Grant
+from sesame.engine.events import Address, Element, Grant
 from sesame.ports import Port
 from sesame.wire import fwknop, spa
 
@@ -273,19 +273,65 @@ def remove(table: str, address: Address, ports: Iterable[Port]) -> list[str]:
 
 
 @dataclass(frozen=True, slots=True)
+class Holder:
+    """A grant that holds an element: its door, its user, and how many seconds before
+    the element expires its own hold ends (0 for the latest)."""
+
+    door: str
+    user: str = ""
+    before: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class Entry:
-    """One element of a grant set as the kernel holds it."""
+    """One element of a grant set as the kernel holds it; ``door`` and ``user`` are the
+    holder with the latest deadline, ``holders`` all of them."""
 
     address: Address
     port: Port
     door: str
     left: float  # seconds until the kernel drops it
     user: str = ""
+    holders: tuple[Holder, ...] = ()
+
+    def held(self) -> tuple[Holder, ...]:
+        return self.holders or (Holder(self.door, self.user),)
 
 
-def comment(door: str, user: str) -> str:
-    """The element comment that records a grant's door and user (both plain names)."""
-    return f"{door} {user}" if user else door
+COMMENT_MAX = 127  # bytes nftables keeps of an element comment
+
+
+def comment(element: Element) -> str:
+    """The element comment that records who holds it: ``door user`` for each holder,
+    latest first, then, after a ``-``, how many seconds before the element expires that
+    holder's own hold ends (names are plain: no spaces, commas or dashes first). As
+    many holders as fit; sesame itself knows them all."""
+    assert element.until is not None
+    parts: list[str] = []
+    for grant in element.holders:
+        before = element.until - grant.expires
+        part = " ".join(x for x in (grant.door, grant.user) if x)
+        part += f" -{before:.3f}".rstrip("0").rstrip(".") if before >= 0.001 else ""
+        if len(",".join([*parts, part]).encode()) > COMMENT_MAX:
+            break
+        parts.append(part)
+    return ",".join(parts)
+
+
+def holders(note: str) -> tuple[Holder, ...]:
+    """The holders recorded in an element comment (a bad part is left out)."""
+    out = []
+    for part in note.split(","):
+        words = part.split()
+        before = 0.0
+        if len(words) > 1 and words[-1].startswith("-"):
+            try:
+                before = float(words.pop()[1:])
+            except ValueError:
+                continue
+        if 1 <= len(words) <= 2:
+            out.append(Holder(words[0], words[1] if len(words) == 2 else "", before))
+    return tuple(out)
 
 
 def parse_grants(items: list[dict[str, Any]]) -> list[Entry]:
@@ -305,22 +351,26 @@ def parse_grants(items: list[dict[str, Any]]) -> list[Entry]:
                 continue
             left = body.get("expires", body.get("timeout", 0)) if isinstance(body, dict) else 0
             note = str(body.get("comment", "")) if isinstance(body, dict) else ""
-            door, _, user = note.partition(" ")
+            held = holders(note) or (Holder(""),)
             port = Port("tcp" if proto == "tcp" else "udp", int(number))
-            out.append(Entry(ip_address(addr), port, door, float(left or 0), user))
+            address = ip_address(addr)
+            out.append(Entry(address, port, held[0].door, float(left or 0), held[0].user, held))
     return out
 
 
 def to_grants(entries: Iterable[Entry], now: float) -> list[Grant]:
-    """Group kernel elements into grants by (door, address); the earliest expiry wins."""
+    """Group kernel elements into grants by (door, address), one per holder; the
+    earliest expiry of its elements wins."""
     ports: dict[tuple[str, Address], list[Port]] = {}
     left: dict[tuple[str, Address], float] = {}
     users: dict[tuple[str, Address], str] = {}
     for entry in entries:
-        key = (entry.door, entry.address)
-        ports.setdefault(key, []).append(entry.port)
-        left[key] = min(left.get(key, entry.left), entry.left)
-        users[key] = entry.user
+        for holder in entry.held():
+            key = (holder.door, entry.address)
+            ports.setdefault(key, []).append(entry.port)
+            remaining = max(0.0, entry.left - holder.before)
+            left[key] = min(left.get(key, remaining), remaining)
+            users[key] = holder.user
     return [
         Grant(
             door,
