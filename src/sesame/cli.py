@@ -374,8 +374,8 @@ def _status(args: argparse.Namespace) -> int:
     missing = host.missing_interface(config.server.interface)
     if missing:
         print(f"warning: {missing}: knocks and SPA are ignored", file=sys.stderr)
-    holds = sorted(
-        ((e, h, max(0.0, e.left - h.before)) for e in gate.entries() for h in e.held()),
+    holds = sorted(  # a holder whose own time is up (no daemon ran to say so) is gone
+        ((e, h, e.left - h.before) for e in gate.entries() for h in e.held() if e.left > h.before),
         key=lambda x: (x[1].door, str(x[0].address), x[0].port),
     )
     if args.json:
