@@ -1,7 +1,7 @@
 """The benchmark: sesame, Debian's knockd and Debian's fwknopd, measured in one run on
 the same traffic in the same namespace lab. As root, after scripts/setup.sh:
 
-    .venv/bin/python -m bench [--trials 50] [--quick]
+    .venv/bin/python -m bench [--trials 50] [--docs]
 
 Writes bench/results/latest.json and bench/results/latest.md.
 """
@@ -588,9 +588,11 @@ def main() -> int:
     parser.add_argument("--sources", type=int, default=1_000_000)
     parser.add_argument("--grants", type=int, nargs="*", default=[0, 10_000, 100_000])
     parser.add_argument(
+        "--docs",
         "--readme",
+        dest="docs",
         action="store_true",
-        help="also put the table into README.md (between its bench markers)",
+        help="also put the tables into docs/benchmark.md (between its bench markers)",
     )
     parser.add_argument("--only", nargs="*", default=["sesame", "knockd", "fwknopd", "gate"])
     args = parser.parse_args()
@@ -622,13 +624,11 @@ def main() -> int:
     from bench.report import markdown
 
     (RESULTS / "latest.md").write_text(markdown(report))
-    if args.readme:
-        readme = Path(__file__).parent.parent / "README.md"
-        text = readme.read_text()
-        start, end = "<!-- bench:start -->\n", "<!-- bench:end -->"
-        head, _, rest = text.partition(start)
-        _, _, tail = rest.partition(end)
-        readme.write_text(head + start + markdown(report, title=False, level="####") + end + tail)
+    if args.docs:
+        from bench.report import DOCS, write_between
+
+        tables = markdown(report, title=False, level="###")
+        write_between(DOCS / "benchmark.md", "bench", tables)
     print((RESULTS / "latest.md").read_text())
     return 0
 

@@ -2,7 +2,22 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
+
+DOCS = Path(__file__).parent.parent / "docs"
+
+
+def write_between(path: Path, marker: str, text: str) -> None:
+    """Replace what stands between ``<!-- MARKER:start -->`` and ``<!-- MARKER:end -->``
+    in ``path`` with ``text``; refuse (SystemExit) if the markers are not there."""
+    start, end = f"<!-- {marker}:start -->\n", f"<!-- {marker}:end -->"
+    content = path.read_text()
+    head, found, rest = content.partition(start)
+    if not found or end not in rest:
+        raise SystemExit(f"{path} has no {start.strip()} ... {end} to write between")
+    _, _, tail = rest.partition(end)
+    path.write_text(head + start + text + end + tail)
 
 
 def _lat(entry: dict[str, Any] | None) -> str:

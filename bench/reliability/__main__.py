@@ -1,11 +1,11 @@
 """The reliability suite: sesame attacked in the namespace lab, as an attacker and as
 bad luck would. As root, after scripts/setup.sh:
 
-    .venv/bin/python -m bench.reliability [--short] [--soak SECONDS] [--readme]
+    .venv/bin/python -m bench.reliability [--short] [--soak SECONDS] [--docs]
 
 Sections: scans, junk (a million malformed packets), resources (every bounded one
 filled on purpose), faults, soak. A full run writes bench/results/reliability.md
-and .json and, with --readme, its table into README.md; a short run (CI's) only
+and .json and, with --docs, its table into docs/reliability.md; a short run (CI's) only
 prints it. Exits 1 if anything did not hold.
 """
 
@@ -76,7 +76,13 @@ def main() -> int:
     parser.add_argument("--short", action="store_true", help="a smaller run (CI's)")
     parser.add_argument("--soak", type=float, default=None, metavar="SECONDS")
     parser.add_argument("--only", nargs="*", choices=SECTIONS, default=list(SECTIONS))
-    parser.add_argument("--readme", action="store_true", help="put the table into README.md")
+    parser.add_argument(
+        "--docs",
+        "--readme",
+        dest="docs",
+        action="store_true",
+        help="put the table into docs/reliability.md (between its markers)",
+    )
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("the reliability suite needs root (namespaces, nftables)", file=sys.stderr)
@@ -109,13 +115,10 @@ def main() -> int:
         (RESULTS / "reliability.json").write_text(json.dumps(report, indent=2) + "\n")
         text = markdown(report)
         (RESULTS / "reliability.md").write_text(text)
-    if args.readme:
-        readme = Path(__file__).parent.parent.parent / "README.md"
-        content = readme.read_text()
-        start, end = "<!-- reliability:start -->\n", "<!-- reliability:end -->"
-        head, _, rest = content.partition(start)
-        _, _, tail = rest.partition(end)
-        readme.write_text(head + start + text + end + tail)
+    if args.docs:
+        from bench.report import DOCS, write_between
+
+        write_between(DOCS / "reliability.md", "reliability", text)
     print(text)
     return 0 if lab.rows and all(r.ok for r in lab.rows) else 1
 
