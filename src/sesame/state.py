@@ -27,6 +27,7 @@ RECORD = struct.Struct(">dB32s")  # until (Unix time), key length, key (padded)
 NAME = "replay"
 TEMP = "replay.new"
 MAX_FILE = 64 << 20  # never read more than this: 1.6 million records
+COMPACT_AT = 1024  # records (41 kB) before the file is rewritten with the live ones
 
 
 class ReplayStore:
@@ -127,7 +128,7 @@ class ReplayStore:
         return bool(self.rejected or self.unreadable)
 
     def should_compact(self, live: int) -> bool:
-        return self._records > 4096 and self._records > 2 * live
+        return self._records > COMPACT_AT and self._records > 2 * live
 
     def close(self) -> None:
         if self._fd >= 0:
