@@ -16,10 +16,9 @@ import sys
 
 from sesame.firewall import netlink
 from sesame.firewall.watch import Verdict, Watch
-from sesame.sensor.nflog import SensorError
+from sesame.sensor.nflog import SensorError, receive_buffer
 
 SO_ATTACH_FILTER = 26
-SO_RCVBUFFORCE = 33
 SOL_NETLINK, NETLINK_ADD_MEMBERSHIP = 270, 1
 RCVBUF = 8 << 20  # a burst of other programs' changes (a big set filled at once)
 # Classic BPF: load the nlmsg_pid word of the first message; drop if it is ours.
@@ -48,10 +47,7 @@ class TableMonitor:
         self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, netlink.NETLINK_NETFILTER)
         try:
             self.sock.bind((0, 0))
-            try:
-                self.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RCVBUF)
-            except OSError:
-                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+            receive_buffer(self.sock, RCVBUF)
             if ignore is not None:
                 self._attach(_filter(ignore))
             self.sock.setsockopt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, netlink.NFNLGRP_NFTABLES)

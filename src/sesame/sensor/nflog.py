@@ -23,6 +23,18 @@ FLOOD_RATE = 10_000  # packets a second
 log = logging.getLogger("sesame")
 
 
+SO_RCVBUFFORCE = 33
+
+
+def receive_buffer(sock: socket.socket, size: int) -> None:
+    """Give ``sock`` a receive buffer of ``size`` bytes; beyond the system's rmem_max
+    that needs CAP_NET_ADMIN, which the daemon has (else it gets what is allowed)."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)
+    except OSError:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+
+
 class SensorError(SesameError):
     """The NFLOG group could not be bound."""
 
@@ -43,10 +55,7 @@ class NflogSensor:
         try:
             self.sock.bind((0, 0))
             self.sock.settimeout(5.0)  # the kernel answers at once; never wait forever
-            try:  # beyond rmem_max needs CAP_NET_ADMIN, which the daemon has
-                self.sock.setsockopt(socket.SOL_SOCKET, 33, RCVBUF)  # SO_RCVBUFFORCE
-            except OSError:
-                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+            receive_buffer(self.sock, RCVBUF)
             self._request(bind=True)
             # Copy whole packets up to SNAPLEN, and deliver each one at once:
             # the kernel otherwise batches up to 100 packets or one second.
