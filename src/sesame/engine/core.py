@@ -425,12 +425,12 @@ class Engine:
             ports = tuple(sorted(fwknop_ports(requested)))
         except ValueError:
             raise RemoteError("fwknop access request") from None
+        self._within_share(stanza.name, now)  # first: what follows logs a line
         if asked == ANY_V4:
             if not stanza.allow_source_any:
                 raise RemoteError("fwknop source address required")
             asked = source
         elif asked != source and not stanza.allow_other_address:
-            self._within_share(stanza.name, now)
             self.other_address.append((stanza.name, source, asked))
             raise RemoteError("address differs from source")
         if not ports or any(
@@ -440,7 +440,6 @@ class Engine:
         seconds = stanza.fw_access_timeout
         if message.client_timeout:
             seconds = min(message.client_timeout, stanza.max_fw_timeout)
-        self._within_share(stanza.name, now)
         until = message.timestamp + stanza.max_age
         if not self.replay.add(digest, until):
             raise RemoteError("replay window full")
