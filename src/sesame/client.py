@@ -80,7 +80,6 @@ def one_time_sequence(
     return totp.sequence(totp.subkey(key), door, step, port_range, length)
 
 
-STUN_PORT = 3478
 # Private address space: behind it, a server sees another address (NAT).
 PRIVATE = tuple(
     ip_network(n)
@@ -93,22 +92,10 @@ def is_private(address: Address) -> bool:
     return any(address in net for net in PRIVATE if net.version == address.version)
 
 
-def stun_target(target: str) -> tuple[str, int]:
-    """``HOST``, ``HOST:PORT``, ``[IPV6]:PORT`` or a bare IPv6 as (host, port)."""
-    if target.startswith("["):
-        host, _, rest = target[1:].partition("]")
-        return host, int(rest[1:]) if rest.startswith(":") else STUN_PORT
-    if target.count(":") == 1:
-        host, _, port = target.partition(":")
-        return host, int(port)
-    return target, STUN_PORT
-
-
 def stun_address(spec: str, family: int, timeout: float = 1.0, tries: int = 3) -> str:
     """Ask the STUN server of ``spec`` ("stun:HOST[:PORT]") which address it sees this
     host as, over ``family``; ValueError if it does not answer."""
-    target = spec.removeprefix("stun:")
-    host, port = stun_target(target)
+    host, port = stun.target(spec)
     fam, address = resolve(host, family)
     transaction = os.urandom(12)
     with socket.socket(fam, socket.SOCK_DGRAM) as sock:
@@ -122,4 +109,4 @@ def stun_address(spec: str, family: int, timeout: float = 1.0, tries: int = 3) -
                         return str(stun.mapped_address(data, transaction))
             except TimeoutError:
                 continue
-    raise ValueError(f"the STUN server {target} did not answer")
+    raise ValueError(f"the STUN server {host} did not answer")

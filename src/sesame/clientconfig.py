@@ -29,6 +29,7 @@ from sesame.config import Lines
 from sesame.crypto import decode_key, read_private
 from sesame.doors import NAME_RE
 from sesame.errors import ConfigError
+from sesame.wire import stun
 
 DEFAULT = "~/.config/sesame/client.toml"
 _SERVER_KEYS = {
@@ -134,10 +135,11 @@ def _server(raw: dict[str, Any], fail: Callable[[str, str], ConfigError]) -> Ser
 def _public_address(value: object) -> bool:
     if not isinstance(value, str):
         return False
-    if value.startswith("stun:"):
-        return bool(re.fullmatch(r"stun:(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.:-]+?)(:\d{1,5})?", value))
     try:
-        ip_address(value)
+        if value.startswith("stun:"):
+            stun.target(value)
+        else:
+            ip_address(value)
     except ValueError:
         return False
     return "%" not in value

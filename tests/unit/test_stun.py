@@ -75,7 +75,7 @@ def test_arbitrary_answers_raise_only_value_errors(tail):
     ],
 )
 def test_stun_targets(target, parsed):
-    assert client.stun_target(target) == parsed
+    assert stun.target(f"stun:{target}") == parsed
 
 
 @pytest.mark.parametrize(

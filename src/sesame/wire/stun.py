@@ -10,15 +10,35 @@ network.
 
 from __future__ import annotations
 
+import re
 import struct
 from ipaddress import IPv4Address, IPv6Address
 
 from sesame.engine.events import Address
 
+PORT = 3478
 BINDING_REQUEST, BINDING_SUCCESS = 0x0001, 0x0101
 MAGIC_COOKIE = 0x2112A442
 MAPPED_ADDRESS, XOR_MAPPED_ADDRESS = 0x0001, 0x0020
 _HEADER = struct.Struct("!HHI12s")
+
+
+_TARGET = re.compile(
+    r"stun:(?:\[([0-9A-Fa-f:.]+)\]|([A-Za-z0-9.-]+)|([0-9A-Fa-f:]+))(?::(\d{1,5}))?"
+)
+
+
+def target(spec: str) -> tuple[str, int]:
+    """``stun:HOST``, ``stun:HOST:PORT``, ``stun:[IPV6]:PORT`` or ``stun:IPV6`` as
+    (host, port); ValueError for anything else."""
+    found = _TARGET.fullmatch(spec)
+    if found is None:
+        raise ValueError(f'{spec!r} is not "stun:HOST[:PORT]"')
+    bracketed, name, bare = found.group(1, 2, 3)
+    port = int(found.group(4) or PORT)
+    if not 1 <= port <= 65535:
+        raise ValueError(f"{spec!r}: the port is out of range")
+    return bracketed or name or bare, port
 
 
 def request(transaction: bytes) -> bytes:
