@@ -42,8 +42,7 @@ class ReplayStore:
         self.rejected = 0  # records read back that could not have been written
         self.unreadable: str | None = None  # why the file could not be read back
         self._fd = -1
-        self._size = 0
-        self._records = 0
+        self._size = 0  # of the file, as written: whole records only
 
     def load(self, wall: float) -> list[tuple[bytes, float]]:
         """The keys still inside their window; compacts the file to just those."""
@@ -90,7 +89,6 @@ class ReplayStore:
             self._failed(exc)
             return False
         self.close()
-        self._records = len(records) // RECORD.size
         self._size = len(records)
         return True
 
@@ -109,7 +107,6 @@ class ReplayStore:
             self._failed(exc)
             return False
         self._size += written
-        self._records += 1
         self.error = None
         return True
 
@@ -128,7 +125,8 @@ class ReplayStore:
         return bool(self.rejected or self.unreadable)
 
     def should_compact(self, live: int) -> bool:
-        return self._records > COMPACT_AT and self._records > 2 * live
+        records = self._size // RECORD.size
+        return records > COMPACT_AT and records > 2 * live
 
     def close(self) -> None:
         if self._fd >= 0:

@@ -113,7 +113,7 @@ def grant_steps(elements: Iterable[Element], now: float) -> list[Step]:
     """What puts grant elements in the state the engine decided: an element held until
     a deadline is replaced (add, delete, add with the fresh timeout and the holders as
     comment, so it works whether or not it exists); one nobody holds is added and
-    deleted. Elements of one address family and state go in one message."""
+    deleted. A message each: every element has its own timeout and holders."""
     steps: list[Step] = []
     for held in elements:
         name = f"grants{_family(held.address)}"
