@@ -498,21 +498,20 @@ class Daemon:
         self.engine.over_rate.clear()
         self.runner.reap(now)
 
-    def interface_here(self, now: float) -> bool:
-        """Is ``[server] interface`` on this host? While it is not (it may come up after
-        sesame at boot), every knock and SPA datagram is ignored: say so once a minute,
-        and look again every few seconds."""
+    def interface_here(self, now: float) -> None:
+        """Look for ``[server] interface``. While this host lacks it (it may come up
+        after sesame at boot), every knock and SPA datagram is ignored: say so once a
+        minute, look again every few seconds, and say when it appears."""
         if now < self.look_for_interface:
-            return False
+            return
         missing = host.missing_interface(self.config.server.interface)
         if missing is None:
             if self.look_for_interface:
                 log.warning("interface %s is here now: knocks count", self.config.server.interface)
             self.look_for_interface = 0.0
-            return True
+            return
         self.look_for_interface = now + INTERFACE_EVERY
         self._warn("interface", now, "%s: knocks and SPA datagrams are ignored", missing)
-        return False
 
     def _compact(self, now: float) -> None:
         """Rewrite the replay record once it has grown; if the disk refuses, go on
@@ -647,10 +646,8 @@ class Daemon:
         gate is never left open."""
         self.restored_at = now
         started = time.monotonic()
-        gated = self.config.gated
-        live = [g for g in self.engine.grants.all() if g.door in gated and g.expires > now]
-        if not grants:
-            live = []
+        held = self.engine.grants.all() if grants else []
+        live = [g for g in held if g.door in self.engine.gated and g.expires > now]
         try:
             self.gate.install(self.config, (), self.knock_ports, self.first)
             self.gate.apply(self.engine.elements(Refreshed(g) for g in live), now)
