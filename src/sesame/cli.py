@@ -412,10 +412,8 @@ def _import(args: argparse.Namespace) -> int:
     if args.kind == "knockd":
         from sesame.compat import knockd
 
-        text = knockd.to_toml(args.file)
-        print(text, end="")
-        interface = re.search(r'^interface = "([^"]+)"', text, re.MULTILINE)
-        missing = host.missing_interface(interface.group(1) if interface else None)
+        print(knockd.to_toml(args.file), end="")
+        missing = host.missing_interface(knockd.load(args.file).server.interface)
         if missing:
             print(f"sesame: note: {missing}; change interface before serving", file=sys.stderr)
     else:
