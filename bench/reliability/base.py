@@ -8,16 +8,18 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
+from ipaddress import ip_address
 from pathlib import Path
 
 from bench.lab import nft, run, sysctl
 from sesame import client
 from sesame.lab import DaemonProcess, EchoServer, knock_from
-from sesame.netns import Topology, inside
+from sesame.netns import Host, Topology, inside
 
 ALICE = bytes(range(32))
 BOB = bytes(range(1, 33))
@@ -241,7 +243,7 @@ class Lab:
         """Send one SPA datagram of ``user`` from the user (or ``netns``)."""
         host = self.topo["user"] if netns is None else _host(self.topo, netns)
         key = ALICE if user == "alice" else BOB
-        payload = client.spa_packet(user, key, "spa", _address(host.ipv4), stamp)
+        payload = client.spa_packet(user, key, "spa", ip_address(host.ipv4), stamp)
         udp(host.netns, self.server.ipv4, SPA_PORT, payload)
 
     def scan(self, *args: str, ipv6: bool = False, ports: str = SCANNED) -> None:
@@ -281,22 +283,13 @@ class Lab:
 
 
 def udp(netns: str, address: str, port: int, payload: bytes) -> None:
-    import socket
-
+    """One datagram from ``netns`` (sesame's own SPA sender, inside that namespace)."""
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     with inside(netns):
-        sock = socket.socket(family, socket.SOCK_DGRAM)
-    with sock:
-        sock.sendto(payload, (address, port))
+        client.send_spa(family, address, port, payload)
 
 
-def _address(text: str):  # type: ignore[no-untyped-def]
-    from ipaddress import ip_address
-
-    return ip_address(text)
-
-
-def _host(topo: Topology, netns: str):  # type: ignore[no-untyped-def]
+def _host(topo: Topology, netns: str) -> Host:
     return next(h for h in topo.hosts.values() if h.netns == netns)
 
 

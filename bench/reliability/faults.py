@@ -11,10 +11,11 @@ import statistics
 import subprocess
 import threading
 import time
+from ipaddress import ip_address
 from pathlib import Path
 
 from bench.lab import Prober, Raw, spoofed
-from bench.reliability.base import OPEN_FOR, SESAME, SPA_PORT, Lab, Row, udp
+from bench.reliability.base import ALICE, OPEN_FOR, SESAME, SPA_PORT, Lab, Row, udp
 from sesame import client
 from sesame.lab import knock_from
 
@@ -120,9 +121,7 @@ def _state_faults(lab: Lab, directory: Path) -> None:
     subprocess.run(["nsenter", "-t", str(lab.pid), "-m", *writable], check=True)
     subprocess.run(writable, check=True)
     after_ro = _spa_opens(lab)
-    from ipaddress import ip_address
-
-    earlier = client.spa_packet("alice", bytes(range(32)), "spa", ip_address(lab.user.ipv4))
+    earlier = client.spa_packet("alice", ALICE, "spa", ip_address(lab.user.ipv4))
     accepted = _spa_opens(lab, payload=earlier)
     lab.stop()
     (directory / "replay").write_bytes(random.Random(5).randbytes(999))

@@ -9,6 +9,7 @@ import random
 import struct
 import time
 from collections.abc import Iterator
+from ipaddress import ip_address
 
 from bench import craft
 from bench.reliability.base import FWKNOP_PORT, SPA_PORT, Lab, Row
@@ -117,8 +118,6 @@ def run(lab: Lab) -> None:
     lab.start()
     rss = lab.rss_mb()
     frames = craft.Frames(lab.flood.netns, "eth0", lab.server_mac)
-    from ipaddress import ip_address
-
     server4 = ip_address(lab.server.ipv4).packed
     server6 = ip_address(lab.server.ipv6).packed
     started = time.monotonic()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+from ipaddress import ip_address
 
 from bench import craft
 from bench.reliability import junk
@@ -16,8 +17,6 @@ def run(lab: Lab, seconds: float) -> None:
     lab.start()
     stop = threading.Event()
     rng = random.Random(51)
-    from ipaddress import ip_address
-
     server4, server6 = ip_address(lab.server.ipv4).packed, ip_address(lab.server.ipv6).packed
     frames = craft.Frames(lab.flood.netns, "eth0", lab.server_mac)
     hostile = [0]
