@@ -40,9 +40,9 @@ from bench.lab import (
     write,
 )
 from sesame import client
+from sesame.basics import parse_port
 from sesame.lab import DaemonProcess
 from sesame.netns import inside
-from sesame.ports import parse_port
 from sesame.wire import fwknop, spa
 
 RESULTS = Path(__file__).with_name("results")

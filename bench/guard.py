@@ -21,10 +21,10 @@ from collections.abc import Callable
 from ipaddress import IPv4Address
 from pathlib import Path
 
+from sesame.basics import Port
 from sesame.doors import Door, User
 from sesame.engine import Engine, Knock
 from sesame.errors import RemoteError
-from sesame.ports import Port
 from sesame.testing import recorded
 from sesame.wire import decode, spa
 

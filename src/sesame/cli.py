@@ -21,12 +21,12 @@ from ipaddress import ip_address
 
 from sesame import __version__, clientconfig, host
 from sesame import config as configuration
+from sesame.basics import FWKNOP_PORT, Port, parse_port
 from sesame.crypto import decode_key, encode_key, new_key, read_private
 from sesame.doors import NAME_RE
 from sesame.errors import ConfigError, SesameError
 from sesame.files import open_owned
 from sesame.logs import FORMAT, Escaping, plural
-from sesame.ports import Port, parse_port
 
 DESCRIPTION = """\
 sesame: port knocking for Linux. The host shows no open ports; a client who sends
@@ -123,7 +123,7 @@ def _keyed_server(args: argparse.Namespace) -> clientconfig.Server:
         where = path or default
         raise ValueError(f"{args.host!r} is not a server in {where}; give --user and --key-file")
     key = decode_key(read_private(os.path.expanduser(args.key_file)).decode("ascii", "replace"))
-    return clientconfig.Server(args.host, args.host, args.user, key, args.spa_port or 62201)
+    return clientconfig.Server(args.host, args.host, args.user, key, args.spa_port or FWKNOP_PORT)
 
 
 def _knock_fwknop(args: argparse.Namespace) -> int:
@@ -142,7 +142,7 @@ def _knock_fwknop(args: argparse.Namespace) -> int:
             )
         except ValueError:
             raise ValueError("a key given on the command line is not valid base64") from None
-        stanza = fwknop.RcStanza(args.host, args.host, 62201, "", None, key, hmac_key)
+        stanza = fwknop.RcStanza(args.host, args.host, FWKNOP_PORT, "", None, key, hmac_key)
     else:
         rc = os.path.expanduser(args.fwknop_rc or "~/.fwknoprc")
         stanza = fwknop.load_rc(rc, args.host)
@@ -469,7 +469,7 @@ def _keyed_options(p: argparse.ArgumentParser, door_required: bool = False) -> N
     )
     p.add_argument("--user", metavar="NAME", help="user name, when HOST is not in the config")
     p.add_argument("--key-file", metavar="FILE", help="file holding the user's base64 key")
-    p.add_argument("--spa-port", type=int, metavar="PORT", help="SPA port (default 62201)")
+    p.add_argument("--spa-port", type=int, metavar="PORT", help=f"SPA port (default {FWKNOP_PORT})")
 
 
 def _source_options(p: argparse.ArgumentParser) -> None:
@@ -514,9 +514,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--fwknop-port",
         type=int,
-        default=62201,
+        default=FWKNOP_PORT,
         metavar="PORT",
-        help="with --fwknop-access: the SPA port (default 62201)",
+        help=f"with --fwknop-access: the SPA port (default {FWKNOP_PORT})",
     )
     p.add_argument(
         "--state-dir", metavar="DIR", help="where replay windows are kept (default /var/lib/sesame)"
@@ -665,9 +665,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--spa-port",
         type=int,
-        default=62201,
+        default=FWKNOP_PORT,
         metavar="PORT",
-        help="the server's SPA port (default 62201)",
+        help=f"the server's SPA port (default {FWKNOP_PORT})",
     )
     p.set_defaults(func=_keygen)
 
@@ -705,7 +705,7 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="accept an interface this host does not have (a config written for another)",
     )
-    p.set_defaults(func=_check, interface=None, fwknop_port=62201, state_dir=None)
+    p.set_defaults(func=_check, interface=None, fwknop_port=FWKNOP_PORT, state_dir=None)
 
     p = sub.add_parser(
         "lab",

@@ -10,9 +10,8 @@ import time
 from collections.abc import Sequence
 from ipaddress import ip_network
 
+from sesame.basics import Address, Port
 from sesame.engine import totp
-from sesame.engine.events import Address
-from sesame.ports import Port
 from sesame.wire import spa, stun
 
 

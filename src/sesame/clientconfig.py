@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from ipaddress import ip_address
 from typing import Any
 
+from sesame.basics import FWKNOP_PORT
 from sesame.config import Lines
 from sesame.crypto import decode_key, read_private
 from sesame.doors import NAME_RE
@@ -57,7 +58,7 @@ class Server:
     host: str
     user: str
     key: bytes = field(repr=False)
-    spa_port: int = 62201
+    spa_port: int = FWKNOP_PORT
     doors: dict[str, OneTimeDoor] = field(default_factory=dict)
     # The address the server sees this client as, behind NAT: a literal address, or
     # "stun:HOST[:PORT]" to ask a STUN server.
@@ -114,7 +115,7 @@ def _server(raw: dict[str, Any], fail: Callable[[str, str], ConfigError]) -> Ser
             secret = decode_key(read_private(os.path.expanduser(str(raw["key_file"]))).decode())
     except (ValueError, UnicodeDecodeError) as exc:
         raise fail("key" if "key" in raw else "key_file", str(exc)) from None
-    spa_port = raw.get("spa_port", 62201)
+    spa_port = raw.get("spa_port", FWKNOP_PORT)
     if isinstance(spa_port, bool) or not isinstance(spa_port, int) or not 1 <= spa_port <= 65535:
         raise fail("spa_port", "spa_port must be a port number")
     doors = {}

@@ -14,12 +14,11 @@ from dataclasses import dataclass
 from ipaddress import ip_address
 from typing import Any
 
+from sesame.basics import SYN_ONLY, Port, parse_flags, parse_port
 from sesame.compat import fwknop as fwknop_compat
 from sesame.crypto import decode_key, read_private
 from sesame.doors import NAME_RE, Door, FwknopStanza, User
-from sesame.engine.sequences import SYN_ONLY
 from sesame.errors import ConfigError
-from sesame.ports import Port, parse_flags, parse_port
 
 IFNAME_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}$")
 MAX_SOURCES = 1 << 18  # the kernel follows at most this many knocking sources at once

@@ -23,12 +23,12 @@ from dataclasses import replace
 from typing import Protocol
 
 from sesame import host
+from sesame.basics import SYN, Address, Port
 from sesame.compat.knockd import OneTimeFile
 from sesame.config import Config
 from sesame.engine import Action, Decision, Engine, Knock, Opened, Refreshed, Spent
 from sesame.engine.core import knock_ports
-from sesame.engine.events import Address, Element, SequenceUsed
-from sesame.engine.sequences import SYN
+from sesame.engine.events import Element, SequenceUsed
 from sesame.errors import ConfigError, FirewallError, RemoteError, SesameError
 from sesame.files import FileRefused
 from sesame.firewall import commands
@@ -45,7 +45,6 @@ from sesame.firewall.ruleset import (
 )
 from sesame.firewall.watch import Verdict, Watch
 from sesame.logs import plural
-from sesame.ports import Port
 from sesame.sensor import NflogSensor
 from sesame.sensor.monitor import TableMonitor
 from sesame.state import ReplayStore

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
-from sesame.ports import Port
+from sesame.basics import FWKNOP_PORT, SYN_ONLY, Port
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
 MAX_SEQUENCE = 32
@@ -33,7 +33,7 @@ class Door:
     sequence_length: int = 4
     port_range: tuple[int, int] | None = None
     one_address_per_user: bool = False
-    tcp_flags: tuple[int, int] = (0x02, 0x10)  # must be set, must be clear: SYN, not ACK
+    tcp_flags: tuple[int, int] = SYN_ONLY  # must be set, must be clear: SYN, not ACK
     target: IPv4Address | IPv6Address | None = None  # knocks must be sent to this address
     one_time_sequences: str | None = None  # knockd's file of sequences, each used once
     start_command6: tuple[str, ...] = ()  # for IPv6 knockers (else start_command)
@@ -150,7 +150,7 @@ class FwknopStanza:
     allow_source_any: bool = False  # "-s" (0.0.0.0): only with REQUIRE_SOURCE_ADDRESS N
     allow_other_address: bool = False
     access_expire: float | None = None  # Unix time
-    spa_port: int = 62201
+    spa_port: int = FWKNOP_PORT
     max_age: int = 120
 
     def __post_init__(self) -> None:

@@ -18,8 +18,8 @@ import threading
 import time
 
 from sesame import client
+from sesame.basics import parse_port
 from sesame.netns import Topology, inside
-from sesame.ports import parse_port
 
 LAB_CONFIG = """\
 [server]

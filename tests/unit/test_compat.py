@@ -10,12 +10,12 @@ from ipaddress import ip_address
 import pytest
 
 from sesame import config
+from sesame.basics import Port
 from sesame.compat import fwknop, knockd
 from sesame.doors import FwknopStanza
 from sesame.engine import Engine, Knock, Opened, Spent
 from sesame.errors import ConfigError, RemoteError
 from sesame.firewall import commands
-from sesame.ports import Port
 from sesame.testing import recorded
 from sesame.wire import fwknop as wire
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from sesame import config
+from sesame.basics import Port
 from sesame.errors import ConfigError
-from sesame.ports import Port
 
 EXAMPLE = """\
 [server]

@@ -9,9 +9,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sesame import config
+from sesame.basics import Port
 from sesame.daemon import Daemon
 from sesame.errors import RemoteError
-from sesame.ports import Port
 from sesame.testing import FakeClock, MemoryGate
 from sesame.wire.nflog import Logged
 from tests.unit.test_config import EXAMPLE

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from ipaddress import IPv4Address, IPv6Address
 
+from sesame.basics import parse_port
 from sesame.doors import Door
 from sesame.engine import Closed, Engine, Knock, Opened, Refreshed
-from sesame.ports import parse_port
 
 A = IPv4Address("198.51.100.2")
 SSH = Door(

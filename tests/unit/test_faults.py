@@ -17,13 +17,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sesame import config
+from sesame.basics import Port
 from sesame.crypto import encode_key
 from sesame.daemon import Daemon
 from sesame.doors import Door, User
 from sesame.engine import Engine
 from sesame.errors import RemoteError
 from sesame.files import FileRefused
-from sesame.ports import Port
 from sesame.state import RECORD, ReplayStore
 from sesame.testing import FakeClock, MemoryGate, recorded
 from sesame.wire import spa

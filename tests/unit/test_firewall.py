@@ -5,11 +5,11 @@ from __future__ import annotations
 from ipaddress import ip_address
 
 from sesame import config
+from sesame.basics import Port
 from sesame.doors import Door
 from sesame.engine import Closed, Grant, Opened
 from sesame.engine.events import Element
 from sesame.firewall import commands, netlink, ruleset
-from sesame.ports import Port
 from tests.unit.test_config import EXAMPLE
 
 A = ip_address("198.51.100.2")

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sesame.basics import Port, parse_port
 from sesame.engine import Pattern, SequenceMatcher, Target, step
 from sesame.engine.sequences import NO_ATTEMPT
-from sesame.ports import Port, parse_port
 
 SEQ = tuple(parse_port(p) for p in ("7000/tcp", "8000/tcp", "9000/udp"))
 P = Pattern(Target("ssh"), SEQ, 5.0)

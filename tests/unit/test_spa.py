@@ -11,10 +11,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from sesame.basics import Port
 from sesame.doors import Door, User
 from sesame.engine import Engine, Opened, Spent
 from sesame.errors import RemoteError
-from sesame.ports import Port
 from sesame.testing import recorded
 from sesame.wire import spa
 

@@ -8,9 +8,9 @@ from ipaddress import ip_address
 from hypothesis import given
 from hypothesis import strategies as st
 
+from sesame.basics import Port
 from sesame.doors import Door, User
 from sesame.engine import Engine, Knock, Opened, Spent, totp
-from sesame.ports import Port
 from sesame.testing import recorded
 
 KEY = bytes(range(32))

@@ -9,11 +9,11 @@ from ipaddress import ip_address
 import pytest
 
 from sesame import clientconfig, config
+from sesame.basics import Port
 from sesame.crypto import encode_key
 from sesame.doors import Door
 from sesame.engine import Closed, Engine, Opened
 from sesame.errors import ConfigError
-from sesame.ports import Port
 from sesame.state import ReplayStore
 
 KEY = encode_key(bytes(range(32)))

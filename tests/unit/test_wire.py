@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from sesame.basics import Port
 from sesame.errors import RemoteError
-from sesame.ports import Port
 from sesame.wire import decode, nflog
 
 

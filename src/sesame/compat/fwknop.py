@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from ipaddress import ip_network
 from typing import TypeVar
 
+from sesame.basics import FWKNOP_PORT, Port, parse_port
 from sesame.crypto import read_private
 from sesame.doors import FwknopStanza, Network
 from sesame.errors import ConfigError
-from sesame.ports import Port, parse_port
 from sesame.wire.fwknop import HMAC_TYPES
 
 ACCESS_KEYS = {
@@ -122,7 +122,7 @@ class _Stanza:
     values: dict[str, tuple[int, str]] = field(default_factory=dict)
 
 
-def parse_access(text: str, path: str, spa_port: int = 62201) -> tuple[FwknopStanza, ...]:
+def parse_access(text: str, path: str, spa_port: int = FWKNOP_PORT) -> tuple[FwknopStanza, ...]:
     """Stanzas of an access.conf; ConfigError (FILE:LINE: reason) on any fault."""
     stanzas: list[_Stanza] = []
     for number, key, value in _lines(text):
@@ -148,7 +148,7 @@ def from_toml(
 ) -> FwknopStanza:
     """A ``[[fwknop]]`` table of sesame's config: access.conf keys in lower case."""
     values: dict[str, tuple[int, str]] = {}
-    spa_port = 62201
+    spa_port = FWKNOP_PORT
     for key, value in raw.items():
         if key == "name":
             continue
@@ -247,7 +247,7 @@ def _read(path: str) -> str:
         raise ConfigError(path, 0, str(exc)) from None
 
 
-def load_access(path: str, spa_port: int = 62201) -> tuple[FwknopStanza, ...]:
+def load_access(path: str, spa_port: int = FWKNOP_PORT) -> tuple[FwknopStanza, ...]:
     return parse_access(_read(path), path, spa_port)
 
 
@@ -380,7 +380,7 @@ def parse_rc(text: str, path: str, name: str) -> RcStanza:
     return RcStanza(
         name=name,
         server=server,
-        port=int(get("SPA_SERVER_PORT", "62201") or 62201),
+        port=int(get("SPA_SERVER_PORT", str(FWKNOP_PORT)) or FWKNOP_PORT),
         access=(get("ACCESS") or "").replace(" ", ""),
         allow_ip=allow,
         key=secret,
@@ -429,7 +429,7 @@ def to_toml(path: str) -> str:
         if key == "SOURCE":
             index += 1
             stanza = stanzas[index]
-            out += ["", "[[fwknop]]", f'name = "{stanza.name}"', "spa_port = 62201"]
+            out += ["", "[[fwknop]]", f'name = "{stanza.name}"', f"spa_port = {FWKNOP_PORT}"]
             if not stanza.allow_source_any:
                 out.append(
                     '# "-s" (0.0.0.0) is refused: sesame wants the address inside to be the'

@@ -21,10 +21,10 @@ import shlex
 from dataclasses import dataclass, field
 from ipaddress import ip_address
 
+from sesame.basics import FLAGS, Port, parse_flags
 from sesame.config import Config, Server
 from sesame.doors import MAX_SEQUENCE, Door
 from sesame.errors import ConfigError
-from sesame.ports import FLAGS, Port, parse_flags
 
 DEFAULT_INTERFACE = "eth0"
 SEQ_TIMEOUT, CMD_TIMEOUT = 25, 10

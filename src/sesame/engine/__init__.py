@@ -1,10 +1,10 @@
 """The pure engine: knock matching, SPA verification and grant decisions. No I/O;
 ``now`` and ``wall`` are passed in."""
 
+from sesame.basics import Address
 from sesame.engine.core import Engine
 from sesame.engine.events import (
     Action,
-    Address,
     Closed,
     CloseReason,
     Decision,

@@ -9,11 +9,11 @@ from collections import Counter
 from collections.abc import Container, Iterable, Sequence
 from ipaddress import IPv4Address, ip_address
 
+from sesame.basics import Address, Port
 from sesame.doors import NAME_RE, Door, FwknopStanza, User
 from sesame.engine import totp
 from sesame.engine.events import (
     Action,
-    Address,
     Admission,
     Closed,
     Decision,
@@ -29,7 +29,6 @@ from sesame.engine.limits import Buckets
 from sesame.engine.replay import ReplayWindow
 from sesame.engine.sequences import Pattern, SequenceMatcher, Target
 from sesame.errors import RemoteError
-from sesame.ports import Port
 from sesame.wire import fwknop as fwknop_wire
 from sesame.wire import spa
 

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv6Address
 from typing import Literal
 
-from sesame.ports import Port
+from sesame.basics import SYN, Address, Port
 
-Address = IPv4Address | IPv6Address
 CloseReason = Literal["expired", "unknock", "revoked", "door removed", "replaced"]
 
 
@@ -18,7 +16,7 @@ class Knock:
 
     source: Address
     port: Port
-    flags: int = 0x02  # the TCP flags (SYN unless told otherwise)
+    flags: int = SYN  # the TCP flags (SYN unless told otherwise)
     destination: Address | None = None
 
 

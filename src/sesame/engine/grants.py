@@ -10,17 +10,8 @@ from __future__ import annotations
 import heapq
 from collections.abc import Container, Iterable
 
-from sesame.engine.events import (
-    Address,
-    Closed,
-    CloseReason,
-    Decision,
-    Element,
-    Grant,
-    Opened,
-    Refreshed,
-)
-from sesame.ports import Port
+from sesame.basics import Address, Port
+from sesame.engine.events import Closed, CloseReason, Decision, Element, Grant, Opened, Refreshed
 
 GrantKey = tuple[str, Address]
 

@@ -33,8 +33,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sesame.engine.events import Address
-from sesame.ports import Port
+from sesame.basics import SYN, SYN_ONLY, Address, Port
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,10 +45,6 @@ class Target:
     kind: str = "open"  # or "close"
     user: str = ""
     step: int = 0
-
-
-SYN, ACK = 0x02, 0x10
-SYN_ONLY = (SYN, ACK)  # a connection attempt: SYN set, ACK clear
 
 
 @dataclass(frozen=True, slots=True)

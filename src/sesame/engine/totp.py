@@ -11,8 +11,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 
+from sesame.basics import Port
 from sesame.crypto import TOTP_LABEL, derive
-from sesame.ports import Port
 
 STEP = 30
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Sequence
 
+from sesame.basics import Address, Port
 from sesame.config import Config
-from sesame.engine.events import Address, Element
+from sesame.engine.events import Element
 from sesame.firewall.ruleset import Entry, Holder
-from sesame.ports import Port
 
 
 class MemoryGate:

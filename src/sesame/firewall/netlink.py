@@ -20,10 +20,10 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
-from sesame.engine.events import Address, Element
+from sesame.basics import Address, Port, Proto
+from sesame.engine.events import Element
 from sesame.errors import FirewallError
 from sesame.firewall.ruleset import comment
-from sesame.ports import Port, Proto
 
 NETLINK_NETFILTER = 12
 NFNLGRP_NFTABLES = 7  # the multicast group of nftables' change notifications

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+from sesame.basics import Address, Port
 from sesame.config import Config
-from sesame.engine.events import Address, Element
+from sesame.engine.events import Element
 from sesame.errors import FirewallError
 from sesame.firewall import netlink, ruleset
 from sesame.firewall.libnft import Nft
 from sesame.firewall.ruleset import Entry
-from sesame.ports import Port
 
 CHUNK = 256  # elements per transaction: a netlink batch must fit the socket's buffer
 

@@ -47,9 +47,9 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, ip_address
 from typing import Any
 
+from sesame.basics import Address, Port
 from sesame.config import MAX_SOURCES, Config
-from sesame.engine.events import Address, Element, Grant
-from sesame.ports import Port
+from sesame.engine.events import Element, Grant
 from sesame.wire import fwknop, spa
 
 NOISY_SIZE = 1 << 18  # scanners remembered at once (a flood of more forged sources fills it)

@@ -14,12 +14,10 @@ import struct
 from ipaddress import IPv4Address, IPv6Address
 from typing import NamedTuple
 
-from sesame.engine.events import Address
+from sesame.basics import Address, Port, Proto
 from sesame.errors import RemoteError
-from sesame.ports import Port, Proto
 
 TCP, UDP = 6, 17
-SYN, ACK = 0x02, 0x10
 
 
 class Packet(NamedTuple):

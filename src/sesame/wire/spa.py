@@ -23,8 +23,8 @@ from ipaddress import IPv4Address, IPv6Address
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
+from sesame.basics import Address
 from sesame.crypto import SPA_LABEL, derive
-from sesame.engine.events import Address
 from sesame.errors import RemoteError
 
 VERSION = 1

@@ -14,7 +14,7 @@ import re
 import struct
 from ipaddress import IPv4Address, IPv6Address
 
-from sesame.engine.events import Address
+from sesame.basics import Address
 
 PORT = 3478
 BINDING_REQUEST, BINDING_SUCCESS = 0x0001, 0x0101

@@ -1,11 +1,15 @@
-"""Ports as sesame names them: ``PORT/PROTO`` values, validated when built."""
+"""The values every part of sesame shares, each defined once: ports (``PORT/PROTO``,
+validated when built), addresses, TCP flags and the well-known port numbers. A leaf:
+it imports nothing of sesame's."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address
 from typing import Literal
 
+Address = IPv4Address | IPv6Address
 Proto = Literal["tcp", "udp"]
 PROTOS: tuple[Proto, ...] = ("tcp", "udp")
 
@@ -44,7 +48,11 @@ def parse_port(text: str | int, default: Proto = "tcp") -> Port:
     return Port("udp" if proto == "udp" else "tcp", int(match.group(1)))
 
 
-FLAGS = {"FIN": 0x01, "SYN": 0x02, "RST": 0x04, "PSH": 0x08, "ACK": 0x10, "URG": 0x20}
+FIN, SYN, RST, PSH, ACK, URG = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
+FLAGS = {"FIN": FIN, "SYN": SYN, "RST": RST, "PSH": PSH, "ACK": ACK, "URG": URG}
+SYN_ONLY = (SYN, ACK)  # a connection attempt: SYN set, ACK clear (must be set, must be clear)
+
+FWKNOP_PORT = 62201  # fwknop's SPA port: sesame's SPA and fwknop's default to it
 
 
 def parse_flags(text: str) -> tuple[int, int]:
