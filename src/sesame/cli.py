@@ -61,10 +61,10 @@ def _loader(args: argparse.Namespace) -> Callable[[], configuration.Config]:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from sesame.daemon import serve
     from sesame.firewall import NftGate
     from sesame.sensor import NflogSensor
     from sesame.sensor.monitor import TableMonitor
+    from sesame.service.loop import serve
 
     load = _loader(args)
     config = load()

@@ -17,7 +17,14 @@ from typing import Any
 from sesame.basics import SYN_ONLY, Port, parse_flags, parse_port
 from sesame.compat import fwknop as fwknop_compat
 from sesame.crypto import decode_key, read_private
-from sesame.doors import NAME_RE, Door, FwknopStanza, User
+from sesame.doors import (
+    NAME_RE,
+    Door,
+    FwknopStanza,
+    User,
+    first_stage_allowed,
+    longest_sequence,
+)
 from sesame.errors import ConfigError
 
 IFNAME_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}$")
@@ -41,6 +48,15 @@ class Server:
     log_file: str | None = None
     pid_file: str | None = None
     syslog: bool = False
+
+    def limits(self) -> dict[str, Any]:
+        """The engine's settings from this table (see :class:`sesame.engine.Engine`)."""
+        return {
+            "max_sources": self.max_sources,
+            "spa_window": self.spa_window,
+            "spa_rate": self.spa_rate,
+            "spa_burst": self.spa_burst,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,20 +89,13 @@ class Config:
 
     @property
     def first_stage(self) -> bool:
-        """Can the kernel remember first knocks by itself (see ruleset)? Not when the
-        engine must see a first knock's TCP flags or destination address."""
-        return not self.any_tcp_flags and all(d.target is None for d in self.doors)
+        """Can the kernel remember first knocks by itself (see ruleset)?"""
+        return first_stage_allowed(self.doors)
 
     @property
     def longest_sequence(self) -> float:
-        """The longest seq_timeout of a door that takes knocks: how long a first knock
-        counts (an SPA door's seq_timeout means nothing)."""
-        knocked = (
-            d.seq_timeout
-            for d in self.doors
-            if d.sequences() or d.sequence_from or d.one_time_sequences
-        )
-        return max(knocked, default=0.0)
+        """How long a first knock counts (see doors.longest_sequence)."""
+        return longest_sequence(self.doors)
 
     @property
     def one_time_files(self) -> dict[str, str]:

@@ -4,6 +4,7 @@ validated when built."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
@@ -127,6 +128,21 @@ class User:
             )
         if len(self.key) != KEY_BYTES:
             raise ValueError(f"key must be {KEY_BYTES} bytes (base64), not {len(self.key)}")
+
+
+def first_stage_allowed(doors: Iterable[Door]) -> bool:
+    """Can the kernel remember first knocks by itself (see ruleset)? Not when the
+    engine must see a first knock's TCP flags or destination address."""
+    return all(d.tcp_flags == SYN_ONLY and d.target is None for d in doors)
+
+
+def longest_sequence(doors: Iterable[Door]) -> float:
+    """The longest seq_timeout of a door that takes knocks: how long a first knock
+    counts (an SPA door's seq_timeout means nothing)."""
+    knocked = (
+        d.seq_timeout for d in doors if d.sequences() or d.sequence_from or d.one_time_sequences
+    )
+    return max(knocked, default=0.0)
 
 
 Network = IPv4Network | IPv6Network

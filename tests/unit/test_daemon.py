@@ -234,7 +234,7 @@ def test_a_change_by_no_named_process_is_restored_at_most_once_a_second():
     daemon.changed(Verdict(restore=True, by=(4242,)), clock())
     assert daemon.reports["restored"] == 2  # a named process: at once, every time
     daemon.changed(Verdict(restore=True, by=(0,)), clock())
-    assert daemon.reports["restored"] == 2 and daemon.restore_after == clock() + 1.0
+    assert daemon.reports["restored"] == 2 and daemon.keeper.retry_at == clock() + 1.0
     clock.advance(1.0)
     daemon.tick(clock())
     assert daemon.reports["restored"] == 3

@@ -264,7 +264,7 @@ class TestDiskFull:
                 Logged(5155, b"", ipv4(a, "198.51.100.1", 17, udp(62201, payload))), clock()
             )
 
-        with disk_full_after(os.path.getsize(daemon.store.path)):
+        with disk_full_after(os.path.getsize(daemon.record.store.path)):
             send()
         assert gate.elements == {}
         assert daemon.reports["not recorded"] == 1

@@ -11,6 +11,9 @@ share.
 
 from __future__ import annotations
 
+from sesame.basics import Address
+from sesame.errors import RemoteError
+
 
 class Buckets:
     """A token bucket per name (``now``: monotonic seconds)."""
@@ -34,3 +37,26 @@ class Buckets:
         """A new config: forget names that are gone, take the new rate and burst."""
         self.rate, self.burst = rate, burst
         self._left = {n: v for n, v in self._left.items() if n in names}
+
+
+class Shares:
+    """The key holders' buckets, and who was refused what since the daemon last asked
+    (for it to log: the engine writes no log)."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.buckets = Buckets(rate, burst)
+        self.over_rate: set[str] = set()  # key holders refused for their rate
+        # Authentic messages refused for asking for another address than their source
+        # (a client behind NAT, mostly): (key holder, source, asked).
+        self.other_address: list[tuple[str, Address, Address]] = []
+
+    def take(self, name: str, now: float) -> None:
+        """Refuse an authentic message of a key holder over its rate."""
+        if not self.buckets.take(name, now):
+            self.over_rate.add(name)
+            raise RemoteError("over the user's rate")
+
+    def elsewhere(self, name: str, source: Address, asked: Address) -> RemoteError:
+        """An authentic message asks to open for another address than its source."""
+        self.other_address.append((name, source, asked))
+        return RemoteError("address differs from source")

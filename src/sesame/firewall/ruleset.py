@@ -47,13 +47,12 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, ip_address
 from typing import Any
 
-from sesame.basics import Address, Port
+from sesame.basics import FIRST_SIZE, Address, Port
 from sesame.config import MAX_SOURCES, Config
 from sesame.engine.events import Element, Grant
 from sesame.wire import fwknop, spa
 
 NOISY_SIZE = 1 << 18  # scanners remembered at once (a flood of more forged sources fills it)
-FIRST_SIZE = 16384  # first knocks remembered at once; beyond, sesame sees them all
 FOLLOW_SIZE = MAX_SOURCES  # sources whose knocks sesame follows (beyond: fail closed)
 SNAPLEN = 2048
 # Log prefixes: a first knock the kernel had no room for; noise from a source with a

@@ -1,0 +1,138 @@
+"""fwknop's single-packet authorization, judged as fwknopd judges it: the access
+stanzas of a port are tried in order; the first whose source (and destination)
+match and whose HMAC and key open the datagram decides (see :mod:`sesame.wire.fwknop`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Sequence
+from ipaddress import IPv4Address, ip_address
+
+from sesame.basics import Address, Port
+from sesame.doors import NAME_RE, FwknopStanza
+from sesame.engine.events import Action, Admission, Spent
+from sesame.engine.limits import Shares
+from sesame.engine.replay import ReplayWindow
+from sesame.errors import RemoteError
+from sesame.wire import fwknop as wire
+
+ANY_V4 = IPv4Address("0.0.0.0")
+
+
+def fwknop_ports(text: str) -> list[Port]:
+    """``tcp/22,udp/53`` as ports; ValueError for anything else (icmp, none, junk)."""
+    out = []
+    for item in text.split(","):
+        proto, _, number = item.strip().partition("/")
+        if proto.lower() not in ("tcp", "udp") or not number.isdigit():
+            raise ValueError(item)
+        out.append(Port("tcp" if proto.lower() == "tcp" else "udp", int(number)))
+    return out
+
+
+class FwknopJudge:
+    """Judges fwknop datagrams against access stanzas."""
+
+    def __init__(self, replay: ReplayWindow, shares: Shares, counters: Counter[str]) -> None:
+        self.replay = replay
+        self.shares = shares
+        self.counters = counters
+        self.ports: frozenset[int] = frozenset()
+        self.destinations = False  # does a stanza need the packet's destination?
+        self.by_port: dict[int, list[tuple[FwknopStanza, wire.Verifier]]] = {}
+
+    def configure(self, stanzas: Sequence[FwknopStanza]) -> None:
+        self.ports = frozenset(s.spa_port for s in stanzas)
+        self.destinations = any(s.destinations for s in stanzas)
+        self.by_port = {}
+        for stanza in stanzas:
+            verifier = wire.Verifier(stanza.hmac_key, stanza.hmac_type)
+            self.by_port.setdefault(stanza.spa_port, []).append((stanza, verifier))
+
+    def judge(
+        self,
+        source: Address,
+        destination: Address | None,
+        port: Port,
+        payload: bytes,
+        now: float,
+        wall: float,
+        not_before: float,
+    ) -> list[Action]:
+        """Judge one datagram in fwknop's format (``destination`` is needed only where
+        a stanza has DESTINATION); RemoteError if refused."""
+        reason = "fwknop no stanza for source"
+        for stanza, verifier in self.by_port.get(port.number, ()):
+            restricted = stanza.sources or stanza.destinations
+            if restricted and not stanza.admits(source, destination):
+                continue
+            if stanza.access_expire is not None and wall > stanza.access_expire:
+                reason = "fwknop access expired"
+                continue
+            wrong = verifier.fault(payload)
+            if wrong is not None:
+                reason = wrong
+                continue
+            try:
+                message = verifier.open(payload, stanza.key, self._replayed)
+            except RemoteError as exc:
+                reason = exc.reason
+                continue
+            digest = hashlib.sha256(payload).digest()
+            admit = self._admission(stanza, message, source, now, wall, not_before)
+            until = message.timestamp + stanza.max_age
+            if not self.replay.add(digest, until):
+                raise RemoteError("replay window full")
+            self.counters["fwknop accepted"] += 1
+            return [Spent(digest, until, admit)]
+        raise RemoteError(reason)
+
+    def _replayed(self, payload: bytes) -> bool:
+        """fwknopd's replay check, the digest of the datagram, remembered for the age
+        window: run once the HMAC is verified, before anything is decrypted."""
+        return hashlib.sha256(payload).digest() in self.replay
+
+    def _admission(
+        self,
+        stanza: FwknopStanza,
+        message: wire.Message,
+        source: Address,
+        now: float,
+        wall: float,
+        not_before: float,
+    ) -> Admission:
+        """What an authentic message may open; RemoteError if it asks for more."""
+        if abs(wall - message.timestamp) > stanza.max_age:
+            raise RemoteError("stale timestamp")
+        if message.timestamp < not_before:
+            raise RemoteError("stamped before the replay record was lost")
+        if message.kind not in (wire.ACCESS, wire.ACCESS_WITH_TIMEOUT):
+            raise RemoteError("fwknop message type")
+        if stanza.require_username is not None and message.user != stanza.require_username:
+            raise RemoteError("fwknop username")
+        text, _, requested = message.access.partition(",")
+        try:
+            if "%" in text:  # a scope id (any bytes after "%"): no address to open for
+                raise ValueError(text)
+            asked = ip_address(text)
+            ports = tuple(sorted(fwknop_ports(requested)))
+        except ValueError:
+            raise RemoteError("fwknop access request") from None
+        self.shares.take(stanza.name, now)  # first: what follows logs a line
+        if asked == ANY_V4:
+            if not stanza.allow_source_any:
+                raise RemoteError("fwknop source address required")
+            asked = source
+        elif asked != source and not stanza.allow_other_address:
+            raise self.shares.elsewhere(stanza.name, source, asked)
+        if not ports or any(
+            p not in stanza.open_ports or p in stanza.restrict_ports for p in ports
+        ):
+            raise RemoteError("fwknop port not allowed")
+        seconds = stanza.fw_access_timeout
+        if message.client_timeout:
+            seconds = min(message.client_timeout, stanza.max_fw_timeout)
+        user = message.user if NAME_RE.match(message.user) else ""
+        return Admission(stanza.name, asked, ports, seconds, user)

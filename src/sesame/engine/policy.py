@@ -1,0 +1,115 @@
+"""Grant policy: what an accepted knock or message opens, refreshes or closes.
+
+A grant is keyed by (door, address): opening it again refreshes it. A door with
+``one_address_per_user`` keeps one address per user: a user's new address replaces
+the old. A grant that asks for other ports than the live one replaces it. A new
+config closes the grants whose door or stanza is gone, opens other ports now, or
+whose user lost the door.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+
+from sesame.basics import Address, Port
+from sesame.doors import Door, FwknopStanza, User
+from sesame.engine.events import (
+    Admission,
+    Closed,
+    CloseReason,
+    Decision,
+    Element,
+    Grant,
+    Opened,
+)
+from sesame.engine.grants import GrantBook
+
+
+def admission(door: Door, address: Address, user: str) -> Admission:
+    """What ``door`` opens to ``address`` (for ``user``, if a user opened it)."""
+    return Admission(door.name, address, door.open, door.open_for, user, door.one_address_per_user)
+
+
+class Policy:
+    """The grant book and the rules that change it; counts into ``counters``."""
+
+    def __init__(self, counters: Counter[str]) -> None:
+        self.grants = GrantBook()
+        self.counters = counters
+        self.gated: frozenset[str] = frozenset()  # whose grants the kernel holds
+        self.names: frozenset[str] = frozenset()
+
+    def configure(
+        self, doors: Sequence[Door], users: Sequence[User], fwknop: Sequence[FwknopStanza]
+    ) -> list[Closed]:
+        """Take a config (the first, or a new one); returns the grants it closes."""
+        # The doors and stanzas whose grants the kernel holds (gate = false: commands only).
+        self.gated = frozenset({d.name for d in doors if d.gate} | {s.name for s in fwknop})
+        self.names = frozenset({d.name for d in doors} | {s.name for s in fwknop})
+        by_door = {d.name: d for d in doors}
+        stanzas = {s.name: s for s in fwknop}
+        people = {u.name: u for u in users}
+        closed: list[Closed] = []
+        for grant in self.grants.all():
+            door, stanza, user = (
+                by_door.get(grant.door),
+                stanzas.get(grant.door),
+                people.get(grant.user),
+            )
+            if stanza is not None:
+                gone = not set(grant.ports) <= set(stanza.open_ports)
+            else:
+                lost = bool(grant.user) and (user is None or grant.door not in user.doors)
+                gone = door is None or door.open != grant.ports or lost
+            if gone:
+                ended = self.grants.close(grant.door, grant.address, "door removed")
+                if ended is not None:
+                    closed.append(ended)
+        return closed
+
+    def admit(self, admission: Admission, now: float) -> list[Decision]:
+        """Grant what ``admission`` says for its ``seconds``. A live grant of the same
+        door and address is refreshed; if it held other ports, it is closed and the
+        new one opened; with ``one_address``, the user's grants elsewhere close."""
+        name, address, ports = admission.door, admission.address, admission.ports
+        actions: list[Decision] = []
+        if admission.user and admission.one_address:
+            for old in self.grants.of_user(name, admission.user):
+                if old.address != address:
+                    self._close(name, old.address, actions)
+        live = self.grants.get(name, address)
+        if live is not None and live.ports != ports:
+            self._close(name, address, actions)
+        grant = Grant(name, address, ports, now + admission.seconds, admission.user)
+        decision = self.grants.grant(grant)
+        self.counters["opened" if isinstance(decision, Opened) else "refreshed"] += 1
+        actions.append(decision)
+        return actions
+
+    def _close(self, name: str, address: Address, actions: list[Decision]) -> None:
+        closed = self.grants.close(name, address, "replaced")
+        if closed is not None:
+            actions.append(closed)
+
+    def close(self, door: str, address: Address, reason: CloseReason) -> Closed | None:
+        """End a grant now (an unknock, a revoke): None if there is none."""
+        return self.grants.close(door, address, reason)
+
+    def elements(self, decisions: Iterable[Decision]) -> list[Element]:
+        """What the kernel must hold after ``decisions`` (see GrantBook.elements)."""
+        return self.grants.elements(decisions, self.gated)
+
+    def element(self, address: Address, port: Port) -> Element:
+        return self.grants.element(address, port, self.gated)
+
+    def restore(self, grants: Iterable[Grant]) -> None:
+        """Adopt grants found in the kernel at start-up (no actions: they are live)."""
+        for grant in grants:
+            if grant.door in self.names:
+                self.grants.grant(grant)
+
+    def expire(self, now: float) -> list[Closed]:
+        closed = self.grants.expire(now)
+        self.counters["expired"] += len(closed)
+        return closed

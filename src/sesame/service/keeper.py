@@ -1,0 +1,128 @@
+"""The table kept whole: what another process changed in sesame's table is undone
+(see :mod:`sesame.firewall.watch`), and grants deleted from the kernel before their
+time are closed as revoked (``sesame revoke``, an operator)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+
+from sesame.config import Config
+from sesame.engine import Action, Engine, Refreshed
+from sesame.errors import FirewallError
+from sesame.firewall.gate import Gate
+from sesame.firewall.ruleset import Entry
+from sesame.firewall.watch import Verdict
+
+log = logging.getLogger("sesame")
+
+
+def adopt(entries: list[Entry], config: Config) -> tuple[list[Entry], list[Entry], list[Entry]]:
+    """The grant elements found in the kernel at start-up, sorted: those to keep (with
+    only the holders whose door still opens the port), the stale ones (no holder's
+    door opens it any more) and, of those kept, the ones that lost a holder."""
+    opens = config.gated
+    held = {e: tuple(h for h in e.held() if e.port in opens.get(h.door, ())) for e in entries}
+    keep = [replace(e, holders=held[e]) for e in entries if held[e]]
+    stale = [e for e in entries if not held[e]]
+    mixed = [e for e in entries if held[e] and len(held[e]) != len(e.held())]
+    for entry in keep:
+        for h in entry.held():
+            log.info(
+                "kept grant of door %s for %s: %s (%.0fs left)",
+                *(h.door, entry.address, entry.port, entry.left - h.before),
+            )
+    return keep, stale, mixed
+
+
+class Keeper:
+    """Restores the table of a daemon's engine and gate; ``carry_out`` carries out
+    the closes that a revoke decides."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        gate: Gate,
+        carry_out: Callable[[Sequence[Action], float], None],
+        reports: Counter[str],
+    ) -> None:
+        self.engine = engine
+        self.gate = gate
+        self.carry_out = carry_out
+        self.reports = reports
+        self.restored_at = -float("inf")
+        self.retry_at: float | None = None  # a failed restore is tried again then
+
+    def changed(self, config: Config, verdict: Verdict, now: float) -> None:
+        """Another process changed sesame's table."""
+        table = config.server.table
+        by = ", ".join(f"process {pid}" for pid in verdict.by) or "another process"
+        if verdict.unknown:
+            log.warning("nftables changes were missed: checking table inet %s", table)
+            if not self.gate.exists():
+                self.restore(config, now, "the table is gone")
+                return
+            self.reconcile(now)
+            self.restore(config, now, "changes were missed", grants=False)
+            return
+        if verdict.revoke:
+            self.reconcile(now)
+        if verdict.restore:
+            if 0 in verdict.by and now < self.restored_at + 1.0:
+                # A kernel that names no process: what it reports may be sesame's own
+                # restore, which must not be restored again without end.
+                self.retry_at = self.restored_at + 1.0
+                return
+            self.restore(config, now, f"{by} changed table inet {table}")
+
+    def reconcile(self, now: float) -> None:
+        """Close the grants whose elements are gone from the kernel before their time:
+        they are logged as revoked, their doors' stop commands run, and a knock opens
+        them anew (start commands run again)."""
+        try:
+            live = {(h.door, e.address) for e in self.gate.entries() for h in e.held()}
+        except FirewallError as exc:
+            log.error("cannot read the grants back: %s", exc)
+            return
+        actions: list[Action] = []
+        for grant in self.engine.grants.all():
+            gone = (grant.door, grant.address) not in live
+            if gone and grant.door in self.engine.gated and grant.expires > now + 1.0:
+                closed = self.engine.revoke(grant.door, grant.address)
+                if closed is not None:
+                    actions.append(closed)
+        self.carry_out(actions, now)
+
+    def restore(self, config: Config, now: float, why: str, grants: bool = True) -> None:
+        """Install the table again, with every live grant for the time it has left
+        (unless the grant sets were left alone) and the sources sesame follows: the
+        gate is never left open."""
+        self.restored_at = now
+        started = time.monotonic()
+        held = self.engine.grants.all() if grants else []
+        live = [g for g in held if g.door in self.engine.gated and g.expires > now]
+        mode = self.engine.stage
+        try:
+            self.gate.install(config, (), mode.ports, mode.first)
+            self.gate.apply(self.engine.elements(Refreshed(g) for g in live), now)
+            if mode.first is not None:
+                self.gate.set_knock_ports(mode.ports, mode.first, self.engine.tracked())
+        except FirewallError as exc:
+            self.retry_at = now + 1.0
+            log.error("%s; restoring it failed (%s): trying again in a second", why, exc)
+            return
+        self.retry_at = None
+        self.reports["restored"] += 1
+        log.warning(
+            "%s: restored it with %d live grants in %.0f ms",
+            why,
+            len(live),
+            (time.monotonic() - started) * 1000,
+        )
+
+    def tick(self, config: Config, now: float) -> None:
+        if self.retry_at is not None and now >= self.retry_at:
+            self.restore(config, now, "trying again")
