@@ -278,3 +278,22 @@ def test_doors_that_open_the_same_port_hold_it_each_for_themselves(tmp_path):
     daemon.tick(clock())
     assert gate.elements == {}
     daemon.close()
+
+
+def test_at_start_an_element_whose_other_holder_is_gone_is_kept_for_the_rest():
+    """A grant element held by door ssh (20 s left) and by a door the config no longer
+    has (its hold was the later): it stays, held by ssh alone, until ssh's deadline."""
+    from sesame.firewall.ruleset import Holder
+
+    clock = FakeClock()
+    gate = MemoryGate(clock)
+    user = ip_address(USER)
+    gate.elements[user, SSH] = ("old", clock() + 60.0, "")
+    gate.holders[user, SSH] = (Holder("old"), Holder("ssh", "", 40.0))
+    daemon = Daemon(config.parse(EXAMPLE, "t.toml"), gate, clock)
+    daemon.start()
+    assert [g.door for g in daemon.engine.grants.all()] == ["ssh"]
+    assert gate.elements[user, SSH] == ("ssh", clock() + 20.0, "")
+    clock.advance(20.5)
+    daemon.tick(clock())
+    assert not gate.allows(user, SSH, clock())
