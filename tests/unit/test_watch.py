@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from sesame.firewall import netlink
-from sesame.firewall.netlink import NEWGEN, NFPROTO_INET, Notice
 from sesame.firewall.watch import Verdict, Watch
 from sesame.logs import escape
+from sesame.wire import nftables
+from sesame.wire.nftables import NFPROTO_INET, Notice
+
+NEWGEN = nftables.NFT_MSG_NEWGEN
 
 # Captured from the NFNLGRP_NFTABLES group of Linux 6.18 while `nft add element inet t
 # grants4 { 192.0.2.1 }` and then `nft delete table inet t` ran (processes 10595 and
@@ -26,9 +28,9 @@ CAPTURED = [
 
 
 def test_notifications_the_kernel_sent_are_decoded():
-    found = [n for data in CAPTURED for n in netlink.notices(bytes.fromhex(data), "t")]
+    found = [n for data in CAPTURED for n in nftables.notices(bytes.fromhex(data), "t")]
     assert found == [
-        Notice(netlink.NEWSETELEM, NFPROTO_INET, "t", "grants4"),
+        Notice(nftables.NFT_MSG_NEWSETELEM, NFPROTO_INET, "t", "grants4"),
         Notice(NEWGEN, pid=10595),
         Notice(11, NFPROTO_INET, "t", "grants4"),  # DELSET
         Notice(5, NFPROTO_INET, "t", ""),  # DELCHAIN
@@ -39,11 +41,11 @@ def test_notifications_the_kernel_sent_are_decoded():
 
 @pytest.mark.parametrize("data", [b"", b"\x00" * 15, b"\xff" * 64, bytes.fromhex(CAPTURED[2])[:50]])
 def test_truncated_or_junk_notifications_yield_what_is_whole(data):
-    assert all(isinstance(n, Notice) for n in netlink.notices(data, "t"))
+    assert all(isinstance(n, Notice) for n in nftables.notices(data, "t"))
 
 
 def test_other_tables_are_skipped():
-    found = [n for data in CAPTURED for n in netlink.notices(bytes.fromhex(data), "tt")]
+    found = [n for data in CAPTURED for n in nftables.notices(bytes.fromhex(data), "tt")]
     assert found == [Notice(NEWGEN, pid=10595), Notice(NEWGEN, pid=10596)]
 
 
@@ -56,7 +58,7 @@ def change(kind, table="sesame", set_name="", family=NFPROTO_INET):
 
 
 DELTABLE, DELCHAIN, NEWRULE, DELRULE, DELSET = 2, 5, 6, 8, 11
-NEW, DEL = netlink.NEWSETELEM, netlink.DELSETELEM
+NEW, DEL = nftables.NFT_MSG_NEWSETELEM, nftables.NFT_MSG_DELSETELEM
 
 
 @pytest.mark.parametrize(

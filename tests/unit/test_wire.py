@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from sesame.basics import Port
 from sesame.errors import RemoteError
 from sesame.wire import decode, nflog
+from sesame.wire import netlink as nl
 
 
 def ipv4(src, dst, proto, transport, frag=0):
@@ -184,7 +185,7 @@ def test_nflog_packet_messages_are_split_and_decoded():
 
 
 def test_nflog_ack():
-    ack = struct.pack("=IHHII", 36, nflog.NLMSG_ERROR, 0, 7, 0) + struct.pack("=i", -16)
+    ack = struct.pack("=IHHII", 36, nl.NLMSG_ERROR, 0, 7, 0) + struct.pack("=i", -16)
     ack += b"\0" * 16
     [item] = nflog.messages(ack)
     assert item == nflog.Ack(7, -16)
@@ -195,7 +196,7 @@ def test_config_message_layout():
     length, kind, flags, seq, _ = struct.unpack_from("=IHHII", msg)
     assert length == len(msg) and seq == 3
     assert kind == (nflog.NFNL_SUBSYS_ULOG << 8) | nflog.NFULNL_MSG_CONFIG
-    assert flags == nflog.NLM_F_REQUEST | nflog.NLM_F_ACK
+    assert flags == nl.NLM_F_REQUEST | nl.NLM_F_ACK
     assert msg[18:20] == (5155).to_bytes(2, "big")
 
 

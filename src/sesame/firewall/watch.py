@@ -28,7 +28,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sesame.firewall.netlink import DELSETELEM, NEWGEN, NEWSETELEM, NFPROTO_INET, Notice
+from sesame.wire.nftables import NFPROTO_INET, Notice
+from sesame.wire.nftables import NFT_MSG_DELSETELEM as DELSETELEM
+from sesame.wire.nftables import NFT_MSG_NEWGEN as NEWGEN
+from sesame.wire.nftables import NFT_MSG_NEWSETELEM as NEWSETELEM
 
 GRANT_SETS = frozenset(("grants4", "grants6"))
 KERNEL_STATE = frozenset(("noisy4", "noisy6", "hits4", "hits6", "follow4", "follow6"))

@@ -14,9 +14,9 @@ import socket
 import struct
 import sys
 
-from sesame.firewall import netlink
 from sesame.firewall.watch import Verdict, Watch
 from sesame.sensor.nflog import SensorError, receive_buffer
+from sesame.wire import netlink, nftables
 
 SO_ATTACH_FILTER = 26
 SOL_NETLINK, NETLINK_ADD_MEMBERSHIP = 270, 1
@@ -50,7 +50,7 @@ class TableMonitor:
             receive_buffer(self.sock, RCVBUF)
             if ignore is not None:
                 self._attach(_filter(ignore))
-            self.sock.setsockopt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, netlink.NFNLGRP_NFTABLES)
+            self.sock.setsockopt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, nftables.NFNLGRP_NFTABLES)
         except OSError as exc:
             self.sock.close()
             raise SensorError(f"cannot watch nftables for changes: {exc.strerror}") from None
@@ -80,7 +80,7 @@ class TableMonitor:
                     self._drain()
                     return verdict | watch.lost()
                 raise
-            verdict = verdict | watch.judge(netlink.notices(data, self.table))
+            verdict = verdict | watch.judge(nftables.notices(data, self.table))
 
     def _drain(self) -> None:
         while True:

@@ -14,6 +14,7 @@ from sesame import host
 from sesame.errors import RemoteError, SesameError
 from sesame.firewall.ruleset import SNAPLEN
 from sesame.wire import nflog
+from sesame.wire.netlink import NETLINK_NETFILTER
 
 RCVBUF = 4 << 20
 BATCH = 256
@@ -51,7 +52,7 @@ class NflogSensor:
     def __init__(self, group: int) -> None:
         self.group = group
         self._seq = 0
-        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, nflog.NETLINK_NETFILTER)
+        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
         try:
             self.sock.bind((0, 0))
             self.sock.settimeout(5.0)  # the kernel answers at once; never wait forever

@@ -2,7 +2,9 @@
 
 The kernel's ``log group N`` statement sends each logged packet to the netlink
 socket bound to group N. These functions build the configuration requests and
-split the kernel's messages; the socket itself lives in :mod:`sesame.sensor`.
+split the kernel's messages, in the kernel's names
+(``include/uapi/linux/netfilter/nfnetlink_log.h``), on the framing of
+:mod:`sesame.wire.netlink`; the socket itself lives in :mod:`sesame.sensor`.
 """
 
 from __future__ import annotations
@@ -13,15 +15,11 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from sesame.errors import RemoteError
+from sesame.wire import netlink as nl
 
-NETLINK_NETFILTER = 12
 NFNL_SUBSYS_ULOG = 4
 NFULNL_MSG_PACKET = 0
 NFULNL_MSG_CONFIG = 1
-NLMSG_ERROR = 2
-NLMSG_DONE = 3
-NLM_F_REQUEST = 1
-NLM_F_ACK = 4
 
 # Configuration attributes and commands.
 NFULA_CFG_CMD = 1
@@ -39,15 +37,7 @@ NFULA_IFINDEX_INDEV = 4
 NFULA_PAYLOAD = 9
 NFULA_PREFIX = 10
 
-_NLMSGHDR = struct.Struct("=IHHII")
-_NLATTR = struct.Struct("=HH")
 _GROUP = struct.Struct("!H")
-_NLA_TYPE_MASK = 0x3FFF
-
-
-def _attr(kind: int, data: bytes) -> bytes:
-    size = _NLATTR.size + len(data)
-    return _NLATTR.pack(size, kind) + data + b"\0" * (-size % 4)
 
 
 def config_message(
@@ -66,24 +56,18 @@ def config_message(
     attrs = b""
     if bind is not None:
         command = NFULNL_CFG_CMD_BIND if bind else NFULNL_CFG_CMD_UNBIND
-        attrs += _attr(NFULA_CFG_CMD, struct.pack("=B", command))
+        attrs += nl.attr(NFULA_CFG_CMD, struct.pack("=B", command))
     if copy_range is not None:
-        attrs += _attr(NFULA_CFG_MODE, struct.pack(">IBB", copy_range, NFULNL_COPY_PACKET, 0))
+        attrs += nl.attr(NFULA_CFG_MODE, struct.pack(">IBB", copy_range, NFULNL_COPY_PACKET, 0))
     if bufsize is not None:
-        attrs += _attr(NFULA_CFG_NLBUFSIZ, struct.pack(">I", bufsize))
+        attrs += nl.attr(NFULA_CFG_NLBUFSIZ, struct.pack(">I", bufsize))
     if timeout is not None:
-        attrs += _attr(NFULA_CFG_TIMEOUT, struct.pack(">I", timeout))
+        attrs += nl.attr(NFULA_CFG_TIMEOUT, struct.pack(">I", timeout))
     if qthresh is not None:
-        attrs += _attr(NFULA_CFG_QTHRESH, struct.pack(">I", qthresh))
-    body = struct.pack("=BB", 0, 0) + group.to_bytes(2, "big") + attrs
-    header = _NLMSGHDR.pack(
-        _NLMSGHDR.size + len(body),
-        (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_CONFIG,
-        NLM_F_REQUEST | (NLM_F_ACK if ack else 0),
-        seq,
-        0,
-    )
-    return header + body
+        attrs += nl.attr(NFULA_CFG_QTHRESH, struct.pack(">I", qthresh))
+    flags = nl.NLM_F_REQUEST | (nl.NLM_F_ACK if ack else 0)
+    kind = nl.subsystem(NFNL_SUBSYS_ULOG, NFULNL_MSG_CONFIG)
+    return nl.message(kind, flags, seq, nl.nfgenmsg(0, group) + attrs)
 
 
 class Logged(NamedTuple):
@@ -102,7 +86,7 @@ class Ack:
     error: int
 
 
-_PACKET = (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_PACKET
+_PACKET = nl.subsystem(NFNL_SUBSYS_ULOG, NFULNL_MSG_PACKET)
 
 
 def messages(data: bytes | memoryview) -> Iterator[Logged | Ack | RemoteError]:
@@ -112,18 +96,16 @@ def messages(data: bytes | memoryview) -> Iterator[Logged | Ack | RemoteError]:
     caller counts it and carries on with the next.
     """
     view = memoryview(data)
-    offset, end, unpack = 0, len(view), _NLMSGHDR.unpack_from
-    while offset + _NLMSGHDR.size <= end:
+    offset, end, unpack = 0, len(view), nl.NLMSGHDR.unpack_from
+    while offset + nl.NLMSGHDR.size <= end:
         length, kind, _flags, seq, _pid = unpack(view, offset)
-        if length < _NLMSGHDR.size or offset + length > end:
+        if length < nl.NLMSGHDR.size or offset + length > end:
             yield RemoteError("bad netlink length")
             return
         if kind == _PACKET:
-            yield _packet(view, offset + _NLMSGHDR.size, offset + length)
-        elif kind == NLMSG_ERROR:
-            body = view[offset + _NLMSGHDR.size : offset + length]
-            error = struct.unpack_from("=i", body)[0] if len(body) >= 4 else -1
-            yield Ack(seq, error)
+            yield _packet(view, offset + nl.NLMSGHDR.size, offset + length)
+        elif kind == nl.NLMSG_ERROR:
+            yield Ack(seq, nl.error_code(view[offset + nl.NLMSGHDR.size : offset + length]))
         offset += (length + 3) & ~3
 
 
@@ -133,12 +115,12 @@ def _packet(view: memoryview, start: int, end: int) -> Logged | RemoteError:
         return RemoteError("short nflog message")
     group = _GROUP.unpack_from(view, start + 2)[0]
     prefix = b""
-    offset, unpack = start + 4, _NLATTR.unpack_from
+    offset, unpack = start + nl.NFGENMSG.size, nl.NLATTR.unpack_from
     while offset + 4 <= end:
         size, kind = unpack(view, offset)
         if size < 4 or offset + size > end:
             return RemoteError("bad nflog attribute")
-        kind &= _NLA_TYPE_MASK
+        kind &= nl.NLA_TYPE_MASK
         if kind == NFULA_PAYLOAD:
             return Logged(group, prefix, bytes(view[offset + 4 : offset + size]))
         if kind == NFULA_PREFIX:

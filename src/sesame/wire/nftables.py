@@ -1,0 +1,170 @@
+"""nftables' set elements and change notifications over netlink, in the kernel's
+names (``include/uapi/linux/netfilter/nf_tables.h``), on the framing of
+:mod:`sesame.wire.netlink`. Pure: the socket is :mod:`sesame.firewall.netlink`.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from sesame.basics import Port, Proto
+from sesame.wire import netlink as nl
+
+NFNL_SUBSYS_NFTABLES = 10
+NFNLGRP_NFTABLES = 7  # the multicast group of nftables' change notifications
+NFPROTO_INET = 1
+
+# enum nf_tables_msg_types (the ones sesame sends or reads)
+NFT_MSG_NEWTABLE = 0
+NFT_MSG_NEWSET = 9
+NFT_MSG_NEWSETELEM, NFT_MSG_GETSETELEM, NFT_MSG_DELSETELEM = 12, 13, 14
+NFT_MSG_NEWGEN = 15  # ends the notifications of one transaction; says which process made it
+
+# enum nft_set_elem_list_attributes
+NFTA_SET_ELEM_LIST_TABLE = 1
+NFTA_SET_ELEM_LIST_SET = 2
+NFTA_SET_ELEM_LIST_ELEMENTS = 3
+NFTA_LIST_ELEM = 1
+# enum nft_set_elem_attributes
+NFTA_SET_ELEM_KEY = 1
+NFTA_SET_ELEM_DATA = 2
+NFTA_SET_ELEM_TIMEOUT = 4
+NFTA_SET_ELEM_EXPIRATION = 5
+NFTA_SET_ELEM_USERDATA = 6
+NFTA_DATA_VALUE = 1
+NFTA_GEN_PROC_PID = 2
+NFTNL_UDATA_SET_ELEM_COMMENT = 0  # libnftnl's tag for an element comment in its user data
+
+IPPROTO: dict[Proto, int] = {"tcp": 6, "udp": 17}
+PROTO: dict[int, Proto] = {6: "tcp", 17: "udp"}
+
+
+def port_value(port: Port) -> bytes:
+    """``inet_proto . inet_service`` as nftables lays out a concatenation: each field
+    in 4 bytes (the protocol first, the port in network order)."""
+    return bytes([IPPROTO[port.proto], 0, 0, 0]) + port.number.to_bytes(2, "big") + b"\0\0"
+
+
+def element(key: bytes, timeout_ms: int | None = None, comment: str | None = None) -> bytes:
+    """One NFTA_LIST_ELEM: a key, and optionally a timeout and a comment."""
+    fields = nl.attr(NFTA_SET_ELEM_KEY, nl.attr(NFTA_DATA_VALUE, key), nested=True)
+    if timeout_ms is not None:
+        fields += nl.attr(NFTA_SET_ELEM_TIMEOUT, struct.pack(">Q", timeout_ms))
+    if comment is not None:
+        text = comment.encode() + b"\0"
+        udata = bytes([NFTNL_UDATA_SET_ELEM_COMMENT, len(text)]) + text
+        fields += nl.attr(NFTA_SET_ELEM_USERDATA, udata)
+    return nl.attr(NFTA_LIST_ELEM, fields, nested=True)
+
+
+def setelem(kind: int, table: str, name: str, elements: Sequence[bytes], seq: int) -> bytes:
+    """A NEW/GET/DELSETELEM request for ``elements`` of set ``name``, acknowledged."""
+    body = (
+        nl.nfgenmsg(NFPROTO_INET)
+        + nl.attr(NFTA_SET_ELEM_LIST_TABLE, table.encode() + b"\0")
+        + nl.attr(NFTA_SET_ELEM_LIST_SET, name.encode() + b"\0")
+        + nl.attr(NFTA_SET_ELEM_LIST_ELEMENTS, b"".join(elements), nested=True)
+    )
+    flags = nl.NLM_F_REQUEST | nl.NLM_F_ACK
+    flags |= nl.NLM_F_CREATE if kind == NFT_MSG_NEWSETELEM else 0
+    return nl.message(nl.subsystem(NFNL_SUBSYS_NFTABLES, kind), flags, seq, body)
+
+
+def batch(messages: list[bytes], seq: int) -> bytes:
+    """Messages in one nftables transaction (all or nothing)."""
+    return nl.batch(messages, seq, NFNL_SUBSYS_NFTABLES)
+
+
+@dataclass(frozen=True, slots=True)
+class Elem:
+    """One element as the kernel lists it: key, data, timeout and time left (ms),
+    comment."""
+
+    key: bytes
+    data: bytes = b""
+    timeout: int | None = None
+    expiration: int | None = None
+    comment: str | None = None
+
+
+def elements(body: bytes) -> Iterator[Elem]:
+    """The elements of one NEWSETELEM message's payload (after its netlink header)."""
+    for kind, value in nl.attrs(body[nl.NFGENMSG.size :]):
+        if kind != NFTA_SET_ELEM_LIST_ELEMENTS:
+            continue
+        for _, item in nl.attrs(value):
+            fields = dict(nl.attrs(item))
+            key = dict(nl.attrs(fields.get(NFTA_SET_ELEM_KEY, b""))).get(NFTA_DATA_VALUE, b"")
+            data = dict(nl.attrs(fields.get(NFTA_SET_ELEM_DATA, b""))).get(NFTA_DATA_VALUE, b"")
+            udata = fields.get(NFTA_SET_ELEM_USERDATA, b"")
+            comment = None
+            if udata[:1] == bytes([NFTNL_UDATA_SET_ELEM_COMMENT]) and len(udata) >= 2:
+                comment = udata[2 : 2 + udata[1]].rstrip(b"\0").decode("utf-8", "replace")
+            yield Elem(
+                key,
+                data,
+                _u64(fields, NFTA_SET_ELEM_TIMEOUT),
+                _u64(fields, NFTA_SET_ELEM_EXPIRATION),
+                comment,
+            )
+
+
+def _u64(fields: dict[int, bytes], kind: int) -> int | None:
+    value = fields.get(kind)
+    return int.from_bytes(value[:8], "big") if value is not None and len(value) >= 8 else None
+
+
+def parse_hit(body: bytes) -> tuple[Port | None, float] | None:
+    """The first port (None if the data is not one) and the age in seconds of the
+    element in one NEWSETELEM answer of a hits map; None if it holds no element."""
+    for elem in elements(body):
+        if len(elem.data) < 6 or elem.timeout is None or elem.expiration is None:
+            return None
+        proto, number = PROTO.get(elem.data[0]), int.from_bytes(elem.data[4:6], "big")
+        port = Port(proto, number) if proto and number else None
+        return port, max(0, elem.timeout - elem.expiration) / 1000
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """One nftables change notification: what changed (NEW/DEL TABLE, CHAIN, RULE,
+    SET, SETELEM, ...: the message type), in which family, table and set; or, for
+    NFT_MSG_NEWGEN, the process that made the transaction (``pid``)."""
+
+    kind: int
+    family: int = 0
+    table: str = ""
+    set: str = ""
+    pid: int = 0
+
+
+def notices(data: bytes, table: str) -> Iterator[Notice]:
+    """The nftables notifications about ``table`` (any family) in one datagram read
+    from the NFNLGRP_NFTABLES group, and every NEWGEN. Every object message carries its
+    table as its first attribute and, for sets and their elements, the set's name as
+    attribute 2; the rest is skipped cheaply, as other programs may change thousands
+    of elements at once."""
+    name = table.encode() + b"\0"
+    mine = nl.attr(NFTA_SET_ELEM_LIST_TABLE, name)[: nl.NLATTR.size + len(name)]
+    for head in nl.headers(data):
+        if not head.length:
+            return
+        start = head.body + nl.NFGENMSG.size
+        if head.type >> 8 != NFNL_SUBSYS_NFTABLES or start > head.end:
+            continue
+        message = head.type & 0xFF
+        if message == NFT_MSG_NEWGEN:
+            pid = dict(nl.attrs(data[start : head.end])).get(NFTA_GEN_PROC_PID, b"")
+            yield Notice(message, pid=int.from_bytes(pid, "big") if len(pid) == 4 else 0)
+        elif data[start : start + len(mine)] == mine:
+            fields = dict(nl.attrs(data[start : head.end]))
+            named = fields.get(NFTA_SET_ELEM_LIST_SET, b"") if message >= NFT_MSG_NEWSET else b""
+            yield Notice(
+                message,
+                data[head.body],
+                table,
+                named.split(b"\0", 1)[0].decode("ascii", "replace"),
+            )
