@@ -228,107 +228,125 @@ def knock_from(netns: str, address: str, *ports: str, delay_ms: int = 0) -> None
         client.knock(family, address, [parse_port(p) for p in ports], delay_ms)
 
 
+class _Lab:
+    """The demo's parts and what it says: steps that failed are remembered."""
+
+    def __init__(self, topo: Topology) -> None:
+        self.topo = topo
+        self.daemon: DaemonProcess | None = None
+        self.echo_server: EchoServer | None = None
+        self.held: socket.socket | None = None
+        self.failures: list[str] = []
+
+    def step(self, text: str, ok: bool) -> None:
+        print(f"  [{'ok' if ok else 'FAILED'}] {text}", flush=True)
+        if not ok:
+            self.failures.append(text)
+
+    @staticmethod
+    def say(text: str) -> None:
+        print(f"\n{text}", flush=True)
+
+    def show_log(self, since: int) -> None:
+        assert self.daemon is not None
+        for line in self.daemon.lines[since:]:
+            print(f"      | {line.split(': ', 1)[-1]}", flush=True)
+
+    def close(self) -> None:
+        """Clean up first, talk after: the terminal may be gone (Ctrl-C, a closed pipe)."""
+        if self.held is not None:
+            self.held.close()
+        if self.echo_server is not None:
+            self.echo_server.close()
+        if self.daemon is not None:
+            self.daemon.stop()
+        self.topo.close()
+
+
 def run(open_for: int = 4) -> int:
     """The narrated demo. Returns 0 when every step showed what it should."""
     if os.geteuid() != 0:
         print("sesame lab needs root (network namespaces and nftables)", file=sys.stderr)
         return 1
-    failures: list[str] = []
-
-    def step(text: str, ok: bool) -> None:
-        print(f"  [{'ok' if ok else 'FAILED'}] {text}", flush=True)
-        if not ok:
-            failures.append(text)
-
-    def say(text: str) -> None:
-        print(f"\n{text}", flush=True)
-
-    def show_log(since: int) -> None:
-        assert daemon is not None
-        for line in daemon.lines[since:]:
-            print(f"      | {line.split(': ', 1)[-1]}", flush=True)
-
-    topo = Topology(tag=f"lab{os.getpid()}")
-    daemon: DaemonProcess | None = None
-    echo_server: EchoServer | None = None
-    held: socket.socket | None = None
+    lab = _Lab(Topology(tag=f"lab{os.getpid()}"))
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         with tempfile.TemporaryDirectory(prefix="sesame-lab-") as tmp:
-            say("Building the lab: a server, a user and a stranger in network namespaces")
-            topo.build()
-            server, user, stranger = topo["server"], topo["user"], topo["stranger"]
-            for role in ("server", "user", "stranger"):
-                host = topo[role]
-                print(f"  {role:<8} {host.ipv4:<14} {host.ipv6:<13} (netns {host.netns})")
-            path = os.path.join(tmp, "sesame.toml")
-            with open(path, "w") as handle:
-                handle.write(LAB_CONFIG.format(open_for=open_for))
-            print(f"\nThe config ({path}):\n" + LAB_CONFIG.format(open_for=open_for))
-            echo_server = EchoServer(server.netns, 22)
-            say("Starting the echo service on 22/tcp and `sesame serve` in the server")
-            daemon = DaemonProcess(server.netns, path).start()
-            show_log(0)
-            target = server.ipv4
-
-            def check(netns: str) -> bool:
-                return reachable(netns, target, 22)
-
-            def shut(netns: str) -> bool:
-                return blocked(netns, target, 22)
-
-            say("Before any knock, nobody can reach port 22 (no answer at all)")
-            step("user is blocked", shut(user.netns))
-            step("stranger is blocked", shut(stranger.netns))
-
-            say("The user knocks: 7000/tcp 8000/tcp 9000/udp")
-            mark = daemon.mark()
-            knock_from(user.netns, target, "7000/tcp", "8000/tcp", "9000/udp")
-            found = daemon.wait_for(r"opened door ssh to (\S+):", 5, since=mark)
-            show_log(mark)
-            step(f"sesame opened 22/tcp to {found.group(1)} for {open_for}s", True)
-            step("user connects and is echoed", check(user.netns))
-            step("stranger is still blocked", shut(stranger.netns))
-
-            say(f"The user keeps a connection open past the {open_for}s window")
-            held = connect(user.netns, target, 22)
-            step("connection established inside the window", held is not None and echo(held))
-            mark = daemon.mark()
-            daemon.wait_for(r"closed door ssh for \S+ \(expired\)", open_for + 5, since=mark)
-            show_log(mark)
-            step("the grant expired", True)
-            step("the established connection still works", held is not None and echo(held))
-            step("a new connection from the user is blocked again", shut(user.netns))
-
-            say("The user knocks again, then un-knocks: 9000/tcp 8000/tcp 7000/tcp")
-            mark = daemon.mark()
-            knock_from(user.netns, target, "7000/tcp", "8000/tcp", "9000/udp")
-            daemon.wait_for(r"opened door ssh", 5, since=mark)
-            step("open again", check(user.netns))
-            knock_from(user.netns, target, "9000/tcp", "8000/tcp", "7000/tcp")
-            daemon.wait_for(r"closed door ssh for \S+ \(unknock\)", 5, since=mark)
-            show_log(mark)
-            step("the un-knock closed the door before its time", shut(user.netns))
+            _set_up(lab, tmp, open_for)
+            _scenes(lab, open_for)
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
-        failures.append("interrupted")
+        lab.failures.append("interrupted")
     except Exception as exc:
         print(f"\nlab failed: {exc}", file=sys.stderr)
-        failures.append(str(exc))
+        lab.failures.append(str(exc))
     finally:
-        # Clean up first, talk after: the terminal may be gone (Ctrl-C, a closed pipe).
         signal.signal(signal.SIGTERM, previous)
-        if held is not None:
-            held.close()
-        if echo_server is not None:
-            echo_server.close()
-        if daemon is not None:
-            daemon.stop()
-        topo.close()
+        lab.close()
         with contextlib.suppress(OSError):
-            say("Cleaned up: sesame stopped, the namespaces removed")
-    if failures:
-        print(f"\n{len(failures)} step(s) failed", file=sys.stderr)
+            lab.say("Cleaned up: sesame stopped, the namespaces removed")
+    if lab.failures:
+        print(f"\n{len(lab.failures)} step(s) failed", file=sys.stderr)
         return 1
     print("\nEvery step behaved as it should.")
     return 0
+
+
+def _set_up(lab: _Lab, tmp: str, open_for: int) -> None:
+    """The namespaces, the config, the echo service and the daemon."""
+    lab.say("Building the lab: a server, a user and a stranger in network namespaces")
+    topo = lab.topo
+    topo.build()
+    for role in ("server", "user", "stranger"):
+        host = topo[role]
+        print(f"  {role:<8} {host.ipv4:<14} {host.ipv6:<13} (netns {host.netns})")
+    path = os.path.join(tmp, "sesame.toml")
+    with open(path, "w") as handle:
+        handle.write(LAB_CONFIG.format(open_for=open_for))
+    print(f"\nThe config ({path}):\n" + LAB_CONFIG.format(open_for=open_for))
+    lab.echo_server = EchoServer(topo["server"].netns, 22)
+    lab.say("Starting the echo service on 22/tcp and `sesame serve` in the server")
+    lab.daemon = DaemonProcess(topo["server"].netns, path).start()
+    lab.show_log(0)
+
+
+def _scenes(lab: _Lab, open_for: int) -> None:
+    """Blocked, knock, open to the user only, a connection outliving the window,
+    expiry, un-knock."""
+    daemon, step, say = lab.daemon, lab.step, lab.say
+    assert daemon is not None
+    user, stranger = lab.topo["user"].netns, lab.topo["stranger"].netns
+    target = lab.topo["server"].ipv4
+
+    say("Before any knock, nobody can reach port 22 (no answer at all)")
+    step("user is blocked", blocked(user, target, 22))
+    step("stranger is blocked", blocked(stranger, target, 22))
+
+    say("The user knocks: 7000/tcp 8000/tcp 9000/udp")
+    mark = daemon.mark()
+    knock_from(user, target, "7000/tcp", "8000/tcp", "9000/udp")
+    found = daemon.wait_for(r"opened door ssh to (\S+):", 5, since=mark)
+    lab.show_log(mark)
+    step(f"sesame opened 22/tcp to {found.group(1)} for {open_for}s", True)
+    step("user connects and is echoed", reachable(user, target, 22))
+    step("stranger is still blocked", blocked(stranger, target, 22))
+
+    say(f"The user keeps a connection open past the {open_for}s window")
+    held = lab.held = connect(user, target, 22)
+    step("connection established inside the window", held is not None and echo(held))
+    mark = daemon.mark()
+    daemon.wait_for(r"closed door ssh for \S+ \(expired\)", open_for + 5, since=mark)
+    lab.show_log(mark)
+    step("the grant expired", True)
+    step("the established connection still works", held is not None and echo(held))
+    step("a new connection from the user is blocked again", blocked(user, target, 22))
+
+    say("The user knocks again, then un-knocks: 9000/tcp 8000/tcp 7000/tcp")
+    mark = daemon.mark()
+    knock_from(user, target, "7000/tcp", "8000/tcp", "9000/udp")
+    daemon.wait_for(r"opened door ssh", 5, since=mark)
+    step("open again", reachable(user, target, 22))
+    knock_from(user, target, "9000/tcp", "8000/tcp", "7000/tcp")
+    daemon.wait_for(r"closed door ssh for \S+ \(unknock\)", 5, since=mark)
+    lab.show_log(mark)
+    step("the un-knock closed the door before its time", blocked(user, target, 22))

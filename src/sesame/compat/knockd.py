@@ -338,83 +338,86 @@ def to_toml(path: str) -> str:
     for door, raw in zip(config.doors, parsed.doors, strict=True):
         if raw.name in closers:
             continue  # it is the close_sequence of its opener's door
-        out += ["", "[[door]]", f'name = "{door.name}"']
-        if door.name != raw.name:
-            out.append(f"# knockd's section was [{raw.name}]")
-        if door.one_time_sequences:
-            out.append(f'one_time_sequences = "{door.one_time_sequences}"')
-        else:
-            out.append("sequence = " + _toml_list([str(p) for p in door.sequence]))
-        out.append(f"seq_timeout = {int(door.seq_timeout)}")
-        must, must_not = door.tcp_flags
-        flags = [n.lower() for n, b in FLAGS.items() if must & b]
-        flags += ["!" + n.lower() for n, b in FLAGS.items() if must_not & b]
-        out.append(
-            "tcp_flags = "
-            + _toml_list(flags)
-            + (
-                ""
-                if flags
-                else '   # any TCP packet counts (knockd); sesame\'s default is ["syn", "!ack"]'
-            )
-        )
-        if door.target is not None:
-            out.append(f'target = "{door.target}"')
         closer = by_name.get(pairs.get(raw.name, ""))
-        if closer is not None:
-            out.append(
-                "close_sequence = "
-                + _toml_list([str(p) for p in closer[0].sequence])
-                + f"   # knockd's [{closer[1].name}], which undid this section's command"
-            )
-        stops = any(k in raw.values for k in ("STOP_COMMAND", "STOP_COMMAND_6"))
-        if closer is not None:
-            out.append(
-                f"open_for = {door.open_for}   # knockd kept the rule until the close"
-                " sequence; sesame also undoes it after open_for (raise it, up to 86400)"
-            )
-            command = (closer[1].values.get("START_COMMAND") or closer[1].values["COMMAND"])[1]
-            out.append(f"stop_command = {_toml_list(_argv_or_shell(command)[0])}")
-        elif stops:
-            out.append(
-                f"open_for = {door.open_for}   # knockd's Cmd_Timeout: then the stop command runs"
-            )
-        else:
-            out.append(
-                f"open_for = {door.open_for}   # how long sesame keeps the grant (nothing runs"
-                " at its end: knockd's section has no stop command)"
-            )
-        opened = set()
-        for key, label in (
-            ("START_COMMAND", "start_command"),
-            ("COMMAND", "start_command"),
-            ("START_COMMAND_6", "start_command6"),
-            ("COMMAND_6", "start_command6"),
-            ("STOP_COMMAND", "stop_command"),
-            ("STOP_COMMAND_6", "stop_command6"),
-        ):
-            if key not in raw.values:
-                continue
-            command = raw.values[key][1]
-            argv, shell = _argv_or_shell(command)
-            if shell:
-                out.append(
-                    f"# {label} needs a shell: sesame runs none unless you call one;"
-                    " consider a script"
-                )
-            out.append(f"{label} = {_toml_list(argv)}")
-            found = _IPTABLES.search(command)
-            if found and "-A" in command.split():
-                port = found.group(2) or found.group(3)
-                proto = found.group(1) or found.group(4)
-                opened.add(f"{port}/{proto}")
-        out.append("gate = false   # the commands do the opening, as in knockd")
-        if opened:
-            out.append(
-                "# Better: let sesame gate the port in its own nftables table, with no"
-                " commands and nothing to clean up:"
-            )
-            out.append(
-                f"#   open = {_toml_list(sorted(opened))}, gate = true, and remove the commands"
-            )
+        out += _door_toml(door, raw, closer)
     return "\n".join(out) + "\n"
+
+
+def _door_toml(door: Door, raw: _Door, closer: tuple[Door, _Door] | None) -> list[str]:
+    """One knockd section as a [[door]] (``closer``: the section that undoes it)."""
+    out = ["", "[[door]]", f'name = "{door.name}"']
+    if door.name != raw.name:
+        out.append(f"# knockd's section was [{raw.name}]")
+    if door.one_time_sequences:
+        out.append(f'one_time_sequences = "{door.one_time_sequences}"')
+    else:
+        out.append("sequence = " + _toml_list([str(p) for p in door.sequence]))
+    out.append(f"seq_timeout = {int(door.seq_timeout)}")
+    must, must_not = door.tcp_flags
+    flags = [n.lower() for n, b in FLAGS.items() if must & b]
+    flags += ["!" + n.lower() for n, b in FLAGS.items() if must_not & b]
+    out.append(
+        "tcp_flags = "
+        + _toml_list(flags)
+        + (
+            ""
+            if flags
+            else '   # any TCP packet counts (knockd); sesame\'s default is ["syn", "!ack"]'
+        )
+    )
+    if door.target is not None:
+        out.append(f'target = "{door.target}"')
+    if closer is not None:
+        out.append(
+            "close_sequence = "
+            + _toml_list([str(p) for p in closer[0].sequence])
+            + f"   # knockd's [{closer[1].name}], which undid this section's command"
+        )
+    stops = any(k in raw.values for k in ("STOP_COMMAND", "STOP_COMMAND_6"))
+    if closer is not None:
+        out.append(
+            f"open_for = {door.open_for}   # knockd kept the rule until the close"
+            " sequence; sesame also undoes it after open_for (raise it, up to 86400)"
+        )
+        command = (closer[1].values.get("START_COMMAND") or closer[1].values["COMMAND"])[1]
+        out.append(f"stop_command = {_toml_list(_argv_or_shell(command)[0])}")
+    elif stops:
+        out.append(
+            f"open_for = {door.open_for}   # knockd's Cmd_Timeout: then the stop command runs"
+        )
+    else:
+        out.append(
+            f"open_for = {door.open_for}   # how long sesame keeps the grant (nothing runs"
+            " at its end: knockd's section has no stop command)"
+        )
+    opened = set()
+    for key, label in (
+        ("START_COMMAND", "start_command"),
+        ("COMMAND", "start_command"),
+        ("START_COMMAND_6", "start_command6"),
+        ("COMMAND_6", "start_command6"),
+        ("STOP_COMMAND", "stop_command"),
+        ("STOP_COMMAND_6", "stop_command6"),
+    ):
+        if key not in raw.values:
+            continue
+        command = raw.values[key][1]
+        argv, shell = _argv_or_shell(command)
+        if shell:
+            out.append(
+                f"# {label} needs a shell: sesame runs none unless you call one; consider a script"
+            )
+        out.append(f"{label} = {_toml_list(argv)}")
+        found = _IPTABLES.search(command)
+        if found and "-A" in command.split():
+            port = found.group(2) or found.group(3)
+            proto = found.group(1) or found.group(4)
+            opened.add(f"{port}/{proto}")
+    out.append("gate = false   # the commands do the opening, as in knockd")
+    if opened:
+        out.append(
+            "# Better: let sesame gate the port in its own nftables table, with no"
+            " commands and nothing to clean up:"
+        )
+        out.append(f"#   open = {_toml_list(sorted(opened))}, gate = true, and remove the commands")
+    return out

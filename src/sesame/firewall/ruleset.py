@@ -75,9 +75,14 @@ def install(
     """Commands that create or update the table, keeping live grants. ``knock`` is
     every knock port (the config's fixed ones unless given: one-time sequences add);
     ``first``, the first ports the kernel remembers by itself (see :func:`knocks`)."""
+    lines = _sets(config, knock) + _input(config) + _noise(config) + _gates(config)
+    lines += knocks(config, first)
+    return "\n".join(lines) + "\n"
+
+
+def _sets(config: Config, knock: Iterable[Port] | None) -> list[str]:
+    """The sets: grants, scanners, first knocks, followed sources, and the ports."""
     t = f"inet {config.server.table}"
-    server = config.server
-    hold = config.hold
     lines = [
         f"add table {t}",
         f"add set {t} grants4 {{ type ipv4_addr . inet_proto . inet_service; flags timeout; }}",
@@ -94,7 +99,7 @@ def install(
     for name, ports in (
         ("guarded", config.guarded),
         ("knock", sorted(config.knock_ports if knock is None else knock)),
-        ("public", server.public),
+        ("public", config.server.public),
     ):
         lines.append(f"add set {t} {name} {{ type inet_proto . inet_service; }}")
         lines += fill(config.server.table, name, ports)
@@ -103,7 +108,13 @@ def install(
     lines.append(f"flush set {t} spa")
     if config.spa_ports:
         lines.append(f"add element {t} spa {{ {', '.join(map(str, config.spa_ports))} }}")
-    lines += [
+    return lines
+
+
+def _input(config: Config) -> list[str]:
+    """The chains, emptied, and the input hook that sorts packets among them."""
+    t = f"inet {config.server.table}"
+    return [
         f"add chain {t} input {{ type filter hook input priority filter - 10; policy accept; }}",
         f"add chain {t} knock",
         f"add chain {t} knocks",
@@ -124,25 +135,38 @@ def install(
         f"add rule {t} input meta pkttype host {NEW_NOT_ESTABLISHED}"
         f" meta l4proto {{ tcp, udp }} jump noise",
     ]
-    log = _log(config)
+
+
+def _noise(config: Config) -> list[str]:
+    """The noise chain: a source with a knock attempt in progress is reported, every
+    source is marked a scanner for ``hold`` seconds."""
+    t = f"inet {config.server.table}"
     noise = _log(config, NOISE.decode())
+    lines = []
     for n, ip in (("4", "ip"), ("6", "ip6")):
         lines += [
             f"add rule {t} noise {ip} saddr @follow{n} delete @follow{n} {{ {ip} saddr }}"
             f" counter {noise}",
             f"add rule {t} noise {ip} saddr @hits{n} counter {noise}",
         ]
-    lines += [
+    return [
+        *lines,
         *(
-            f"add rule {t} noise update @noisy{n} {{ {ip} saddr timeout {hold}s }} return"
+            f"add rule {t} noise update @noisy{n} {{ {ip} saddr timeout {config.hold}s }} return"
             for n, ip in (("4", "ip"), ("6", "ip6"))
         ),
         f"add rule {t} noise {_SELDOM} counter {_log(config, NOISY_FULL.decode())}",
         f"add rule {t} noise counter",
     ]
-    if server.interface:
-        lines.append(f'add rule {t} knock iifname != "{server.interface}" counter drop')
-        lines.append(f'add rule {t} spa iifname != "{server.interface}" counter drop')
+
+
+def _gates(config: Config) -> list[str]:
+    """The spa, knock and guard chains."""
+    t = f"inet {config.server.table}"
+    lines = []
+    if config.server.interface:
+        lines.append(f'add rule {t} knock iifname != "{config.server.interface}" counter drop')
+        lines.append(f'add rule {t} spa iifname != "{config.server.interface}" counter drop')
     # Connection attempts only, unless a door judges TCP flags itself (knockd's TCPFlags):
     # then TCP packets conntrack finds invalid (a FIN, say) are knocks too.
     if config.any_tcp_flags:
@@ -152,8 +176,9 @@ def install(
     # The cheapest checks first, in the kernel: a bad checksum, or a size no SPA has.
     lines.append(f"add rule {t} spa ct state invalid counter drop")
     lines += _spa_sizes(config)
-    lines += [
-        f"add rule {t} spa counter {log} drop",
+    return [
+        *lines,
+        f"add rule {t} spa counter {_log(config)} drop",
         f"add rule {t} knock ip saddr @noisy4 counter drop",
         f"add rule {t} knock ip6 saddr @noisy6 counter drop",
         f"add rule {t} knock {invalid} counter drop",
@@ -165,8 +190,6 @@ def install(
         f"add rule {t} guard ip6 saddr . meta l4proto . th dport @grants6 accept",
         f"add rule {t} guard counter drop",
     ]
-    lines += knocks(config, first)
-    return "\n".join(lines) + "\n"
 
 
 def _spa_sizes(config: Config) -> list[str]:

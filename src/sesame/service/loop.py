@@ -56,16 +56,7 @@ def serve(
             daemon.changed(verdict, time.monotonic())
     settle()
     wake_r, wake_w = socket.socketpair()
-    wake_r.setblocking(False)
-    wake_w.setblocking(False)
-    received: list[signal.Signals] = []
-
-    def note(signum: int, _frame: object) -> None:
-        received.append(signal.Signals(signum))
-
-    old_fd = signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
-    for signum in SIGNALS:
-        signal.signal(signum, note)
+    received, old_fd = _catch_signals(wake_r, wake_w)
     poller = select.epoll()  # directly: the selectors layer costs a flood per wake-up
     sensor_fd, monitor_fd = sensor.fileno(), -1
     poller.register(sensor_fd, select.EPOLLIN)
@@ -119,6 +110,24 @@ def serve(
         wake_w.close()
         daemon.close()
         log.info("counters: %s", daemon.counters())
+
+
+def _catch_signals(
+    wake_r: socket.socket, wake_w: socket.socket
+) -> tuple[list[signal.Signals], int]:
+    """Note the signals the loop handles, and wake it through ``wake_w`` when one comes:
+    the list they are noted in, and the wake-up fd there was before."""
+    wake_r.setblocking(False)
+    wake_w.setblocking(False)
+    received: list[signal.Signals] = []
+
+    def note(signum: int, _frame: object) -> None:
+        received.append(signal.Signals(signum))
+
+    old_fd = signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
+    for signum in SIGNALS:
+        signal.signal(signum, note)
+    return received, old_fd
 
 
 def _drain(wake: socket.socket) -> None:
