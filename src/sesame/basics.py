@@ -52,6 +52,7 @@ FIN, SYN, RST, PSH, ACK, URG = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
 FLAGS = {"FIN": FIN, "SYN": SYN, "RST": RST, "PSH": PSH, "ACK": ACK, "URG": URG}
 SYN_ONLY = (SYN, ACK)  # a connection attempt: SYN set, ACK clear (must be set, must be clear)
 
+MAX_SOURCES = 1 << 18  # the kernel follows at most this many knocking sources at once
 FIRST_SIZE = 16384  # first knocks the kernel remembers at once; beyond, sesame sees them all
 FWKNOP_PORT = 62201  # fwknop's SPA port: sesame's SPA and fwknop's default to it
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
 from sesame.basics import FWKNOP_PORT, SYN_ONLY, Port
+from sesame.errors import FieldError
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
 MAX_SEQUENCE = 32
@@ -21,7 +22,7 @@ class Door:
     """One door: ways in (a plain sequence, SPA, one-time sequences) and what opens."""
 
     name: str
-    open: tuple[Port, ...]
+    open: tuple[Port, ...] = ()
     sequence: tuple[Port, ...] = ()
     seq_timeout: float = 25.0
     open_for: int = 30
@@ -43,35 +44,50 @@ class Door:
 
     def __post_init__(self) -> None:
         if not NAME_RE.match(self.name):
-            raise ValueError(
-                f"door name {self.name!r} must be 1-32 letters, digits, '_', '.' or '-'"
+            raise FieldError(
+                "name", f"door name {self.name!r} must be 1-32 letters, digits, '_', '.' or '-'"
             )
         for label, seq in (("sequence", self.sequence), ("close_sequence", self.close_sequence)):
             if len(seq) > MAX_SEQUENCE:
-                raise ValueError(f"{label} has {len(seq)} ports; at most {MAX_SEQUENCE}")
+                raise FieldError(label, f"{label} has {len(seq)} ports; at most {MAX_SEQUENCE}")
         if not (self.sequence or self.spa_port or self.sequence_from or self.one_time_sequences):
-            raise ValueError("sequence is empty: give a sequence, a spa_port or sequence_from")
+            raise FieldError(
+                "sequence", "sequence is empty: give a sequence, a spa_port or sequence_from"
+            )
         if self.gate and not self.open:
-            raise ValueError("open is empty: the door would open nothing")
+            raise FieldError(
+                "open", "door is missing 'open' (or it is empty): it would open nothing"
+            )
         if not 0 < self.seq_timeout <= 3600:
-            raise ValueError("seq_timeout must be more than 0 and at most 3600 seconds")
+            raise FieldError(
+                "seq_timeout", "seq_timeout must be more than 0 and at most 3600 seconds"
+            )
         if not 1 <= self.open_for <= 86400:
-            raise ValueError("open_for must be 1 to 86400 seconds")
+            raise FieldError("open_for", "open_for must be 1 to 86400 seconds")
         if self.spa_port is not None and not 1 <= self.spa_port <= 65535:
-            raise ValueError(f"spa_port {self.spa_port} is out of range 1-65535")
+            raise FieldError("spa_port", f"spa_port {self.spa_port} is out of range 1-65535")
         if self.sequence_from is not None:
             if self.sequence_from != "totp":
-                raise ValueError('sequence_from must be "totp"')
+                raise FieldError("sequence_from", 'sequence_from must be "totp"')
             if self.port_range is None:
-                raise ValueError('sequence_from = "totp" needs port_range = [FIRST, LAST]')
-            if not 2 <= self.sequence_length <= 16:
-                raise ValueError("sequence_length must be 2 to 16")
+                raise FieldError(
+                    "sequence_from", 'sequence_from = "totp" needs port_range = [FIRST, LAST]'
+                )
+        if not 2 <= self.sequence_length <= 16:
+            raise FieldError("sequence_length", "sequence_length must be 2 to 16")
         if self.port_range is not None:
             first, last = self.port_range
             if not 1 <= first <= last <= 65535 or last - first < 255:
-                raise ValueError("port_range must be [FIRST, LAST] in 1-65535, 256 ports or more")
+                raise FieldError(
+                    "port_range", "port_range must be [FIRST, LAST] in 1-65535, 256 ports or more"
+                )
         if not self.gate and not self.start_command and not self.knockd_mode:
-            raise ValueError("gate = false and no start_command: the door would open nothing")
+            raise FieldError(
+                "start_command", "gate = false and no start_command: the door would open nothing"
+            )
+        relative = self.one_time_sequences and not self.one_time_sequences.startswith("/")
+        if relative and not self.knockd_mode:  # knockd reads it where it runs
+            raise FieldError("one_time_sequences", "one_time_sequences must be an absolute path")
         for label, argv in (
             ("start_command", self.start_command),
             ("stop_command", self.stop_command),
@@ -80,11 +96,16 @@ class Door:
         ):
             if self.knockd_mode:
                 continue
+            if argv and not argv[0].startswith("/"):
+                raise FieldError(
+                    label, f"{label}: the program must be an absolute path, not {argv[0]!r}"
+                )
             for arg in argv:
                 for brace in re.findall(r"\{[^{}]*\}", arg):
                     if brace not in PLACEHOLDERS:
-                        raise ValueError(
-                            f"{label}: unknown placeholder {brace}; use {', '.join(PLACEHOLDERS)}"
+                        raise FieldError(
+                            label,
+                            f"{label}: unknown placeholder {brace}; use {', '.join(PLACEHOLDERS)}",
                         )
 
     def commands(self, ipv6: bool) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -123,11 +144,11 @@ class User:
 
     def __post_init__(self) -> None:
         if not NAME_RE.match(self.name):
-            raise ValueError(
-                f"user name {self.name!r} must be 1-32 letters, digits, '_', '.' or '-'"
+            raise FieldError(
+                "name", f"user name {self.name!r} must be 1-32 letters, digits, '_', '.' or '-'"
             )
         if len(self.key) != KEY_BYTES:
-            raise ValueError(f"key must be {KEY_BYTES} bytes (base64), not {len(self.key)}")
+            raise FieldError("key", f"key must be {KEY_BYTES} bytes (base64), not {len(self.key)}")
 
 
 def first_stage_allowed(doors: Iterable[Door]) -> bool:

@@ -37,3 +37,16 @@ class RemoteError(SesameError):
 
 class FirewallError(SesameError):
     """The kernel refused a firewall change (the message is nft's own)."""
+
+
+class FieldError(ValueError):
+    """A value object refuses a value: ``key`` names the config key it came from; for
+    a rule between items, ``table`` and ``index`` name the item (the loader turns it
+    into a :class:`ConfigError` at that key's line)."""
+
+    def __init__(self, key: str, reason: str, table: str = "", index: int = 0) -> None:
+        super().__init__(reason)
+        self.key = key
+        self.reason = reason
+        self.table = table
+        self.index = index

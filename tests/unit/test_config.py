@@ -111,3 +111,34 @@ def test_scanner_hold_covers_the_longest_attempt():
 def test_knockd_port_forms_are_accepted():
     cfg = config.parse(EXAMPLE.replace('"9000/udp"', '"9000:udp"').replace('"8000/tcp"', "8000"))
     assert cfg.doors[0].sequence[1:] == (Port("tcp", 8000), Port("udp", 9000))
+
+
+def test_every_key_of_a_table_is_a_field_of_its_object_with_one_converter():
+    """Known keys come from the value objects' fields: a new field is a new key, and
+    the loader must know how to read it from TOML."""
+    from sesame.config import DOOR, INTERNAL, SERVER, USER, known
+    from sesame.doors import Door, User
+    from sesame.settings import Server
+
+    assert set(SERVER) == known(Server)
+    assert set(DOOR) == known(Door)
+    assert set(USER) == known(User)
+    assert INTERNAL == {"knockd_mode", "key"}
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "reason"),
+    [
+        ("max_sources", "0", "max_sources must be a whole number from 1 to 262144"),
+        ("spa_window", "true", "spa_window must be a whole number"),
+        ("spa_rate", "0.0", "spa_rate must be a number of datagrams a second"),
+        ("state_dir", '"var/lib"', "state_dir must be an absolute path"),
+        ("table", '"a.b"', "table must be a name"),
+    ],
+)
+def test_a_server_value_is_refused_by_its_own_rule_at_its_line(key, value, reason):
+    text = EXAMPLE.replace("[server]", f"[server]\n{key} = {value}")
+    with pytest.raises(ConfigError) as caught:
+        config.parse(text, "bad.toml")
+    assert str(caught.value).startswith("bad.toml:2: "), str(caught.value)
+    assert reason in caught.value.reason

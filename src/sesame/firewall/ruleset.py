@@ -47,8 +47,8 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, ip_address
 from typing import Any
 
-from sesame.basics import FIRST_SIZE, Address, Port
-from sesame.config import MAX_SOURCES, Config
+from sesame.basics import FIRST_SIZE, MAX_SOURCES, Address, Port
+from sesame.config import Config
 from sesame.engine.events import Element, Grant
 from sesame.wire import fwknop, spa
 
