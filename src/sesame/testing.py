@@ -1,13 +1,21 @@
-"""Fakes for tests, shipped with the library so users' own tests can use them too."""
+"""Fakes for tests, shipped with the library so users' own tests can use them too,
+and :func:`check_gate`: the promises of the :class:`~sesame.firewall.gate.Gate`
+protocol, checked against any implementation (the memory gate in the unit tests,
+the nftables gate in the kernel tests)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
+from ipaddress import ip_address
 
-from sesame.engine import Action, Engine, Spent
+from sesame.basics import Address, Port
+from sesame.config import Config, parse
+from sesame.engine import Action, Engine, Grant, Spent
+from sesame.engine.events import Element
+from sesame.firewall.gate import Gate
 from sesame.firewall.memory import MemoryGate
 
-__all__ = ["FakeClock", "MemoryGate", "recorded"]
+__all__ = ["FakeClock", "KernelFirstStage", "MemoryGate", "check_gate", "gate_config", "recorded"]
 
 
 def recorded(engine: Engine, actions: Sequence[Action], now: float) -> list[Action]:
@@ -33,3 +41,92 @@ class FakeClock:
     def advance(self, seconds: float) -> float:
         self.now += seconds
         return self.now
+
+
+class KernelFirstStage(MemoryGate):
+    """A memory gate whose kernel remembered first knocks: ``hits`` maps a source to
+    (first port, age in seconds); ``taken`` lists the sources followed since."""
+
+    def __init__(self, clock: Callable[[], float], hits: dict[Address, tuple[Port, float]]) -> None:
+        super().__init__(clock)
+        self.hits = hits
+        self.taken: list[Address] = []
+
+    def first_hit(self, address: Address) -> tuple[Port | None, float] | None:
+        return self.hits.get(address)
+
+    def take(self, addresses: Iterable[Address], seconds: float) -> None:
+        for address in addresses:
+            self.taken.append(address)
+            self.hits.pop(address, None)  # read: sesame follows the source from now on
+
+    def forget_hit(self, address: Address) -> None:
+        self.hits.pop(address, None)
+
+
+def gate_config(table: str = "sesame") -> Config:
+    """A config for :func:`check_gate`: two doors that open 22/tcp."""
+    return parse(
+        f"""
+[server]
+table = "{table}"
+[[door]]
+name = "ssh"
+sequence = ["7000/tcp", "8000/tcp"]
+open = ["22/tcp"]
+[[door]]
+name = "admin"
+sequence = ["7100/tcp", "8100/tcp"]
+open = ["22/tcp", "2222/tcp"]
+""",
+        "check_gate.toml",
+    )
+
+
+def check_gate(gate: Gate, config: Config, clock: Callable[[], float]) -> None:
+    """Check the promises every gate makes (see :class:`sesame.firewall.gate.Gate`),
+    on a gate with no table yet; ``config`` from :func:`gate_config`, ``clock`` the
+    time ``apply`` and ``entries`` count in. Raises AssertionError on a broken one."""
+    a, b = ip_address("192.0.2.7"), ip_address("2001:db8::7")
+    ssh, alt = Port("tcp", 22), Port("tcp", 2222)
+
+    def held(address: Address, port: Port, *grants: tuple[str, str, float]) -> Element:
+        now = clock()
+        holders = tuple(Grant(d, address, (port,), now + s, u) for d, u, s in grants)
+        return Element(address, port, max(g.expires for g in holders), holders)
+
+    def live() -> dict[tuple[Address, Port], list[tuple[str, str, float]]]:
+        found = {}
+        for e in gate.entries():
+            found[e.address, e.port] = [(h.door, h.user, e.left - h.before) for h in e.held()]
+        return found
+
+    assert not gate.exists() and gate.entries() == [], "a new gate holds nothing"
+    gate.install(config)
+    assert gate.exists() and gate.entries() == [], "install makes the table, with no grant"
+    gate.apply([held(a, ssh, ("ssh", "", 30)), held(b, ssh, ("admin", "alice", 60))], clock())
+    found = live()
+    assert set(found) == {(a, ssh), (b, ssh)}, found
+    [(door, user, left)] = found[a, ssh]
+    assert (door, user) == ("ssh", "") and 28 < left <= 30, found
+    assert found[b, ssh][0][:2] == ("admin", "alice"), found
+    gate.apply([held(a, ssh, ("ssh", "", 90))], clock())
+    [(_, _, left)] = live()[a, ssh]
+    assert 88 < left <= 90, "applying again refreshes, one element stays one"
+    gate.apply([held(a, alt, ("admin", "bob", 60), ("ssh", "", 20))], clock())
+    holders = live()[a, alt]
+    assert [h[:2] for h in holders] == [("admin", "bob"), ("ssh", "")], holders
+    assert 58 < holders[0][2] <= 60 and 18 < holders[1][2] <= 20.5, holders
+    gate.install(config)
+    assert set(live()) == {(a, ssh), (b, ssh), (a, alt)}, "a reinstall keeps live grants"
+    stale = [e for e in gate.entries() if e.address == b]
+    gate.install(config, stale)
+    assert set(live()) == {(a, ssh), (a, alt)}, "install deletes the stale elements"
+    gate.apply([Element(a, ssh, None), Element(a, ssh, None)], clock())
+    assert set(live()) == {(a, alt)}, "closing deletes; closing twice is no fault"
+    gate.set_knock_ports([Port("tcp", 7000), Port("tcp", 8000)], [Port("tcp", 7000)], [a])
+    gate.set_knock_ports([Port("tcp", 7000), Port("tcp", 8000)], None)
+    assert gate.first_hit(b) is None, "no first knock was remembered of b"
+    gate.forget_hit(b)  # nothing to forget: no fault
+    gate.take([], 5.0)
+    assert set(live()) == {(a, alt)}, "knock ports leave grants alone"

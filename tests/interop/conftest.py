@@ -1,3 +1,3 @@
 """Interop tests run against Debian's knockd, knock, fwknop and fwknopd."""
 
-from tests.kernel.conftest import Lab, lab, require  # noqa: F401  (fixtures and helpers)
+from tests.helpers.lab import Lab, lab, require  # noqa: F401  (fixtures and helpers)

@@ -10,22 +10,12 @@ import sys
 import time
 from pathlib import Path
 
-from sesame.lab import DaemonProcess, blocked, reachable
+from sesame.lab import blocked, reachable
 from sesame.netns import inside
-from tests.kernel.conftest import require
+from tests.helpers.fwknop import ACCESS, HMAC, KEY, private, serve_access
+from tests.helpers.lab import require
 
-KEY = "JCsc4AAN+Z1Bwh95MQjaahA7mUXm29Ld8RKN86e8M20="
 OTHER = "eHh4" * 21 + "eA=="  # 64 bytes of "x": some other HMAC key
-HMAC = "NbsbbnGqb8yPXhLGdrC7PjwpLHB4X8rm8nRG5vQnWOGuHpIs1vYJ0mrXXBYx7AzuFAo1lBOxjapUZ+43xLH9SA=="
-ACCESS = f"""\
-SOURCE              ANY
-OPEN_PORTS          tcp/22
-KEY_BASE64          {KEY}
-HMAC_KEY_BASE64     {HMAC}
-FW_ACCESS_TIMEOUT   30
-MAX_FW_TIMEOUT      60
-REQUIRE_USERNAME    alice
-"""
 RC = f"""\
 [default]
 
@@ -39,28 +29,9 @@ SPOOF_USER          alice
 """
 
 
-def private(path: Path, text: str) -> str:
-    path.write_text(text)
-    path.chmod(0o600)
-    return str(path)
-
-
 def fwknop(lab, netns: str, rc: str, *extra: str) -> subprocess.CompletedProcess:
     client = require("fwknop")
     return lab.run(netns, client, "--rc-file", rc, "-n", "home", "--no-save-args", *extra)
-
-
-def serve_access(lab, text: str = ACCESS) -> DaemonProcess:
-    access = private(Path(lab.tmp, "access.conf"), text)
-    daemon = DaemonProcess(
-        lab.server.netns,
-        access,
-        "-v",
-        source="--fwknop-access",
-        serve=("--state-dir", f"{lab.tmp}/state"),
-    ).start()
-    lab.daemon = daemon
-    return daemon
 
 
 def send(netns: str, address: str, payload: bytes) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from sesame.lab import DaemonProcess, knock_from
 from sesame.netns import ip
-from tests.kernel.conftest import require
+from tests.helpers.lab import require
 
 KNOCKD_CONF = """\
 [options]

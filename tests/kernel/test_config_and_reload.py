@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from sesame.lab import DaemonProcess, knock_from, reachable
-from tests.kernel.conftest import CONFIG
-from tests.unit.test_config import SECOND_DOOR
+from tests.helpers.configs import SECOND_DOOR
+from tests.helpers.lab import CONFIG
 
 OPEN = ("7000/tcp", "8000/tcp", "9000/udp")
 GOOD = CONFIG.format(seq_timeout=5, open_for=30)

@@ -12,7 +12,7 @@ import pytest
 
 from sesame.lab import blocked, connect, echo, knock_from, reachable
 from sesame.netns import inside
-from tests.kernel.conftest import CONFIG, require
+from tests.helpers.lab import CONFIG, require
 
 OPEN = ("7000/tcp", "8000/tcp", "9000/udp")
 CLOSE = ("9000/tcp", "8000/tcp", "7000/tcp")
@@ -304,3 +304,21 @@ def test_revoke_tells_the_daemon_which_closes_and_opens_anew(lab):
     mark = daemon.mark()
     knock_from(lab.user.netns, lab.server.ipv4, *OPEN)
     daemon.wait_for(rf"opened door ssh to {lab.user.ipv4}:", 10, since=mark)
+
+
+def test_the_nftables_gate_keeps_every_promise_of_a_gate(lab):
+    """The same checks the memory gate passes (sesame.testing.check_gate), against the
+    kernel: one table, grant elements with their timeouts and holders, stale ones
+    deleted on install, knock ports set."""
+    import time as clock
+
+    from sesame.firewall import NftGate
+    from sesame.testing import check_gate, gate_config
+
+    with inside(lab.server.netns):
+        gate = NftGate("conformance")
+        assert gate.netlink  # its socket, in the server's namespace
+    try:
+        check_gate(gate, gate_config("conformance"), clock.monotonic)
+    finally:
+        gate.close()

@@ -22,8 +22,8 @@ from sesame.lab import blocked, knock_from, reachable
 from sesame.netns import inside
 from sesame.state import RECORD
 from sesame.wire import spa
-from tests.kernel.conftest import CONFIG, require
-from tests.kernel.test_spa import ALICE, BOB, SERVER_CONFIG, send, serve
+from tests.helpers.lab import CONFIG, require
+from tests.helpers.spa import ALICE, BOB, SERVER_CONFIG, send, serve
 
 TCP_ONLY = CONFIG.replace(
     '["7000/tcp", "8000/tcp", "9000/udp"]', '["7000/tcp", "8000/tcp", "9000/tcp"]'
@@ -300,7 +300,7 @@ def test_a_grant_deleted_by_hand_is_revoked_at_once(lab):
 def test_an_address_with_a_forged_log_line_is_refused_and_escaped(lab):
     """fwknop's -a with an IPv6 scope id holding a newline: no forged log line."""
     from sesame.wire import fwknop as fwknop_wire
-    from tests.interop.test_fwknop import HMAC, KEY, serve_access
+    from tests.helpers.fwknop import HMAC, KEY, serve_access
 
     daemon = serve_access(lab, FORGE_ACCESS.format(key=KEY, hmac=HMAC))
     mark = daemon.mark()

@@ -10,8 +10,8 @@ import pytest
 
 from sesame.lab import blocked, reachable
 from sesame.netns import ip
-from tests.kernel.conftest import require
-from tests.kernel.test_spa import ALICE, CLIENT_CONFIG, serve
+from tests.helpers.lab import require
+from tests.helpers.spa import ALICE, CLIENT_CONFIG, serve
 
 ROUTER = "198.51.100.50"  # the router's outside address: what the server sees
 

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.kernel.conftest import require
+from tests.helpers.lab import require
 
 
 def test_the_short_reliability_suite_holds_everywhere():

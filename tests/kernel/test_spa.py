@@ -12,59 +12,11 @@ from pathlib import Path
 import pytest
 
 from sesame.client import one_time_sequence
-from sesame.crypto import decode_key, encode_key
+from sesame.crypto import decode_key
 from sesame.lab import DaemonProcess, blocked, knock_from, reachable
 from sesame.netns import inside
 from sesame.wire import spa
-
-ALICE = encode_key(bytes(range(32)))
-BOB = encode_key(bytes(range(1, 33)))
-SERVER_CONFIG = """\
-[server]
-state_dir = "{tmp}/state"
-
-[[user]]
-name = "alice"
-key = "{alice}"
-doors = ["ssh", "phone"]
-
-[[user]]
-name = "bob"
-key = "{bob}"
-doors = ["ssh"]
-allow_other_address = true
-
-[[door]]
-name = "ssh"
-spa_port = 62201
-open = ["22/tcp"]
-open_for = {open_for}
-one_address_per_user = true
-
-[[door]]
-name = "phone"
-sequence_from = "totp"
-port_range = [40000, 40999]
-seq_timeout = 10
-open = ["22/tcp"]
-open_for = {open_for}
-"""
-CLIENT_CONFIG = """\
-[[server]]
-name = "home"
-host = "{host}"
-user = "{user}"
-key = "{key}"
-spa_port = 62201
-
-[server.doors.phone]
-port_range = [40000, 40999]
-sequence_length = 4
-"""
-
-
-def serve(lab, open_for=30):
-    return lab.serve(SERVER_CONFIG.format(tmp=lab.tmp, alice=ALICE, bob=BOB, open_for=open_for))
+from tests.helpers.spa import ALICE, BOB, CLIENT_CONFIG, SERVER_CONFIG, send, serve
 
 
 def client_config(lab, user="alice", key=ALICE, host=None, mode=0o600) -> str:
@@ -73,14 +25,6 @@ def client_config(lab, user="alice", key=ALICE, host=None, mode=0o600) -> str:
         handle.write(CLIENT_CONFIG.format(host=host or lab.server.ipv4, user=user, key=key))
     os.chmod(path, mode)
     return path
-
-
-def send(netns: str, address: str, payload: bytes, port: int = 62201) -> None:
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    with inside(netns):
-        sock = socket.socket(family, socket.SOCK_DGRAM)
-    with sock:
-        sock.sendto(payload, (address, port))
 
 
 def dropped(daemon, reason: str, since: int) -> None:
@@ -397,7 +341,7 @@ def test_print_packet_sends_nothing_for_any_kind_of_door(lab):
 def test_sesame_spa_and_fwknop_spa_share_one_port(lab):
     """Both formats default to UDP 62201 and load together: the kernel passes either
     size, and sesame tells them apart by their first byte (fwknop's are base64 text)."""
-    from tests.interop.test_fwknop import HMAC, KEY
+    from tests.helpers.fwknop import HMAC, KEY
 
     fwknop_stanza = (
         f'\n[[fwknop]]\nname = "fw"\nsource = "ANY"\nopen_ports = "tcp/2222"\n'

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sesame import cli
-from tests.unit.test_config import EXAMPLE
+from tests.helpers.configs import EXAMPLE
 
 
 @pytest.mark.parametrize("command", ["serve", "knock", "status", "check", "lab"])
@@ -62,7 +62,7 @@ def test_check_takes_the_peers_files_too(tmp_path, capsys):
 
 
 def test_a_config_holding_keys_that_others_may_read_is_refused(tmp_path, capsys):
-    from tests.unit.test_users_and_state import SERVER
+    from tests.helpers.configs import SERVER
 
     path = tmp_path / "sesame.toml"
     path.write_text(SERVER)

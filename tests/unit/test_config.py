@@ -9,19 +9,7 @@ import pytest
 from sesame import config
 from sesame.basics import Port
 from sesame.errors import ConfigError
-
-EXAMPLE = """\
-[server]
-# interface = "eth0"    # optional: only knocks arriving on this interface count
-
-[[door]]
-name = "ssh"
-sequence = ["7000/tcp", "8000/tcp", "9000/udp"]
-seq_timeout = 5          # seconds from first to last knock
-open = ["22/tcp"]        # opened to the knocker's address only
-open_for = 30            # seconds; connections established inside the window outlive it
-close_sequence = ["9000/tcp", "8000/tcp", "7000/tcp"]   # optional un-knock
-"""
+from tests.helpers.configs import EXAMPLE, SECOND_DOOR
 
 
 def test_the_documented_example_loads():
@@ -43,9 +31,6 @@ def test_the_shipped_example_file_loads_once_private(tmp_path):
     installed.chmod(0o640)
     cfg = config.load(str(installed))
     assert len(cfg.doors) >= 2
-
-
-SECOND_DOOR = '\n[[door]]\nname = "web"\nsequence = ["5000/udp"]\nopen = ["443/tcp"]\n'
 
 
 @pytest.mark.parametrize(
@@ -123,7 +108,7 @@ def test_every_key_of_a_table_is_a_field_of_its_object_with_one_converter():
     assert set(SERVER) == known(Server)
     assert set(DOOR) == known(Door)
     assert set(USER) == known(User)
-    assert INTERNAL == {"knockd_mode", "key"}
+    assert {"knockd_mode", "key"} == INTERNAL
 
 
 @pytest.mark.parametrize(

@@ -12,10 +12,10 @@ from sesame import config
 from sesame.basics import Port
 from sesame.daemon import Daemon
 from sesame.errors import RemoteError
-from sesame.testing import FakeClock, MemoryGate
+from sesame.testing import FakeClock, KernelFirstStage, MemoryGate, check_gate, gate_config
 from sesame.wire.nflog import Logged
-from tests.unit.test_config import EXAMPLE
-from tests.unit.test_wire import ipv4, tcp, udp
+from tests.helpers.configs import EXAMPLE
+from tests.helpers.packets import ipv4, tcp, udp
 
 USER = "198.51.100.2"
 SERVER = "198.51.100.1"
@@ -95,23 +95,6 @@ def test_reload_refuses_a_bad_config_and_keeps_the_old(tmp_path):
     assert daemon.config.doors[0].open_for == 30
     send(daemon, clock, *OPEN)
     assert gate.allows(ip_address(USER), SSH, clock())
-
-
-class KernelFirstStage(MemoryGate):
-    """MemoryGate with first knocks the kernel remembered: source -> (port, age)."""
-
-    def __init__(self, clock, hits):
-        super().__init__(clock)
-        self.hits = hits
-        self.taken = []
-
-    def first_hit(self, address):
-        return self.hits.get(address)
-
-    def take(self, addresses, seconds):
-        for address in addresses:
-            self.taken.append(address)
-            del self.hits[address]  # read: sesame follows the source from now on
 
 
 def first_stage(age):
@@ -297,3 +280,21 @@ def test_at_start_an_element_whose_other_holder_is_gone_is_kept_for_the_rest():
     clock.advance(20.5)
     daemon.tick(clock())
     assert not gate.allows(user, SSH, clock())
+
+
+def test_the_memory_gate_keeps_every_promise_of_a_gate():
+    clock = FakeClock()
+    check_gate(MemoryGate(clock), gate_config(), clock)
+
+
+def test_a_gate_that_does_not_delete_fails_the_check():
+    """check_gate can fail: a gate that keeps what it is told to close is caught."""
+    import pytest
+
+    class Sticky(MemoryGate):
+        def apply(self, elements, now):
+            super().apply([e for e in elements if e.until is not None], now)
+
+    clock = FakeClock()
+    with pytest.raises(AssertionError, match="closing deletes"):
+        check_gate(Sticky(clock), gate_config(), clock)

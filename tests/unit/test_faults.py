@@ -28,7 +28,7 @@ from sesame.state import RECORD, ReplayStore
 from sesame.testing import FakeClock, MemoryGate, recorded
 from sesame.wire import spa
 from sesame.wire.nflog import Logged
-from tests.unit.test_wire import ipv4, udp
+from tests.helpers.packets import ipv4, udp
 
 WALL = 1_800_000_000.0
 SSH = Door(name="ssh", spa_port=62201, open=(Port("tcp", 22),))

@@ -11,7 +11,7 @@ from sesame.engine import Closed, Grant, Opened
 from sesame.engine.events import Element
 from sesame.firewall import commands, netlink, ruleset
 from sesame.wire.nftables import element
-from tests.unit.test_config import EXAMPLE
+from tests.helpers.configs import EXAMPLE
 
 A = ip_address("198.51.100.2")
 GRANT = Grant("ssh", A, (Port("tcp", 22),), 30.0)

@@ -10,28 +10,11 @@ import pytest
 
 from sesame import clientconfig, config
 from sesame.basics import Port
-from sesame.crypto import encode_key
 from sesame.doors import Door
 from sesame.engine import Closed, Engine, Opened
 from sesame.errors import ConfigError
 from sesame.state import ReplayStore
-
-KEY = encode_key(bytes(range(32)))
-SERVER = f"""\
-[server]
-state_dir = "/tmp/sesame-test-state"
-
-[[user]]
-name = "alice"
-key = "{KEY}"
-doors = ["ssh"]
-
-[[door]]
-name = "ssh"
-spa_port = 62201
-open = ["22/tcp"]
-open_for = 30
-"""
+from tests.helpers.configs import KEY, SERVER
 
 
 def test_the_spa_example_loads():

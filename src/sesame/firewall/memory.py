@@ -38,6 +38,7 @@ class MemoryGate:
         self.knock = frozenset(config.knock_ports if knock is None else knock)
         for entry in stale:
             self.elements.pop((entry.address, entry.port), None)
+            self.holders.pop((entry.address, entry.port), None)
         self.transactions += 1
 
     def apply(self, elements: Sequence[Element], now: float) -> None:

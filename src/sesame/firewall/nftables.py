@@ -121,3 +121,9 @@ class NftGate:
         except FirewallError:
             return False
         return True
+
+    def close(self) -> None:
+        """Close the netlink socket (the table stays)."""
+        if self._netlink is not None:
+            self._netlink.close()
+            self._netlink = None
