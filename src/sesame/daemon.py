@@ -19,6 +19,7 @@ from sesame.config import Config
 from sesame.engine import Action, Decision, Engine, Spent
 from sesame.engine.core import Output
 from sesame.engine.events import SequenceUsed
+from sesame.engine.first_stage import Draining
 from sesame.engine.knocks import knock_ports
 from sesame.errors import ConfigError, FirewallError, RemoteError
 from sesame.files import FileRefused
@@ -203,11 +204,11 @@ class Daemon:
 
     def timeout(self, now: float) -> float | None:
         """How long the loop may sleep before something is due."""
-        wall = self.wall()
+        wall, stage = self.wall(), self.engine.stage
         deadlines = [
             self.engine.next_deadline(),
             self.keeper.retry_at,
-            getattr(self.engine.stage, "check", None),
+            stage.check if isinstance(stage, Draining) else None,
             self.interface.next_look or None,
         ]
         waits = [d - now for d in deadlines if d is not None]
