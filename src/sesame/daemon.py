@@ -102,7 +102,9 @@ class Daemon:
         transaction (a flood of valid SPA costs one nft call per batch, not per packet)."""
         actions: list[Action] = []
         for n, item in enumerate(items, 1):
-            actions += self.stage.run(self.judge(item, now), now)
+            outputs = self.judge(item, now)
+            if outputs:
+                actions += self.stage.run(outputs, now)
             if actions and n % FLUSH_EVERY == 0:
                 self.carry_out(actions, now)
                 actions = []
@@ -110,22 +112,22 @@ class Daemon:
         if self.engine.other_address:
             report.other_addresses(self.engine.other_address)
 
-    def judge(self, item: Logged | RemoteError, now: float) -> list[Output]:
+    def judge(self, item: Logged | RemoteError, now: float) -> Sequence[Output]:
         """The one entry point for remote input: faults are counted and dropped."""
         source: object = "?"
         try:
             if isinstance(item, RemoteError):
                 raise item
             packet = decode(item.payload)
-            source = packet.source
-            if item.prefix == NOISE:  # from a source with a knock attempt in progress
-                return list(self.engine.noise(packet.source, now))
-            if item.prefix and item.prefix != FULL:
-                report.kernel(item.prefix, self.warn, self.reports, self.config, now)
+            source, prefix = packet.source, item.prefix
+            if prefix and prefix != FULL:
+                if prefix == NOISE:  # from a source with a knock attempt in progress
+                    return self.engine.noise(packet.source, now)
+                report.kernel(prefix, self.warn, self.reports, self.config, now)
                 return []
             if self.debug and self.engine.kind(packet) == "knock":
                 log.debug("knock from %s to %s", source, packet.port)
-            return self.engine.packet(packet, now, self.wall(), full=item.prefix == FULL)
+            return self.engine.packet(packet, now, self.wall(), prefix == FULL)
         except RemoteError as exc:
             self.drops[exc.reason] = self.drops.get(exc.reason, 0) + 1
             if self.debug:

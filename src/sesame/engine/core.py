@@ -43,6 +43,7 @@ from sesame.wire.packet import Packet
 SPA_VERSION = bytes([spa_wire.VERSION])
 Output = Action | stage.Command
 Kind = Literal["spa", "fwknop", "knock"]
+PortKind = Literal["spa", "fwknop", "both"]
 
 
 class Engine:
@@ -100,6 +101,10 @@ class Engine:
         self.sealed.configure(doors, users, spa_window)
         self.stanzas.configure(fwknop)
         self.targets = any(d.target is not None for d in doors)  # knocks need destinations
+        # UDP ports that take SPA: sesame's, fwknop's, or both (told apart by content)
+        self.udp: dict[int, PortKind] = {p: "spa" for p in self.sealed.ports}
+        for number in self.stanzas.ports:
+            self.udp[number] = "both" if number in self.sealed.ports else "fwknop"
         self.first_stage = first_stage_allowed(doors)
         self.longest = longest_sequence(doors)
         return closed
@@ -151,35 +156,35 @@ class Engine:
         both kinds share a port and its first byte is sesame's version: fwknop's are
         base64 text), or a knock."""
         port = packet.port
-        if port.proto == "udp":
-            fwknop = port.number in self.stanzas.ports
-            if port.number in self.sealed.ports and (
-                not fwknop or packet.payload[:1] == SPA_VERSION
-            ):
-                return "spa"
-            if fwknop:
-                return "fwknop"
-        return "knock"
+        kind = self.udp.get(port.number) if port.proto == "udp" else None
+        if kind is None:
+            return "knock"
+        if kind == "spa" or (kind == "both" and packet.payload[:1] == SPA_VERSION):
+            return "spa"
+        return "fwknop"
 
-    def packet(self, packet: Packet, now: float, wall: float, full: bool = False) -> list[Output]:
+    def packet(
+        self, packet: Packet, now: float, wall: float, full: bool = False
+    ) -> Sequence[Output]:
         """Judge one packet the kernel passed. ``full``: a knock the kernel had no
-        room to remember as a first knock (its map is full)."""
-        kind = self.kind(packet)
-        source, port, payload = packet.source, packet.port, packet.payload
-        if kind == "spa":
-            return list(self.spa(source, port, payload, now, wall))
-        if kind == "fwknop":
+        room to remember as a first knock (its map is full). (The judges are called
+        straight: this is the path every packet of a flood takes.)"""
+        source, port = packet.source, packet.port
+        kind = self.udp.get(port.number) if port.proto == "udp" else None
+        if kind is not None:  # as kind() sorts it, inlined
+            if kind == "spa" or (kind == "both" and packet.payload[:1] == SPA_VERSION):
+                return self.sealed.judge(source, port, packet.payload, now, wall, self.not_before)
             to = packet.destination if self.stanzas.destinations else None
-            return list(self.fwknop(source, to, port, payload, now, wall))
+            return self.stanzas.judge(source, to, port, packet.payload, now, wall, self.not_before)
         to = packet.destination if self.targets else None
         knock = Knock(source, port, packet.tcp_flags, to)
         if full:
-            return [*self.full(now), *self.knock(knock, now)]
-        followed = source in self.taking or self.matcher.tracks(source)
-        read = stage.knock(self.stage, source, now, followed, knock)
-        if read:
-            return list(read)
-        return list(self.knock(knock, now))
+            return [*self.full(now), *self.knocks.knock(knock, now)]
+        if now < self.stage.read_until and source not in self.taking:
+            read = stage.knock(self.stage, source, now, self.matcher.tracks(source), knock)
+            if read:
+                return read
+        return self.knocks.knock(knock, now)
 
     def first_knock(
         self, read: stage.ReadHit, hit: tuple[Port | None, float] | None, now: float
