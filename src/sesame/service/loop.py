@@ -22,7 +22,8 @@ from sesame.firewall.gate import Gate
 from sesame.firewall.watch import Watch
 from sesame.sensor import NflogSensor
 from sesame.sensor.monitor import TableMonitor
-from sesame.service.report import counts
+from sesame.service.notify import Notifier
+from sesame.service.report import counts, status
 
 log = logging.getLogger("sesame")
 TAKE_BATCH = 64  # first knocks read back before their sources are followed, at most
@@ -70,12 +71,14 @@ def serve(
         counts(config),
         config.server.log_group,
     )
+    notifier = Notifier()
+    notifier.ready(status(daemon.engine))
     try:
         while True:
             now = time.monotonic()
-            wait = daemon.timeout(now)
+            wait = _least(daemon.timeout(now), notifier.wait(now))
             if sensor.batched:  # look again soon: back to one packet at a time when calm
-                wait = 0.2 if wait is None else min(wait, 0.2)
+                wait = _least(wait, 0.2)
             due = math.inf if wait is None else now + wait
             for fd, _ in poller.poll(-1 if wait is None else wait):
                 now = time.monotonic()
@@ -91,12 +94,13 @@ def serve(
             if taking and (len(taking) >= TAKE_BATCH or not poller.poll(0)):
                 daemon.take_first_knocks()
             while received:
-                if not _signalled(received.pop(0), daemon, load):
+                if not _signalled(received.pop(0), daemon, load, notifier):
                     return 0
             now = time.monotonic()
             if now >= due:  # not on every wake: a flood wakes the loop thousands of times
                 sensor.relax()
                 daemon.tick(now)
+                notifier.ping(now, lambda: status(daemon.engine))
     except SesameError as exc:
         log.error("%s", exc)
         return 1
@@ -108,6 +112,7 @@ def serve(
             monitor.close()
         wake_r.close()
         wake_w.close()
+        notifier.close()
         daemon.close()
         log.info("counters: %s", daemon.counters())
 
@@ -138,7 +143,16 @@ def _drain(wake: socket.socket) -> None:
         pass
 
 
-def _signalled(signum: signal.Signals, daemon: Daemon, load: Callable[[], Config]) -> bool:
+def _least(wait: float | None, other: float | None) -> float | None:
+    """The sooner of two waits (None: no limit)."""
+    if wait is None or other is None:
+        return other if wait is None else wait
+    return min(wait, other)
+
+
+def _signalled(
+    signum: signal.Signals, daemon: Daemon, load: Callable[[], Config], notifier: Notifier
+) -> bool:
     """Carry out a signal; False when it says stop."""
     if signum == signal.SIGUSR1:
         log.info("counters: %s", daemon.counters())
@@ -146,9 +160,12 @@ def _signalled(signum: signal.Signals, daemon: Daemon, load: Callable[[], Config
         daemon.reconcile(time.monotonic())
     elif signum == signal.SIGHUP:
         log.info("SIGHUP: reloading %s", daemon.config.path)
+        notifier.reloading()
         daemon.reload(load)
         settle()
+        notifier.ready(status(daemon.engine))
     else:
+        notifier.stopping()
         log.info("%s: stopping; the table stays, grants expire in the kernel", signum.name)
         return False
     return True

@@ -8,7 +8,7 @@ from collections import Counter
 from sesame import host
 from sesame.basics import Address
 from sesame.config import Config
-from sesame.engine import Decision, Opened, Refreshed
+from sesame.engine import Decision, Engine, Opened, Refreshed
 from sesame.errors import RemoteError
 from sesame.firewall.ruleset import FOLLOW_FULL, FOLLOW_SIZE, NOISY_FULL, NOISY_SIZE
 from sesame.logs import plural
@@ -39,6 +39,14 @@ def counts(config: Config) -> str:
             (config.fwknop, "fwknop stanza"),
         )
     )
+
+
+def status(engine: Engine) -> str:
+    """One line for systemd's status: what the daemon holds and has seen."""
+    seen = engine.counters
+    spa = seen["spa accepted"] + seen["fwknop accepted"]
+    grants, knocks = plural(len(engine.grants), "live grant"), plural(seen["knocks"], "knock")
+    return f"{grants}, {knocks} seen, {spa} SPA accepted"
 
 
 class Warnings:
