@@ -10,6 +10,7 @@ its object takes; every rule about a value lives in the object it belongs to
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import tomllib
@@ -23,6 +24,7 @@ from sesame.compat import fwknop as fwknop_compat
 from sesame.crypto import decode_key, read_private
 from sesame.doors import Door, User
 from sesame.errors import ConfigError, FieldError
+from sesame.privileges import denied
 from sesame.settings import Config, Server, check
 
 __all__ = ["Config", "Lines", "Server", "load", "parse"]
@@ -230,7 +232,7 @@ def _user(raw: dict[str, Any]) -> User:
         if not isinstance(path, str) or not path.startswith("/"):
             raise FieldError("key_file", "key_file must be an absolute path")
         try:
-            text, where = read_private(path).decode("ascii"), "key_file"
+            text, where = read_private(path, group=True).decode("ascii"), "key_file"
         except (ValueError, UnicodeDecodeError) as exc:
             raise FieldError("key_file", str(exc)) from None
     try:
@@ -258,7 +260,8 @@ def load(path: str) -> Config:
             data = handle.read()
             mode = os.fstat(handle.fileno()).st_mode
     except OSError as exc:
-        raise ConfigError(path, 0, f"cannot read: {exc.strerror}") from None
+        why = f"{exc.strerror}: {denied(path)}" if exc.errno == errno.EACCES else exc.strerror
+        raise ConfigError(path, 0, f"cannot read: {why}") from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:

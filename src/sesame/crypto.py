@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import hmac
 import os
 
@@ -15,6 +16,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from sesame.doors import KEY_BYTES
+from sesame.privileges import denied
 
 SPA_LABEL = b"sesame spa v1"
 TOTP_LABEL = b"sesame totp v1"
@@ -49,18 +51,22 @@ def same(a: bytes, b: bytes) -> bool:
     return hmac.compare_digest(a, b)
 
 
-def read_private(path: str, limit: int = 65536) -> bytes:
+def read_private(path: str, limit: int = 65536, group: bool = False) -> bytes:
     """Read a file that holds secrets; refused (ValueError, with the fix) if anyone but
-    its owner may read or write it, or if it is a symbolic link."""
+    its owner (with ``group``: and its group, to read) may read or write it, or if it
+    is a symbolic link. The server's key files are ``root:sesame``, mode 0640: the
+    daemon runs as a member of the group."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     except OSError as exc:
-        raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+        why = f"{exc.strerror}: {denied(path)}" if exc.errno == errno.EACCES else exc.strerror
+        raise ValueError(f"cannot read {path}: {why}") from None
     with os.fdopen(fd, "rb") as handle:
         mode = os.fstat(handle.fileno()).st_mode
-        if mode & 0o077:
+        if mode & (0o027 if group else 0o077):
+            fix = f"chmod 640 {path} (its group may read it)" if group else f"chmod 600 {path}"
             raise ValueError(
-                f"{path} is open to group or others (mode {mode & 0o777:04o}); "
-                f"it holds a key: run chmod 600 {path}"
+                f"{path} is open to {'others' if group else 'group or others'}"
+                f" (mode {mode & 0o777:04o}); it holds a key: run {fix}"
             )
         return handle.read(limit)

@@ -5,10 +5,12 @@ cause and the fix."""
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 
 from sesame.errors import SesameError
+from sesame.privileges import denied, owner, who
 
 
 class FileRefused(SesameError):
@@ -17,8 +19,15 @@ class FileRefused(SesameError):
 
 
 def _who() -> str:
-    uid = os.geteuid()
-    return "root" if uid == 0 else f"uid {uid}"
+    return who()
+
+
+def _because(path: str, exc: OSError) -> str:
+    """An error's reason, and for a permission denied, who runs sesame and who owns
+    what stands in the way."""
+    if exc.errno == errno.EACCES:
+        return f"{exc.strerror}: {denied(path)}"
+    return exc.strerror or str(exc)
 
 
 def private_dir(path: str) -> int:
@@ -31,11 +40,12 @@ def private_dir(path: str) -> int:
     except FileExistsError:
         pass
     except OSError as exc:
-        raise FileRefused(f"cannot create {path}: {exc.strerror}") from None
+        raise FileRefused(f"cannot create {path}: {_because(path, exc)}") from None
     try:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as exc:
-        what = "a symbolic link or not a directory" if exc.errno in (20, 40) else exc.strerror
+        what = "a symbolic link or not a directory" if exc.errno in (20, 40) else None
+        what = what or _because(path, exc)
         raise FileRefused(f"{path} cannot be used: {what}") from None
     info = os.fstat(fd)
     faults = []
@@ -62,7 +72,7 @@ def open_owned(
     try:
         fd = os.open(path, flags | (os.O_APPEND if append else 0), 0o600, dir_fd=dir_fd)
     except OSError as exc:
-        why = "it is a symbolic link" if exc.errno == 40 else exc.strerror
+        why = "it is a symbolic link" if exc.errno == 40 else _because(path, exc)
         raise FileRefused(f"cannot write {path}: {why}") from None
     info = os.fstat(fd)
     if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid() or info.st_nlink != 1:
@@ -74,3 +84,28 @@ def open_owned(
     if truncate:
         os.ftruncate(fd, 0)
     return fd
+
+
+def unwritable(path: str, directory: bool = False) -> str | None:
+    """Why sesame (as the user it runs as) could not use ``path`` (a private
+    directory, or a file it writes), without creating or changing anything; None
+    when it could."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        parent = os.path.dirname(os.path.abspath(path))
+        while not os.path.lexists(parent) and parent != "/":
+            parent = os.path.dirname(parent)
+        if not os.access(parent, os.W_OK | os.X_OK):
+            return f"{path} cannot be created: {denied(parent)}"
+        return None
+    except OSError as exc:
+        return f"{path} cannot be looked at: {_because(path, exc)}"
+    kind = stat.S_ISDIR if directory else stat.S_ISREG
+    if not kind(info.st_mode):
+        return f"{path} is not a {'directory' if directory else 'regular file'}"
+    if info.st_uid != os.geteuid():
+        return f"{path} is {owner(path)}, but sesame runs as {_who()}: chown it to that user"
+    if directory and info.st_mode & 0o077:
+        return f"{path} is open to group or others (mode {info.st_mode & 0o777:04o}): chmod 700"
+    return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 
 from sesame.crypto import encode_key
@@ -69,3 +70,11 @@ def send(netns: str, address: str, payload: bytes, port: int = 62201) -> None:
         sock = socket.socket(family, socket.SOCK_DGRAM)
     with sock:
         sock.sendto(payload, (address, port))
+
+
+def client_config(lab, user="alice", key=ALICE, host=None, mode=0o600) -> str:
+    path = os.path.join(lab.tmp, f"client-{user}-{mode:o}.toml")
+    with open(path, "w") as handle:
+        handle.write(CLIENT_CONFIG.format(host=host or lab.server.ipv4, user=user, key=key))
+    os.chmod(path, mode)
+    return path

@@ -16,15 +16,7 @@ from sesame.crypto import decode_key
 from sesame.lab import DaemonProcess, blocked, knock_from, reachable
 from sesame.netns import inside
 from sesame.wire import spa
-from tests.helpers.spa import ALICE, BOB, CLIENT_CONFIG, SERVER_CONFIG, send, serve
-
-
-def client_config(lab, user="alice", key=ALICE, host=None, mode=0o600) -> str:
-    path = os.path.join(lab.tmp, f"client-{user}-{mode:o}.toml")
-    with open(path, "w") as handle:
-        handle.write(CLIENT_CONFIG.format(host=host or lab.server.ipv4, user=user, key=key))
-    os.chmod(path, mode)
-    return path
+from tests.helpers.spa import ALICE, BOB, SERVER_CONFIG, client_config, send, serve
 
 
 def dropped(daemon, reason: str, since: int) -> None:
@@ -233,8 +225,8 @@ def test_a_key_file_open_to_others_is_refused(lab):
     path = lab.write_config(text)
     result = lab.sesame(lab.server.netns, "check", "-c", path, check=False)
     assert result.returncode == 2
-    assert f"{path}:6: {key_file} is open to group or others (mode 0644)" in result.stderr
-    assert f"chmod 600 {key_file}" in result.stderr
+    assert f"{path}:6: {key_file} is open to others (mode 0644)" in result.stderr
+    assert f"chmod 640 {key_file} (its group may read it)" in result.stderr
     os.chmod(key_file, 0o600)
     assert lab.sesame(lab.server.netns, "check", "-c", path).returncode == 0
     # The client refuses a config open to others, as fwknop does.

@@ -59,3 +59,7 @@ def need_admin(command: str) -> None:
     the right to (it would see no table, no grant, and say so wrongly)."""
     if not host.can_admin_network():
         raise SesameError(f"{command} {host.NEEDS_ADMIN}, to read sesame's table")
+
+
+def user_option(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--user", metavar="USER", help=what)

@@ -18,8 +18,9 @@ from sesame import host
 from sesame.basics import FWKNOP_PORT
 from sesame.cli import common
 from sesame.errors import ConfigError, SesameError
-from sesame.files import open_owned
+from sesame.files import open_owned, unwritable
 from sesame.logs import FORMAT, Escaping, plural
+from sesame.privileges import drop_to
 
 
 def add(sub: common.Subparsers) -> None:
@@ -49,6 +50,7 @@ def add(sub: common.Subparsers) -> None:
     p.add_argument(
         "--state-dir", metavar="DIR", help="where replay windows are kept (default /var/lib/sesame)"
     )
+    common.user_option(p, "run as USER with the capability CAP_NET_ADMIN alone (start as root)")
     common.verbose(p, "log every knock and every dropped packet")
     p.set_defaults(func=serve)
 
@@ -64,6 +66,7 @@ def add(sub: common.Subparsers) -> None:
         action="store_true",
         help="accept an interface this host does not have (a config written for another)",
     )
+    common.user_option(p, "check as USER, the user sesame will run as (start as root)")
     p.set_defaults(func=check, interface=None, fwknop_port=FWKNOP_PORT, state_dir=None)
 
     p = sub.add_parser(
@@ -109,6 +112,8 @@ def serve(args: argparse.Namespace) -> int:
     from sesame.sensor.monitor import TableMonitor
     from sesame.service.loop import serve
 
+    if args.user:
+        drop_to(args.user)  # before the config, the keys or any packet is read
     load = _loader(args)
     config = load()
     _log_outputs(config.server)
@@ -150,7 +155,18 @@ def _log_outputs(server: configuration.Server) -> None:
 
 
 def check(args: argparse.Namespace) -> int:
+    if args.user:
+        drop_to(args.user)  # what follows is checked as that user
     config = _loader(args)()
+    server = config.server
+    for key, path, directory in (
+        ("state_dir", server.state_dir if config.needs_state else None, True),
+        ("pid_file", server.pid_file, False),
+        ("log_file", server.log_file, False),
+    ):
+        why = None if path is None else unwritable(path, directory)
+        if why is not None:
+            raise ConfigError(config.path, _line_of(config.path, key), f"{key}: {why}")
     missing = host.missing_interface(config.server.interface)
     if missing and not args.other_host:
         raise ConfigError(
