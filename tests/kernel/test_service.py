@@ -6,7 +6,9 @@ import itertools
 import os
 import signal
 import socket
+import sys
 import time
+from pathlib import Path
 
 from sesame.lab import DaemonProcess
 from tests.helpers.lab import CONFIG
@@ -55,3 +57,33 @@ def test_the_daemon_tells_systemd_ready_reloading_watchdog_and_stopping(lab):
         daemon.signal(signal.SIGTERM)
         until("STOPPING")
     assert daemon.stop() == 0
+
+
+UNIT = "packaging/systemd/sesame.service"
+
+
+def test_the_shipped_unit_is_valid_and_rated_1_5_or_lower(tmp_path):
+    """systemd's own verdicts on the unit: it verifies (with /usr/bin/sesame pointing at
+    this checkout's sesame), and its exposure is 1.5 or lower."""
+    import re
+    import shutil
+    import subprocess
+
+    from tests.helpers.lab import require
+
+    analyze = require("systemd-analyze")
+    sesame = shutil.which("sesame") or os.path.join(os.path.dirname(sys.executable), "sesame")
+    unit = tmp_path / "sesame.service"
+    unit.write_text(Path(UNIT).read_text().replace("/usr/bin/sesame", sesame))
+    verified = subprocess.run(
+        [analyze, "verify", "--man=no", str(unit)], capture_output=True, text=True
+    )
+    assert verified.returncode == 0, verified.stderr
+    rated = subprocess.run(
+        [analyze, "security", "--offline=true", "--threshold=15", UNIT],
+        capture_output=True,
+        text=True,
+    )
+    assert rated.returncode == 0, rated.stdout[-2000:]
+    level = re.search(r"Overall exposure level for sesame.service: (\d+\.\d+)", rated.stdout)
+    assert level is not None and float(level.group(1)) <= 1.5, rated.stdout[-500:]
