@@ -171,8 +171,8 @@ class Daemon:
         report.over_rate(self.warn, self.engine.over_rate, self.config, now)
         self.runner.reap(now)
 
-    def reload(self, load: Callable[[], Config]) -> None:
-        """Apply a new config; refuse it whole on any fault."""
+    def reload(self, load: Callable[[], Config]) -> str | None:
+        """Apply a new config; refuse it whole on any fault (returned, and logged)."""
         store: ReplayStore | None = None
         try:
             new = load()
@@ -188,7 +188,7 @@ class Daemon:
             log.error("reload refused, the running config stays: %s", exc)
             if store is not None:
                 store.shut()
-            return
+            return str(exc)
         self.config = new
         if store is not None:
             self.record.adopt(self.engine, store, self.wall())
@@ -203,6 +203,7 @@ class Daemon:
         self.engine.installed(ports)  # what the kernel holds now; the engine's may differ
         self.stage.run(self.engine.ports(now), now)
         log.info("reloaded %s: %s", new.path, report.counts(new))
+        return None
 
     def timeout(self, now: float) -> float | None:
         """How long the loop may sleep before something is due."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import signal
@@ -87,3 +88,68 @@ def test_the_shipped_unit_is_valid_and_rated_1_5_or_lower(tmp_path):
     assert rated.returncode == 0, rated.stdout[-2000:]
     level = re.search(r"Overall exposure level for sesame.service: (\d+\.\d+)", rated.stdout)
     assert level is not None and float(level.group(1)) <= 1.5, rated.stdout[-500:]
+
+
+def test_the_control_socket_answers_members_only_and_survives_junk(lab):
+    """status, revoke, counters and reload through /run/sesame/control (here in the
+    test's directory); a non-member is refused; garbage and a 1 MB request get an error
+    while knocks keep opening; a refused reload fails visibly and the old config serves."""
+    import json
+    import shutil
+    import subprocess
+    import tempfile
+
+    from sesame.lab import knock_from
+
+    home = tempfile.mkdtemp(prefix="sesame-control-")  # others may enter, unlike tmp_path
+    os.chmod(home, 0o755)
+    control = os.path.join(home, "control")
+    config = lab.write_config(CONFIG.format(seq_timeout=5, open_for=30))
+    daemon = DaemonProcess(lab.server.netns, config, "-v", serve=("--control", control))
+    lab.daemon = daemon.start()
+    assert os.stat(control).st_mode & 0o777 == 0o660
+    mark = lab.knock_open()
+    status = lab.sesame(lab.server.netns, "status", "--control", control, "--json")
+    [grant] = json.loads(status.stdout)
+    assert (grant["address"], grant["port"], grant["door"]) == (lab.user.ipv4, 22, "ssh")
+
+    for junk in (b"\x00garbage\n", b"x" * (1 << 20)):
+        client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        client.settimeout(10.0)
+        client.connect(control)
+        with contextlib.suppress(OSError):  # the daemon may answer before all is sent
+            client.sendall(junk)
+        answer = json.loads(client.recv(4096).split(b"\n")[0])
+        client.close()
+        assert answer["ok"] is False and answer["error"]
+    mark = daemon.mark()  # the daemon still serves knocks
+    knock_from(lab.user.netns, lab.server.ipv4, "7000/tcp", "8000/tcp", "9000/udp")
+    daemon.wait_for(rf"refreshed door ssh for {lab.user.ipv4}", 10, since=mark)
+
+    def as_nobody(*groups: str) -> subprocess.CompletedProcess[str]:
+        setpriv = ["setpriv", "--reuid=nobody", "--regid=nogroup"]
+        setpriv += [f"--groups={','.join(groups)}"] if groups else ["--clear-groups"]
+        argv = [*setpriv, sys.executable, "-m", "sesame", "counters", "--control", control]
+        return subprocess.run(argv, capture_output=True, text=True)
+
+    refused = as_nobody()  # the socket is root:root 0660 here (sesame:sesame installed)
+    assert refused.returncode == 1 and "permission denied" in refused.stderr
+    assert as_nobody("root").returncode == 0  # a member of the daemon's group may ask
+
+    counted = lab.sesame(lab.server.netns, "counters", "--control", control, "--json")
+    assert json.loads(counted.stdout)["opened"] >= 1
+    revoked = lab.sesame(lab.server.netns, "revoke", "--control", control, lab.user.ipv4)
+    assert revoked.stdout.strip() == f"revoked {lab.user.ipv4} 22/tcp (door ssh)"
+    daemon.wait_for(rf"closed door ssh for {lab.user.ipv4} \(revoked\)", 10, since=mark)
+    assert lab.grants() == {}
+
+    assert lab.sesame(lab.server.netns, "reload", "--control", control).stdout == "reloaded\n"
+    with open(config, "a") as handle:
+        handle.write("bogus = 1\n")
+    failed = lab.sesame(lab.server.netns, "reload", "--control", control, check=False)
+    assert failed.returncode == 1 and "unknown key 'bogus'" in failed.stderr
+    knock_from(lab.user.netns, lab.server.ipv4, "7000/tcp", "8000/tcp", "9000/udp")
+    daemon.wait_for(rf"opened door ssh to {lab.user.ipv4}", 10, since=mark)
+    assert daemon.stop() == 0
+    assert not os.path.exists(control)  # removed on stop
+    shutil.rmtree(home)

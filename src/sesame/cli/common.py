@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import json
 import socket
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from sesame import clientconfig, host
 from sesame.basics import FWKNOP_PORT
 from sesame.errors import SesameError
+from sesame.service.control import DEFAULT, VERSION
 
 if TYPE_CHECKING:
     Subparsers: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
@@ -20,8 +22,42 @@ def verbose(p: argparse.ArgumentParser, what: str, top: bool = False) -> None:
     p.add_argument("-v", "--verbose", action="store_true", default=default, help=what)
 
 
-def config_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-c", "--config", required=True, metavar="FILE", help="config file (TOML)")
+def config_option(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("-c", "--config", required=required, metavar="FILE", help="config file (TOML)")
+
+
+def control_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--control",
+        default=DEFAULT,
+        metavar="PATH",
+        help=f"the running daemon's control socket (default {DEFAULT})",
+    )
+
+
+def ask(path: str, request: dict[str, Any]) -> dict[str, Any] | None:
+    """Ask the daemon listening on ``path``; None when none does."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    sock.settimeout(30.0)
+    with sock:
+        try:
+            sock.connect(path)
+        except (FileNotFoundError, ConnectionRefusedError):
+            return None
+        except PermissionError:
+            raise SesameError(
+                f"permission denied: {path}; only root and the members of the daemon's"
+                " group may ask it (add yourself to the group, log in again)"
+            ) from None
+        sock.sendall(json.dumps({"version": VERSION, **request}).encode() + b"\n")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    try:
+        answer: dict[str, Any] = json.loads(data)
+    except ValueError:
+        raise SesameError(f"the daemon on {path} gave no answer") from None
+    return answer
 
 
 def source_options(p: argparse.ArgumentParser) -> None:

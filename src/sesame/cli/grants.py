@@ -1,4 +1,5 @@
-"""``sesame status`` and ``sesame revoke``: the live grants, read from the kernel."""
+"""``sesame status``, ``revoke``, ``reload`` and ``counters``: the running daemon,
+asked on its control socket (status and revoke read the kernel when none answers)."""
 
 from __future__ import annotations
 
@@ -8,40 +9,131 @@ import os
 import signal
 import sys
 from ipaddress import ip_address
+from typing import Any
 
 from sesame import config as configuration
 from sesame import host
 from sesame.cli import common
+from sesame.errors import SesameError
 
 
 def add(sub: common.Subparsers) -> None:
     p = sub.add_parser(
         "status",
-        help="show the live grants, read from the kernel",
-        description="Show the live grants as the kernel holds them: address, "
-        "port, door, user and seconds left.",
+        help="show the live grants",
+        description="Show the live grants: address, port, door, user and seconds left,"
+        " as the running daemon holds them (asked on its control socket) or, when no"
+        " daemon answers, as the kernel holds them (with -c FILE).",
     )
-    common.config_option(p)
+    common.config_option(p, required=False)
+    common.control_option(p)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=status)
 
     p = sub.add_parser(
         "revoke",
         help="remove a user's or an address's grants now",
-        description="Remove at once every live grant of USER, or of ADDRESS, from the "
-        "kernel, and tell the running daemon (found by the config's pid_file) to close "
-        "them too: it logs them as revoked and runs the doors' stop commands. A user's "
-        "next valid knock opens again.",
+        description="Close at once every live grant of USER, or of ADDRESS. The running"
+        " daemon (asked on its control socket) closes them: it deletes them from the"
+        " kernel, logs them as revoked and runs the doors' stop commands. When no daemon"
+        " answers, they are deleted from the kernel (with -c FILE), and a daemon found by"
+        " the config's pid_file is told. A user's next valid knock opens again.",
     )
-    common.config_option(p)
+    common.config_option(p, required=False)
+    common.control_option(p)
     p.add_argument("who", metavar="USER|ADDRESS")
     p.set_defaults(func=revoke)
 
+    p = sub.add_parser(
+        "reload",
+        help="have the running daemon read its config again",
+        description="Have the running daemon read its config again, as SIGHUP does, and"
+        " say whether it took it: a refused config leaves the running one in place and"
+        " exits 1 with the reason (so systemctl reload fails visibly).",
+    )
+    common.control_option(p)
+    p.set_defaults(func=reload)
+
+    p = sub.add_parser(
+        "counters",
+        help="show the running daemon's counters",
+        description="Show what the running daemon counted: knocks, grants, SPA accepted,"
+        " packets dropped by reason, what the kernel reported.",
+    )
+    common.control_option(p)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=counters)
+
+
+def _daemon(args: argparse.Namespace, request: dict[str, Any]) -> dict[str, Any]:
+    """The daemon's answer; SesameError when none answers."""
+    answer = common.ask(args.control, request)
+    if answer is None:
+        raise SesameError(f"no sesame answers on {args.control}")
+    return answer
+
+
+def reload(args: argparse.Namespace) -> int:
+    answer = _daemon(args, {"command": "reload"})
+    if not answer.get("ok"):
+        print(
+            f"sesame: reload refused, the running config stays: {answer.get('error')}",
+            file=sys.stderr,
+        )
+        return 1
+    print("reloaded")
+    return 0
+
+
+def counters(args: argparse.Namespace) -> int:
+    answer = _daemon(args, {"command": "counters"})
+    seen = answer.get("counters", {})
+    if args.json:
+        print(json.dumps(seen, indent=2, sort_keys=True))
+    else:
+        for key, value in sorted(seen.items()):
+            print(f"{key}: {value}")
+    return 0
+
 
 def status(args: argparse.Namespace) -> int:
+    answer = common.ask(args.control, {"command": "status"})
+    if answer is not None:
+        rows = answer.get("grants", [])
+    elif not args.config:
+        raise SesameError(f"no sesame answers on {args.control}; -c FILE reads the kernel")
+    else:
+        found = _kernel_grants(args.config)
+        if found is None:
+            return 1
+        rows = found
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print("no live grants")
+        return 0
+    table = [("ADDRESS", "PORT", "DOOR", "USER", "LEFT")] + [
+        (
+            r["address"],
+            f"{r['port']}/{r['proto']}",
+            r["door"],
+            r["user"] or "-",
+            f"{r['seconds_left']:.0f}s",
+        )
+        for r in rows
+    ]
+    widths = [max(len(r[i]) for r in table) for i in range(5)]
+    for row in table:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+def _kernel_grants(path: str) -> list[dict[str, Any]] | None:
+    """The live grants as the kernel holds them (None: the table is not there)."""
     from sesame.firewall import NftGate
 
-    config = configuration.load(args.config)
+    config = configuration.load(path)
     common.need_admin("status")
     gate = NftGate(config.server.table)
     if not gate.exists():
@@ -49,7 +141,7 @@ def status(args: argparse.Namespace) -> int:
             f"table inet {config.server.table} is not installed (sesame is not serving)",
             file=sys.stderr,
         )
-        return 1
+        return None
     missing = host.missing_interface(config.server.interface)
     if missing:
         print(f"warning: {missing}: knocks and SPA are ignored", file=sys.stderr)
@@ -57,34 +149,17 @@ def status(args: argparse.Namespace) -> int:
         ((e, h, e.left - h.before) for e in gate.entries() for h in e.held() if e.left > h.before),
         key=lambda x: (x[1].door, str(x[0].address), x[0].port),
     )
-    if args.json:
-        print(
-            json.dumps(
-                [
-                    {
-                        "address": str(e.address),
-                        "proto": e.port.proto,
-                        "port": e.port.number,
-                        "door": h.door,
-                        "user": h.user,
-                        "seconds_left": left,
-                    }
-                    for e, h, left in holds
-                ],
-                indent=2,
-            )
-        )
-        return 0
-    if not holds:
-        print("no live grants")
-        return 0
-    rows = [("ADDRESS", "PORT", "DOOR", "USER", "LEFT")] + [
-        (str(e.address), str(e.port), h.door, h.user or "-", f"{left:.0f}s") for e, h, left in holds
+    return [
+        {
+            "address": str(e.address),
+            "proto": e.port.proto,
+            "port": e.port.number,
+            "door": h.door,
+            "user": h.user,
+            "seconds_left": left,
+        }
+        for e, h, left in holds
     ]
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
-    for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
-    return 0
 
 
 def revoke(args: argparse.Namespace) -> int:
@@ -92,6 +167,18 @@ def revoke(args: argparse.Namespace) -> int:
     from sesame.firewall import NftGate
     from sesame.firewall.ruleset import Entry, Holder
 
+    answer = common.ask(args.control, {"command": "revoke", "who": args.who})
+    if answer is not None:
+        if not answer.get("ok"):
+            print(str(answer.get("error")), file=sys.stderr)
+            return 1
+        for closed in answer.get("revoked", []):
+            user = f", user {closed['user']}" if closed["user"] else ""
+            for port in closed["ports"]:
+                print(f"revoked {closed['address']} {port} (door {closed['door']}{user})")
+        return 0
+    if not args.config:
+        raise SesameError(f"no sesame answers on {args.control}; -c FILE reads the kernel")
     config = configuration.load(args.config)
     common.need_admin("revoke")
     gate = NftGate(config.server.table)

@@ -51,6 +51,12 @@ def add(sub: common.Subparsers) -> None:
         "--state-dir", metavar="DIR", help="where replay windows are kept (default /var/lib/sesame)"
     )
     common.user_option(p, "run as USER with the capability CAP_NET_ADMIN alone (start as root)")
+    p.add_argument(
+        "--control",
+        metavar="PATH",
+        help="listen for sesame status, revoke, reload and counters on this Unix socket"
+        " (mode 0660: the daemon's user and group may ask), e.g. /run/sesame/control",
+    )
     common.verbose(p, "log every knock and every dropped packet")
     p.set_defaults(func=serve)
 
@@ -129,7 +135,7 @@ def serve(args: argparse.Namespace) -> int:
         with open(open_owned(pid_file, truncate=True), "w") as handle:
             handle.write(f"{os.getpid()}\n")
     try:
-        return serve(load, gate, sensor, monitor)
+        return serve(load, gate, sensor, monitor, args.control)
     finally:
         if pid_file:
             with contextlib.suppress(OSError):

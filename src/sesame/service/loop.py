@@ -22,8 +22,10 @@ from sesame.firewall.gate import Gate
 from sesame.firewall.watch import Watch
 from sesame.sensor import NflogSensor
 from sesame.sensor.monitor import TableMonitor
+from sesame.service.control import Control
 from sesame.service.notify import Notifier
 from sesame.service.report import counts, status
+from sesame.service.requests import answer
 
 log = logging.getLogger("sesame")
 TAKE_BATCH = 64  # first knocks read back before their sources are followed, at most
@@ -43,78 +45,151 @@ def serve(
     gate: Gate,
     sensor: NflogSensor,
     monitor: TableMonitor | None = None,
+    control: str | None = None,
 ) -> int:
     """Run the daemon loop until SIGTERM/SIGINT; ``load`` reads the config (again on
-    SIGHUP); ``monitor`` tells of other processes' changes to the table. Returns the
-    exit status."""
+    SIGHUP); ``monitor`` tells of other processes' changes to the table; ``control``:
+    the path of the control socket (none without it). Returns the exit status."""
     config = load()
     daemon = Daemon(config, gate)
     daemon.start()
-    watch = Watch(config.server.table, os.getpid())
-    if monitor is not None:  # what happened while starting (sesame's own install, mostly)
-        verdict = monitor.read(watch)
-        if verdict:
-            daemon.changed(verdict, time.monotonic())
-    settle()
-    wake_r, wake_w = socket.socketpair()
-    received, old_fd = _catch_signals(wake_r, wake_w)
-    poller = select.epoll()  # directly: the selectors layer costs a flood per wake-up
-    sensor_fd, monitor_fd = sensor.fileno(), -1
-    poller.register(sensor_fd, select.EPOLLIN)
-    poller.register(wake_r.fileno(), select.EPOLLIN)
-    if monitor is not None:
-        monitor_fd = monitor.fileno()
-        poller.register(monitor_fd, select.EPOLLIN)
-    log.info(
-        "ready: table inet %s, %s, NFLOG group %d",
-        config.server.table,
-        counts(config),
-        config.server.log_group,
-    )
-    notifier = Notifier()
-    notifier.ready(status(daemon.engine))
+    loop = Loop(daemon, load, sensor, monitor)
     try:
-        while True:
-            now = time.monotonic()
-            wait = _least(daemon.timeout(now), notifier.wait(now))
-            if sensor.batched:  # look again soon: back to one packet at a time when calm
-                wait = _least(wait, 0.2)
-            due = math.inf if wait is None else now + wait
-            for fd, _ in poller.poll(-1 if wait is None else wait):
-                now = time.monotonic()
-                if fd == sensor_fd:
-                    daemon.packets(sensor.read(), now)
-                elif fd == monitor_fd and monitor is not None:
-                    verdict = monitor.read(watch)
-                    if verdict:
-                        daemon.changed(verdict, now)
-                else:
-                    _drain(wake_r)
-            taking = daemon.engine.taking
-            if taking and (len(taking) >= TAKE_BATCH or not poller.poll(0)):
-                daemon.take_first_knocks()
-            while received:
-                if not _signalled(received.pop(0), daemon, load, notifier):
-                    return 0
-            now = time.monotonic()
-            if now >= due:  # not on every wake: a flood wakes the loop thousands of times
-                sensor.relax()
-                daemon.tick(now)
-                notifier.ping(now, lambda: status(daemon.engine))
+        if control is not None:
+            loop.listen(control)
+        log.info(
+            "ready: table inet %s, %s, NFLOG group %d",
+            config.server.table,
+            counts(config),
+            config.server.log_group,
+        )
+        loop.notifier.ready(status(daemon.engine))
+        return loop.run()
     except SesameError as exc:
         log.error("%s", exc)
         return 1
     finally:
-        signal.set_wakeup_fd(old_fd)
-        poller.close()
-        sensor.close()
-        if monitor is not None:
-            monitor.close()
-        wake_r.close()
-        wake_w.close()
-        notifier.close()
-        daemon.close()
+        loop.close()
         log.info("counters: %s", daemon.counters())
+
+
+class Loop:
+    """One thread: epoll over the sensor, the table monitor, the control socket and
+    its clients, and a self-pipe for signals."""
+
+    def __init__(
+        self,
+        daemon: Daemon,
+        load: Callable[[], Config],
+        sensor: NflogSensor,
+        monitor: TableMonitor | None,
+    ) -> None:
+        self.daemon, self.load, self.sensor, self.monitor = daemon, load, sensor, monitor
+        self.watch = Watch(daemon.config.server.table, os.getpid())
+        if monitor is not None:  # what happened while starting (sesame's own install)
+            self.changed()
+        settle()
+        self.wake_r, self.wake_w = socket.socketpair()
+        self.received, self.old_fd = _catch_signals(self.wake_r, self.wake_w)
+        self.poller = select.epoll()  # directly: the selectors layer costs a flood per wake
+        self.handlers: dict[int, Callable[[int], None]] = {}
+        self.on(sensor.fileno(), lambda _: daemon.packets(sensor.read(), time.monotonic()))
+        self.on(self.wake_r.fileno(), lambda _: _drain(self.wake_r))
+        if monitor is not None:
+            self.on(monitor.fileno(), lambda _: self.changed())
+        self.control: Control | None = None
+        self.notifier = Notifier()
+
+    def on(self, fd: int, handler: Callable[[int], None] | None) -> None:
+        """Call ``handler`` when ``fd`` is readable (None: no longer)."""
+        if handler is None:
+            self.poller.unregister(fd)
+            del self.handlers[fd]
+        else:
+            self.poller.register(fd, select.EPOLLIN)
+            self.handlers[fd] = handler
+
+    def listen(self, path: str) -> None:
+        def client(fd: int, on: bool) -> None:
+            self.on(fd, self._request if on else None)
+
+        self.control = Control(path, client)
+        control = self.control
+        self.on(control.fileno(), lambda _: control.accept(time.monotonic()))
+
+    def _request(self, fd: int) -> None:
+        assert self.control is not None
+        self.control.read(fd, lambda request: answer(self.daemon, request, self.reload))
+
+    def changed(self) -> None:
+        assert self.monitor is not None
+        verdict = self.monitor.read(self.watch)
+        if verdict:
+            self.daemon.changed(verdict, time.monotonic())
+
+    def reload(self) -> str | None:
+        self.notifier.reloading()
+        refused = self.daemon.reload(self.load)
+        settle()
+        self.notifier.ready(status(self.daemon.engine))
+        return refused
+
+    def run(self) -> int:
+        daemon, sensor, notifier = self.daemon, self.sensor, self.notifier
+        while True:
+            now = time.monotonic()
+            wait = _least(daemon.timeout(now), notifier.wait(now))
+            if self.control is not None:
+                expiry = self.control.next_expiry()
+                wait = _least(wait, None if expiry is None else max(0.0, expiry - now))
+            if sensor.batched:  # look again soon: back to one packet at a time when calm
+                wait = _least(wait, 0.2)
+            due = math.inf if wait is None else now + wait
+            for fd, _ in self.poller.poll(-1 if wait is None else wait):
+                handler = self.handlers.get(fd)
+                if handler is not None:
+                    handler(fd)
+            taking = daemon.engine.taking
+            if taking and (len(taking) >= TAKE_BATCH or not self.poller.poll(0)):
+                daemon.take_first_knocks()
+            while self.received:
+                if not self.signalled(self.received.pop(0)):
+                    return 0
+            now = time.monotonic()
+            if self.control is not None:
+                self.control.expire(now)
+            if now >= due:  # not on every wake: a flood wakes the loop thousands of times
+                sensor.relax()
+                daemon.tick(now)
+                notifier.ping(now, lambda: status(daemon.engine))
+
+    def signalled(self, signum: signal.Signals) -> bool:
+        """Carry out a signal; False when it says stop."""
+        if signum == signal.SIGUSR1:
+            log.info("counters: %s", self.daemon.counters())
+        elif signum == signal.SIGUSR2:
+            self.daemon.reconcile(time.monotonic())
+        elif signum == signal.SIGHUP:
+            log.info("SIGHUP: reloading %s", self.daemon.config.path)
+            self.reload()
+        else:
+            self.notifier.stopping()
+            log.info("%s: stopping; the table stays, grants expire in the kernel", signum.name)
+            return False
+        return True
+
+    def close(self) -> None:
+        signal.set_wakeup_fd(self.old_fd)
+        if self.control is not None:
+            self.control.close()
+        self.poller.close()
+        self.sensor.close()
+        if self.monitor is not None:
+            self.monitor.close()
+        self.wake_r.close()
+        self.wake_w.close()
+        self.notifier.close()
+        self.daemon.close()
 
 
 def _catch_signals(
@@ -148,24 +223,3 @@ def _least(wait: float | None, other: float | None) -> float | None:
     if wait is None or other is None:
         return other if wait is None else wait
     return min(wait, other)
-
-
-def _signalled(
-    signum: signal.Signals, daemon: Daemon, load: Callable[[], Config], notifier: Notifier
-) -> bool:
-    """Carry out a signal; False when it says stop."""
-    if signum == signal.SIGUSR1:
-        log.info("counters: %s", daemon.counters())
-    elif signum == signal.SIGUSR2:
-        daemon.reconcile(time.monotonic())
-    elif signum == signal.SIGHUP:
-        log.info("SIGHUP: reloading %s", daemon.config.path)
-        notifier.reloading()
-        daemon.reload(load)
-        settle()
-        notifier.ready(status(daemon.engine))
-    else:
-        notifier.stopping()
-        log.info("%s: stopping; the table stays, grants expire in the kernel", signum.name)
-        return False
-    return True

@@ -1,0 +1,76 @@
+"""What the daemon answers on its control socket (see :mod:`.control`)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from ipaddress import ip_address
+from typing import Any
+
+from sesame.daemon import Daemon
+from sesame.engine import Closed
+from sesame.service.control import Request, reply
+
+log = logging.getLogger("sesame")
+
+
+def answer(daemon: Daemon, request: Request, reload: Callable[[], str | None]) -> bytes:
+    """The answer to a valid request; ``reload`` reloads (as SIGHUP does) and returns
+    why the new config was refused, or None."""
+    command = request["command"]
+    if command == "status":
+        return reply(True, grants=grants(daemon, daemon.clock()))
+    if command == "counters":
+        counts = dict(daemon.engine.counters) | daemon.reports
+        counts |= {f"dropped {k}": v for k, v in daemon.drops.items()}
+        return reply(True, counters=counts)
+    if command == "revoke":
+        revoked = revoke(daemon, request["who"], daemon.clock())
+        if not revoked:
+            return reply(False, error=f"no live grant for {request['who']}")
+        return reply(True, revoked=revoked)
+    refused = reload()
+    return reply(refused is None, **({"error": refused} if refused else {}))
+
+
+def grants(daemon: Daemon, now: float) -> list[dict[str, Any]]:
+    """Every live grant as the daemon holds it, a row a port."""
+    rows = []
+    for grant in sorted(daemon.engine.grants.all(), key=lambda g: (g.door, str(g.address))):
+        for port in grant.ports:
+            rows.append(
+                {
+                    "address": str(grant.address),
+                    "proto": port.proto,
+                    "port": port.number,
+                    "door": grant.door,
+                    "user": grant.user,
+                    "seconds_left": round(max(0.0, grant.expires - now), 3),
+                }
+            )
+    return rows
+
+
+def revoke(daemon: Daemon, who: str, now: float) -> list[dict[str, Any]]:
+    """Close every grant of a user or an address now (logged as revoked, stop commands
+    run, elements deleted); returns what was closed."""
+    try:
+        address: object = ip_address(who)
+    except ValueError:
+        address = None
+    closed: list[Closed] = []
+    for grant in daemon.engine.grants.all():
+        if grant.user == who or grant.address == address:
+            ended = daemon.engine.revoke(grant.door, grant.address)
+            if ended is not None:
+                closed.append(ended)
+    daemon.carry_out(closed, now)
+    return [
+        {
+            "door": c.grant.door,
+            "address": str(c.grant.address),
+            "user": c.grant.user,
+            "ports": [str(port) for port in c.grant.ports],
+        }
+        for c in closed
+    ]
