@@ -162,6 +162,7 @@ SERVER: dict[str, Convert] = {
     "log_file": _text,
     "pid_file": _text,
     "syslog": _bool,
+    "log_format": _text,
 }
 DOOR: dict[str, Convert] = {
     "name": _text,

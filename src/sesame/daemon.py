@@ -31,7 +31,7 @@ from sesame.firewall.ruleset import (
     to_grants,
 )
 from sesame.firewall.watch import Verdict
-from sesame.service import onetime, report
+from sesame.service import audit, onetime, report
 from sesame.service.keeper import Keeper, adopt
 from sesame.service.record import Record, store_for
 from sesame.service.stage import Stage
@@ -74,6 +74,7 @@ class Daemon:
         self.one_time = onetime.OneTimeFiles(self.engine)
         self.stage = Stage(self.engine, gate)
         self.runner = commands.Runner()
+        self.refusals = audit.Refusals()
         self.debug = log.isEnabledFor(logging.DEBUG)
 
     def start(self) -> None:
@@ -113,25 +114,28 @@ class Daemon:
             report.other_addresses(self.engine.other_address)
 
     def judge(self, item: Logged | RemoteError, now: float) -> Sequence[Output]:
-        """The one entry point for remote input: faults are counted and dropped."""
-        source: object = "?"
+        """The one entry point for remote input: faults are counted and dropped, and
+        a refused SPA datagram is written to the audit trail."""
+        packet = None
         try:
             if isinstance(item, RemoteError):
                 raise item
             packet = decode(item.payload)
-            source, prefix = packet.source, item.prefix
+            prefix = item.prefix
             if prefix and prefix != FULL:
                 if prefix == NOISE:  # from a source with a knock attempt in progress
                     return self.engine.noise(packet.source, now)
                 report.kernel(prefix, self.warn, self.reports, self.config, now)
                 return []
             if self.debug and self.engine.kind(packet) == "knock":
-                log.debug("knock from %s to %s", source, packet.port)
+                log.debug("knock from %s to %s", packet.source, packet.port)
             return self.engine.packet(packet, now, self.wall(), prefix == FULL)
         except RemoteError as exc:
             self.drops[exc.reason] = self.drops.get(exc.reason, 0) + 1
             if self.debug:
-                log.debug("dropped packet from %s: %s", source, exc.reason)
+                log.debug("dropped packet from %s: %s", packet and packet.source, exc.reason)
+            if packet is not None and (kind := self.engine.kind(packet)) != "knock":
+                self.refusals.refused(kind, packet.source, exc, packet.payload, now)
             return []
 
     def take_first_knocks(self) -> None:
@@ -155,7 +159,7 @@ class Daemon:
         except FirewallError as exc:
             log.error("firewall refused a change: %s", exc)
         for decision in decisions:
-            log.info("%s", report.describe(decision))
+            audit.decision(decision)
             door = self.config.doors_by_name.get(decision.grant.door)
             for argv in commands.plan(decision, door):
                 self.runner.start(argv, now)
@@ -170,6 +174,7 @@ class Daemon:
         self.record.compact(self.engine, now)
         report.over_rate(self.warn, self.engine.over_rate, self.config, now)
         self.runner.reap(now)
+        self.refusals.tick(now)
 
     def reload(self, load: Callable[[], Config]) -> str | None:
         """Apply a new config; refuse it whole on any fault (returned, and logged)."""

@@ -41,8 +41,11 @@ class Server:
     log_file: str | None = None
     pid_file: str | None = None
     syslog: bool = False
+    log_format: str = "text"  # or "json": a JSON object a line, for machines
 
     def __post_init__(self) -> None:
+        if self.log_format not in ("text", "json"):
+            raise FieldError("log_format", 'log_format must be "text" or "json"')
         if self.interface is not None and not IFNAME_RE.match(self.interface):
             raise FieldError("interface", 'interface must be an interface name like "eth0"')
         if not NAME_RE.match(self.table) or "." in self.table:

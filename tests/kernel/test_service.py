@@ -153,3 +153,54 @@ def test_the_control_socket_answers_members_only_and_survives_junk(lab):
     assert daemon.stop() == 0
     assert not os.path.exists(control)  # removed on stop
     shutil.rmtree(home)
+
+
+def test_refusals_are_audited_and_the_fail2ban_filter_matches_them_and_nothing_else(lab):
+    """The daemon's own log file: each refused SPA datagram is a line naming its source
+    (a forged user name escaped), and fail2ban-regex with the shipped filter matches
+    exactly those."""
+    import re
+    import subprocess
+    from ipaddress import ip_address
+
+    from sesame.crypto import decode_key
+    from sesame.wire import spa
+    from tests.helpers.lab import require
+    from tests.helpers.spa import ALICE, BOB, SERVER_CONFIG, client_config, send
+
+    fail2ban_regex = require("fail2ban-regex")
+    log_file = os.path.join(lab.tmp, "sesame.log")
+    text = SERVER_CONFIG.format(tmp=lab.tmp, alice=ALICE, bob=BOB, open_for=30)
+    daemon = lab.serve(text.replace("[server]", f'[server]\nlog_file = "{log_file}"'))
+
+    def forged(user: str, key: str) -> bytes:
+        address = ip_address(lab.user.ipv4)
+        aead = spa.cipher(decode_key(key))
+        return spa.encode(user, aead, "ssh", address, int(time.time()), os.urandom(12))
+
+    mark = daemon.mark()
+    for _ in range(3):
+        send(lab.user.netns, lab.server.ipv4, forged("alice", BOB))  # a wrong key
+    send(lab.stranger.netns, lab.server.ipv4, forged("x\n2026 sesame[1]: \x1b[2J", BOB))
+    lab.sesame(
+        lab.user.netns, "knock", "home", "--door", "ssh", "--client-config", client_config(lab)
+    )
+    daemon.wait_for(rf"opened door ssh to {lab.user.ipv4}", 10, since=mark)
+    daemon.wait_for(rf"refused SPA from {lab.stranger.ipv4}: unknown user", 10, since=mark)
+    written = Path(log_file).read_text().splitlines()
+    stamp = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} sesame\[\d+\]: ")
+    assert all(stamp.match(line) for line in written)  # no line a packet started
+    refused = [x for x in written if " refused SPA from " in x]
+    assert len(refused) == 4
+    assert f"refused SPA from {lab.user.ipv4}: bad tag (user alice)" in refused[0]
+    assert "(user x\\x0a2026 sesame[1]: \\x1b[2J)" in refused[3]
+    checked = subprocess.run(
+        [fail2ban_regex, log_file, "packaging/fail2ban/filter.d/sesame.conf"],
+        capture_output=True,
+        text=True,
+    )
+    counts = re.search(
+        r"Lines: (\d+) lines, 0 ignored, (\d+) matched, (\d+) missed", checked.stdout
+    )
+    assert counts is not None, checked.stdout[-2000:]
+    assert int(counts.group(2)) == 4 and int(counts.group(3)) == len(written) - 4

@@ -19,7 +19,7 @@ from sesame.basics import FWKNOP_PORT
 from sesame.cli import common
 from sesame.errors import ConfigError, SesameError
 from sesame.files import open_owned, unwritable
-from sesame.logs import FORMAT, Escaping, plural
+from sesame.logs import FORMAT, Escaping, Json, plural
 from sesame.privileges import drop_to
 
 
@@ -143,18 +143,24 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def _log_outputs(server: configuration.Server) -> None:
-    """Besides stderr: a log file and syslog, when the config asks (knockd's options).
-    The log file is opened without following a link, and must be sesame's own."""
+    """Besides stderr: a log file and syslog, when the config asks (knockd's options);
+    every output in JSON with ``log_format = "json"``. The log file is opened without
+    following a link, and must be sesame's own."""
     root = logging.getLogger("sesame")
+    json = server.log_format == "json"
+    if json:
+        for output in logging.getLogger().handlers:
+            output.setFormatter(Json())
     if server.log_file:
         fd = open_owned(server.log_file, append=True)
         handler: logging.Handler = logging.StreamHandler(open(fd, "a", buffering=1))  # noqa: SIM115
-        handler.setFormatter(Escaping(FORMAT))
+        handler.setFormatter(Json() if json else Escaping(FORMAT))
         root.addHandler(handler)
     if server.syslog:
         if os.path.exists("/dev/log"):
             handler = logging.handlers.SysLogHandler("/dev/log")
-            handler.setFormatter(Escaping("sesame[%(process)d]: %(message)s"))
+            prefix = "sesame[%(process)d]: "
+            handler.setFormatter(Json(prefix) if json else Escaping(prefix + "%(message)s"))
             root.addHandler(handler)
         else:
             root.warning("syslog asked for, but /dev/log is missing: logging to stderr only")

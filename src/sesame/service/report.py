@@ -8,7 +8,7 @@ from collections import Counter
 from sesame import host
 from sesame.basics import Address
 from sesame.config import Config
-from sesame.engine import Decision, Engine, Opened, Refreshed
+from sesame.engine import Engine
 from sesame.errors import RemoteError
 from sesame.firewall.ruleset import FOLLOW_FULL, FOLLOW_SIZE, NOISY_FULL, NOISY_SIZE
 from sesame.logs import plural
@@ -16,17 +16,6 @@ from sesame.logs import plural
 log = logging.getLogger("sesame")
 WARN_EVERY = 60.0  # seconds between two warnings of the same kind
 INTERFACE_EVERY = 5.0  # seconds between looks for a missing [server] interface
-
-
-def describe(decision: Decision) -> str:
-    grant = decision.grant
-    ports = ": " + " ".join(str(p) for p in grant.ports) if grant.ports else ""
-    by = f" (user {grant.user})" if grant.user else ""
-    if isinstance(decision, Opened):
-        return f"opened door {grant.door} to {grant.address}{ports}{by}"
-    if isinstance(decision, Refreshed):
-        return f"refreshed door {grant.door} for {grant.address}{ports}{by}"
-    return f"closed door {grant.door} for {grant.address} ({decision.reason}){by}"
 
 
 def counts(config: Config) -> str:
