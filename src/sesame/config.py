@@ -163,6 +163,7 @@ SERVER: dict[str, Convert] = {
     "pid_file": _text,
     "syslog": _bool,
     "log_format": _text,
+    "metrics": _text,
 }
 DOOR: dict[str, Convert] = {
     "name": _text,

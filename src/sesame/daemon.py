@@ -25,14 +25,11 @@ from sesame.errors import ConfigError, FirewallError, RemoteError
 from sesame.files import FileRefused
 from sesame.firewall import commands
 from sesame.firewall.gate import Gate
-from sesame.firewall.ruleset import (
-    FULL,
-    NOISE,
-    to_grants,
-)
+from sesame.firewall.ruleset import FULL, NOISE, to_grants
 from sesame.firewall.watch import Verdict
 from sesame.service import audit, onetime, report
 from sesame.service.keeper import Keeper, adopt
+from sesame.service.metrics import Metrics
 from sesame.service.record import Record, store_for
 from sesame.service.stage import Stage
 from sesame.state import ReplayStore
@@ -75,6 +72,7 @@ class Daemon:
         self.stage = Stage(self.engine, gate)
         self.runner = commands.Runner()
         self.refusals = audit.Refusals()
+        self.metrics: Metrics | None = None  # set by the loop when [server] metrics asks
         self.debug = log.isEnabledFor(logging.DEBUG)
 
     def start(self) -> None:
@@ -96,7 +94,7 @@ class Daemon:
     def packet(self, item: Logged | RemoteError, now: float) -> None:
         """Judge one packet and carry out what follows."""
         self.packets((item,), now)
-        self.take_first_knocks()
+        self.stage.take()
 
     def packets(self, items: Iterable[Logged | RemoteError], now: float) -> None:
         """Judge a batch of packets, then carry out what follows in one firewall
@@ -138,9 +136,6 @@ class Daemon:
                 self.refusals.refused(kind, packet.source, exc, packet.payload, now)
             return []
 
-    def take_first_knocks(self) -> None:
-        self.stage.take()
-
     def carry_out(self, actions: Sequence[Action], now: float) -> None:
         decisions: list[Decision] = []
         for action in actions:
@@ -160,6 +155,8 @@ class Daemon:
             log.error("firewall refused a change: %s", exc)
         for decision in decisions:
             audit.decision(decision)
+            if self.metrics is not None:
+                self.metrics.decided(decision, self.clock() - now)
             door = self.config.doors_by_name.get(decision.grant.door)
             for argv in commands.plan(decision, door):
                 self.runner.start(argv, now)

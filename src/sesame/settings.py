@@ -22,6 +22,9 @@ from sesame.doors import (
 from sesame.errors import FieldError
 
 IFNAME_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}$")
+METRICS_RE = re.compile(
+    r"^(?:\d{1,3}(?:\.\d{1,3}){3}|\[[0-9A-Fa-f:.]+\]):(?:[1-9]\d{0,3}|[1-5]\d{4}|6[0-4]\d{3}|65[0-4]\d\d|655[0-2]\d|6553[0-5])$"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,8 +45,11 @@ class Server:
     pid_file: str | None = None
     syslog: bool = False
     log_format: str = "text"  # or "json": a JSON object a line, for machines
+    metrics: str | None = None  # "127.0.0.1:9155": Prometheus metrics at /metrics
 
     def __post_init__(self) -> None:
+        if self.metrics is not None and not METRICS_RE.match(self.metrics):
+            raise FieldError("metrics", 'metrics must be "HOST:PORT", e.g. "127.0.0.1:9155"')
         if self.log_format not in ("text", "json"):
             raise FieldError("log_format", 'log_format must be "text" or "json"')
         if self.interface is not None and not IFNAME_RE.match(self.interface):

@@ -204,3 +204,56 @@ def test_refusals_are_audited_and_the_fail2ban_filter_matches_them_and_nothing_e
     )
     assert counts is not None, checked.stdout[-2000:]
     assert int(counts.group(2)) == 4 and int(counts.group(3)) == len(written) - 4
+
+
+def test_metrics_scraped_from_the_real_daemon_count_what_was_sent(lab):
+    """[server] metrics serves /metrics from the daemon's loop: after a knock and bad
+    SPA datagrams, the counts equal what was sent, and the kernel's own drops show."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from sesame.netns import inside
+    from tests.helpers.spa import ALICE, BOB, SERVER_CONFIG, send
+
+    text = SERVER_CONFIG.format(tmp=lab.tmp, alice=ALICE, bob=BOB, open_for=30)
+    plain = '\n[[door]]\nname = "plain"\nsequence = ["7000/tcp", "8000/tcp"]\nopen = ["2222/tcp"]\n'
+    daemon = lab.serve(text.replace("[server]", '[server]\nmetrics = "127.0.0.1:9155"') + plain)
+    mark = daemon.mark()
+    from sesame.lab import knock_from
+
+    knock_from(lab.user.netns, lab.server.ipv4, "7000/tcp", "8000/tcp")
+    daemon.wait_for(rf"opened door plain to {lab.user.ipv4}", 10, since=mark)
+    for _ in range(3):
+        send(lab.user.netns, lab.server.ipv4, b"\x01\x05alice" + os.urandom(60))
+    send(lab.user.netns, lab.server.ipv4, b"short")
+    daemon.wait_for(r"refused SPA from .*", 10, since=mark)
+
+    def scrape() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        with inside(lab.server.netns):
+            client = socket.create_connection(("127.0.0.1", 9155), timeout=10)
+        with client:
+            client.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+            page = b""
+            while chunk := client.recv(65536):
+                page += chunk
+        body = page.split(b"\r\n\r\n", 1)[1].decode()
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(body)
+            for s in family.samples
+        }
+
+    deadline = time.monotonic() + 10
+    while True:  # the three datagrams may still be on their way
+        found = scrape()
+        refused = (("kind", "spa"), ("reason", "bad tag"), ("result", "refused"))
+        if found.get(("sesame_spa_datagrams_total", refused)) == 3:
+            break
+        assert time.monotonic() < deadline, found
+        time.sleep(0.05)
+    assert found["sesame_grants_opened_total", (("door", "plain"),)] == 1
+    assert found["sesame_grants_live", (("door", "plain"),)] == 1
+    assert found["sesame_knocks_total", ()] == 2
+    # Unseen by sesame: the first knock (the kernel remembers it) and a datagram of a
+    # size no SPA has.
+    assert found["sesame_kernel_dropped_packets_total", (("chain", "knocks"),)] >= 1
+    assert found["sesame_kernel_dropped_packets_total", (("chain", "spa"),)] >= 1

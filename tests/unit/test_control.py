@@ -58,7 +58,7 @@ def ask(control: Control, daemon: Daemon, data: bytes, now: float = 0.0) -> dict
     client.sendall(data)
     control.accept(now)
     [fd] = control.clients
-    control.read(fd, lambda request: answer(daemon, request, lambda: None))
+    control.serve(fd, lambda request: answer(daemon, request, lambda: None))
     reply = client.recv(1 << 20)
     client.close()
     assert not control.clients  # answered and closed
@@ -102,7 +102,7 @@ def test_garbage_and_huge_requests_get_an_error_and_change_nothing(tmp_path):
         while sent < 1 << 20 and control.clients:
             with contextlib.suppress(BlockingIOError):
                 sent += client.send(b"x" * 65536)
-            control.read(fd, lambda request: answer(daemon, request, lambda: None))
+            control.serve(fd, lambda request: answer(daemon, request, lambda: None))
         assert not control.clients  # answered once past the limit, and closed
         client.setblocking(True)
         reply = json.loads(client.recv(4096).split(b"\n")[0])

@@ -122,6 +122,27 @@ class NftGate:
             return False
         return True
 
+    def dropped(self) -> dict[str, int]:
+        """Packets each chain of the table dropped without passing them to sesame
+        (junk that never reached Python), by the counters of its rules that drop and
+        do not log; empty when the table cannot be read."""
+        try:
+            items = self.nft.json(f"list table inet {self.table}")
+        except FirewallError:
+            return {}
+        out: dict[str, int] = {}
+        for item in items:
+            rule = item.get("rule")
+            if not isinstance(rule, dict):
+                continue
+            exprs = [e for e in rule.get("expr", []) if isinstance(e, dict)]
+            counted = [e["counter"] for e in exprs if isinstance(e.get("counter"), dict)]
+            logged = any("log" in e for e in exprs)
+            if counted and not logged and any("drop" in e for e in exprs):
+                chain = str(rule.get("chain", ""))
+                out[chain] = out.get(chain, 0) + int(counted[0].get("packets", 0))
+        return out
+
     def close(self) -> None:
         """Close the netlink socket (the table stays)."""
         if self._netlink is not None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from typing import Any
 
 from sesame.basics import Address
@@ -64,10 +64,12 @@ class Refusals:
         self.budget = Buckets(RATE, BURST)
         self.unwritten = 0  # refusals not written for the budget, since last said
         self.next_scan = 0.0
+        self.counts: Counter[tuple[str, str]] = Counter()  # (kind, reason) -> refusals
 
     def refused(
         self, kind: str, source: Address, error: RemoteError, payload: bytes, now: float
     ) -> None:
+        self.counts[kind, error.reason] += 1
         seen = self.sources.get(source)
         if seen is not None and now - seen[0] >= WINDOW:
             self._more(source, seen)

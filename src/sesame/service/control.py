@@ -75,24 +75,24 @@ class Client:
         self.data = b""
 
 
-class Control:
-    """The listening socket and its clients; ``watch(fd, on)`` adds (``on``) or
-    removes a client's descriptor from the daemon's loop."""
+class Listener:
+    """A listening socket in the daemon's loop and its clients, one request each:
+    bytes up to ``end`` (at most ``MAX_REQUEST``), answered by ``handle`` and closed.
+    ``watch(fd, on)`` adds (``on``) or removes a client's descriptor from the loop.
+    A client that sends too much, or nothing in ``IDLE`` seconds, gets ``refuse``'s
+    answer; no client ever blocks the daemon for more than a second."""
 
-    def __init__(self, path: str, watch: Callable[[int, bool], None]) -> None:
-        self.path = path
-        self.watch = watch
+    def __init__(
+        self,
+        sock: socket.socket,
+        watch: Callable[[int, bool], None],
+        end: bytes,
+        refuse: Callable[[str], bytes],
+    ) -> None:
+        self.sock, self.watch, self.end, self.refuse = sock, watch, end, refuse
         self.clients: dict[int, Client] = {}
-        _clear(path)
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        try:
-            self.sock.bind(path)
-            os.chmod(path, 0o660)
-        except OSError as exc:
-            self.sock.close()
-            raise SesameError(f"cannot listen on {path}: {exc.strerror}") from None
-        self.sock.listen(MAX_CLIENTS)
-        self.sock.setblocking(False)
+        sock.listen(MAX_CLIENTS)
+        sock.setblocking(False)
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -102,15 +102,15 @@ class Control:
             while True:
                 sock, _ = self.sock.accept()
                 if len(self.clients) >= MAX_CLIENTS:
-                    self._send(sock, reply(False, error="too many clients; try again"))
+                    self._send(sock, self.refuse("too many clients; try again"))
                     sock.close()
                     continue
                 sock.setblocking(False)
                 self.clients[sock.fileno()] = Client(sock, now + IDLE)
                 self.watch(sock.fileno(), True)
 
-    def read(self, fd: int, handle: Callable[[Request], bytes]) -> None:
-        """A client sent something: once its line is complete (or too long, or it
+    def read(self, fd: int, handle: Callable[[bytes], bytes]) -> None:
+        """A client sent something: once its request is complete (or too long, or it
         hung up), answer it and close."""
         client = self.clients[fd]
         try:
@@ -120,14 +120,18 @@ class Control:
         except OSError:
             data = b""
         client.data += data
-        line, newline, _ = client.data.partition(b"\n")
-        if not newline and data and len(client.data) <= MAX_REQUEST:
+        request, ended, _ = client.data.partition(self.end)
+        if not ended and data and len(client.data) <= MAX_REQUEST:
             return  # more to come
-        if not newline and not data and not client.data:
+        if not ended and not client.data:
             self._close(fd)  # hung up without asking
             return
-        request = parse(line if newline else client.data)
-        answer = reply(False, error=request) if isinstance(request, str) else handle(request)
+        if ended:
+            answer = handle(request)
+        elif len(client.data) > MAX_REQUEST:
+            answer = self.refuse(f"request longer than {MAX_REQUEST} bytes")
+        else:
+            answer = handle(client.data)  # hung up after asking
         self._send(client.sock, answer)
         self._close(fd)
 
@@ -135,7 +139,7 @@ class Control:
         """Close the clients that took too long to ask."""
         for fd, client in list(self.clients.items()):
             if now >= client.until:
-                self._send(client.sock, reply(False, error="no request in time"))
+                self._send(client.sock, self.refuse("no request in time"))
                 self._close(fd)
 
     def next_expiry(self) -> float | None:
@@ -151,12 +155,46 @@ class Control:
     def _close(self, fd: int) -> None:
         client = self.clients.pop(fd)
         self.watch(fd, False)
+        with contextlib.suppress(OSError):  # what it sent beyond is read, not reset
+            client.sock.shutdown(socket.SHUT_WR)
+            client.sock.setblocking(False)
+            for _ in range(16):
+                if not client.sock.recv(MAX_REQUEST):
+                    break
         client.sock.close()
 
     def close(self) -> None:
         for fd in list(self.clients):
             self._close(fd)
         self.sock.close()
+
+
+class Control(Listener):
+    """The control socket at ``path`` (mode 0660)."""
+
+    def __init__(self, path: str, watch: Callable[[int, bool], None]) -> None:
+        self.path = path
+        _clear(path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        try:
+            sock.bind(path)
+            os.chmod(path, 0o660)
+        except OSError as exc:
+            sock.close()
+            raise SesameError(f"cannot listen on {path}: {exc.strerror}") from None
+        super().__init__(sock, watch, b"\n", lambda why: reply(False, error=why))
+
+    def serve(self, fd: int, handle: Callable[[Request], bytes]) -> None:
+        """Answer a client's request with ``handle`` (refused requests: an error)."""
+
+        def respond(data: bytes) -> bytes:
+            request = parse(data)
+            return reply(False, error=request) if isinstance(request, str) else handle(request)
+
+        self.read(fd, respond)
+
+    def close(self) -> None:
+        super().close()
         with contextlib.suppress(OSError):
             os.unlink(self.path)
 

@@ -23,6 +23,7 @@ from sesame.firewall.watch import Watch
 from sesame.sensor import NflogSensor
 from sesame.sensor.monitor import TableMonitor
 from sesame.service.control import Control
+from sesame.service.metrics import Endpoint, Metrics
 from sesame.service.notify import Notifier
 from sesame.service.report import counts, status
 from sesame.service.requests import answer
@@ -57,6 +58,8 @@ def serve(
     try:
         if control is not None:
             loop.listen(control)
+        if config.server.metrics is not None:
+            loop.export(config.server.metrics, gate)
         log.info(
             "ready: table inet %s, %s, NFLOG group %d",
             config.server.table,
@@ -98,6 +101,7 @@ class Loop:
         if monitor is not None:
             self.on(monitor.fileno(), lambda _: self.changed())
         self.control: Control | None = None
+        self.endpoint: Endpoint | None = None
         self.notifier = Notifier()
 
     def on(self, fd: int, handler: Callable[[int], None] | None) -> None:
@@ -117,9 +121,20 @@ class Loop:
         control = self.control
         self.on(control.fileno(), lambda _: control.accept(time.monotonic()))
 
+    def export(self, where: str, gate: Gate) -> None:
+        """Serve Prometheus metrics on ``where`` (HOST:PORT)."""
+        dropped = getattr(gate, "dropped", dict)  # the kernel's counters, where it has them
+        metrics = self.daemon.metrics = Metrics(self.daemon, dropped)
+
+        def client(fd: int, on: bool) -> None:
+            self.on(fd, (lambda fd: endpoint.read(fd, endpoint.respond)) if on else None)
+
+        endpoint = self.endpoint = Endpoint(where, metrics, client)
+        self.on(endpoint.fileno(), lambda _: endpoint.accept(time.monotonic()))
+
     def _request(self, fd: int) -> None:
         assert self.control is not None
-        self.control.read(fd, lambda request: answer(self.daemon, request, self.reload))
+        self.control.serve(fd, lambda request: answer(self.daemon, request, self.reload))
 
     def changed(self) -> None:
         assert self.monitor is not None
@@ -139,8 +154,8 @@ class Loop:
         while True:
             now = time.monotonic()
             wait = _least(daemon.timeout(now), notifier.wait(now))
-            if self.control is not None:
-                expiry = self.control.next_expiry()
+            for listener in (self.control, self.endpoint):
+                expiry = None if listener is None else listener.next_expiry()
                 wait = _least(wait, None if expiry is None else max(0.0, expiry - now))
             if sensor.batched:  # look again soon: back to one packet at a time when calm
                 wait = _least(wait, 0.2)
@@ -151,13 +166,14 @@ class Loop:
                     handler(fd)
             taking = daemon.engine.taking
             if taking and (len(taking) >= TAKE_BATCH or not self.poller.poll(0)):
-                daemon.take_first_knocks()
+                daemon.stage.take()
             while self.received:
                 if not self.signalled(self.received.pop(0)):
                     return 0
             now = time.monotonic()
-            if self.control is not None:
-                self.control.expire(now)
+            for listener in (self.control, self.endpoint):
+                if listener is not None:
+                    listener.expire(now)
             if now >= due:  # not on every wake: a flood wakes the loop thousands of times
                 sensor.relax()
                 daemon.tick(now)
@@ -180,8 +196,9 @@ class Loop:
 
     def close(self) -> None:
         signal.set_wakeup_fd(self.old_fd)
-        if self.control is not None:
-            self.control.close()
+        for listener in (self.control, self.endpoint):
+            if listener is not None:
+                listener.close()
         self.poller.close()
         self.sensor.close()
         if self.monitor is not None:
