@@ -18,10 +18,11 @@ fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 # Build from a copy of the tracked files only: nothing of a working copy's venv or
-# caches gets in. dpkg-buildpackage writes the package next to the source tree.
+# caches gets in; Debian's own python3 builds it (not one a PATH puts first).
+# dpkg-buildpackage writes the package next to the source tree.
 mkdir "$work/sesame"
 git ls-files -z | xargs -0 cp --parents -t "$work/sesame"
-(cd "$work/sesame" && dpkg-buildpackage -us -uc -b >../build.log 2>&1) || {
+(cd "$work/sesame" && PATH=/usr/sbin:/usr/bin:/sbin:/bin dpkg-buildpackage -us -uc -b >../build.log 2>&1) || {
     tail -40 "$work/build.log"
     exit 1
 }
