@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(nftables libnftables1 iproute2 knockd nmap hping3 fwknop-client fwknop-server iptables faketime coturn systemd fail2ban)
+packages=(nftables libnftables1 iproute2 knockd nmap hping3 fwknop-client fwknop-server iptables faketime coturn systemd fail2ban man-db)
 missing=()
 for pkg in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

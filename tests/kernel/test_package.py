@@ -1,0 +1,87 @@
+"""The Debian package: built with Debian's tools, installed with apt, the installed
+sesame serving as its own user, removed (the table stays: fail closed) and purged
+(sesame is gone, its table too). Maintainer scripts run inside the lab's server
+namespace, so what they do to a firewall happens there."""
+
+from __future__ import annotations
+
+import glob
+import grp
+import os
+import pwd
+import shutil
+import stat
+import subprocess
+import tempfile
+
+import pytest
+
+from sesame.lab import DaemonProcess, knock_from
+from tests.helpers.lab import require
+
+
+def run(*argv: str, netns: str | None = None) -> subprocess.CompletedProcess[str]:
+    prefix = ["ip", "netns", "exec", netns] if netns else []
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive", PATH="/usr/sbin:/usr/bin:/sbin:/bin")
+    return subprocess.run([*prefix, *argv], capture_output=True, text=True, env=env, check=True)
+
+
+def test_the_package_installs_serves_removes_and_purges(lab):
+    require("dpkg-deb")
+    if (
+        os.path.exists("/usr/bin/sesame")
+        and "sesame" not in run("dpkg", "-S", "/usr/bin/sesame").stdout
+    ):
+        pytest.skip("a /usr/bin/sesame that is not this package's is installed here")
+    run("bash", "scripts/build-deb.sh")
+    [deb] = glob.glob("dist/sesame_*_all.deb")
+    ns = lab.server.netns
+    run("apt-get", "install", "-y", "-q", f"./{deb}", netns=ns)
+    try:
+        assert run("/usr/bin/sesame", "--version").stdout.startswith("sesame ")
+        assert "COMMANDS" in run("man", "-P", "cat", "8", "sesame").stdout
+        assert "public" in run("man", "-P", "cat", "5", "sesame.toml").stdout
+        user = pwd.getpwnam("sesame")
+        config = os.stat("/etc/sesame/sesame.toml")
+        assert (config.st_uid, config.st_gid) == (0, grp.getgrnam("sesame").gr_gid)
+        assert stat.S_IMODE(config.st_mode) == 0o640
+        state = os.stat("/var/lib/sesame")
+        assert state.st_uid == user.pw_uid and stat.S_IMODE(state.st_mode) == 0o700
+        assert os.path.exists("/lib/systemd/system/sesame.service")
+        assert not glob.glob("/etc/systemd/system/*.wants/sesame.service")  # not enabled
+
+        # The installed sesame as its user with CAP_NET_ADMIN alone, as its unit runs it.
+        home = tempfile.mkdtemp(prefix="sesame-package-")  # the user may enter it
+        os.chmod(home, 0o755)
+        config_path = os.path.join(home, "installed.toml")
+        with open(config_path, "w") as handle:
+            handle.write(
+                '[server]\n[[door]]\nname = "ssh"\nsequence = ["7000/tcp", "8000/tcp"]\n'
+                'open = ["22/tcp"]\n'
+            )
+        os.chmod(config_path, 0o644)
+        daemon = DaemonProcess(ns, config_path)
+        daemon.argv[4:7] = [
+            "setpriv", "--reuid=sesame", "--regid=sesame", "--init-groups",
+            "--inh-caps=-all,+net_admin", "--ambient-caps=-all,+net_admin",
+            "--bounding-set=-all,+net_admin", "/usr/bin/sesame",
+        ]  # fmt: skip
+        lab.daemon = daemon.start()
+        mark = daemon.mark()
+        knock_from(lab.user.netns, lab.server.ipv4, "7000/tcp", "8000/tcp")
+        daemon.wait_for(rf"opened door ssh to {lab.user.ipv4}", 10, since=mark)
+        daemon.stop()
+        shutil.rmtree(home)
+
+        run("apt-get", "remove", "-y", "-q", "sesame", netns=ns)
+        assert not os.path.exists("/usr/bin/sesame")
+        assert os.path.exists("/etc/sesame/sesame.toml")  # a conffile stays until purged
+        assert "chain guard" in run("nft", "list", "table", "inet", "sesame", netns=ns).stdout
+    finally:
+        run("apt-get", "purge", "-y", "-q", "sesame", netns=ns)
+    assert not os.path.exists("/etc/sesame/sesame.toml")
+    assert not os.path.exists("/var/lib/sesame")
+    listed = subprocess.run(
+        ["ip", "netns", "exec", ns, "nft", "list", "tables"], capture_output=True, text=True
+    )
+    assert "inet sesame" not in listed.stdout  # purged: the table is gone
