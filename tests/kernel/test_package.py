@@ -10,6 +10,7 @@ import grp
 import os
 import pwd
 import shutil
+import signal
 import stat
 import subprocess
 import tempfile
@@ -18,6 +19,9 @@ import pytest
 
 from sesame.lab import DaemonProcess, knock_from
 from tests.helpers.lab import require
+from tests.helpers.spa import ALICE, BOB, SERVER_CONFIG, client_config
+
+PLAIN = '\n[[door]]\nname = "plain"\nsequence = ["7000/tcp", "8000/tcp"]\nopen = ["2222/tcp"]\n'
 
 
 def run(*argv: str, netns: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -50,16 +54,18 @@ def test_the_package_installs_serves_removes_and_purges(lab):
         assert os.path.exists("/lib/systemd/system/sesame.service")
         assert not glob.glob("/etc/systemd/system/*.wants/sesame.service")  # not enabled
 
-        # The installed sesame as its user with CAP_NET_ADMIN alone, as its unit runs it.
+        # The installed sesame as its user with CAP_NET_ADMIN alone, as its unit runs it:
+        # a plain knock, an SPA (recorded in /var/lib/sesame), a one-time sequence, a
+        # reload.
         home = tempfile.mkdtemp(prefix="sesame-package-")  # the user may enter it
         os.chmod(home, 0o755)
         config_path = os.path.join(home, "installed.toml")
+        text = SERVER_CONFIG.format(tmp="/var/lib", alice=ALICE, bob=BOB, open_for=30)
+        text = text.replace("/var/lib/state", "/var/lib/sesame") + PLAIN
         with open(config_path, "w") as handle:
-            handle.write(
-                '[server]\n[[door]]\nname = "ssh"\nsequence = ["7000/tcp", "8000/tcp"]\n'
-                'open = ["22/tcp"]\n'
-            )
-        os.chmod(config_path, 0o644)
+            handle.write(text)
+        os.chown(config_path, 0, grp.getgrnam("sesame").gr_gid)
+        os.chmod(config_path, 0o640)
         daemon = DaemonProcess(ns, config_path)
         daemon.argv[4:7] = [
             "setpriv", "--reuid=sesame", "--regid=sesame", "--init-groups",
@@ -68,8 +74,18 @@ def test_the_package_installs_serves_removes_and_purges(lab):
         ]  # fmt: skip
         lab.daemon = daemon.start()
         mark = daemon.mark()
+        user_ip = lab.user.ipv4
         knock_from(lab.user.netns, lab.server.ipv4, "7000/tcp", "8000/tcp")
-        daemon.wait_for(rf"opened door ssh to {lab.user.ipv4}", 10, since=mark)
+        daemon.wait_for(rf"opened door plain to {user_ip}", 10, since=mark)
+        client = client_config(lab)
+        lab.sesame(lab.user.netns, "knock", "home", "--door", "ssh", "--client-config", client)
+        daemon.wait_for(rf"opened door ssh to {user_ip}: 22/tcp \(user alice\)", 10, since=mark)
+        lab.sesame(lab.user.netns, "knock", "home", "--door", "phone", "--client-config", client)
+        daemon.wait_for(rf"opened door phone to {user_ip}: 22/tcp \(user alice\)", 10, since=mark)
+        record = os.stat("/var/lib/sesame/replay")
+        assert record.st_uid == user.pw_uid and record.st_size > 0
+        daemon.signal(signal.SIGHUP)
+        daemon.wait_for(r"reloaded .*: 3 doors, 2 users", 10, since=mark)
         daemon.stop()
         shutil.rmtree(home)
 

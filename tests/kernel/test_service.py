@@ -36,7 +36,9 @@ def test_the_daemon_tells_systemd_ready_reloading_watchdog_and_stopping(lab):
 
     config = lab.write_config(CONFIG.format(seq_timeout=5, open_for=30))
     env = {"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "2000000"}
-    daemon = lab.daemon = DaemonProcess(lab.server.netns, config).start(ready=False, env=env)
+    control = os.path.join(lab.tmp, "control")
+    daemon = DaemonProcess(lab.server.netns, config, serve=("--control", control))
+    lab.daemon = daemon.start(ready=False, env=env)
     with systemd:
         ready, _ = until("READY")
         assert ready["STATUS"] == "0 live grants, 0 knocks seen, 0 SPA accepted"
@@ -47,6 +49,9 @@ def test_the_daemon_tells_systemd_ready_reloading_watchdog_and_stopping(lab):
         assert all(0.5 < gap < 2.0 for gap in gaps), gaps
         daemon.signal(signal.SIGHUP)
         assert until("RELOADING")[0]["MONOTONIC_USEC"].isdigit()
+        assert until("READY")[0]["READY"] == "1"
+        lab.sesame(lab.server.netns, "reload", "--control", control)  # the same, asked
+        assert until("RELOADING")[0]["RELOADING"] == "1"
         assert until("READY")[0]["READY"] == "1"
         with open(config, "a") as handle:
             handle.write("bogus = 1\n")
