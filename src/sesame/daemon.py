@@ -14,6 +14,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from sesame.config import Config
 from sesame.engine import Action, Decision, Engine, Spent
@@ -29,12 +30,14 @@ from sesame.firewall.ruleset import FULL, NOISE, to_grants
 from sesame.firewall.watch import Verdict
 from sesame.service import audit, onetime, report
 from sesame.service.keeper import Keeper, adopt
-from sesame.service.metrics import Metrics
 from sesame.service.record import Record, store_for
 from sesame.service.stage import Stage
 from sesame.state import ReplayStore
 from sesame.wire import decode
 from sesame.wire.nflog import Logged
+
+if TYPE_CHECKING:  # imported only when [server] metrics asks: it costs memory
+    from sesame.service.metrics import Metrics
 
 log = logging.getLogger("sesame")
 FLUSH_EVERY = 16  # a grant waits for 16 packets at most

@@ -81,6 +81,9 @@ def test_the_unit_gates_before_it_is_active_reloads_visibly_and_stops_closed(lab
             assert reachable(lab.stranger.netns, server, 22)  # alice's key, from there
             status = machine.run("sesame", "status").stdout
             assert lab.user.ipv4 in status and lab.stranger.ipv4 in status
+            journal = machine.run("journalctl", "-u", "sesame", "-o", "verbose").stdout
+            assert "SESAME_EVENT=opened" in journal  # the audit trail's fields, as fields
+            assert f"SESAME_ADDRESS={lab.user.ipv4}" in journal
 
             machine.run("sh", "-c", "echo 'bogus = 1' >> /etc/sesame/sesame.toml")
             reload = machine.run("systemctl", "reload", "sesame", check=False)

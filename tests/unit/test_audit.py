@@ -98,3 +98,35 @@ def test_a_flood_from_forged_sources_writes_a_bounded_number_of_lines(lines):
         f"refused {5000 - audit.BURST} more datagrams, from too many sources to write each"
     )
     assert len(refusals.sources) <= audit.SOURCES
+
+
+def test_under_systemd_records_go_to_the_journal_with_their_fields(tmp_path):
+    """The native journal protocol, to a socket the test owns: the message, its
+    priority and the event's fields as SESAME_* fields, escaped."""
+    import socket
+
+    from sesame.logs import Journal, under_journal
+
+    path = str(tmp_path / "journal")
+    journal = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    journal.bind(path)
+    journal.settimeout(2.0)
+    handler = Journal(path)
+    logger = logging.getLogger("sesame")
+    logger.addHandler(handler)
+    try:
+        payload = spa.encode("ev\nil", spa.cipher(bytes(32)), "ssh", A, 0, os.urandom(12))
+        audit.Refusals().refused("spa", A, RemoteError("unknown user"), payload, 0.0)
+        sent = journal.recv(65536).decode()
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+        journal.close()
+    fields = dict(line.split("=", 1) for line in sent.splitlines())
+    assert fields["PRIORITY"] == "4" and fields["SYSLOG_IDENTIFIER"] == "sesame"
+    assert fields["SESAME_EVENT"] == "refused" and fields["SESAME_SOURCE"] == "198.51.100.7"
+    assert fields["SESAME_USER"] == "ev\\x0ail" and fields["SESAME_REASON"] == "unknown user"
+    assert fields["MESSAGE"].startswith("refused SPA from 198.51.100.7: unknown user")
+    stream = os.fstat(2)
+    assert under_journal({"JOURNAL_STREAM": f"{stream.st_dev}:{stream.st_ino}"})
+    assert not under_journal({"JOURNAL_STREAM": "1:2"}) and not under_journal({})

@@ -72,6 +72,7 @@ def test_counts_after_known_traffic_equal_what_was_sent(tmp_path):
     assert found["sesame_grants_closed_total", (("door", "ssh"), ("reason", "expired"))] == 1
     assert found["sesame_grants_live", (("door", "admin"),)] == 1
     assert found["sesame_knocks_total", ()] == 3
+    assert found["sesame_knock_events_total", (("event", "unknocks"),)] == 0
     refused = (("kind", "spa"), ("reason", "bad tag"), ("result", "refused"))
     assert found["sesame_spa_datagrams_total", refused] == 4
     accepted = (("kind", "spa"), ("reason", ""), ("result", "accepted"))

@@ -19,7 +19,7 @@ from sesame.basics import FWKNOP_PORT
 from sesame.cli import common
 from sesame.errors import ConfigError, SesameError
 from sesame.files import open_owned, unwritable
-from sesame.logs import FORMAT, Escaping, Json, plural
+from sesame.logs import FORMAT, Escaping, Journal, Json, plural, under_journal
 from sesame.privileges import drop_to
 
 
@@ -148,7 +148,12 @@ def _log_outputs(server: configuration.Server) -> None:
     following a link, and must be sesame's own."""
     root = logging.getLogger("sesame")
     json = server.log_format == "json"
-    if json:
+    if under_journal(os.environ):  # under systemd: to the journal, with the fields
+        top = logging.getLogger()
+        for output in list(top.handlers):
+            top.removeHandler(output)
+        top.addHandler(Journal())
+    elif json:
         for output in logging.getLogger().handlers:
             output.setFormatter(Json())
     if server.log_file:

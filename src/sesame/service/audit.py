@@ -6,16 +6,16 @@ Remote bytes (a user name a datagram claims) reach a line only escaped (see
 :mod:`sesame.logs`); no key, nonce or payload is ever written. A flood must not
 flood the log: each source gets at most ``PER_SOURCE`` refusal lines a minute, then
 one line says how many more there were; at most ``SOURCES`` sources are followed
-(the least recently refused is forgotten first); and all sources together get at
-most ``BURST`` lines at once and ``RATE`` a second (a flood from forged sources),
-beyond which a line a minute counts what was not written.
+(the oldest forgotten first); and all sources together get at most ``BURST`` lines
+at once and ``RATE`` a second (a flood, from one source or forged ones), beyond which
+a line a minute counts what was not written. Past that budget a refusal costs a
+comparison: counting it for the metrics.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections import Counter, OrderedDict
 from typing import Any
 
 from sesame.basics import Address
@@ -60,16 +60,25 @@ class Refusals:
     """Lines for refused SPA datagrams, a few a minute for each source."""
 
     def __init__(self) -> None:
-        self.sources: OrderedDict[Address, list[float]] = OrderedDict()  # -> [since, lines]
+        self.sources: dict[Address, list[float]] = {}  # -> [since, lines]
         self.budget = Buckets(RATE, BURST)
         self.unwritten = 0  # refusals not written for the budget, since last said
         self.next_scan = 0.0
-        self.counts: Counter[tuple[str, str]] = Counter()  # (kind, reason) -> refusals
+        self.counts: dict[tuple[str, str], int] = {}  # (kind, reason) -> refusals
+        self.quiet_until = 0.0
 
     def refused(
         self, kind: str, source: Address, error: RemoteError, payload: bytes, now: float
     ) -> None:
-        self.counts[kind, error.reason] += 1
+        key = (kind, error.reason)
+        self.counts[key] = self.counts.get(key, 0) + 1
+        if now < self.quiet_until:  # the budget of all is spent: the cheapest way out
+            self.unwritten += 1
+            return
+        if not self.budget.take("", now):
+            self.quiet_until = now + 1.0 / RATE  # when the next line may be written
+            self.unwritten += 1
+            return
         seen = self.sources.get(source)
         if seen is not None and now - seen[0] >= WINDOW:
             self._more(source, seen)
@@ -77,13 +86,9 @@ class Refusals:
         if seen is None:
             seen = self.sources[source] = [now, 0]
             if len(self.sources) > SOURCES:
-                self.sources.popitem(last=False)
-        self.sources.move_to_end(source)
+                del self.sources[next(iter(self.sources))]  # the oldest first
         seen[1] += 1
         if seen[1] > PER_SOURCE:
-            return
-        if not self.budget.take("", now):
-            self.unwritten += 1
             return
         fields: dict[str, Any] = {"event": "refused", "kind": kind, "source": str(source)}
         fields["reason"] = error.reason

@@ -22,8 +22,7 @@ from sesame.firewall.gate import Gate
 from sesame.firewall.watch import Watch
 from sesame.sensor import NflogSensor
 from sesame.sensor.monitor import TableMonitor
-from sesame.service.control import Control
-from sesame.service.metrics import Endpoint, Metrics
+from sesame.service.control import Control, Listener
 from sesame.service.notify import Notifier
 from sesame.service.report import counts, status
 from sesame.service.requests import answer
@@ -101,7 +100,7 @@ class Loop:
         if monitor is not None:
             self.on(monitor.fileno(), lambda _: self.changed())
         self.control: Control | None = None
-        self.endpoint: Endpoint | None = None
+        self.endpoint: Listener | None = None
         self.notifier = Notifier()
 
     def on(self, fd: int, handler: Callable[[int], None] | None) -> None:
@@ -123,6 +122,8 @@ class Loop:
 
     def export(self, where: str, gate: Gate) -> None:
         """Serve Prometheus metrics on ``where`` (HOST:PORT)."""
+        from sesame.service.metrics import Endpoint, Metrics  # only when asked: memory
+
         dropped = getattr(gate, "dropped", dict)  # the kernel's counters, where it has them
         metrics = self.daemon.metrics = Metrics(self.daemon, dropped)
 

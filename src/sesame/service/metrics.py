@@ -32,6 +32,7 @@ from sesame.service.control import Listener
 if TYPE_CHECKING:
     from sesame.daemon import Daemon
 
+KNOCK_EVENTS = ("unknocks", "attempts ended by noise", "evicted", "replay window full")
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 
@@ -86,6 +87,12 @@ class _State:
         knocks = CounterMetricFamily("sesame_knocks", "Knock packets judged")
         knocks.add_metric([], seen["knocks"])
         yield knocks
+        events = CounterMetricFamily(
+            "sesame_knock_events", "What knocks led to, besides grants", labels=["event"]
+        )
+        for event in KNOCK_EVENTS:
+            events.add_metric([event.replace(" ", "_")], seen[event])
+        yield events
         spa = CounterMetricFamily(
             "sesame_spa_datagrams", "SPA datagrams judged", labels=["kind", "result", "reason"]
         )
