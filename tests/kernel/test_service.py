@@ -85,8 +85,11 @@ def test_the_shipped_unit_is_valid_and_rated_1_5_or_lower(tmp_path):
         [analyze, "verify", "--man=no", str(unit)], capture_output=True, text=True
     )
     assert verified.returncode == 0, verified.stderr
+    shipped = tmp_path / "shipped" / "sesame.service"  # alone: no drop-in beside it
+    shipped.parent.mkdir()
+    shipped.write_text(Path(UNIT).read_text())
     rated = subprocess.run(
-        [analyze, "security", "--offline=true", "--threshold=15", UNIT],
+        [analyze, "security", "--offline=true", "--threshold=15", str(shipped)],
         capture_output=True,
         text=True,
     )
