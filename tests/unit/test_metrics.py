@@ -71,7 +71,8 @@ def test_counts_after_known_traffic_equal_what_was_sent(tmp_path):
     assert found["sesame_grants_opened_total", (("door", "admin"),)] == 1
     assert found["sesame_grants_closed_total", (("door", "ssh"), ("reason", "expired"))] == 1
     assert found["sesame_grants_live", (("door", "admin"),)] == 1
-    assert found["sesame_knocks_total", ()] == 3
+    assert found["sesame_knocks_total", (("result", "completed"),)] == 1
+    assert found["sesame_knocks_total", (("result", "other"),)] == 2
     assert found["sesame_knock_events_total", (("event", "unknocks"),)] == 0
     refused = (("kind", "spa"), ("reason", "bad tag"), ("result", "refused"))
     assert found["sesame_spa_datagrams_total", refused] == 4
@@ -104,7 +105,10 @@ def test_the_endpoint_answers_get_metrics_and_nothing_else(tmp_path):
 
     try:
         page = get(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        assert page.startswith(b"HTTP/1.0 200 OK\r\n") and b"sesame_knocks_total 0.0" in page
+        assert (
+            page.startswith(b"HTTP/1.0 200 OK\r\n")
+            and b'sesame_knocks_total{result="other"} 0.0' in page
+        )
         assert get(b"GET / HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.0 404 ")
         assert get(b"\x00" * 70000).startswith(b"HTTP/1.0 400 ")
     finally:

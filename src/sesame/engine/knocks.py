@@ -166,6 +166,8 @@ class Knocks:
         completed = self.matcher.feed(knock.source, knock.port, now, knock.flags, knock.destination)
         for target in completed:
             actions += self._completed(target, knock, now)
+        if completed:
+            self.counters["sequences completed"] += 1
         self.counters["evicted"] += self.matcher.evicted - evicted
         return actions
 

@@ -84,8 +84,13 @@ class _State:
         for door, count in sorted(doors.items()):
             live.add_metric([door], count)
         yield live
-        knocks = CounterMetricFamily("sesame_knocks", "Knock packets judged")
-        knocks.add_metric([], seen["knocks"])
+        knocks = CounterMetricFamily(
+            "sesame_knocks",
+            "Knock packets judged: the last of a sequence, or any other",
+            labels=["result"],
+        )
+        knocks.add_metric(["completed"], seen["sequences completed"])
+        knocks.add_metric(["other"], seen["knocks"] - seen["sequences completed"])
         yield knocks
         events = CounterMetricFamily(
             "sesame_knock_events", "What knocks led to, besides grants", labels=["event"]
