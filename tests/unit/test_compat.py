@@ -115,7 +115,13 @@ class TestAccessConf:
             ("GPG_DECRYPT_ID 1234", 18, "GnuPG mode is not supported"),
             ("ENABLE_CMD_EXEC Y", 18, "command execution by SPA is not supported"),
             ("FORCE_NAT 10.0.0.1 22", 18, "NAT access is not supported"),
-            ("BOGUS_KEY 1", 18, "unknown access.conf key 'BOGUS_KEY'"),
+            (
+                "FW_ACCESS_TIMEOUT 3 minutes",
+                18,
+                "must be a whole number of seconds, not '3 minutes'",
+            ),
+            ("KEY __CHANGEME__", 18, "KEY is still __CHANGEME__"),
+            ("HMAC_KEY_BASE64 __changeme__", 18, "HMAC_KEY_BASE64 is still __CHANGEME__"),
             ("ENCRYPTION_MODE legacy", 18, "only CBC"),
             ("HMAC_DIGEST_TYPE whirlpool", 18, "HMAC_DIGEST_TYPE 'whirlpool'"),
         ],
@@ -124,6 +130,37 @@ class TestAccessConf:
         with pytest.raises(ConfigError) as caught:
             fwknop.parse_access(ACCESS + extra + "\n", "a.conf")
         assert str(caught.value).startswith(f"a.conf:{line}: ") and reason in str(caught.value)
+
+    def test_files_are_read_as_fwknopd_reads_them(self, caplog):
+        """A value ends at ";"; ";" starts a comment line as "#" does; tabs separate;
+        a key may end with a colon; an unknown key is said and left out."""
+        text = (
+            "; fwknopd's own sample files comment this way\n"
+            "SOURCE\tANY;\n"
+            "OPEN_PORTS:   tcp/22;   ### the ssh port\n"
+            "KEY_BASE64: JCsc4AAN+Z1Bwh95MQjaahA7mUXm29Ld8RKN86e8M20=;\n"
+            f"HMAC_KEY_BASE64\t{base64.b64encode(HMAC).decode()};\n"
+            "FW_ACCESS_TIMEOUT 3;\n"
+            "ACCESS_EXPIRE 01/01/2099;   ### comment\n"
+            "DIGEST_TYPE SHA256\n"
+        )
+        [stanza] = fwknop.parse_access(text, "a.conf")
+        assert [str(p) for p in stanza.open_ports] == ["22/tcp"]
+        assert stanza.key == base64.b64decode("JCsc4AAN+Z1Bwh95MQjaahA7mUXm29Ld8RKN86e8M20=")
+        assert stanza.hmac_key == HMAC and stanza.fw_access_timeout == 3
+        assert stanza.access_expire == time.mktime(time.strptime("01/01/2099", "%m/%d/%Y"))
+        assert "a.conf:8: unknown access.conf key 'DIGEST_TYPE' is ignored" in caplog.text
+
+    def test_a_date_that_is_not_one_is_refused_in_sesames_words(self):
+        with pytest.raises(
+            ConfigError, match=r"a.conf:11: ACCESS_EXPIRE: must be a date MM/DD/YYYY"
+        ):
+            fwknop.parse_access(ACCESS.replace("12/31/2099", "2099-12-31"), "a.conf")
+
+    def test_an_hmac_key_that_is_the_encryption_key_is_refused(self):
+        text = "SOURCE ANY\nOPEN_PORTS tcp/22\nKEY samesame\nHMAC_KEY samesame\n"
+        with pytest.raises(ConfigError, match=r"a.conf:4: the HMAC key is the encryption key"):
+            fwknop.parse_access(text, "a.conf")
 
     def test_no_hmac_key_is_refused_unless_legacy_is_allowed(self):
         text = ACCESS.replace("SESAME_LEGACY_NO_HMAC Y\n", "")
@@ -330,6 +367,17 @@ class TestKnockdConf:
         assert ots.current() == (Port("tcp", 3), Port("tcp", 4))
         ots.spend((Port("tcp", 3), Port("tcp", 4)))
         assert ots.current() is None
+
+    def test_a_missing_one_time_sequence_file_is_refused_at_its_line(self, tmp_path):
+        conf = tmp_path / "knockd.conf"
+        missing = tmp_path / "nowhere" / "otp"
+        conf.write_text(
+            f"[options]\n\tlogfile = /tmp/x.log\n\n[ssh]\n\tOne_Time_Sequences = {missing}\n"
+            "\tseq_timeout = 5\n\tstart_command = /bin/true %IP%\n"
+        )
+        with pytest.raises(ConfigError) as caught:
+            knockd.load(str(conf))
+        assert str(caught.value) == f"{conf}:5: cannot read {missing}: No such file or directory"
 
 
 DEBIAN_KNOCKD_CONF = """\

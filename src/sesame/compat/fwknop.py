@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ from sesame.crypto import read_private
 from sesame.doors import FwknopStanza, Network
 from sesame.errors import ConfigError
 from sesame.wire.fwknop import HMAC_TYPES
+
+log = logging.getLogger("sesame")
 
 ACCESS_KEYS = {
     "SOURCE",
@@ -68,16 +71,41 @@ def _refusal(key: str) -> str | None:
 
 
 def _lines(text: str) -> list[tuple[int, str, str]]:
-    """(line number, KEY, value) for each directive: ``KEY value`` or ``KEY: value``."""
+    """(line number, KEY, value) for each directive, as fwknopd reads its files: a line
+    whose first character is ``#`` or ``;`` is a comment; the key is the first word
+    (spaces or tabs after it), without a trailing colon (``KEY_BASE64:``); the value
+    runs to the first ``;`` (``KEY secret;  # note``), trailing blanks dropped."""
     out = []
     for number, line in enumerate(text.splitlines(), 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
+        line = line.lstrip()
+        if not line or line[0] in "#;":
             continue
-        key, _, value = line.partition(" ") if " " in line else line.partition("\t")
-        key = key.rstrip(":").upper()
-        out.append((number, key, value.strip()))
+        key, _, value = (
+            line.partition(" ") if " " in line.split("\t", 1)[0] else line.partition("\t")
+        )
+        if ":" in key:
+            key = key[: key.rindex(":")]
+        out.append((number, key.upper(), value.split(";", 1)[0].strip()))
     return out
+
+
+def _whole(value: str) -> int:
+    if not value.strip().isdigit():
+        raise ValueError(f"must be a whole number of seconds, not {value.strip()!r}")
+    return int(value)
+
+
+def _date(value: str) -> float:
+    try:
+        return time.mktime(time.strptime(value.strip(), "%m/%d/%Y"))
+    except ValueError:
+        raise ValueError(f"must be a date MM/DD/YYYY, not {value.strip()!r}") from None
+
+
+def _epoch(value: str) -> float:
+    if not value.strip().isdigit():
+        raise ValueError(f"must be seconds since 1970, not {value.strip()!r}")
+    return float(int(value))
 
 
 T = TypeVar("T")
@@ -129,8 +157,9 @@ def parse_access(text: str, path: str, spa_port: int = FWKNOP_PORT) -> tuple[Fwk
         refusal = _refusal(key)
         if refusal is not None:
             raise ConfigError(path, number, f"{key}: {refusal}")
-        if key not in ACCESS_KEYS:
-            raise ConfigError(path, number, f"unknown access.conf key {key!r}")
+        if key not in ACCESS_KEYS:  # as fwknopd: said, and left out
+            log.warning("%s:%d: unknown access.conf key %r is ignored", path, number, key)
+            continue
         if key == "SOURCE":
             stanzas.append(_Stanza(number))
         elif not stanzas:
@@ -189,6 +218,9 @@ def _stanza(raw: _Stanza, name: str, path: str, spa_port: int) -> FwknopStanza:
     def fail(key: str, reason: str) -> ConfigError:
         return ConfigError(path, values.get(key, (raw.line, ""))[0], reason)
 
+    for name_of in ("KEY", "KEY_BASE64", "HMAC_KEY", "HMAC_KEY_BASE64"):
+        if values.get(name_of, (0, ""))[1].upper() == "__CHANGEME__":
+            raise fail(name_of, f"{name_of} is still __CHANGEME__: set a key (fwknop --key-gen)")
     key = get("KEY_BASE64", _b64, b"") or get("KEY", str.encode, b"")
     if not key:
         raise fail("SOURCE", "the stanza has no KEY_BASE64 (or KEY)")
@@ -199,6 +231,9 @@ def _stanza(raw: _Stanza, name: str, path: str, spa_port: int) -> FwknopStanza:
             "the stanza has no HMAC_KEY_BASE64: packets without an HMAC are"
             " refused unless SESAME_LEGACY_NO_HMAC Y allows them",
         )
+    if hmac_key and hmac_key == key:
+        which = "HMAC_KEY_BASE64" if "HMAC_KEY_BASE64" in values else "HMAC_KEY"
+        raise fail(which, "the HMAC key is the encryption key: give each its own (fwknopd too)")
     digest = get("HMAC_DIGEST_TYPE", lambda v: v.strip().lower(), "sha256")
     if digest not in HMAC_TYPES:
         raise fail(
@@ -209,9 +244,9 @@ def _stanza(raw: _Stanza, name: str, path: str, spa_port: int) -> FwknopStanza:
         raise fail(
             "ENCRYPTION_MODE", f"ENCRYPTION_MODE {mode}: only CBC (fwknop's default) is supported"
         )
-    expire: float | None = get("ACCESS_EXPIRE_EPOCH", lambda v: float(int(v)), None)
+    expire: float | None = get("ACCESS_EXPIRE_EPOCH", _epoch, None)
     if expire is None:
-        expire = get("ACCESS_EXPIRE", lambda v: time.mktime(time.strptime(v, "%m/%d/%Y")), None)
+        expire = get("ACCESS_EXPIRE", _date, None)
     require_source = values.get("REQUIRE_SOURCE_ADDRESS") or values.get("REQUIRE_SOURCE")
     try:
         return FwknopStanza(
@@ -223,14 +258,14 @@ def _stanza(raw: _Stanza, name: str, path: str, spa_port: int) -> FwknopStanza:
             restrict_ports=get("RESTRICT_PORTS", _ports, ()),
             sources=get("SOURCE", _networks, ()),
             destinations=get("DESTINATION", _networks, ()),
-            fw_access_timeout=get("FW_ACCESS_TIMEOUT", int, 30),
-            max_fw_timeout=get("MAX_FW_TIMEOUT", int, 300),
+            fw_access_timeout=get("FW_ACCESS_TIMEOUT", _whole, 30),
+            max_fw_timeout=get("MAX_FW_TIMEOUT", _whole, 300),
             require_username=get("REQUIRE_USERNAME", _text, None),
             allow_source_any=require_source is not None and not _yes(require_source[1]),
             allow_other_address=get("SESAME_ALLOW_OTHER_ADDRESS", _yes, False),
             access_expire=expire,
             spa_port=spa_port,
-            max_age=get("SESAME_MAX_SPA_PACKET_AGE", int, 120),
+            max_age=get("SESAME_MAX_SPA_PACKET_AGE", _whole, 120),
         )
     except ValueError as exc:
         key_name = "OPEN_PORTS" if "OPEN_PORTS" in str(exc) else "SOURCE"

@@ -181,8 +181,15 @@ def _door(raw: _Door, path: str, taken: set[str]) -> Door:
         if found is not None:
             sequence = parse_sequence(found[1], f"section {raw.name}: ")
         one_time = get("ONE_TIME_SEQUENCES")
-        if one_time is not None and OneTimeFile(one_time[1]).current() is None:
-            raise ValueError(f"no sequences left in the one time sequences file {one_time[1]}")
+        if one_time is not None:
+            try:
+                left = OneTimeFile(one_time[1]).current()
+            except OSError as exc:
+                raise ConfigError(
+                    path, one_time[0], f"cannot read {one_time[1]}: {exc.strerror}"
+                ) from None
+            if left is None:
+                raise ValueError(f"no sequences left in the one time sequences file {one_time[1]}")
         if not sequence and one_time is None:
             raise ValueError(f"section '{raw.name}' has an empty knock sequence")
         flags = get("TCPFLAGS")
