@@ -184,6 +184,20 @@ def datagram(access="198.51.100.2,tcp/22", stamp=STAMP, timeout=0, user="alice")
 
 
 class TestFwknopEngine:
+    def test_a_stanza_that_denies_the_ports_passes_the_datagram_to_the_next(self):
+        """fwknop's "dual usage access key": two stanzas with the same keys for other
+        ports; a request the first denies is the second's."""
+        ssh, web = (
+            FwknopStanza(name=n, key=KEY, hmac_key=HMAC, open_ports=(Port("tcp", p),))
+            for n, p in (("ssh", 22), ("web", 80))
+        )
+        e = Engine([], fwknop=[ssh, web])
+        data = datagram("198.51.100.2,tcp/80")
+        actions = recorded(e, e.fwknop(USER, SERVER, SPA, data, 0.0, STAMP), 0.0)
+        assert isinstance(actions[1], Opened) and actions[1].grant.door == "web"
+        with pytest.raises(RemoteError, match="fwknop port not allowed"):
+            e.fwknop(USER, SERVER, SPA, datagram("198.51.100.2,tcp/443"), 0.0, STAMP)
+
     def test_accepted_and_replay_refused(self):
         e = fw_engine()
         data = datagram()

@@ -1,6 +1,8 @@
 """fwknop's single-packet authorization, judged as fwknopd judges it: the access
-stanzas of a port are tried in order; the first whose source (and destination)
-match and whose HMAC and key open the datagram decides (see :mod:`sesame.wire.fwknop`).
+stanzas of a port are tried in order; the first whose source (and destination) match,
+whose HMAC and key open the datagram and whose ports allow the request decides (a
+stanza that denies the ports passes the datagram on to the next, as fwknopd does; see
+:mod:`sesame.wire.fwknop`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from sesame.errors import RemoteError
 from sesame.wire import fwknop as wire
 
 ANY_V4 = IPv4Address("0.0.0.0")
+DENIED = "fwknop port not allowed"
 
 
 def fwknop_ports(text: str) -> list[Port]:
@@ -73,15 +76,21 @@ class FwknopJudge:
                 continue
             wrong = verifier.fault(payload)
             if wrong is not None:
-                reason = wrong
+                reason = reason if reason == DENIED else wrong
                 continue
             try:
                 message = verifier.open(payload, stanza.key, self._replayed)
             except RemoteError as exc:
-                reason = exc.reason
+                reason = reason if reason == DENIED else exc.reason
                 continue
             digest = hashlib.sha256(payload).digest()
-            admit = self._admission(stanza, message, source, now, wall, not_before)
+            try:
+                admit = self._admission(stanza, message, source, now, wall, not_before)
+            except RemoteError as exc:
+                if exc.reason != DENIED:
+                    raise
+                reason = DENIED  # as fwknopd: the next stanza that matches may allow them
+                continue
             until = message.timestamp + stanza.max_age
             if not self.replay.add(digest, until):
                 raise RemoteError("replay window full")
@@ -120,6 +129,10 @@ class FwknopJudge:
             ports = tuple(sorted(fwknop_ports(requested)))
         except ValueError:
             raise RemoteError("fwknop access request") from None
+        if not ports or any(
+            p not in stanza.open_ports or p in stanza.restrict_ports for p in ports
+        ):
+            raise RemoteError(DENIED)
         self.shares.take(stanza.name, now)  # first: what follows logs a line
         if asked == ANY_V4:
             if not stanza.allow_source_any:
@@ -127,10 +140,6 @@ class FwknopJudge:
             asked = source
         elif asked != source and not stanza.allow_other_address:
             raise self.shares.elsewhere(stanza.name, source, asked)
-        if not ports or any(
-            p not in stanza.open_ports or p in stanza.restrict_ports for p in ports
-        ):
-            raise RemoteError("fwknop port not allowed")
         seconds = stanza.fw_access_timeout
         if message.client_timeout:
             seconds = min(message.client_timeout, stanza.max_fw_timeout)
