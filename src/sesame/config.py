@@ -10,7 +10,6 @@ its object takes; every rule about a value lives in the object it belongs to
 
 from __future__ import annotations
 
-import errno
 import os
 import re
 import tomllib
@@ -24,7 +23,7 @@ from sesame.compat import fwknop as fwknop_compat
 from sesame.crypto import decode_key, read_private
 from sesame.doors import Door, User
 from sesame.errors import ConfigError, FieldError
-from sesame.privileges import denied
+from sesame.privileges import because
 from sesame.settings import Config, Server, check
 
 __all__ = ["Config", "Lines", "Server", "load", "parse"]
@@ -206,11 +205,7 @@ def _build(
     """An object of ``cls`` from one TOML table: unknown and missing keys refused,
     values converted (``given``: those the caller converted); the object checks the
     rest."""
-    allowed = known(cls, extra)
-    for key in raw:
-        if key not in allowed:
-            listed = ", ".join(sorted(allowed))
-            raise FieldError(key, f"unknown key {key!r} in {what} (known: {listed})")
+    _no_unknown(raw, known(cls, extra), what)
     for f in fields(cls):
         required = f.default is MISSING and f.default_factory is MISSING
         if required and f.name not in raw and f.name not in given:
@@ -219,10 +214,15 @@ def _build(
     return cls(**values, **given)
 
 
+def _no_unknown(raw: dict[str, Any], allowed: set[str], what: str) -> None:
+    for key in raw:
+        if key not in allowed:
+            listed = ", ".join(sorted(allowed))
+            raise FieldError(key, f"unknown key {key!r} in {what} (known: {listed})")
+
+
 def _user(raw: dict[str, Any]) -> User:
-    for name in raw:  # unknown keys first, as in every table
-        if name not in known(User, KEY_KEYS):
-            _build(User, {name: None}, USER, "[[user]]", KEY_KEYS)
+    _no_unknown(raw, known(User, KEY_KEYS), "[[user]]")  # first, as in every table
     if ("key" in raw) == ("key_file" in raw):
         raise FieldError("", "a user needs exactly one of 'key' and 'key_file'")
     if "key" in raw:
@@ -262,7 +262,7 @@ def load(path: str) -> Config:
             data = handle.read()
             mode = os.fstat(handle.fileno()).st_mode
     except OSError as exc:
-        why = f"{exc.strerror}: {denied(path)}" if exc.errno == errno.EACCES else exc.strerror
+        why = because(path, exc)
         raise ConfigError(path, 0, f"cannot read: {why}") from None
     try:
         text = data.decode("utf-8")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import errno
 import hmac
 import os
 
@@ -16,7 +15,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from sesame.doors import KEY_BYTES
-from sesame.privileges import denied
+from sesame.privileges import because
 
 SPA_LABEL = b"sesame spa v1"
 TOTP_LABEL = b"sesame totp v1"
@@ -59,7 +58,7 @@ def read_private(path: str, limit: int = 65536, group: bool = False) -> bytes:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     except OSError as exc:
-        why = f"{exc.strerror}: {denied(path)}" if exc.errno == errno.EACCES else exc.strerror
+        why = because(path, exc)
         raise ValueError(f"cannot read {path}: {why}") from None
     with os.fdopen(fd, "rb") as handle:
         mode = os.fstat(handle.fileno()).st_mode

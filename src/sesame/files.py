@@ -5,29 +5,16 @@ cause and the fix."""
 
 from __future__ import annotations
 
-import errno
 import os
 import stat
 
 from sesame.errors import SesameError
-from sesame.privileges import denied, owner, who
+from sesame.privileges import because, denied, owner, who
 
 
 class FileRefused(SesameError):
     """A file or directory sesame must write is not safe to write: the reason says
     what is wrong and how to fix it."""
-
-
-def _who() -> str:
-    return who()
-
-
-def _because(path: str, exc: OSError) -> str:
-    """An error's reason, and for a permission denied, who runs sesame and who owns
-    what stands in the way."""
-    if exc.errno == errno.EACCES:
-        return f"{exc.strerror}: {denied(path)}"
-    return exc.strerror or str(exc)
 
 
 def private_dir(path: str) -> int:
@@ -40,17 +27,17 @@ def private_dir(path: str) -> int:
     except FileExistsError:
         pass
     except OSError as exc:
-        raise FileRefused(f"cannot create {path}: {_because(path, exc)}") from None
+        raise FileRefused(f"cannot create {path}: {because(path, exc)}") from None
     try:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as exc:
         what = "a symbolic link or not a directory" if exc.errno in (20, 40) else None
-        what = what or _because(path, exc)
+        what = what or because(path, exc)
         raise FileRefused(f"{path} cannot be used: {what}") from None
     info = os.fstat(fd)
     faults = []
     if info.st_uid != os.geteuid():
-        faults.append(f"belongs to uid {info.st_uid}, not to {_who()} who runs sesame")
+        faults.append(f"belongs to uid {info.st_uid}, not to {who()} who runs sesame")
     if info.st_mode & 0o077:
         faults.append(f"is open to group or others (mode {info.st_mode & 0o777:04o})")
     if faults:
@@ -72,13 +59,13 @@ def open_owned(
     try:
         fd = os.open(path, flags | (os.O_APPEND if append else 0), 0o600, dir_fd=dir_fd)
     except OSError as exc:
-        why = "it is a symbolic link" if exc.errno == 40 else _because(path, exc)
+        why = "it is a symbolic link" if exc.errno == 40 else because(path, exc)
         raise FileRefused(f"cannot write {path}: {why}") from None
     info = os.fstat(fd)
     if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid() or info.st_nlink != 1:
         os.close(fd)
         raise FileRefused(
-            f"cannot write {path}: it is not a regular file of {_who()} (who runs sesame)"
+            f"cannot write {path}: it is not a regular file of {who()} (who runs sesame)"
             " with one name; remove it or point the config elsewhere"
         )
     if truncate:
@@ -100,12 +87,12 @@ def unwritable(path: str, directory: bool = False) -> str | None:
             return f"{path} cannot be created: {denied(parent)}"
         return None
     except OSError as exc:
-        return f"{path} cannot be looked at: {_because(path, exc)}"
+        return f"{path} cannot be looked at: {because(path, exc)}"
     kind = stat.S_ISDIR if directory else stat.S_ISREG
     if not kind(info.st_mode):
         return f"{path} is not a {'directory' if directory else 'regular file'}"
     if info.st_uid != os.geteuid():
-        return f"{path} is {owner(path)}, but sesame runs as {_who()}: chown it to that user"
+        return f"{path} is {owner(path)}, but sesame runs as {who()}: chown it to that user"
     if directory and info.st_mode & 0o077:
         return f"{path} is open to group or others (mode {info.st_mode & 0o777:04o}): chmod 700"
     return None

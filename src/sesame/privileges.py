@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
 import grp
 import os
 import pwd
@@ -120,3 +121,11 @@ def denied(path: str) -> str:
         " right (chown, or chgrp and chmod g+r for a config or key file), or run it as"
         " another user (--user)"
     )
+
+
+def because(path: str, exc: OSError) -> str:
+    """Why ``path`` could not be used: the error's reason and, for a permission
+    denied, who runs sesame and who owns what stands in the way."""
+    if exc.errno == errno.EACCES:
+        return f"{exc.strerror}: {denied(path)}"
+    return exc.strerror or str(exc)
