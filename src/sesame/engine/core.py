@@ -210,8 +210,12 @@ class Engine:
 
     def ports(self, now: float) -> list[stage.SetPorts]:
         """What the kernel must pass now, if that changed (see first_stage.ports)."""
-        first = self.knocks.matcher.first_ports() if self.first_stage else None
-        return stage.ports(self.stage, self.knock_ports(), first, now, self.longest)
+        return stage.ports(self.stage, self.knock_ports(), self._wanted(), now, self.longest)
+
+    def _wanted(self) -> frozenset[Port] | None:
+        """The first ports the kernel should remember now (None: none, it passes every
+        knock: a one-port sequence, or doors the kernel cannot judge)."""
+        return self.first_ports() if self.first_stage else None
 
     def entered(self, mode: stage.Mode) -> None:
         """The gate carried out a SetPorts: the first stage is in ``mode`` now."""
@@ -322,7 +326,7 @@ class Engine:
 
     def stage_tick(self, now: float) -> list[stage.SetPorts]:
         """While every knock comes to sesame after a full map: is it calm again?"""
-        first = self.matcher.first_ports() if self.first_stage else None
+        first = self._wanted()
         self.stage, commands = stage.tick(
             self.stage, now, self.counters["knocks"], first, self.longest
         )
