@@ -65,3 +65,7 @@ class Gate(Protocol):
 
     def exists(self) -> bool:
         """Is the table there (with its grant sets)?"""
+
+    def dropped(self) -> dict[str, int]:
+        """Packets each chain dropped before sesame saw them, by chain (for metrics);
+        empty where the firewall keeps no such counters."""

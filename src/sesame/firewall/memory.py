@@ -78,6 +78,10 @@ class MemoryGate:
     def exists(self) -> bool:
         return self.installed is not None
 
+    def dropped(self) -> dict[str, int]:
+        """No kernel here: nothing was dropped before sesame saw it."""
+        return {}
+
     def allows(self, address: Address, port: Port, now: float) -> bool:
         """Would the kernel let a new connection from ``address`` to ``port`` in?"""
         entry = self.elements.get((address, port))

@@ -124,8 +124,7 @@ class Loop:
         """Serve Prometheus metrics on ``where`` (HOST:PORT)."""
         from sesame.service.metrics import Endpoint, Metrics  # only when asked: memory
 
-        dropped = getattr(gate, "dropped", dict)  # the kernel's counters, where it has them
-        metrics = self.daemon.metrics = Metrics(self.daemon, dropped)
+        metrics = self.daemon.metrics = Metrics(self.daemon, gate.dropped)
 
         def client(fd: int, on: bool) -> None:
             self.on(fd, (lambda fd: endpoint.read(fd, endpoint.respond)) if on else None)
