@@ -13,7 +13,7 @@ the kernel.
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from prometheus_client import (
@@ -106,29 +106,29 @@ class _State:
         for (kind, reason), count in sorted(self.daemon.refusals.counts.items()):
             spa.add_metric([kind, "refused", reason], count)
         yield spa
-        dropped = CounterMetricFamily(
-            "sesame_packets_dropped", "Packets sesame dropped, by reason", labels=["reason"]
+        yield _counted(
+            "sesame_packets_dropped", "Packets sesame dropped", "reason", self.daemon.drops
         )
-        for reason, count in sorted(self.daemon.drops.items()):
-            dropped.add_metric([reason], count)
-        yield dropped
         tracked = GaugeMetricFamily("sesame_sources_tracked", "Sources with a knock attempt")
         tracked.add_metric([], len(engine.matcher))
         yield tracked
-        kernel = CounterMetricFamily(
+        yield _counted(
             "sesame_kernel_dropped_packets",
-            "Packets sesame's nftables rules dropped before sesame saw them, by chain",
-            labels=["chain"],
+            "Packets sesame's nftables rules dropped before sesame saw them",
+            "chain",
+            self.kernel(),
         )
-        for chain, count in sorted(self.kernel().items()):
-            kernel.add_metric([chain], count)
-        yield kernel
-        reports = CounterMetricFamily(
-            "sesame_kernel_reports", "What the kernel reported (full sets)", labels=["report"]
+        yield _counted(
+            "sesame_kernel_reports", "What the kernel reported", "report", self.daemon.reports
         )
-        for report, count in sorted(self.daemon.reports.items()):
-            reports.add_metric([report], count)
-        yield reports
+
+
+def _counted(name: str, what: str, label: str, counts: Mapping[str, int]) -> Metric:
+    """A counter family with one sample for each key of ``counts``, by ``label``."""
+    family = CounterMetricFamily(name, f"{what}, by {label}", labels=[label])
+    for key, count in sorted(counts.items()):
+        family.add_metric([key], count)
+    return family
 
 
 def address(text: str) -> tuple[str, int]:
