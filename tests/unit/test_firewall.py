@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from ipaddress import ip_address
 
 from sesame import config
@@ -111,9 +112,16 @@ def test_parse_kernel_grants():
         ("198.51.100.2", "22/tcp", "ssh", 12.0),
         ("198.51.100.2", "53/udp", "ssh", 3.0),
     ]
-    [grant] = ruleset.to_grants(entries, now=100.0)
-    assert grant.ports == (Port("tcp", 22), Port("udp", 53))
-    assert grant.expires == 103.0  # the earliest expiry of its elements
+    # Elements that end apart are grants apart, each with its own deadline (an fwknop
+    # stanza's ports asked for one by one); a door's ports end together: one grant.
+    apart = ruleset.to_grants(entries, now=100.0)
+    assert [(g.ports, g.expires) for g in apart] == [
+        ((Port("tcp", 22),), 112.0),
+        ((Port("udp", 53),), 103.0),
+    ]
+    together = [dataclasses.replace(e, left=12.2) for e in entries]
+    [grant] = ruleset.to_grants(together, now=100.0)
+    assert grant.ports == (Port("tcp", 22), Port("udp", 53)) and grant.expires == 112.2
 
 
 def test_commands_substitute_values_as_single_arguments():

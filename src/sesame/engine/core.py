@@ -309,10 +309,9 @@ class Engine:
     def element(self, address: Address, port: Port) -> Element:
         return self.policy.element(address, port)
 
-    def revoke(self, door: str, address: Address) -> Closed | None:
+    def revoke(self, door: str, address: Address) -> list[Closed]:
         closed = self.policy.close(door, address, "revoked")
-        if closed is not None:
-            self.counters["revoked"] += 1
+        self.counters["revoked"] += len(closed)
         return closed
 
     def restore(self, grants: Iterable[Grant]) -> None:

@@ -64,6 +64,7 @@ class Admission:
     seconds: int
     user: str = ""
     one_address: bool = False  # the user's grants of this door at other addresses close
+    per_port: bool = False  # a grant per port, each with its own deadline (fwknop)
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,7 +51,7 @@ class FwknopJudge:
         self.destinations = any(s.destinations for s in stanzas)
         self.by_port = {}
         for stanza in stanzas:
-            verifier = wire.Verifier(stanza.hmac_key, stanza.hmac_type)
+            verifier = wire.Verifier(stanza.hmac_key, stanza.hmac_type, stanza.encryption_mode)
             self.by_port.setdefault(stanza.spa_port, []).append((stanza, verifier))
 
     def judge(
@@ -144,4 +144,4 @@ class FwknopJudge:
         if message.client_timeout:
             seconds = min(message.client_timeout, stanza.max_fw_timeout)
         user = message.user if NAME_RE.match(message.user) else ""
-        return Admission(stanza.name, asked, ports, seconds, user)
+        return Admission(stanza.name, asked, ports, seconds, user, per_port=True)

@@ -1,19 +1,29 @@
 """The grant book: which address may reach which door's ports, until when.
 
-A grant is keyed by (door, address): knocking again refreshes it, never adds a
-second one. Grants opened by a user are also indexed by (door, user), so a user's
-new address can replace the old one. Deadlines are engine time (``now`` is passed in).
+A grant is keyed by (door, address, ports): knocking again refreshes it, never adds
+a second one. A door always opens the same ports; an fwknop stanza opens what each
+message asks for, and its grants are one per port, so that, as in fwknopd, a second
+request for other ports opens them beside the first, each expiring on its own. A
+door's grants at an address close together (unknock, revoke). Grants opened by a
+user are also indexed by (door, user), so a user's new address can replace the old
+one. Deadlines are engine time (``now`` is passed in).
 """
 
 from __future__ import annotations
 
 import heapq
 from collections.abc import Container, Iterable
+from typing import TypeVar
 
 from sesame.basics import Address, Port
 from sesame.engine.events import Closed, CloseReason, Decision, Element, Grant, Opened, Refreshed
 
-GrantKey = tuple[str, Address]
+GrantKey = tuple[str, Address, tuple[Port, ...]]
+K = TypeVar("K")
+
+
+def key_of(grant: Grant) -> GrantKey:
+    return (grant.door, grant.address, grant.ports)
 
 
 class GrantBook:
@@ -21,8 +31,9 @@ class GrantBook:
 
     def __init__(self) -> None:
         self._grants: dict[GrantKey, Grant] = {}
-        self._by_user: dict[tuple[str, str], set[Address]] = {}
-        self._by_element: dict[tuple[Address, Port], set[str]] = {}  # -> doors holding it
+        self._at: dict[tuple[str, Address], set[GrantKey]] = {}
+        self._by_user: dict[tuple[str, str], set[GrantKey]] = {}
+        self._by_element: dict[tuple[Address, Port], set[GrantKey]] = {}  # -> its holders
         self._deadlines: list[tuple[float, str, str, GrantKey]] = []
 
     def __len__(self) -> int:
@@ -31,47 +42,49 @@ class GrantBook:
     def all(self) -> list[Grant]:
         return list(self._grants.values())
 
-    def get(self, door: str, address: Address) -> Grant | None:
-        return self._grants.get((door, address))
+    def get(self, door: str, address: Address, ports: tuple[Port, ...]) -> Grant | None:
+        return self._grants.get((door, address, ports))
+
+    def at(self, door: str, address: Address) -> list[Grant]:
+        """The grants of ``door`` at ``address``."""
+        return [self._grants[k] for k in self._at.get((door, address), ())]
 
     def of_user(self, door: str, user: str) -> list[Grant]:
-        return [self._grants[door, a] for a in self._by_user.get((door, user), ())]
+        return [self._grants[k] for k in self._by_user.get((door, user), ())]
 
     def grant(self, grant: Grant) -> Opened | Refreshed:
-        """Open ``grant``, or refresh the live one with the same door and address."""
-        key = (grant.door, grant.address)
+        """Open ``grant``, or refresh the live one with the same door, address, ports."""
+        key = key_of(grant)
         old = self._grants.get(key)
         if old is not None:
             self._unindex(old)
         self._grants[key] = grant
+        self._at.setdefault((grant.door, grant.address), set()).add(key)
         if grant.user:
-            self._by_user.setdefault((grant.door, grant.user), set()).add(grant.address)
+            self._by_user.setdefault((grant.door, grant.user), set()).add(key)
         for port in grant.ports:
-            self._by_element.setdefault((grant.address, port), set()).add(grant.door)
+            self._by_element.setdefault((grant.address, port), set()).add(key)
         # The address string keeps heap entries comparable across v4 and v6.
         heapq.heappush(self._deadlines, (grant.expires, grant.door, str(grant.address), key))
         return Opened(grant) if old is None else Refreshed(grant)
 
-    def close(self, door: str, address: Address, reason: CloseReason) -> Closed | None:
-        grant = self._grants.pop((door, address), None)
-        if grant is None:
-            return None
+    def close(self, door: str, address: Address, reason: CloseReason) -> list[Closed]:
+        """End every grant of ``door`` at ``address``."""
+        return [self.end(g, reason) for g in self.at(door, address)]
+
+    def end(self, grant: Grant, reason: CloseReason) -> Closed:
+        """End ``grant`` (a live one)."""
+        del self._grants[key_of(grant)]
         self._unindex(grant)
         return Closed(grant, reason)
 
     def _unindex(self, grant: Grant) -> None:
+        key = key_of(grant)
+        _discard(self._at, (grant.door, grant.address), key)
         for port in grant.ports:
-            doors = self._by_element.get((grant.address, port))
-            if doors is not None:
-                doors.discard(grant.door)
-                if not doors:
-                    del self._by_element[grant.address, port]
+            _discard(self._by_element, (grant.address, port), key)
         if grant.user:
-            addresses = self._by_user.get((grant.door, grant.user))
-            if addresses is not None:
-                addresses.discard(grant.address)
-                if not addresses:
-                    del self._by_user[grant.door, grant.user]
+            _discard(self._by_user, (grant.door, grant.user), key)
 
     def expire(self, now: float) -> list[Closed]:
         """Close every grant whose deadline has passed."""
@@ -81,18 +94,13 @@ class GrantBook:
             deadline, _, _, key = heapq.heappop(heap)
             grant = self._grants.get(key)
             if grant is not None and grant.expires == deadline:
-                done = self.close(grant.door, grant.address, "expired")
-                if done is not None:
-                    closed.append(done)
+                closed.append(self.end(grant, "expired"))
         return closed
 
     def holders(self, address: Address, port: Port, doors: Container[str]) -> list[Grant]:
         """The live grants of ``doors`` that hold (address, port), latest deadline first."""
-        held = [
-            self._grants[door, address]
-            for door in self._by_element.get((address, port), ())
-            if door in doors
-        ]
+        keys = self._by_element.get((address, port), ())
+        held = [self._grants[key] for key in keys if key[0] in doors]
         return sorted(held, key=lambda g: (-g.expires, g.door))
 
     def elements(self, decisions: Iterable[Decision], doors: Container[str]) -> list[Element]:
@@ -118,3 +126,11 @@ class GrantBook:
                 return deadline
             heapq.heappop(heap)  # stale: refreshed or closed since
         return None
+
+
+def _discard(index: dict[K, set[GrantKey]], at: K, key: GrantKey) -> None:
+    keys = index.get(at)
+    if keys is not None:
+        keys.discard(key)
+        if not keys:
+            del index[at]

@@ -175,8 +175,7 @@ class Knocks:
         door = self.doors[target.door]
         if target.kind == "close":
             self.counters["unknocks"] += 1
-            closed = self.policy.close(door.name, knock.source, "unknock")
-            return [closed] if closed is not None else []
+            return list(self.policy.close(door.name, knock.source, "unknock"))
         if target.user:  # a one-time sequence: spend it
             key = totp.spent_key(door.name, target.user, target.step)
             until = totp.spent_until(target.step)

@@ -1,10 +1,11 @@
 """Grant policy: what an accepted knock or message opens, refreshes or closes.
 
-A grant is keyed by (door, address): opening it again refreshes it. A door with
-``one_address_per_user`` keeps one address per user: a user's new address replaces
-the old. A grant that asks for other ports than the live one replaces it. A new
-config closes the grants whose door or stanza is gone, opens other ports now, or
-whose user lost the door.
+A grant is keyed by (door, address, ports): opening it again refreshes it. An fwknop
+stanza's admission is split into one grant per port, so requests for other ports
+open them beside the live ones, each with its own deadline (as fwknopd's rules). A
+door with ``one_address_per_user`` keeps one address per user: a user's new address
+replaces the old. A new config closes the grants whose door or stanza is gone, no
+longer opens their ports, or whose user lost the door.
 """
 
 from __future__ import annotations
@@ -61,39 +62,34 @@ class Policy:
                 gone = not set(grant.ports) <= set(stanza.open_ports)
             else:
                 lost = bool(grant.user) and (user is None or grant.door not in user.doors)
-                gone = door is None or door.open != grant.ports or lost
+                gone = door is None or not set(grant.ports) <= set(door.open) or lost
             if gone:
-                ended = self.grants.close(grant.door, grant.address, "door removed")
-                if ended is not None:
-                    closed.append(ended)
+                closed.append(self.grants.end(grant, "door removed"))
         return closed
 
     def admit(self, admission: Admission, now: float) -> list[Decision]:
-        """Grant what ``admission`` says for its ``seconds``. A live grant of the same
-        door and address is refreshed; if it held other ports, it is closed and the
-        new one opened; with ``one_address``, the user's grants elsewhere close."""
-        name, address, ports = admission.door, admission.address, admission.ports
+        """Grant what ``admission`` says for its ``seconds``: a live grant of the same
+        door, address and ports is refreshed (never shortened: as fwknopd's older rule,
+        it keeps a later deadline); with ``per_port`` (an fwknop stanza), a grant per
+        port; with ``one_address``, the user's grants elsewhere close."""
+        name, address = admission.door, admission.address
         actions: list[Decision] = []
         if admission.user and admission.one_address:
             for old in self.grants.of_user(name, admission.user):
                 if old.address != address:
-                    self._close(name, old.address, actions)
-        live = self.grants.get(name, address)
-        if live is not None and live.ports != ports:
-            self._close(name, address, actions)
-        grant = Grant(name, address, ports, now + admission.seconds, admission.user)
-        decision = self.grants.grant(grant)
-        self.counters["opened" if isinstance(decision, Opened) else "refreshed"] += 1
-        actions.append(decision)
+                    actions.append(self.grants.end(old, "replaced"))
+        ports = admission.ports
+        for held in [(p,) for p in ports] if admission.per_port else [ports]:
+            live = self.grants.get(name, address, held)
+            until = max(now + admission.seconds, live.expires if live else 0.0)
+            grant = Grant(name, address, held, until, admission.user)
+            decision = self.grants.grant(grant)
+            self.counters["opened" if isinstance(decision, Opened) else "refreshed"] += 1
+            actions.append(decision)
         return actions
 
-    def _close(self, name: str, address: Address, actions: list[Decision]) -> None:
-        closed = self.grants.close(name, address, "replaced")
-        if closed is not None:
-            actions.append(closed)
-
-    def close(self, door: str, address: Address, reason: CloseReason) -> Closed | None:
-        """End a grant now (an unknock, a revoke): None if there is none."""
+    def close(self, door: str, address: Address, reason: CloseReason) -> list[Closed]:
+        """End the grants of ``door`` at ``address`` now (an unknock, a revoke)."""
         return self.grants.close(door, address, reason)
 
     def elements(self, decisions: Iterable[Decision]) -> list[Element]:

@@ -381,25 +381,21 @@ def parse_grants(items: list[dict[str, Any]]) -> list[Entry]:
 
 
 def to_grants(entries: Iterable[Entry], now: float) -> list[Grant]:
-    """Group kernel elements into grants by (door, address), one per holder; the
-    earliest expiry of its elements wins."""
-    ports: dict[tuple[str, Address], list[Port]] = {}
-    left: dict[tuple[str, Address], float] = {}
-    users: dict[tuple[str, Address], str] = {}
+    """Group kernel elements into grants: a holder's elements at one address that end
+    in the same second are one grant (a door's ports, opened together); elements
+    that end apart are grants apart (an fwknop stanza's ports, asked for one by one),
+    each with its own deadline. Within a grant the earliest expiry wins."""
+    Key = tuple[str, Address, str, int]
+    ports: dict[Key, list[Port]] = {}
+    left: dict[Key, float] = {}
     for entry in entries:
         for holder in entry.held():
-            key = (holder.door, entry.address)
-            ports.setdefault(key, []).append(entry.port)
             remaining = max(0.0, entry.left - holder.before)
+            key = (holder.door, entry.address, holder.user, round(remaining))
+            ports.setdefault(key, []).append(entry.port)
             left[key] = min(left.get(key, remaining), remaining)
-            users[key] = holder.user
     return [
-        Grant(
-            door,
-            address,
-            tuple(sorted(ports[door, address])),
-            now + left[door, address],
-            users[door, address],
-        )
-        for door, address in ports
+        Grant(door, address, tuple(sorted(set(ports[key]))), now + left[key], user)
+        for key in ports
+        for door, address, user, _ in [key]
     ]

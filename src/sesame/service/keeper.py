@@ -83,17 +83,15 @@ class Keeper:
         they are logged as revoked, their doors' stop commands run, and a knock opens
         them anew (start commands run again)."""
         try:
-            live = {(h.door, e.address) for e in self.gate.entries() for h in e.held()}
+            live = {(h.door, e.address, e.port) for e in self.gate.entries() for h in e.held()}
         except FirewallError as exc:
             log.error("cannot read the grants back: %s", exc)
             return
         actions: list[Action] = []
         for grant in self.engine.grants.all():
-            gone = (grant.door, grant.address) not in live
+            gone = any((grant.door, grant.address, p) not in live for p in grant.ports)
             if gone and grant.door in self.engine.gated and grant.expires > now + 1.0:
-                closed = self.engine.revoke(grant.door, grant.address)
-                if closed is not None:
-                    actions.append(closed)
+                actions += self.engine.revoke(grant.door, grant.address)
         self.carry_out(actions, now)
 
     def restore(self, config: Config, now: float, why: str, grants: bool = True) -> None:

@@ -61,9 +61,7 @@ def revoke(daemon: Daemon, who: str, now: float) -> list[dict[str, Any]]:
     closed: list[Closed] = []
     for grant in daemon.engine.grants.all():
         if grant.user == who or grant.address == address:
-            ended = daemon.engine.revoke(grant.door, grant.address)
-            if ended is not None:
-                closed.append(ended)
+            closed += daemon.engine.revoke(grant.door, grant.address)
     daemon.carry_out(closed, now)
     return [
         {
