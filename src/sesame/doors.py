@@ -189,6 +189,7 @@ class FwknopStanza:
     access_expire: float | None = None  # Unix time
     spa_port: int = FWKNOP_PORT
     max_age: int = 120
+    encryption_mode: str = "cbc"  # or ctr, cfb, ofb, legacy (wire.fwknop.MODES)
 
     def __post_init__(self) -> None:
         if not NAME_RE.match(self.name):

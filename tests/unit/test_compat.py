@@ -122,7 +122,10 @@ class TestAccessConf:
             ),
             ("KEY __CHANGEME__", 18, "KEY is still __CHANGEME__"),
             ("HMAC_KEY_BASE64 __changeme__", 18, "HMAC_KEY_BASE64 is still __CHANGEME__"),
-            ("ENCRYPTION_MODE legacy", 18, "only CBC"),
+            ("ENCRYPTION_MODE ECB", 18, "ENCRYPTION_MODE: ECB is refused"),
+            ("ENCRYPTION_MODE ctr", 18, "CTR without an HMAC lets anyone on the path flip"),
+            ("ENCRYPTION_MODE pcbc", 18, "PCBC is refused: fwknop does not offer it"),
+            ("ENCRYPTION_MODE xts", 18, "'xts' is not a mode: CBC, CTR, CFB, OFB or legacy"),
             ("HMAC_DIGEST_TYPE whirlpool", 18, "HMAC_DIGEST_TYPE 'whirlpool'"),
         ],
     )
@@ -253,48 +256,6 @@ class TestFwknopEngine:
             e, e.fwknop(USER, SERVER, SPA, datagram("0.0.0.0,tcp/22", timeout=500), 0.0, STAMP), 0.0
         )
         assert opened.grant.address == USER and opened.grant.expires == 60.0
-
-
-RC = f"""\
-[default]
-SPA_SERVER_PORT     62222
-HMAC_DIGEST_TYPE    sha512
-
-[home]
-SPA_SERVER          203.0.113.5
-ACCESS              tcp/22
-ALLOW_IP            source
-KEY_BASE64          JCsc4AAN+Z1Bwh95MQjaahA7mUXm29Ld8RKN86e8M20=
-HMAC_KEY_BASE64     {base64.b64encode(HMAC).decode()}
-USE_HMAC            Y
-FW_TIMEOUT          120
-SPOOF_USER          alice
-"""
-
-
-class TestFwknoprc:
-    def test_a_stanza_over_its_defaults(self):
-        rc = fwknop.parse_rc(RC, ".fwknoprc", "home")
-        assert (rc.server, rc.port, rc.access, rc.allow_ip) == (
-            "203.0.113.5",
-            62222,
-            "tcp/22",
-            "source",
-        )
-        assert (rc.hmac_type, rc.fw_timeout, rc.user) == ("sha512", 120, "alice")
-        assert rc.key == KEY and rc.hmac_key == HMAC
-
-    def test_refusals(self):
-        with pytest.raises(ConfigError, match=r"no stanza \[work\]"):
-            fwknop.parse_rc(RC, ".fwknoprc", "work")
-        with pytest.raises(ConfigError, match=":14: USE_GPG is not supported"):
-            fwknop.parse_rc(RC + "USE_GPG Y\n", ".fwknoprc", "home")
-        with pytest.raises(ConfigError, match=r":14: unknown .fwknoprc variable 'NOPE'"):
-            fwknop.parse_rc(RC + "NOPE 1\n", ".fwknoprc", "home")
-        with pytest.raises(ConfigError, match="ALLOW_IP resolve"):
-            fwknop.parse_rc(
-                RC.replace("ALLOW_IP            source", "ALLOW_IP resolve"), ".fwknoprc", "home"
-            )
 
 
 KNOCKD = """\

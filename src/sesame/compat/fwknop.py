@@ -1,4 +1,4 @@
-"""fwknop's files: fwknopd's access.conf (server) and ~/.fwknoprc (client).
+"""fwknopd's access.conf (the client's ~/.fwknoprc is :mod:`sesame.compat.fwknoprc`).
 
 Every access.conf option either works or is refused by name at load, with its line.
 sesame is stricter than fwknopd in two places, on purpose: the address inside a datagram
@@ -22,7 +22,7 @@ from sesame.basics import FWKNOP_PORT, Port, parse_port
 from sesame.crypto import read_private
 from sesame.doors import FwknopStanza, Network
 from sesame.errors import ConfigError
-from sesame.wire.fwknop import HMAC_TYPES
+from sesame.wire.fwknop import HMAC_TYPES, MODES
 
 log = logging.getLogger("sesame")
 
@@ -63,6 +63,38 @@ REFUSED = {
 }
 
 
+ENCRYPTION_REFUSED = {
+    "ecb": "ECB is refused: it encrypts equal blocks alike; use CBC (fwknop's default)",
+    "pcbc": "PCBC is refused: fwknop does not offer it either",
+    "asymmetric": "asymmetric mode is GnuPG, which sesame does not support",
+}
+
+
+def encryption_mode(value: str) -> str:
+    """fwknop's ENCRYPTION_MODE (any case): cbc, ctr, cfb, ofb or legacy."""
+    mode = value.strip().lower()
+    if mode in ENCRYPTION_REFUSED:
+        raise ValueError(ENCRYPTION_REFUSED[mode])
+    if mode not in MODES:
+        raise ValueError(f"{value.strip()!r} is not a mode: CBC, CTR, CFB, OFB or legacy")
+    return mode
+
+
+def mode_fault(mode: str, hmac: bool, client_key: bytes = b"") -> str | None:
+    """Why ``mode`` cannot be used with these keys, or None; ``client_key``: a client's
+    encryption key (fwknopd cuts a long legacy key; fwknop refuses it)."""
+    if mode == "legacy" and hmac:
+        return "legacy mode carries no HMAC (fwknop's client refuses the pair): use CBC"
+    if mode == "legacy" and len(client_key) > 16:
+        return "a legacy-mode key is at most 16 bytes (fwknop too)"
+    if mode in ("ctr", "cfb", "ofb") and not hmac:
+        return (
+            f"{mode.upper()} without an HMAC lets anyone on the path flip bits of the"
+            " request (the address in it): give an HMAC key"
+        )
+    return None
+
+
 def _refusal(key: str) -> str | None:
     for prefix, reason in REFUSED.items():
         if key.startswith(prefix):
@@ -73,8 +105,9 @@ def _refusal(key: str) -> str | None:
 def _lines(text: str) -> list[tuple[int, str, str]]:
     """(line number, KEY, value) for each directive, as fwknopd reads its files: a line
     whose first character is ``#`` or ``;`` is a comment; the key is the first word
-    (spaces or tabs after it), without a trailing colon (``KEY_BASE64:``); the value
-    runs to the first ``;`` (``KEY secret;  # note``), trailing blanks dropped."""
+    (spaces or tabs after it), without a trailing colon (``KEY_BASE64:``), and its
+    case matters (``key`` is not ``KEY``); the value runs to the first ``;``
+    (``KEY secret;  # note``), trailing blanks dropped."""
     out = []
     for number, line in enumerate(text.splitlines(), 1):
         line = line.lstrip()
@@ -85,7 +118,7 @@ def _lines(text: str) -> list[tuple[int, str, str]]:
         )
         if ":" in key:
             key = key[: key.rindex(":")]
-        out.append((number, key.upper(), value.split(";", 1)[0].strip()))
+        out.append((number, key, value.split(";", 1)[0].strip()))
     return out
 
 
@@ -115,11 +148,12 @@ def _text(value: str) -> str | None:
     return value.strip() or None
 
 
-def _yes(value: str) -> bool:
-    return value.strip().upper() in ("Y", "YES", "1")
+def yes(value: str) -> bool:
+    """fwknopd's yes: a value starting with Y (any case)."""
+    return value.strip()[:1].upper() == "Y"
 
 
-def _b64(value: str) -> bytes:
+def unbase64(value: str) -> bytes:
     try:
         return base64.b64decode(value.strip(), validate=True)
     except (binascii.Error, ValueError):
@@ -158,7 +192,8 @@ def parse_access(text: str, path: str, spa_port: int = FWKNOP_PORT) -> tuple[Fwk
         if refusal is not None:
             raise ConfigError(path, number, f"{key}: {refusal}")
         if key not in ACCESS_KEYS:  # as fwknopd: said, and left out
-            log.warning("%s:%d: unknown access.conf key %r is ignored", path, number, key)
+            hint = " (fwknopd's keys are upper case)" if key.upper() in ACCESS_KEYS else ""
+            log.warning("%s:%d: unknown access.conf key %r is ignored%s", path, number, key, hint)
             continue
         if key == "SOURCE":
             stanzas.append(_Stanza(number))
@@ -221,11 +256,11 @@ def _stanza(raw: _Stanza, name: str, path: str, spa_port: int) -> FwknopStanza:
     for name_of in ("KEY", "KEY_BASE64", "HMAC_KEY", "HMAC_KEY_BASE64"):
         if values.get(name_of, (0, ""))[1].upper() == "__CHANGEME__":
             raise fail(name_of, f"{name_of} is still __CHANGEME__: set a key (fwknop --key-gen)")
-    key = get("KEY_BASE64", _b64, b"") or get("KEY", str.encode, b"")
+    key = get("KEY_BASE64", unbase64, b"") or get("KEY", str.encode, b"")
     if not key:
         raise fail("SOURCE", "the stanza has no KEY_BASE64 (or KEY)")
-    hmac_key = get("HMAC_KEY_BASE64", _b64, b"") or get("HMAC_KEY", str.encode, b"")
-    if not hmac_key and not get("SESAME_LEGACY_NO_HMAC", _yes, False):
+    hmac_key = get("HMAC_KEY_BASE64", unbase64, b"") or get("HMAC_KEY", str.encode, b"")
+    if not hmac_key and not get("SESAME_LEGACY_NO_HMAC", yes, False):
         raise fail(
             "SOURCE",
             "the stanza has no HMAC_KEY_BASE64: packets without an HMAC are"
@@ -239,11 +274,13 @@ def _stanza(raw: _Stanza, name: str, path: str, spa_port: int) -> FwknopStanza:
         raise fail(
             "HMAC_DIGEST_TYPE", f"HMAC_DIGEST_TYPE {digest!r}: one of " + ", ".join(HMAC_TYPES)
         )
-    mode = get("ENCRYPTION_MODE", lambda v: v.strip().upper(), "CBC")
-    if mode != "CBC":
-        raise fail(
-            "ENCRYPTION_MODE", f"ENCRYPTION_MODE {mode}: only CBC (fwknop's default) is supported"
-        )
+    mode = get("ENCRYPTION_MODE", encryption_mode, "cbc")
+    fault = mode_fault(mode, bool(hmac_key))
+    if fault is not None:
+        raise fail("ENCRYPTION_MODE", f"ENCRYPTION_MODE: {fault}")
+    if mode == "legacy" and len(key) > 16:
+        number = values.get("KEY_BASE64", values.get("KEY", (raw.line, "")))[0]
+        log.warning("%s:%d: legacy mode uses the first 16 bytes of the key", path, number)
     expire: float | None = get("ACCESS_EXPIRE_EPOCH", _epoch, None)
     if expire is None:
         expire = get("ACCESS_EXPIRE", _date, None)
@@ -261,11 +298,12 @@ def _stanza(raw: _Stanza, name: str, path: str, spa_port: int) -> FwknopStanza:
             fw_access_timeout=get("FW_ACCESS_TIMEOUT", _whole, 30),
             max_fw_timeout=get("MAX_FW_TIMEOUT", _whole, 300),
             require_username=get("REQUIRE_USERNAME", _text, None),
-            allow_source_any=require_source is not None and not _yes(require_source[1]),
-            allow_other_address=get("SESAME_ALLOW_OTHER_ADDRESS", _yes, False),
+            allow_source_any=require_source is not None and not yes(require_source[1]),
+            allow_other_address=get("SESAME_ALLOW_OTHER_ADDRESS", yes, False),
             access_expire=expire,
             spa_port=spa_port,
             max_age=get("SESAME_MAX_SPA_PACKET_AGE", _whole, 120),
+            encryption_mode=mode,
         )
     except ValueError as exc:
         key_name = "OPEN_PORTS" if "OPEN_PORTS" in str(exc) else "SOURCE"
@@ -274,161 +312,17 @@ def _stanza(raw: _Stanza, name: str, path: str, spa_port: int) -> FwknopStanza:
         raise fail(key_name, str(exc)) from None
 
 
-def _read(path: str) -> str:
-    """A file holding keys, refused (as fwknop refuses it) if others may read it."""
+def read_keyed(path: str, where: str | None = None, line: int = 0) -> str:
+    """A file holding keys, refused (as fwknop refuses it) if others may read it; the
+    refusal names ``where:line`` (the file that named it) when given, else the file."""
     try:
         return read_private(path).decode("utf-8")
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ConfigError(path, 0, str(exc)) from None
+        raise ConfigError(where or path, line, str(exc)) from None
 
 
 def load_access(path: str, spa_port: int = FWKNOP_PORT) -> tuple[FwknopStanza, ...]:
-    return parse_access(_read(path), path, spa_port)
-
-
-# -- the client's ~/.fwknoprc ----------------------------------------------------------
-
-RC_KEYS = {
-    "SPA_SERVER",
-    "SPA_SERVER_PORT",
-    "SPA_SERVER_PROTO",
-    "ACCESS",
-    "ALLOW_IP",
-    "KEY",
-    "KEY_BASE64",
-    "HMAC_KEY",
-    "HMAC_KEY_BASE64",
-    "USE_HMAC",
-    "HMAC_DIGEST_TYPE",
-    "DIGEST_TYPE",
-    "FW_TIMEOUT",
-    "SPOOF_USER",
-    "ENCRYPTION_MODE",
-    "SPA_SOURCE_PORT",
-    "VERBOSE",
-    "RESOLVE_IP_HTTPS",
-    "RESOLVE_HTTP_ONLY",
-    "RESOLVE_URL",
-    "WGET_CMD",
-    "USE_GPG",
-    "USE_GPG_AGENT",
-    "GPG_RECIPIENT",
-    "GPG_SIGNER",
-    "GPG_HOMEDIR",
-    "GPG_EXE",
-    "GPG_SIGNING_PW",
-    "GPG_SIGNING_PW_BASE64",
-    "GPG_NO_SIGNING_PW",
-    "NAT_ACCESS",
-    "NAT_LOCAL",
-    "NAT_PORT",
-    "NAT_RAND_PORT",
-    "RAND_PORT",
-    "TIME_OFFSET_PLUS",
-    "TIME_OFFSET_MINUS",
-    "SERVER_RESOLVE_IPV4",
-    "KEY_FILE",
-    "HMAC_KEY_FILE",
-    "NO_SAVE_ARGS",
-}
-
-
-@dataclass(frozen=True, slots=True)
-class RcStanza:
-    """What sesame needs of one ~/.fwknoprc stanza to build an fwknop datagram."""
-
-    name: str
-    server: str
-    port: int
-    access: str
-    allow_ip: str | None  # an address, "source" (0.0.0.0) or None (this host's)
-    key: bytes = field(repr=False)
-    hmac_key: bytes | None = field(repr=False)
-    hmac_type: str = "sha256"
-    fw_timeout: int = 0
-    user: str | None = None
-
-
-def parse_rc(text: str, path: str, name: str) -> RcStanza:
-    """Stanza ``name`` of a .fwknoprc (over its [default] values)."""
-    sections: dict[str, dict[str, tuple[int, str]]] = {}
-    section = ""
-    for number, line in enumerate(text.splitlines(), 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith("[") and line.endswith("]"):
-            section = line[1:-1].strip()
-            sections.setdefault(section, {})
-            continue
-        if not section:
-            raise ConfigError(path, number, "a setting outside any [stanza]")
-        key, _, value = line.replace("\t", " ").partition(" ")
-        key = key.upper()
-        if key not in RC_KEYS:
-            raise ConfigError(path, number, f"unknown .fwknoprc variable {key!r}")
-        sections[section][key] = (number, value.strip())
-    if name not in sections:
-        raise ConfigError(path, 0, f"no stanza [{name}] in {path}")
-    values = sections.get("default", {}) | sections[name]
-
-    def get(key: str, default: str | None = None) -> str | None:
-        return values[key][1] if key in values else default
-
-    def fail(key: str, reason: str) -> ConfigError:
-        return ConfigError(path, values.get(key, (0, ""))[0], reason)
-
-    unsupported = [
-        k
-        for k in values
-        if k.startswith(("GPG", "NAT_", "RESOLVE", "WGET", "USE_GPG"))
-        or k in ("KEY_FILE", "HMAC_KEY_FILE", "RAND_PORT")
-    ]
-    for key in unsupported:
-        if key not in ("USE_GPG", "USE_GPG_AGENT") or _yes(values[key][1]):
-            raise fail(key, f"{key} is not supported by sesame's fwknop client")
-    server = get("SPA_SERVER")
-    if not server:
-        raise fail("SPA_SERVER", f"[{name}] has no SPA_SERVER")
-    if (get("SPA_SERVER_PROTO", "udp") or "udp").lower() != "udp":
-        raise fail("SPA_SERVER_PROTO", "only SPA_SERVER_PROTO udp is supported")
-    if (get("DIGEST_TYPE", "sha256") or "").lower() != "sha256":
-        raise fail("DIGEST_TYPE", "only DIGEST_TYPE sha256 (fwknop's default) is supported")
-    if (get("ENCRYPTION_MODE", "cbc") or "").lower() != "cbc":
-        raise fail("ENCRYPTION_MODE", "only ENCRYPTION_MODE cbc is supported")
-    try:
-        secret = _b64(get("KEY_BASE64") or "") if get("KEY_BASE64") else (get("KEY") or "").encode()
-        hmac_text = get("HMAC_KEY_BASE64")
-        hmac_key = _b64(hmac_text) if hmac_text else (get("HMAC_KEY") or "").encode() or None
-    except ValueError as exc:
-        raise fail("KEY_BASE64", f"a key is {exc}") from None
-    if not secret:
-        raise fail("KEY_BASE64", f"[{name}] has no KEY_BASE64 (or KEY)")
-    if get("USE_HMAC") is not None and not _yes(get("USE_HMAC") or ""):
-        hmac_key = None
-    digest = (get("HMAC_DIGEST_TYPE", "sha256") or "").lower()
-    if digest not in HMAC_TYPES:
-        raise fail("HMAC_DIGEST_TYPE", f"unknown HMAC_DIGEST_TYPE {digest!r}")
-    allow = get("ALLOW_IP")
-    if allow is not None and allow.lower() == "resolve":
-        raise fail("ALLOW_IP", "ALLOW_IP resolve asks a web service: give the address instead")
-    return RcStanza(
-        name=name,
-        server=server,
-        port=int(get("SPA_SERVER_PORT", str(FWKNOP_PORT)) or FWKNOP_PORT),
-        access=(get("ACCESS") or "").replace(" ", ""),
-        allow_ip=allow,
-        key=secret,
-        hmac_key=hmac_key,
-        hmac_type=digest,
-        fw_timeout=int(get("FW_TIMEOUT", "0") or 0),
-        user=get("SPOOF_USER"),
-    )
-
-
-def load_rc(path: str, name: str) -> RcStanza:
-    """Read a .fwknoprc, refused (as fwknop refuses it) if others may read it."""
-    return parse_rc(_read(path), path, name)
+    return parse_access(read_keyed(path), path, spa_port)
 
 
 _YN = {
@@ -442,7 +336,7 @@ _INTS = {"FW_ACCESS_TIMEOUT", "MAX_FW_TIMEOUT", "ACCESS_EXPIRE_EPOCH", "SESAME_M
 
 def _toml_value(key: str, value: str) -> str:
     if key in _YN:
-        return "true" if _yes(value) else "false"
+        return "true" if yes(value) else "false"
     if key in _INTS and value.strip().isdigit():
         return value.strip()
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
@@ -450,7 +344,7 @@ def _toml_value(key: str, value: str) -> str:
 
 def to_toml(path: str) -> str:
     """sesame's TOML for an access.conf (validated first: a bad file is refused)."""
-    text = _read(path)
+    text = read_keyed(path)
     stanzas = parse_access(text, path)
     out = [
         f"# sesame config converted from {path} by `sesame import fwknop`.",

@@ -3,9 +3,14 @@ them: the wire format that sesame accepts from fwknop clients and sends to fwkno
 
     wire      = b64(ciphertext) without "U2FsdGVkX1" and "=" | b64(HMAC) without "="
     HMAC      = HMAC-<digest>(hmac key, "U2FsdGVkX1" + b64(ciphertext) without "=")
-    ciphertext = "Salted__" | salt (8) | AES-256-CBC(key, iv, PKCS#7(plaintext))
+    ciphertext = "Salted__" | salt (8) | AES-256-<mode>(key, iv, PKCS#7(plaintext))
     key, iv   = OpenSSL EVP_BytesToKey(MD5, 1 round, password = the key, salt)
-    plaintext = rand:b64(user):timestamp:version:type:b64(message)[:...]:b64(SHA-256 digest)
+    plaintext = rand:b64(user):timestamp:version:type:b64(message)[:...]:b64(digest)
+
+The mode is CBC (fwknop's default), or CTR, CFB, OFB as fwknop's ``-M`` makes them:
+the standard modes with the same IV, padding included. "legacy" is CBC whose password
+is cut or padded with "0" to 16 bytes (fwknop before 2.0). The digest inside is any
+of fwknop's, told apart by its length (SHA-256 unless the client chose another).
 
 The HMAC is compared in constant time before anything is decrypted. Every fault in
 input raises RemoteError with a short reason.
@@ -25,6 +30,11 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+try:  # CFB and OFB moved to "decrepit" in cryptography 43; Debian 12 has 38
+    from cryptography.hazmat.decrepit.ciphers.modes import CFB, OFB
+except ImportError:  # pragma: no cover - depends on the installed cryptography
+    from cryptography.hazmat.primitives.ciphers.modes import CFB, OFB
+
 from sesame.crypto import same
 from sesame.errors import RemoteError
 
@@ -39,6 +49,21 @@ HMAC_TYPES = {
     "sha512": 86,
     "sha3_256": 43,
     "sha3_512": 86,
+}
+DIGESTS = {  # the digest inside, by the length of its base64
+    22: ("md5",),
+    27: ("sha1",),
+    43: ("sha256", "sha3_256"),
+    64: ("sha384",),
+    86: ("sha512", "sha3_512"),
+}
+DIGEST_TYPES = tuple(name for names in DIGESTS.values() for name in names)
+MODES: dict[str, Callable[[bytes], modes.ModeWithInitializationVector | modes.ModeWithNonce]] = {
+    "cbc": modes.CBC,
+    "ctr": modes.CTR,
+    "cfb": CFB,
+    "ofb": OFB,
+    "legacy": modes.CBC,
 }
 VERSION = "3.0.0"
 ACCESS, ACCESS_WITH_TIMEOUT = 1, 3
@@ -56,8 +81,11 @@ def unb64(text: str) -> bytes:
         raise RemoteError("fwknop base64") from None
 
 
-def _key_iv(password: bytes, salt: bytes) -> tuple[bytes, bytes]:
-    """OpenSSL's EVP_BytesToKey with MD5 and one round (no library offers it)."""
+def _key_iv(password: bytes, salt: bytes, mode: str = "cbc") -> tuple[bytes, bytes]:
+    """OpenSSL's EVP_BytesToKey with MD5 and one round (no library offers it); in
+    legacy mode the password is first cut or padded with "0" to 16 bytes."""
+    if mode == "legacy":
+        password = password[:16].ljust(16, b"0")
     out, block = b"", b""
     while len(out) < 48:
         block = hashlib.md5(block + password + salt).digest()  # noqa: S324 - the format's KDF
@@ -75,11 +103,14 @@ class Verifier:
     decryption. Each datagram copies the keyed HMAC (which has the "U2FsdGVkX1"
     prefix in already) rather than keying a new one, which matters under a flood."""
 
-    __slots__ = ("_keyed", "_tag")
+    __slots__ = ("_keyed", "_mode", "_tag")
 
-    def __init__(self, hmac_key: bytes | None, hmac_type: str = "sha256") -> None:
+    def __init__(
+        self, hmac_key: bytes | None, hmac_type: str = "sha256", mode: str = "cbc"
+    ) -> None:
         self._keyed = None if hmac_key is None else hmac.new(hmac_key, _PREFIX, hmac_type)
         self._tag = HMAC_TYPES[hmac_type]
+        self._mode = mode
 
     def fault(self, wire: bytes) -> str | None:
         """The cheap checks, then the HMAC: what is wrong with a datagram (a
@@ -102,7 +133,7 @@ class Verifier:
         """Decrypt a datagram :meth:`fault` passed. ``replayed`` is asked first
         whether the datagram was seen before."""
         tagless = wire[: -self._tag] if self._keyed is not None else wire
-        return _open(wire, _PREFIX + tagless, key, replayed)
+        return _open(wire, _PREFIX + tagless, key, self._mode, replayed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,10 +155,11 @@ def decode(
     hmac_key: bytes | None,
     hmac_type: str = "sha256",
     replayed: Callable[[bytes], bool] | None = None,
+    mode: str = "cbc",
 ) -> Message:
     """Verify and decrypt one datagram for one stanza's keys. ``replayed`` is asked,
     once the HMAC holds and before decryption, whether the datagram was seen before."""
-    verifier = Verifier(hmac_key, hmac_type)
+    verifier = Verifier(hmac_key, hmac_type, mode)
     reason = verifier.fault(wire)
     if reason is not None:
         raise RemoteError(reason)
@@ -138,6 +170,7 @@ def _open(
     wire: bytes,
     body: bytes,
     key: bytes,
+    mode: str,
     replayed: Callable[[bytes], bool] | None,
 ) -> Message:
     """Decrypt ``body`` (the base64 ciphertext of ``wire``) once its HMAC holds."""
@@ -146,8 +179,8 @@ def _open(
     raw = unb64(body.decode("ascii"))
     if len(raw) < 32 or not raw.startswith(b"Salted__") or (len(raw) - 16) % 16:
         raise RemoteError("fwknop ciphertext")
-    aes_key, iv = _key_iv(key, raw[8:16])
-    decryptor = Cipher(algorithms.AES(aes_key), modes.CBC(iv)).decryptor()
+    aes_key, iv = _key_iv(key, raw[8:16], mode)
+    decryptor = Cipher(algorithms.AES(aes_key), MODES[mode](iv)).decryptor()
     padded = decryptor.update(raw[16:]) + decryptor.finalize()
     unpadder = padding.PKCS7(128).unpadder()
     try:
@@ -165,8 +198,9 @@ def _parse(plaintext: str) -> Message:
     if not 6 <= len(fields) - 1 <= 9:
         raise RemoteError("fwknop fields")
     *data, digest = fields
-    expected = b64(hashlib.sha256(":".join(data).encode("ascii")).digest())
-    if not same(expected.encode(), digest.encode()):
+    signed = ":".join(data).encode("ascii")
+    candidates = DIGESTS.get(len(digest), ())
+    if not any(same(_digest(name, signed).encode(), digest.encode()) for name in candidates):
         raise RemoteError("fwknop digest")
     rand, user, stamp, version, kind, access = data[:6]
     if not (len(rand) == 16 and rand.isdigit() and stamp.isdigit() and kind.isdigit()):
@@ -184,6 +218,10 @@ def _parse(plaintext: str) -> Message:
     return Message(rand, user_text, int(stamp), version, int(kind), access_text, client_timeout)
 
 
+def _digest(name: str, data: bytes) -> str:
+    return b64(hashlib.new(name, data).digest())
+
+
 def encode(
     user: str,
     access: str,
@@ -193,6 +231,8 @@ def encode(
     timestamp: int,
     client_timeout: int = 0,
     hmac_type: str = "sha256",
+    digest_type: str = "sha256",
+    mode: str = "cbc",
     random: bytes | None = None,
 ) -> bytes:
     """Build a datagram as fwknop 2.6.10 does (``random``: 8 salt bytes + 8 for rand)."""
@@ -203,12 +243,12 @@ def encode(
     if client_timeout:
         fields.append(str(client_timeout))
     plaintext = ":".join(fields)
-    plaintext += ":" + b64(hashlib.sha256(plaintext.encode()).digest())
+    plaintext += ":" + _digest(digest_type, plaintext.encode())
     salt = random[:8]
-    aes_key, iv = _key_iv(key, salt)
+    aes_key, iv = _key_iv(key, salt, mode)
     padder = padding.PKCS7(128).padder()
     padded = padder.update(plaintext.encode()) + padder.finalize()
-    encryptor = Cipher(algorithms.AES(aes_key), modes.CBC(iv)).encryptor()
+    encryptor = Cipher(algorithms.AES(aes_key), MODES[mode](iv)).encryptor()
     raw = b"Salted__" + salt + encryptor.update(padded) + encryptor.finalize()
     body = b64(raw)[len(PREFIX) :]
     if hmac_key is not None:
