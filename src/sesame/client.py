@@ -63,11 +63,16 @@ def spa_packet(
 
 
 def send_spa(
-    family: int, address: str, port: int, payload: bytes, source: str | None = None
+    family: int,
+    address: str,
+    port: int,
+    payload: bytes,
+    source: str | None = None,
+    source_port: int = 0,
 ) -> None:
     with socket.socket(family, socket.SOCK_DGRAM) as sock:
-        if source:
-            sock.bind((source, 0))
+        if source or source_port:
+            sock.bind((source or "", source_port))
         sock.sendto(payload, (address, port))
 
 

@@ -13,6 +13,13 @@ It holds keys, so it is refused unless only its owner may read it::
     [server.doors.phone]          # a door with rolling one-time sequences
     port_range = [40000, 40999]
     sequence_length = 4
+
+    [[fwknop]]                    # an fwknop server: ~/.fwknoprc's variables in
+    name = "office"               # lower case (`sesame import fwknop ~/.fwknoprc`)
+    spa_server = "198.51.100.7"
+    access = "tcp/22"
+    key_base64 = "..."
+    hmac_key_base64 = "..."
 """
 
 from __future__ import annotations
@@ -65,8 +72,7 @@ class Server:
     public_address: str | None = None
 
 
-def load(path: str | None = None) -> dict[str, Server]:
-    """The servers of a client config by name; ConfigError (FILE:LINE: reason) if bad."""
+def _read(path: str | None) -> tuple[str, dict[str, Any], Lines]:
     path = os.path.expanduser(path or DEFAULT)
     try:
         text = read_private(path).decode("utf-8")
@@ -78,10 +84,42 @@ def load(path: str | None = None) -> dict[str, Server]:
         found = re.search(r"line (\d+)", str(exc))
         raise ConfigError(path, int(found.group(1)) if found else 1, str(exc)) from None
     lines = Lines(text)
-    servers: dict[str, Server] = {}
     for table in raw:
-        if table != "server":
+        if table not in ("server", "fwknop"):
             raise ConfigError(path, lines.line(table), f"unknown table [{table}]")
+    return path, raw, lines
+
+
+def fwknop(path: str | None = None) -> dict[str, list[tuple[int, str, str]]]:
+    """The ``[[fwknop]]`` tables by name, as ~/.fwknoprc settings (line, NAME, value)
+    for :mod:`sesame.compat.fwknoprc` to check and carry out."""
+    path, raw, lines = _read(path)
+    entries = raw.get("fwknop", [])
+    if not isinstance(entries, list):
+        raise ConfigError(path, lines.line("fwknop"), "fwknop servers are written [[fwknop]]")
+    out: dict[str, list[tuple[int, str, str]]] = {}
+    for i, entry in enumerate(entries):
+        name, at = entry.get("name"), lines.line("fwknop", i, "name")
+        if not isinstance(name, str) or not NAME_RE.match(name):
+            raise ConfigError(path, at, "[[fwknop]] needs a plain name")
+        if name.lower() in out:
+            raise ConfigError(path, at, f"{name!r} is used twice")
+        settings = out.setdefault(name.lower(), [])
+        for key, value in entry.items():
+            where = lines.line("fwknop", i, key)
+            if key == "name":
+                continue
+            if key != key.lower() or not isinstance(value, str | int | bool):
+                raise ConfigError(path, where, f"{key}: an fwknop variable in lower case, a value")
+            text = ("Y" if value else "N") if isinstance(value, bool) else str(value)
+            settings.append((where, key.upper(), text))
+    return out
+
+
+def load(path: str | None = None) -> dict[str, Server]:
+    """The servers of a client config by name; ConfigError (FILE:LINE: reason) if bad."""
+    path, raw, lines = _read(path)
+    servers: dict[str, Server] = {}
     entries = raw.get("server", [])
     if not isinstance(entries, list):
         raise ConfigError(path, lines.line("server"), "servers are written [[server]]")

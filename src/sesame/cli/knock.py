@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import base64
-import getpass
 import os
 import sys
-import time
 from ipaddress import ip_address
 
 from sesame import clientconfig
 from sesame.basics import FWKNOP_PORT, Port, parse_port
-from sesame.cli import common
+from sesame.cli import common, fwknop
 from sesame.crypto import decode_key, read_private
 
 
@@ -29,10 +26,13 @@ def add(sub: common.Subparsers) -> None:
         epilog="examples:\n  sesame knock 203.0.113.5 7000 8000 9000/udp\n"
         "  sesame knock home --door ssh\n"
         "  sesame knock 203.0.113.5 --door ssh --user alice --key-file ~/.sesame.key\n"
-        "  sesame knock --fwknop --fwknop-rc ~/.fwknoprc myserver",
+        "  sesame knock --fwknop --fwknop-rc ~/.fwknoprc myserver\n"
+        "  sesame knock --fwknop -n myserver -D 198.51.100.7 -A tcp/22",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("host", metavar="HOST", help="a server name, a host name, IPv4 or IPv6")
+    p.add_argument(
+        "host", metavar="HOST", nargs="?", help="a server name, a host name, IPv4 or IPv6"
+    )
     p.add_argument("ports", metavar="PORT", nargs="*", help="PORT[/tcp|/udp] or PORT[:udp]")
     p.add_argument(
         "-d",
@@ -63,7 +63,7 @@ def add(sub: common.Subparsers) -> None:
         " (hex; fwknop's as text), or the ports of a knock sequence (a one-time sequence"
         " printed is not spent)",
     )
-    _fwknop_options(p)
+    fwknop.options(p)
     common.verbose(p, "say what was sent")
     p.set_defaults(func=knock)
 
@@ -79,48 +79,13 @@ def add(sub: common.Subparsers) -> None:
     p.set_defaults(func=sequence, ipv4=False, ipv6=False)
 
 
-def _fwknop_options(p: argparse.ArgumentParser) -> None:
-    fw = p.add_argument_group(
-        "fwknop",
-        "Send fwknop's SPA format, to a server running fwknopd (or sesame serving"
-        " an access.conf): HOST is a stanza of ~/.fwknoprc, or a host with the keys as flags",
-    )
-    fw.add_argument("--fwknop", action="store_true", help="send an fwknop SPA datagram")
-    fw.add_argument("--fwknop-rc", metavar="FILE", help="the rc file (default ~/.fwknoprc)")
-    fw.add_argument(
-        "-A",
-        "--access",
-        metavar="PROTO/PORT",
-        help="what to open, e.g. tcp/22 or tcp/22,udp/53 (else the stanza's ACCESS)",
-    )
-    fw.add_argument(
-        "-s",
-        "--source-any",
-        action="store_true",
-        help="ask the server to use the datagram's source (0.0.0.0)",
-    )
-    fw.add_argument(
-        "-f",
-        "--fw-timeout",
-        type=int,
-        metavar="SECONDS",
-        help="ask for this timeout (capped by the server)",
-    )
-    fw.add_argument("--fwknop-key-base64", metavar="KEY", help="Rijndael key, base64")
-    fw.add_argument("--fwknop-hmac-key-base64", metavar="KEY", help="HMAC key, base64")
-    fw.add_argument(
-        "--hmac-digest-type",
-        metavar="TYPE",
-        choices=["md5", "sha1", "sha256", "sha384", "sha512"],
-        help="HMAC digest (default sha256)",
-    )
-
-
 def knock(args: argparse.Namespace) -> int:
     from sesame import client
 
     if args.fwknop:
-        return _knock_fwknop(args)
+        return fwknop.knock(args)
+    if args.host is None:
+        raise ValueError("give HOST")
     if args.door is None:
         if not args.ports:
             raise ValueError("give the ports to knock on, or --door DOOR for SPA")
@@ -194,55 +159,6 @@ def _keyed_server(args: argparse.Namespace) -> clientconfig.Server:
         raise ValueError(f"{args.host!r} is not a server in {where}; give --user and --key-file")
     key = decode_key(read_private(os.path.expanduser(args.key_file)).decode("ascii", "replace"))
     return clientconfig.Server(args.host, args.host, args.user, key, args.spa_port or FWKNOP_PORT)
-
-
-def _knock_fwknop(args: argparse.Namespace) -> int:
-    """An fwknop-format SPA datagram, from a ~/.fwknoprc stanza or from flags."""
-    from sesame import client
-    from sesame.compat import fwknop
-    from sesame.wire import fwknop as wire
-
-    if args.fwknop_key_base64:
-        try:
-            key = base64.b64decode(args.fwknop_key_base64, validate=True)
-            hmac_key = (
-                base64.b64decode(args.fwknop_hmac_key_base64, validate=True)
-                if args.fwknop_hmac_key_base64
-                else None
-            )
-        except ValueError:
-            raise ValueError("a key given on the command line is not valid base64") from None
-        stanza = fwknop.RcStanza(args.host, args.host, FWKNOP_PORT, "", None, key, hmac_key)
-    else:
-        rc = os.path.expanduser(args.fwknop_rc or "~/.fwknoprc")
-        stanza = fwknop.load_rc(rc, args.host)
-    access = args.access or stanza.access
-    if not access:
-        raise ValueError("nothing to ask for: give -A tcp/22 (or ACCESS in the stanza)")
-    port = args.spa_port or stanza.port
-    fam, address = client.resolve(stanza.server, common.family(args))
-    allow = args.allow_ip or ("source" if args.source_any else stanza.allow_ip)
-    if allow is None:
-        allow = client.local_address(fam, address, port, args.source)
-    elif allow.lower() == "source":
-        allow = "0.0.0.0"
-    ip_address(allow)  # a ValueError names a bad address before anything is sent
-    payload = wire.encode(
-        stanza.user or getpass.getuser(),
-        f"{allow},{access}",
-        stanza.key,
-        stanza.hmac_key,
-        timestamp=int(time.time()),
-        client_timeout=args.fw_timeout if args.fw_timeout is not None else stanza.fw_timeout,
-        hmac_type=args.hmac_digest_type or stanza.hmac_type,
-    )
-    if args.print_packet:
-        print(payload.decode())
-        return 0
-    client.send_spa(fam, address, port, payload, args.source)
-    if args.verbose:
-        print(f"sent fwknop SPA to {address}:{port}/udp: {allow},{access}")
-    return 0
 
 
 def _host_of(args: argparse.Namespace) -> str:

@@ -77,9 +77,12 @@ def add(sub: common.Subparsers) -> None:
 
     p = sub.add_parser(
         "import",
-        help="print a knockd.conf or an access.conf as sesame's TOML",
+        help="print a knockd.conf or an access.conf as sesame's TOML, or a .fwknoprc as"
+        " client config",
         description="Print the sesame config equivalent to a knockd.conf or an fwknopd "
-        "access.conf, commented where sesame has a better form.",
+        "access.conf, commented where sesame has a better form; or, for an fwknop "
+        "client's ~/.fwknoprc, the client config's [[fwknop]] tables (for "
+        "`sesame knock --fwknop NAME`).",
     )
     p.add_argument("kind", choices=["knockd", "fwknop"], help="the file's kind")
     p.add_argument("file", metavar="FILE")
@@ -217,7 +220,10 @@ def import_(args: argparse.Namespace) -> int:
         if missing:
             print(f"sesame: note: {missing}; change interface before serving", file=sys.stderr)
     else:
-        from sesame.compat import fwknop
+        from sesame.compat import fwknop, fwknoprc
 
-        print(fwknop.to_toml(args.file), end="")
+        if fwknoprc.is_rc(fwknop.read_keyed(args.file)):
+            print(fwknoprc.to_toml(args.file), end="")
+        else:
+            print(fwknop.to_toml(args.file), end="")
     return 0
