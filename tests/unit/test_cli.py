@@ -79,3 +79,28 @@ def test_a_config_holding_keys_that_others_may_read_is_refused(tmp_path, capsys)
 def test_keygen_says_how_to_keep_the_server_config_private(capsys):
     assert cli.main(["keygen", "alice", "--door", "ssh", "--host", "192.0.2.1"]) == 0
     assert "chmod 640 /etc/sesame/sesame.toml" in capsys.readouterr().out
+
+
+def test_check_and_import_read_fwknops_files(tmp_path, capsys):
+    key = "JCsc4AAN+Z1Bwh95MQjaahA7mUXm29Ld8RKN86e8M20="
+    access = tmp_path / "access.conf"
+    access.write_text(f"SOURCE ANY\nOPEN_PORTS tcp/22\nKEY_BASE64 {key}\nHMAC_KEY __CHANGEME__\n")
+    access.chmod(0o600)
+    assert cli.main(["check", "--fwknop-access", str(access)]) == 2
+    assert capsys.readouterr().err.startswith(f"{access}:4: HMAC_KEY is still __CHANGEME__")
+    rc = tmp_path / "rc"
+    rc.write_text(f"[default]\nKEY_BASE64 {key}\n\n[office]\nSPA_SERVER 192.0.2.7\nACCESS tcp/22\n")
+    rc.chmod(0o600)
+    assert cli.main(["import", "fwknop", str(rc)]) == 0
+    out = capsys.readouterr().out
+    assert '[[fwknop]]\nname = "office"\nkey_base64 = ' in out and 'access = "tcp/22"' in out
+    # ... which `sesame knock --fwknop office` reads from the client config.
+    client = tmp_path / "client.toml"
+    client.write_text(out)
+    client.chmod(0o600)
+    argv = ["knock", "--fwknop", "office", "--client-config", str(client), "--print-packet"]
+    assert cli.main([*argv, "-a", "192.0.2.1"]) == 0
+    assert len(capsys.readouterr().out.strip()) > 100
+    with pytest.raises(SystemExit):
+        cli.main([*argv, "-M", "ecb"])
+    assert "invalid choice: 'ecb'" in capsys.readouterr().err

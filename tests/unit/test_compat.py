@@ -390,3 +390,38 @@ def test_import_knockd_says_when_nothing_runs_at_the_end(tmp_path):
     path.write_text("[ssh]\n sequence = 7000,8000\n command = /usr/bin/logger %IP%\n")
     text = knockd.to_toml(str(path))
     assert "nothing runs at its end: knockd's section has no stop command" in text
+
+
+# Every key fwknopd 2.6's access.c knows.
+FWKNOPD_26 = """SOURCE DESTINATION OPEN_PORTS RESTRICT_PORTS KEY KEY_BASE64 HMAC_KEY
+HMAC_KEY_BASE64 HMAC_DIGEST_TYPE FW_ACCESS_TIMEOUT MAX_FW_TIMEOUT ENCRYPTION_MODE
+ENABLE_CMD_EXEC ENABLE_CMD_SUDO_EXEC CMD_SUDO_EXEC_USER CMD_SUDO_EXEC_GROUP CMD_EXEC_USER
+CMD_EXEC_GROUP CMD_CYCLE_OPEN CMD_CYCLE_CLOSE CMD_CYCLE_TIMER REQUIRE_USERNAME
+REQUIRE_SOURCE_ADDRESS REQUIRE_SOURCE GPG_HOME_DIR GPG_EXE GPG_DECRYPT_ID GPG_DECRYPT_PW
+GPG_ALLOW_NO_PW GPG_REQUIRE_SIG GPG_DISABLE_SIG GPG_IGNORE_SIG_VERIFY_ERROR GPG_REMOTE_ID
+GPG_FINGERPRINT_ID ACCESS_EXPIRE ACCESS_EXPIRE_EPOCH FORCE_NAT FORCE_SNAT FORCE_MASQUERADE
+DISABLE_DNAT FORWARD_ALL""".split()  # noqa: SIM905 - a list as fwknopd's source has it
+
+
+@pytest.mark.parametrize("key", FWKNOPD_26)
+def test_every_fwknopd_access_key_is_carried_out_or_refused_by_name(key):
+    assert key in fwknop.ACCESS_KEYS or fwknop._refusal(key) is not None
+
+
+def test_access_conf_keys_are_case_sensitive_as_in_fwknopd(caplog):
+    text = ACCESS.replace("FW_ACCESS_TIMEOUT   45", "fw_access_timeout 5")
+    with caplog.at_level("WARNING", "sesame"):
+        first, _ = fwknop.parse_access(text, "a.conf")
+    assert first.fw_access_timeout == 30  # the default: fwknopd ignores the key too
+    assert "a.conf:8: unknown access.conf key 'fw_access_timeout' is ignored (fwknopd" in (
+        caplog.text
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "allowed"), [("Y", True), ("yes", True), ("N", False), ("1", False)]
+)
+def test_yes_as_fwknopd_reads_it(value, allowed):
+    text = ACCESS + f"SESAME_ALLOW_OTHER_ADDRESS {value}\n"
+    _, second = fwknop.parse_access(text, "a.conf")
+    assert second.allow_other_address is allowed

@@ -10,6 +10,7 @@ import getpass
 import os
 import secrets
 import socket
+import sys
 import time
 from ipaddress import ip_address
 
@@ -133,9 +134,11 @@ def knock(args: argparse.Namespace) -> int:
         raise ValueError("nothing to ask for: give -A tcp/22 (or ACCESS in the stanza)")
     port = args.spa_port or (_random_port() if rc.random_port else rc.port)
     mode = args.encryption_mode or rc.mode
-    fault = mode_fault(mode, rc.hmac_key is not None, rc.key)
+    fault = mode_fault(mode, rc.hmac_key is not None)
     if fault is not None:
         raise ValueError(f"encryption mode: {fault}")
+    if mode == "legacy" and len(rc.key) > 16:  # as fwknop: said, and cut
+        print("sesame: warning: legacy mode uses the first 16 bytes of the key", file=sys.stderr)
     fam = socket.AF_INET if rc.ipv4_only and not args.ipv6 else common.family(args)
     fam, address = client.resolve(rc.server, fam)
     allow = args.allow_ip or ("source" if args.source_any else rc.allow_ip)

@@ -48,6 +48,7 @@ def add(sub: common.Subparsers) -> None:
     family.add_argument("-6", dest="ipv6", action="store_true", help="use IPv6 only")
     common.keyed_options(p)
     p.add_argument(
+        "-a",
         "--allow-ip",
         metavar="ADDR",
         help="ask to open for ADDR instead of this host's address (NAT; the "

@@ -80,13 +80,10 @@ def encryption_mode(value: str) -> str:
     return mode
 
 
-def mode_fault(mode: str, hmac: bool, client_key: bytes = b"") -> str | None:
-    """Why ``mode`` cannot be used with these keys, or None; ``client_key``: a client's
-    encryption key (fwknopd cuts a long legacy key; fwknop refuses it)."""
+def mode_fault(mode: str, hmac: bool) -> str | None:
+    """Why ``mode`` cannot be used with or without an HMAC key, or None."""
     if mode == "legacy" and hmac:
         return "legacy mode carries no HMAC (fwknop's client refuses the pair): use CBC"
-    if mode == "legacy" and len(client_key) > 16:
-        return "a legacy-mode key is at most 16 bytes (fwknop too)"
     if mode in ("ctr", "cfb", "ofb") and not hmac:
         return (
             f"{mode.upper()} without an HMAC lets anyone on the path flip bits of the"

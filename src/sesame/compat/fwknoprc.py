@@ -305,7 +305,7 @@ def stanza(got: _Options, name: str, server: str | None = None) -> RcStanza:
     if hmac_key is not None and hmac_key == key:
         raise got.fail("HMAC_KEY_BASE64", "the HMAC key is the encryption key: give each its own")
     mode = values.get("ENCRYPTION_MODE", "cbc")
-    fault = mode_fault(mode, hmac_key is not None, key)
+    fault = mode_fault(mode, hmac_key is not None)
     if fault is not None:
         raise got.fail("ENCRYPTION_MODE", f"ENCRYPTION_MODE: {fault}")
     return RcStanza(
