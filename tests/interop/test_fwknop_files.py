@@ -49,6 +49,11 @@ OPEN_PORTS tcp/2204
 KEY {SHORT}
 ENCRYPTION_MODE legacy
 SESAME_LEGACY_NO_HMAC Y
+
+SOURCE ANY
+OPEN_PORTS tcp/2222
+KEY_BASE64 {KEY}
+HMAC_KEY_BASE64 {HMAC}
 """
 
 
@@ -88,6 +93,11 @@ def test_debian_fwknop_in_every_mode_and_digest_opens_sesame(lab):
         daemon.wait_for(rf"opened door {stanza} to {user}: {port}", 10, since=mark)
     assert {f"{user} {p}/tcp" for p in (22, 2201, 2202, 2203, 2204)} <= set(lab.grants())
     assert reachable(lab.user.netns, lab.server.ipv4, 22)
+    # The first stanza's keys verify but it denies the port: the next one that
+    # matches decides, as in fwknopd (checked beside it below).
+    mark = daemon.mark()
+    fwknop(lab, *keys("-A", "tcp/2222"))
+    daemon.wait_for(rf"opened door fwknop6 to {user}: 2222/tcp", 10, since=mark)
 
 
 def test_requests_for_other_ports_open_beside_the_first(lab):
@@ -145,6 +155,13 @@ SOURCE ANY
 OPEN_PORTS tcp/2204
 KEY {SHORT}
 ENCRYPTION_MODE legacy
+
+SOURCE ANY
+OPEN_PORTS tcp/2222
+KEY_BASE64 {KEY}
+HMAC_KEY_BASE64 {HMAC}
+HMAC_DIGEST_TYPE sha3_256
+ENCRYPTION_MODE CTR
 """
 
 
@@ -173,8 +190,11 @@ def test_sesame_knock_fwknop_with_n_and_d_opens_debian_fwknopd(lab):
             wait_for_count(out, f"{added} {lab.user.ipv4}", 1, process)
             lab.sesame(lab.user.netns, *knock, "-A", "udp/53")
             wait_for_count(out, f"{added} {lab.user.ipv4}", 2, process)
+            lab.sesame(lab.user.netns, *knock, "-A", "tcp/2222")  # the third stanza's
+            wait_for_count(out, f"{added} {lab.user.ipv4}", 3, process)
             rules = lab.run(lab.server.netns, iptables, "-S", "FWKNOP_INPUT").stdout
-            assert "--dport 22 " in rules and "--dport 53 " in rules, rules  # both kept
+            for port in (22, 53, 2222):  # each kept
+                assert f"--dport {port} " in rules, rules
             legacy = base64.b64encode(SHORT.encode()).decode()
             lab.sesame(
                 lab.stranger.netns,
@@ -203,3 +223,19 @@ def wait_for_count(
         assert process.poll() is None, content
         assert time.monotonic() < deadline, content[-3000:]
         time.sleep(0.05)
+
+
+def test_weak_keys_are_refused_as_fwknopd_refuses_them(lab):
+    fwknopd = require("fwknopd")
+    run = Path(lab.tmp, "run")
+    run.mkdir()
+    conf = private(Path(lab.tmp, "fwknopd.conf"), f"PCAP_INTF br0\nFWKNOP_RUN_DIR {run}\n")
+    same = f"SOURCE ANY\nOPEN_PORTS tcp/22\nKEY_BASE64 {KEY}\nHMAC_KEY_BASE64 {KEY}\n"
+    access = private(Path(lab.tmp, "access.conf"), same)
+    argv = [fwknopd, "-f", "-c", conf, "-a", access, "-i", "br0", "-p", f"{run}/pid"]
+    theirs = lab.run(lab.server.netns, *argv, check=False)
+    assert theirs.returncode != 0
+    assert "should not be identical" in theirs.stdout + theirs.stderr
+    ours = lab.sesame(lab.server.netns, "check", "--fwknop-access", access, check=False)
+    assert ours.returncode == 2
+    assert ours.stderr.startswith(f"{access}:4: the HMAC key is the encryption key")
