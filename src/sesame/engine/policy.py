@@ -69,9 +69,9 @@ class Policy:
 
     def admit(self, admission: Admission, now: float) -> list[Decision]:
         """Grant what ``admission`` says for its ``seconds``: a live grant of the same
-        door, address and ports is refreshed (never shortened: as fwknopd's older rule,
-        it keeps a later deadline); with ``per_port`` (an fwknop stanza), a grant per
-        port; with ``one_address``, the user's grants elsewhere close."""
+        door, address and ports is refreshed to ``seconds`` from now; with ``per_port``
+        (an fwknop stanza), a grant per port, never shortened (fwknopd's older rule
+        stays till its end); with ``one_address``, the user's grants elsewhere close."""
         name, address = admission.door, admission.address
         actions: list[Decision] = []
         if admission.user and admission.one_address:
@@ -80,7 +80,7 @@ class Policy:
                     actions.append(self.grants.end(old, "replaced"))
         ports = admission.ports
         for held in [(p,) for p in ports] if admission.per_port else [ports]:
-            live = self.grants.get(name, address, held)
+            live = self.grants.get(name, address, held) if admission.per_port else None
             until = max(now + admission.seconds, live.expires if live else 0.0)
             grant = Grant(name, address, held, until, admission.user)
             decision = self.grants.grant(grant)
