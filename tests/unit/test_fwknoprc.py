@@ -123,6 +123,11 @@ def test_read_as_fwknop_reads_it(caplog):
     assert (rc.server, rc.key, rc.hmac_key, rc.fw_timeout) == ("203.0.113.5", KEY, HMAC, 60)
     assert rc.access == "tcp/22,"
     assert ".fwknoprc:6: fwknop reads ACCESS as 'tcp/22,'; the rest of the line" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, "sesame"):
+        parse(RC + "KEY secret-passphrase words\n")
+    assert ".fwknoprc:15: fwknop reads KEY as its first word;" in caplog.text
+    assert "secret" not in caplog.text
 
 
 def test_unknown_names_are_warned_about_and_left_out(caplog):

@@ -62,6 +62,14 @@ class RcStanza:
 
 
 Setting = tuple[int, str, str]  # line, NAME, value
+SECRETS = {  # never in a log line
+    "KEY",
+    "KEY_BASE64",
+    "HMAC_KEY",
+    "HMAC_KEY_BASE64",
+    "GPG_SIGNING_PW",
+    "GPG_SIGNING_PW_BASE64",
+}
 
 
 def read(text: str, path: str) -> dict[str, list[Setting]]:
@@ -92,13 +100,13 @@ def read(text: str, path: str) -> dict[str, list[Setting]]:
             raise ConfigError(path, number, f"{name} has no value")
         after = rest[value.end() :].strip()
         if after and after[0] not in "#;":
+            shown = "its first word" if name in SECRETS else repr(value.group())
             log.warning(
-                "%s:%d: fwknop reads %s as %r; the rest of the line (%r) is ignored",
+                "%s:%d: fwknop reads %s as %s; the rest of the line is ignored",
                 path,
                 number,
                 name,
-                value.group(),
-                after,
+                shown,
             )
         current.append((number, name, value.group()))
     return stanzas
