@@ -191,10 +191,6 @@ def _base64(value: str) -> str:
     return value
 
 
-def _same(value: str) -> str:
-    return value
-
-
 def _refused(reason: str) -> Callable[[str], str]:
     def refuse(value: str) -> str:
         raise ValueError(reason)
@@ -229,29 +225,29 @@ NO_EFFECT = (
     "NO_SAVE_ARGS",
 )
 VARIABLES: dict[str, Callable[[str], str]] = {
-    "SPA_SERVER": _same,
+    "SPA_SERVER": str,
     "SPA_SERVER_PORT": _port,
     "SPA_SERVER_PROTO": _proto,
     "SPA_SOURCE_PORT": _port,
-    "ACCESS": _same,
+    "ACCESS": str,
     "ALLOW_IP": _allow,
-    "KEY": _same,
+    "KEY": str,
     "KEY_BASE64": _base64,
-    "KEY_FILE": _same,
-    "HMAC_KEY": _same,
+    "KEY_FILE": str,
+    "HMAC_KEY": str,
     "HMAC_KEY_BASE64": _base64,
-    "USE_HMAC": _same,
+    "USE_HMAC": str,
     "HMAC_DIGEST_TYPE": _choice("an HMAC digest", HMAC_TYPES),
     "DIGEST_TYPE": _choice("a digest", DIGEST_TYPES),
     "ENCRYPTION_MODE": encryption_mode,
     "FW_TIMEOUT": _seconds,
-    "SPOOF_USER": _same,
+    "SPOOF_USER": str,
     "TIME_OFFSET": _offset,
-    "RAND_PORT": _same,
-    "SERVER_RESOLVE_IPV4": _same,
+    "RAND_PORT": str,
+    "SERVER_RESOLVE_IPV4": str,
     "VERBOSE": _verbose,
-    "RESOLVE_IP_HTTP": _same,
-    "RESOLVE_IP_HTTPS": _same,
+    "RESOLVE_IP_HTTP": str,
+    "RESOLVE_IP_HTTPS": str,
     "HMAC_KEY_FILE": _refused(
         "fwknop 2.6 takes HMAC_KEY_FILE for KEY_FILE (the encryption key's file):"
         " write HMAC_KEY_BASE64 instead"
@@ -265,7 +261,7 @@ VARIABLES: dict[str, Callable[[str], str]] = {
     "NAT_ACCESS": _refused(_NAT),
     "NAT_LOCAL": _refused_if_yes(_NAT),
     "NAT_RAND_PORT": _refused_if_yes(_NAT),
-    **dict.fromkeys(NO_EFFECT, _same),
+    **dict.fromkeys(NO_EFFECT, str),
 }
 
 
