@@ -4,6 +4,7 @@ SPA datagrams and one-time sequences."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import socket
 import time
@@ -45,11 +46,29 @@ def knock(family: int, address: str, ports: Sequence[Port], delay_ms: int = 0) -
         hit(family, address, port)
 
 
+def bind(sock: socket.socket, source: str | None, port: int = 0) -> None:
+    """Send from ``source`` (and ``port``); the one thing a client may lack the right to
+    do (a port under 1024), or ask wrongly (an address this host does not have), said
+    plainly. Nothing to do without either."""
+    if not source and not port:
+        return
+    try:
+        sock.bind((source or "", port))
+    except PermissionError:
+        raise ValueError(
+            f"sending from port {port} needs root or CAP_NET_BIND_SERVICE (ports under 1024);"
+            " choose a port from 1024 up, or none"
+        ) from None
+    except OSError as exc:
+        if exc.errno == errno.EADDRNOTAVAIL:
+            raise ValueError(f"--source {source}: not an address of this host") from None
+        raise ValueError(f"cannot send from {source or '*'} port {port}: {exc.strerror}") from None
+
+
 def local_address(family: int, address: str, port: int, source: str | None) -> str:
     """The address this host sends from to reach ``address`` (no packet is sent)."""
     with socket.socket(family, socket.SOCK_DGRAM) as sock:
-        if source:
-            sock.bind((source, 0))
+        bind(sock, source)
         sock.connect((address, port))
         return str(sock.getsockname()[0])
 
@@ -71,8 +90,7 @@ def send_spa(
     source_port: int = 0,
 ) -> None:
     with socket.socket(family, socket.SOCK_DGRAM) as sock:
-        if source or source_port:
-            sock.bind((source or "", source_port))
+        bind(sock, source, source_port)
         sock.sendto(payload, (address, port))
 
 

@@ -10,9 +10,20 @@ It holds keys, so it is refused unless only its owner may read it::
     spa_port = 62201
     public_address = "stun:stun.example.org"   # behind NAT: or a literal address
 
+    door = "ssh"                  # what `sesame connect home` opens
+
+    [server.doors.ssh]            # an SPA door (no sequence, no port_range)
+    open = ["22/tcp"]             # what it opens: `sesame connect home` connects to 22
+
     [server.doors.phone]          # a door with rolling one-time sequences
     port_range = [40000, 40999]
     sequence_length = 4
+
+    [server.doors.web]            # a plain sequence (sesame's or knockd's server)
+    sequence = ["7000/tcp", "8000/tcp", "9000/udp"]
+    open = ["443/tcp"]
+
+A server whose doors are all plain sequences needs no ``user`` and ``key``.
 
     [[fwknop]]                    # an fwknop server: ~/.fwknoprc's variables in
     name = "office"               # lower case (`sesame import fwknop ~/.fwknoprc`)
@@ -32,7 +43,7 @@ from dataclasses import dataclass, field
 from ipaddress import ip_address
 from typing import Any
 
-from sesame.basics import FWKNOP_PORT
+from sesame.basics import FWKNOP_PORT, Port, parse_port
 from sesame.config import Lines
 from sesame.crypto import decode_key, read_private
 from sesame.doors import NAME_RE
@@ -49,14 +60,25 @@ _SERVER_KEYS = {
     "spa_port",
     "doors",
     "public_address",
+    "door",
 }
-_DOOR_KEYS = {"port_range", "sequence_length"}
+_DOOR_KEYS = {"port_range", "sequence_length", "sequence", "open"}
 
 
 @dataclass(frozen=True, slots=True)
-class OneTimeDoor:
-    port_range: tuple[int, int]
+class ClientDoor:
+    """A door as the client knows it: by SPA (neither sequence nor port_range), a plain
+    ``sequence``, or rolling one-time sequences (``port_range``); ``open``: the ports it
+    opens (the first TCP one is where ``sesame connect`` goes)."""
+
+    port_range: tuple[int, int] | None = None
     sequence_length: int = 4
+    sequence: tuple[Port, ...] = ()
+    open: tuple[Port, ...] = ()
+
+    @property
+    def port(self) -> int | None:
+        return next((p.number for p in self.open if p.proto == "tcp"), None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,10 +88,11 @@ class Server:
     user: str
     key: bytes = field(repr=False)
     spa_port: int = FWKNOP_PORT
-    doors: dict[str, OneTimeDoor] = field(default_factory=dict)
+    doors: dict[str, ClientDoor] = field(default_factory=dict)
     # The address the server sees this client as, behind NAT: a literal address, or
     # "stun:HOST[:PORT]" to ask a STUN server.
     public_address: str | None = None
+    door: str | None = None  # the door `sesame connect` and `sesame knock` open by default
 
 
 def _read(path: str | None) -> tuple[str, dict[str, Any], Lines]:
@@ -139,36 +162,58 @@ def _server(raw: dict[str, Any], fail: Callable[[str, str], ConfigError]) -> Ser
     for key in raw:
         if key not in _SERVER_KEYS:
             raise fail(key, f"unknown key {key!r} in [[server]]")
-    for key in ("name", "host", "user"):
+    for key in ("name", "host"):
         if not isinstance(raw.get(key), str):
             raise fail(key if key in raw else "", f"server is missing {key!r}")
-    if not NAME_RE.match(raw["user"]):
-        raise fail("user", "user must be a plain name")
-    if ("key" in raw) == ("key_file" in raw):
-        raise fail("", "a server needs exactly one of 'key' and 'key_file'")
-    try:
-        if "key" in raw:
-            secret = decode_key(str(raw["key"]))
-        else:
-            secret = decode_key(read_private(os.path.expanduser(str(raw["key_file"]))).decode())
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise fail("key" if "key" in raw else "key_file", str(exc)) from None
+    doors = {name: _door(name, door, fail) for name, door in (raw.get("doors") or {}).items()}
+    keyless = bool(doors) and all(d.sequence for d in doors.values())
+    user, secret = ("", b"") if keyless and "user" not in raw else _user_key(raw, fail)
     spa_port = raw.get("spa_port", FWKNOP_PORT)
     if isinstance(spa_port, bool) or not isinstance(spa_port, int) or not 1 <= spa_port <= 65535:
         raise fail("spa_port", "spa_port must be a port number")
-    doors = {}
-    for name, door in (raw.get("doors") or {}).items():
-        if not isinstance(door, dict) or set(door) - _DOOR_KEYS or "port_range" not in door:
-            raise fail("doors", f"[server.doors.{name}] takes port_range and sequence_length")
-        first, last = door["port_range"]
-        doors[name] = OneTimeDoor((int(first), int(last)), int(door.get("sequence_length", 4)))
     public = raw.get("public_address")
     if public is not None and not _public_address(public):
         raise fail(
             "public_address",
             'public_address must be an address or "stun:HOST[:PORT]" (a STUN server)',
         )
-    return Server(raw["name"], raw["host"], raw["user"], secret, spa_port, doors, public)
+    default = raw.get("door")
+    if default is not None and not (isinstance(default, str) and NAME_RE.match(default)):
+        raise fail("door", "door must be the name of a door")
+    return Server(raw["name"], raw["host"], user, secret, spa_port, doors, public, default)
+
+
+def _user_key(raw: dict[str, Any], fail: Callable[[str, str], ConfigError]) -> tuple[str, bytes]:
+    if not isinstance(raw.get("user"), str):
+        raise fail("user" if "user" in raw else "", "server is missing 'user'")
+    if not NAME_RE.match(raw["user"]):
+        raise fail("user", "user must be a plain name")
+    if ("key" in raw) == ("key_file" in raw):
+        raise fail("", "a server needs exactly one of 'key' and 'key_file'")
+    try:
+        if "key" in raw:
+            return raw["user"], decode_key(str(raw["key"]))
+        text = read_private(os.path.expanduser(str(raw["key_file"]))).decode()
+        return raw["user"], decode_key(text)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise fail("key" if "key" in raw else "key_file", str(exc)) from None
+
+
+def _door(name: str, raw: object, fail: Callable[[str, str], ConfigError]) -> ClientDoor:
+    where = f"[server.doors.{name}]"
+    if not isinstance(raw, dict) or set(raw) - _DOOR_KEYS:
+        raise fail("doors", f"{where} takes port_range, sequence_length, sequence and open")
+    try:
+        sequence = tuple(parse_port(str(p)) for p in raw.get("sequence", ()))
+        opens = tuple(parse_port(str(p)) for p in raw.get("open", ()))
+        span = raw.get("port_range")
+        port_range = None if span is None else (int(span[0]), int(span[1]))
+        length = int(raw.get("sequence_length", 4))
+    except (ValueError, TypeError, IndexError) as exc:
+        raise fail("doors", f"{where}: {exc}") from None
+    if sequence and port_range:
+        raise fail("doors", f"{where}: a plain sequence or a port_range, not both")
+    return ClientDoor(port_range, length, sequence, opens)
 
 
 def _public_address(value: object) -> bool:

@@ -8,7 +8,7 @@ import logging
 import sys
 
 from sesame import __version__
-from sesame.cli import common, grants, keygen, knock, lab, serve
+from sesame.cli import common, connect, grants, keygen, knock, lab, serve
 from sesame.errors import ConfigError, SesameError
 from sesame.logs import FORMAT, Escaping
 
@@ -26,7 +26,7 @@ def parser() -> argparse.ArgumentParser:
     common.verbose(top, "log every knock and every dropped packet", top=True)
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    for group in (serve, knock, keygen, grants, lab):
+    for group in (serve, knock, connect, keygen, grants, lab):
         group.add(sub)
     return top
 

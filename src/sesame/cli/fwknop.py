@@ -16,7 +16,7 @@ from ipaddress import ip_address
 
 from sesame import clientconfig
 from sesame.basics import FWKNOP_PORT
-from sesame.cli import common
+from sesame.cli.plans import Plan
 from sesame.compat import fwknoprc
 from sesame.compat.fwknop import mode_fault, read_keyed
 from sesame.wire import fwknop as wire
@@ -124,44 +124,56 @@ def stanza(args: argparse.Namespace) -> fwknoprc.RcStanza:
     return fwknoprc.stanza(fwknoprc.options(stanzas, path, name), name, server)
 
 
-def knock(args: argparse.Namespace) -> int:
-    """Send one fwknop SPA datagram (or print it, with --print-packet)."""
+def plan(args: argparse.Namespace) -> Plan:
+    """fwknop's datagram to the stanza's server: ACCESS (or -A, or tcp/PORT for
+    ``sesame connect``), open for this host's address toward the one knocked on."""
     from sesame import client
 
     rc = stanza(args)
-    access = args.access or rc.access
+    port = getattr(args, "port", None)
+    access = args.access or rc.access or (f"tcp/{port}" if port else "")
     if not access:
         raise ValueError("nothing to ask for: give -A tcp/22 (or ACCESS in the stanza)")
-    port = args.spa_port or (_random_port() if rc.random_port else rc.port)
     mode = args.encryption_mode or rc.mode
     fault = mode_fault(mode, rc.hmac_key is not None)
     if fault is not None:
         raise ValueError(f"encryption mode: {fault}")
     if mode == "legacy" and len(rc.key) > 16:  # as fwknop: said, and cut
         print("sesame: warning: legacy mode uses the first 16 bytes of the key", file=sys.stderr)
-    fam = socket.AF_INET if rc.ipv4_only and not args.ipv6 else common.family(args)
-    fam, address = client.resolve(rc.server, fam)
-    allow = args.allow_ip or ("source" if args.source_any else rc.allow_ip)
-    if allow is None:
-        allow = client.local_address(fam, address, port, args.source)
-    elif allow.lower() == "source":
-        allow = "0.0.0.0"
-    ip_address(allow)  # a ValueError names a bad address before anything is sent
-    payload = wire.encode(
-        args.spoof_user or rc.user or getpass.getuser(),
-        f"{allow},{access}",
-        rc.key,
-        rc.hmac_key,
-        timestamp=int(time.time()) + rc.time_offset,
-        client_timeout=args.fw_timeout if args.fw_timeout is not None else rc.fw_timeout,
-        hmac_type=args.hmac_digest_type or rc.hmac_type,
-        digest_type=args.digest_type or rc.digest_type,
-        mode=mode,
-    )
-    if args.print_packet:
-        print(payload.decode())
-        return 0
-    client.send_spa(fam, address, port, payload, args.source, rc.source_port)
-    if args.verbose or rc.verbose:
-        print(f"sent fwknop SPA to {address}:{port}/udp: {allow},{access}")
-    return 0
+
+    def knock(family: int, address: str, send: bool) -> tuple[str, str]:
+        spa_port = args.spa_port or (_random_port() if rc.random_port else rc.port)
+        allow = args.allow_ip or ("source" if args.source_any else rc.allow_ip)
+        if allow is None:
+            allow = client.local_address(family, address, spa_port, args.source)
+        elif allow.lower() == "source":
+            allow = "0.0.0.0"
+        ip_address(allow)  # a ValueError names a bad address before anything is sent
+        payload = wire.encode(
+            args.spoof_user or rc.user or getpass.getuser(),
+            f"{allow},{access}",
+            rc.key,
+            rc.hmac_key,
+            timestamp=int(time.time()) + rc.time_offset,
+            client_timeout=args.fw_timeout if args.fw_timeout is not None else rc.fw_timeout,
+            hmac_type=args.hmac_digest_type or rc.hmac_type,
+            digest_type=args.digest_type or rc.digest_type,
+            mode=mode,
+        )
+        if send:
+            client.send_spa(family, address, spa_port, payload, args.source, rc.source_port)
+        said = f"sent fwknop SPA to {address}:{spa_port}/udp: {allow},{access}"
+        if rc.verbose and send and not args.verbose:  # VERBOSE in the stanza
+            print(f"sesame: {said}", file=sys.stderr)
+        return payload.decode(), said
+
+    only = socket.AF_INET if rc.ipv4_only and not args.ipv6 else socket.AF_UNSPEC
+    return Plan(rc.server, knock, _first_tcp(access), only)
+
+
+def _first_tcp(access: str) -> int | None:
+    for item in access.split(","):
+        proto, _, number = item.strip().partition("/")
+        if proto.lower() == "tcp" and number.isdigit():
+            return int(number)
+    return None

@@ -3,14 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import os
-import sys
-from ipaddress import ip_address
 
-from sesame import clientconfig
-from sesame.basics import FWKNOP_PORT, Port, parse_port
-from sesame.cli import common, fwknop
-from sesame.crypto import decode_key, read_private
+from sesame.cli import common, fwknop, plans
 
 
 def add(sub: common.Subparsers) -> None:
@@ -19,10 +13,12 @@ def add(sub: common.Subparsers) -> None:
         help="knock: a plain sequence, an SPA datagram, or a one-time sequence",
         description="Knock on HOST. With PORTs: a plain sequence, one TCP SYN or one UDP "
         "datagram per port, in order (PORT, PORT/tcp, PORT/udp or knockd's PORT:udp; tcp "
-        "unless -u). With --door: HOST is a server of the client config (or a host, with "
-        "--user and --key-file) and sesame sends ONE authenticated UDP datagram (SPA) asking "
-        "to open DOOR for this host's address, or, for a door with one-time sequences in "
-        "the client config, this step's sequence.",
+        "unless -u). With --door (or the server's door in the client config): HOST is a "
+        "server of the client config (or a host, with --user and --key-file) and sesame "
+        "sends ONE authenticated UDP datagram (SPA) asking to open DOOR for this host's "
+        "address; for a door with one-time sequences in the client config, this step's "
+        "sequence; for a door with a plain sequence there, that sequence. Every client "
+        "command runs as an ordinary user.",
         epilog="examples:\n  sesame knock 203.0.113.5 7000 8000 9000/udp\n"
         "  sesame knock home --door ssh\n"
         "  sesame knock 203.0.113.5 --door ssh --user alice --key-file ~/.sesame.key\n"
@@ -83,58 +79,28 @@ def add(sub: common.Subparsers) -> None:
 def knock(args: argparse.Namespace) -> int:
     from sesame import client
 
-    if args.fwknop:
-        return fwknop.knock(args)
-    if args.host is None:
+    if args.host is None and not args.fwknop:
         raise ValueError("give HOST")
-    if args.door is None:
-        if not args.ports:
+    if args.door is None and not args.ports and not args.fwknop:
+        server = plans.servers(args).get(args.host)
+        if server is None or server.door is None:
             raise ValueError("give the ports to knock on, or --door DOOR for SPA")
-        ports = [parse_port(p, "udp" if args.udp else "tcp") for p in args.ports]
-        return _knock_ports(args, ports)
-    if args.ports:
-        raise ValueError("give either ports or --door, not both")
-    server = _keyed_server(args)
-    one_time = server.doors.get(args.door)
-    if one_time is not None:
-        ports = list(
-            client.one_time_sequence(
-                server.key, args.door, one_time.port_range, one_time.sequence_length
-            )
-        )
-        return _knock_ports(args, ports, server.host)
-    fam, address = client.resolve(server.host, common.family(args))
-    port = args.spa_port or server.spa_port
-    mine = args.allow_ip or _public_address(server, fam)
-    if mine is None:
-        mine = client.local_address(fam, address, port, args.source)
-        if client.is_private(ip_address(mine)):
-            print(
-                f"sesame: warning: this host's address {mine} is private: behind NAT the"
-                " server sees another and will refuse the datagram; set public_address"
-                f' (an address, or "stun:HOST" to ask a STUN server) for [[server]]'
-                f" {server.name!r} in the client config, or give --allow-ip",
-                file=sys.stderr,
-            )
-    payload = client.spa_packet(server.user, server.key, args.door, ip_address(mine))
+    how = plans.plan(args)
+    fam, address = client.resolve(how.host, how.family or common.family(args))
+    shown, said = how.knock(fam, address, not args.print_packet)
     if args.print_packet:
-        print(payload.hex())
-        return 0
-    client.send_spa(fam, address, port, payload, args.source)
-    if args.verbose:
-        print(
-            f"sent SPA to {address}:{port}/udp: user {server.user}, door {args.door}, "
-            f"open for {mine}"
-        )
+        print(shown)
+    elif args.verbose:
+        print(said)
     return 0
 
 
 def sequence(args: argparse.Namespace) -> int:
     from sesame import client
 
-    server = _keyed_server(args)
+    server = plans.keyed_server(args)
     one_time = server.doors.get(args.door)
-    if one_time is None:
+    if one_time is None or one_time.port_range is None:
         raise ValueError(
             f"door {args.door!r} of {server.name!r} has no [server.doors.{args.door}] "
             "port_range in the client config"
@@ -144,55 +110,3 @@ def sequence(args: argparse.Namespace) -> int:
     )
     print(" ".join(str(p) for p in ports))
     return 0
-
-
-def _keyed_server(args: argparse.Namespace) -> clientconfig.Server:
-    """The server to knock on by key: a name in the client config, or flags."""
-    path = args.client_config
-    default = os.path.expanduser(clientconfig.DEFAULT)
-    servers = {}
-    if path or os.path.exists(default):
-        servers = clientconfig.load(path)
-    if args.host in servers and not args.user:
-        return servers[args.host]
-    if not (args.user and args.key_file):
-        where = path or default
-        raise ValueError(f"{args.host!r} is not a server in {where}; give --user and --key-file")
-    key = decode_key(read_private(os.path.expanduser(args.key_file)).decode("ascii", "replace"))
-    return clientconfig.Server(args.host, args.host, args.user, key, args.spa_port or FWKNOP_PORT)
-
-
-def _host_of(args: argparse.Namespace) -> str:
-    """HOST, or the host of the client config's server of that name."""
-    path = args.client_config
-    if path or os.path.exists(os.path.expanduser(clientconfig.DEFAULT)):
-        server = clientconfig.load(path).get(args.host)
-        if server is not None:
-            return server.host
-    return str(args.host)
-
-
-def _knock_ports(args: argparse.Namespace, ports: list[Port], host: str | None = None) -> int:
-    """Knock on ``ports`` in order; with --print-packet, only print them (a one-time
-    sequence printed is not spent: nothing reaches the server)."""
-    from sesame import client
-
-    if args.print_packet:
-        print(" ".join(str(p) for p in ports))
-        return 0
-    fam, address = client.resolve(host or _host_of(args), common.family(args))
-    client.knock(fam, address, ports, args.delay)
-    if args.verbose:
-        print(f"knocked {address}: {' '.join(str(p) for p in ports)}")
-    return 0
-
-
-def _public_address(server: clientconfig.Server, family: int) -> str | None:
-    """The address the server sees this client as, if the client config says: literal,
-    or asked of a STUN server."""
-    from sesame import client
-
-    spec = server.public_address
-    if spec is None or not spec.startswith("stun:"):
-        return spec
-    return client.stun_address(spec, family)
