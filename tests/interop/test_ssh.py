@@ -16,39 +16,21 @@ import pytest
 from sesame.lab import blocked
 from tests.helpers.fwknop import HMAC, KEY, private
 from tests.helpers.lab import require
-from tests.helpers.spa import ALICE, BOB
+from tests.helpers.spa import ALICE, BOB, SERVER_CONFIG
 from tests.helpers.ssh import PORT, sshd
 
-SERVER = """\
-[server]
-state_dir = "{tmp}/state"
-
-[[user]]
-name = "alice"
-key = "{alice}"
-doors = ["ssh", "phone"]
-
-[[door]]
-name = "ssh"
-spa_port = 62201
-open = ["2222/tcp"]
-open_for = 30
-
-[[door]]
-name = "phone"
-sequence_from = "totp"
-port_range = [40000, 40999]
-seq_timeout = 10
-open = ["2222/tcp"]
-open_for = 30
-
+# The SPA and one-time doors of the SPA tests, opening sshd's port, and a plain one.
+SERVER = (
+    SERVER_CONFIG.replace('"22/tcp"', '"2222/tcp"')
+    + """
 [[door]]
 name = "plain"
 sequence = ["7000/tcp", "8000/tcp", "9000/udp"]
 seq_timeout = 10
 open = ["2222/tcp"]
-open_for = 30
+open_for = {open_for}
 """
+)
 
 CLIENT = """\
 [[server]]
@@ -75,7 +57,7 @@ open = ["2222/tcp"]
 def ssh(lab):
     require("setpriv")
     with sshd(lab.server.netns, lab.tmp) as running:
-        config = lab.write_config(SERVER.format(tmp=lab.tmp, alice=ALICE))
+        config = lab.write_config(SERVER.format(tmp=lab.tmp, alice=ALICE, bob=BOB, open_for=30))
         lab.serve(Path(config).read_text())
         running.config = running.file(  # type: ignore[attr-defined]
             "client.toml", CLIENT.format(host=lab.server.ipv4, key=ALICE)

@@ -15,20 +15,10 @@ import pytest
 
 from tests.helpers.fwknop import HMAC, KEY, serve_access
 from tests.helpers.lab import require
-from tests.helpers.spa import ALICE, SERVER_CONFIG
+from tests.helpers.spa import ALICE, CLIENT_CONFIG, SERVER_CONFIG
 from tests.helpers.ssh import NOBODY
 
-CLIENT = """\
-[[server]]
-name = "home"
-host = "{host}"
-user = "alice"
-key = "{key}"
-door = "ssh"
-
-[server.doors.phone]
-port_range = [40000, 40999]
-"""
+CLIENT = CLIENT_CONFIG.replace("spa_port = 62201\n", 'spa_port = 62201\ndoor = "ssh"\n')
 
 
 def nobody(lab, *args: str, check: bool = True):
@@ -58,7 +48,9 @@ def test_client_commands_as_an_ordinary_user(lab, home):
     keys = nobody(lab, *sesame, "keygen", "bob", "--door", "ssh").stdout
     assert re.search(r'key = "[A-Za-z0-9+/]{43}="', keys)
     daemon = lab.serve(SERVER_CONFIG.format(tmp=lab.tmp, alice=ALICE, bob=ALICE, open_for=30))
-    config = private_to_nobody(home / "client.toml", CLIENT.format(host=lab.server.ipv4, key=ALICE))
+    config = private_to_nobody(
+        home / "client.toml", CLIENT.format(host=lab.server.ipv4, user="alice", key=ALICE)
+    )
     mark = daemon.mark()
     nobody(lab, *sesame, "knock", "home", "--client-config", config)  # the server's door
     daemon.wait_for(rf"opened door ssh to {lab.user.ipv4}", 10, since=mark)
