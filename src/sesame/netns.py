@@ -104,12 +104,44 @@ class Topology:
             ip("-n", client.netns, "addr", "add", f"{client.ipv6}/64", "dev", "eth0", "nodad")
             ip("-n", client.netns, "link", "set", "eth0", "up")
 
-    def _namespace(self, role: str, number: int) -> Host:
+    def internal(
+        self,
+        role: str = "internal",
+        link: str = "int0",
+        net: tuple[str, str] = ("10.0.5.", "fd00:5::"),
+        number: int = 20,
+        route_back: bool = True,
+    ) -> Host:
+        """A host behind the server on a second link (``link`` on the server's side,
+        the server's address there ending in 1), the server routing between the two
+        links. Without ``route_back`` the host has no default route: its replies to
+        the clients cannot find the way unless the server masquerades."""
+        server = self.hosts["server"]
+        host = self._namespace(role, number, net)
+        peer = ["name", "eth0", "netns", host.netns]
+        ip("link", "add", link, "netns", server.netns, "type", "veth", "peer", *peer)
+        ip("-n", server.netns, "addr", "add", f"{net[0]}1/24", "dev", link)
+        ip("-n", server.netns, "addr", "add", f"{net[1]}1/64", "dev", link, "nodad")
+        ip("-n", server.netns, "link", "set", link, "up")
+        ip("-n", host.netns, "addr", "add", f"{host.ipv4}/24", "dev", "eth0")
+        ip("-n", host.netns, "addr", "add", f"{host.ipv6}/64", "dev", "eth0", "nodad")
+        ip("-n", host.netns, "link", "set", "eth0", "up")
+        if route_back:
+            ip("-n", host.netns, "route", "add", "default", "via", f"{net[0]}1")
+            ip("-n", host.netns, "-6", "route", "add", "default", "via", f"{net[1]}1")
+        for key in ("net/ipv4/ip_forward", "net/ipv6/conf/all/forwarding"):
+            with inside(server.netns), open(f"/proc/sys/{key}", "w") as handle:
+                handle.write("1\n")
+        return host
+
+    def _namespace(
+        self, role: str, number: int, net: tuple[str, str] = ("198.51.100.", "2001:db8::")
+    ) -> Host:
         name = f"sesame-{self.tag}-{role}"
         ip("netns", "add", name)
         self.made.append(name)
         ip("-n", name, "link", "set", "lo", "up")
-        host = Host(name, f"198.51.100.{number}", f"2001:db8::{number}")
+        host = Host(name, f"{net[0]}{number}", f"{net[1]}{number}")
         self.hosts[role] = host
         return host
 

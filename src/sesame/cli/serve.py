@@ -197,6 +197,17 @@ def check(args: argparse.Namespace) -> int:
         )
     names = [d.name for d in config.doors] + [s.name for s in config.fwknop]
     print(f"{config.path}: ok, {plural(len(names), 'door')}: " + ", ".join(names))
+    if host.can_admin_network() and not args.other_host:  # the kernel's other tables
+        from sesame.firewall import bypass
+        from sesame.firewall.libnft import Nft
+
+        nft = Nft()
+        try:
+            listing = nft.json("list ruleset")
+        finally:
+            nft.close()
+        for line in bypass.warnings(listing, server.table, config.guarded):
+            print(f"sesame: {line}", file=sys.stderr)
     return 0
 
 

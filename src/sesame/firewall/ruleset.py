@@ -35,6 +35,11 @@ Layout of ``table inet <name>`` (``sesame`` by default):
   closed, prefix ``follow-full`` at most once a minute) until it has room.
 - ``guard``: established/related traffic passes; a packet whose (source, proto,
   port) is in ``grants4``/``grants6`` passes; everything else is dropped.
+- ``prerouting`` (hook prerouting, priority mangle: after conntrack, before any DNAT):
+  a packet from outside to an address of this host and a guarded port jumps to
+  ``guard`` too. So a guarded port the host forwards (Docker's published ports,
+  libvirt's, the operator's own DNAT) is gated by the port the client asked for,
+  before any table rewrites it, and a grant opens it as it opens a local one.
 
 Grants are set elements with a kernel timeout, so they expire even if sesame dies.
 The structure is (re)installed in one transaction that keeps the grant sets.
@@ -63,6 +68,7 @@ NOISE = b"noise"
 NOISY_FULL = b"noisy-full"
 FOLLOW_FULL = b"follow-full"
 NEW_NOT_ESTABLISHED = "ct state new,invalid,untracked"
+GUARD_PRIORITY = -150  # mangle: conntrack (-200) has run, DNAT (dstnat, -100) has not
 
 
 def _elements(ports: Iterable[Port]) -> str:
@@ -121,11 +127,16 @@ def _input(config: Config) -> list[str]:
         f"add chain {t} noise",
         f"add chain {t} spa",
         f"add chain {t} guard",
+        f"add chain {t} prerouting {{ type filter hook prerouting priority {GUARD_PRIORITY};"
+        " policy accept; }",
+        f"flush chain {t} prerouting",
         f"flush chain {t} input",
         f"flush chain {t} knock",
         f"flush chain {t} noise",
         f"flush chain {t} spa",
         f"flush chain {t} guard",
+        f'add rule {t} prerouting iif != "lo" fib daddr type local meta l4proto {{ tcp, udp }}'
+        " meta l4proto . th dport @guarded jump guard",
         f'add rule {t} input iif "lo" accept',
         f"add rule {t} input udp dport @spa jump spa",
         f"add rule {t} input meta l4proto {{ tcp, udp }} meta l4proto . th dport @knock jump knock",
