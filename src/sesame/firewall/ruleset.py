@@ -135,8 +135,8 @@ def _input(config: Config) -> list[str]:
         f"flush chain {t} noise",
         f"flush chain {t} spa",
         f"flush chain {t} guard",
-        f'add rule {t} prerouting iif != "lo" fib daddr type local meta l4proto {{ tcp, udp }}'
-        " meta l4proto . th dport @guarded jump guard",
+        f"add rule {t} prerouting meta l4proto {{ tcp, udp }} meta l4proto . th dport @guarded"
+        ' iif != "lo" fib daddr type local jump guard',  # the set first: a fib lookup costs
         f'add rule {t} input iif "lo" accept',
         f"add rule {t} input udp dport @spa jump spa",
         f"add rule {t} input meta l4proto {{ tcp, udp }} meta l4proto . th dport @knock jump knock",
