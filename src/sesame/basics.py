@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv6Address
+from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Literal
 
 Address = IPv4Address | IPv6Address
@@ -14,23 +14,41 @@ Proto = Literal["tcp", "udp"]
 PROTOS: tuple[Proto, ...] = ("tcp", "udp")
 
 _PORT_RE = re.compile(r"^\s*(\d{1,5})\s*(?:[/:]\s*([A-Za-z]+)\s*)?$")
+_TARGET_RE = re.compile(r"^\s*(?:\[([0-9A-Fa-f:.]+)\]|(\d{1,3}(?:\.\d{1,3}){3})):(.+)$")
 
 
 @dataclass(frozen=True, slots=True, order=True)
 class Port:
-    """One transport port: a protocol and a number in 1..65535."""
+    """One transport port: a protocol and a number in 1..65535; with ``host`` (an
+    address), that port of another host this one forwards to (a gateway's door)."""
 
     proto: Proto
     number: int
+    host: str = ""
 
     def __post_init__(self) -> None:
         if self.proto not in PROTOS:
             raise ValueError(f"protocol must be tcp or udp, not {self.proto!r}")
         if not 1 <= self.number <= 65535:
             raise ValueError(f"port {self.number} is out of range 1-65535")
+        if self.host and str(ip_address(self.host)) != self.host:  # ValueError: not one
+            raise ValueError(f"write the address {self.host!r} as {ip_address(self.host)}")
+
+    @property
+    def address(self) -> Address | None:
+        """The other host's address, or None for this host's own port."""
+        return ip_address(self.host) if self.host else None
+
+    @property
+    def local(self) -> Port:
+        """The same port number and protocol, on this host."""
+        return Port(self.proto, self.number) if self.host else self
 
     def __str__(self) -> str:
-        return f"{self.number}/{self.proto}"
+        if not self.host:
+            return f"{self.number}/{self.proto}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.number}/{self.proto}"
 
 
 def parse_port(text: str | int, default: Proto = "tcp") -> Port:
@@ -46,6 +64,20 @@ def parse_port(text: str | int, default: Proto = "tcp") -> Port:
     if proto not in PROTOS:
         raise ValueError(f"unknown protocol {match.group(2)!r} in {text!r} (tcp or udp)")
     return Port("udp" if proto == "udp" else "tcp", int(match.group(1)))
+
+
+def parse_target(text: str | int) -> Port:
+    """A port of this host (as :func:`parse_port`), or of another host this one
+    forwards to: ``10.0.5.20:22/tcp``, ``[fd00:5::20]:22/tcp``."""
+    found = _TARGET_RE.match(text) if isinstance(text, str) else None
+    if found is None:
+        return parse_port(text)
+    port = parse_port(found.group(3))
+    try:
+        host = ip_address(found.group(1) or found.group(2))
+    except ValueError:
+        raise ValueError(f"not an address in {text!r}") from None
+    return Port(port.proto, port.number, str(host))
 
 
 FIN, SYN, RST, PSH, ACK, URG = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20

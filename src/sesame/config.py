@@ -18,7 +18,7 @@ from dataclasses import MISSING, fields
 from ipaddress import ip_address
 from typing import Any
 
-from sesame.basics import parse_flags, parse_port
+from sesame.basics import parse_flags, parse_port, parse_target
 from sesame.compat import fwknop as fwknop_compat
 from sesame.crypto import decode_key, read_private
 from sesame.doors import Door, User
@@ -105,6 +105,34 @@ def _ports(value: Any, key: str) -> tuple[Any, ...]:
         raise FieldError(key, f"{key}: {exc}") from None
 
 
+def _targets(value: Any, key: str) -> tuple[Any, ...]:
+    """``open``: this host's ports, or other hosts' (``10.0.5.20:22/tcp``)."""
+    if not isinstance(value, list):
+        raise FieldError(key, f'{key} must be a list like ["22/tcp", "10.0.5.20:22/tcp"]')
+    try:
+        return tuple(parse_target(item) for item in value)
+    except (ValueError, TypeError) as exc:
+        raise FieldError(key, f"{key}: {exc}") from None
+
+
+def _dnat(value: Any, key: str) -> tuple[tuple[Any, Any], ...]:
+    """``dnat = [{ port = "2222/tcp", to = "10.0.5.20:22" }]``."""
+    shape = f'{key} must be a list like [{{ port = "2222/tcp", to = "10.0.5.20:22" }}]'
+    if not isinstance(value, list):
+        raise FieldError(key, shape)
+    out = []
+    for entry in value:
+        if not isinstance(entry, dict) or set(entry) != {"port", "to"}:
+            raise FieldError(key, shape)
+        try:
+            local = parse_port(entry["port"])
+            target = parse_target(f"{entry['to']}/{local.proto}")
+        except (ValueError, TypeError) as exc:
+            raise FieldError(key, f"{key}: {exc}") from None
+        out.append((local, target))
+    return tuple(out)
+
+
 def _argv(value: Any, key: str) -> tuple[str, ...]:
     if isinstance(value, str):
         raise FieldError(
@@ -166,7 +194,9 @@ SERVER: dict[str, Convert] = {
 }
 DOOR: dict[str, Convert] = {
     "name": _text,
-    "open": _ports,
+    "open": _targets,
+    "dnat": _dnat,
+    "masquerade": _bool,
     "sequence": _ports,
     "seq_timeout": _seconds,
     "open_for": _whole,

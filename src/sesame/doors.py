@@ -41,8 +41,13 @@ class Door:
     start_command6: tuple[str, ...] = ()  # for IPv6 knockers (else start_command)
     stop_command6: tuple[str, ...] = ()
     knockd_mode: bool = False  # commands are knockd's /bin/sh lines with %IP%
+    # A gateway's: this host's port -> another host's port (that host's address in
+    # it), for the knocker only; the ports are added to ``open``.
+    dnat: tuple[tuple[Port, Port], ...] = ()
+    masquerade: bool = False  # other hosts' ports: replies return through this host
 
     def __post_init__(self) -> None:
+        self._gateway()
         if not NAME_RE.match(self.name):
             raise FieldError(
                 "name", f"door name {self.name!r} must be 1-32 letters, digits, '_', '.' or '-'"
@@ -107,6 +112,28 @@ class Door:
                             label,
                             f"{label}: unknown placeholder {brace}; use {', '.join(PLACEHOLDERS)}",
                         )
+
+    def _gateway(self) -> None:
+        """Checks of what a gateway's door opens on other hosts; the DNAT's own ports
+        join ``open`` (a grant opens them to the knocker, and the DNAT follows)."""
+        for local, target in self.dnat:
+            if local.host or not target.host or local.proto != target.proto:
+                raise FieldError(
+                    "dnat", 'dnat entries are { port = "2222/tcp", to = "10.0.5.20:22" }'
+                )
+        if self.dnat:
+            added = tuple(local for local, _ in self.dnat if local not in self.open)
+            object.__setattr__(self, "open", self.open + added)
+        elsewhere = self.forwards
+        if (elsewhere or self.dnat) and not self.gate:
+            raise FieldError("gate", "a door that opens other hosts' ports must gate")
+        if self.masquerade and not (elsewhere or self.dnat):
+            raise FieldError("masquerade", "masquerade is for doors that open other hosts' ports")
+
+    @property
+    def forwards(self) -> tuple[Port, ...]:
+        """What this door opens on other hosts: ports with a host, and DNAT targets."""
+        return tuple(p for p in self.open if p.host) + tuple(t for _, t in self.dnat)
 
     def commands(self, ipv6: bool) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """The (start, stop) commands for a knocker of this family."""

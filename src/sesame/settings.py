@@ -141,8 +141,23 @@ class Config:
 
     @property
     def guarded(self) -> tuple[Port, ...]:
-        """Every port a door gates in the kernel, each once."""
-        return tuple(sorted({p for ports in self.gated.values() for p in ports}))
+        """Every port of this host a door gates in the kernel, each once."""
+        return tuple(sorted({p for ports in self.gated.values() for p in ports if not p.host}))
+
+    @property
+    def forwarded(self) -> tuple[Port, ...]:
+        """Every port of another host a door opens a path to (DNAT targets too)."""
+        return tuple(sorted({p for d in self.doors if d.gate for p in d.forwards}))
+
+    @property
+    def masqueraded(self) -> tuple[Port, ...]:
+        """The other hosts' ports whose traffic leaves this host masqueraded."""
+        return tuple(sorted({p for d in self.doors if d.masquerade for p in d.forwards}))
+
+    @property
+    def dnats(self) -> tuple[tuple[Port, Port], ...]:
+        """This host's ports rewritten to other hosts', each once."""
+        return tuple(sorted({pair for d in self.doors for pair in d.dnat}))
 
     @property
     def knock_ports(self) -> tuple[Port, ...]:
@@ -197,7 +212,12 @@ def _doors(config: Config) -> None:
             patterns.append((i, key, seq))
     knock = set(config.knock_ports)
     public = set(config.server.public)
+    rewritten: dict[Port, tuple[Port, str]] = {}
     for i, door in enumerate(config.doors):
+        for local, target in door.dnat:
+            to, by = rewritten.setdefault(local, (target, door.name))
+            if to != target:
+                raise fail(i, "dnat", f"{local} is rewritten to {to} by door {by!r}")
         for port in door.open:
             if port in knock:
                 raise fail(i, "open", f"{port} is both opened and a knock port")

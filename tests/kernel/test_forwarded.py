@@ -8,7 +8,7 @@ import signal
 import time
 from pathlib import Path
 
-from sesame.lab import EchoServer, blocked, connect, echo, reachable
+from sesame.lab import EchoServer, blocked, connect, echo, knock_from, reachable
 from tests.helpers.lab import require
 
 # The rules Docker 24 writes through iptables-nft for `docker run -p 8080:80` with the
@@ -122,3 +122,83 @@ def test_check_tells_what_other_tables_do_to_guarded_ports(lab):
         )
     finally:
         service.close()
+
+
+GATEWAY = """\
+[server]
+
+[[door]]
+name = "inside"
+sequence = ["7000/tcp", "8000/tcp", "9000/udp"]
+seq_timeout = 5
+open = ["10.0.5.20:22/tcp", "[fd00:5::20]:22/tcp"]
+open_for = 30
+
+[[door]]
+name = "nat"
+sequence = ["7100/tcp", "7200/tcp"]
+seq_timeout = 5
+dnat = [{ port = "2222/tcp", to = "10.0.5.20:22" }]
+open_for = 30
+
+[[door]]
+name = "natm"
+sequence = ["7300/tcp", "7400/tcp"]
+seq_timeout = 5
+dnat = [{ port = "2223/tcp", to = "10.0.5.20:23" }]
+masquerade = true
+open_for = 30
+"""
+
+
+def gateway(lab, route_back: bool) -> list[EchoServer]:
+    """An internal host (10.0.5.20, fd00:5::20) behind the server, serving 22 and 23;
+    the clients route the internal network through the server."""
+    inside = lab.topo.internal(route_back=route_back)
+    for client in (lab.user, lab.stranger):
+        lab.run(client.netns, "ip", "route", "add", "10.0.5.0/24", "via", lab.server.ipv4)
+        lab.run(client.netns, "ip", "-6", "route", "add", "fd00:5::/64", "via", lab.server.ipv6)
+    return [EchoServer(inside.netns, 22), EchoServer(inside.netns, 23)]
+
+
+def test_a_door_opens_a_path_to_an_internal_host_for_the_knocker_only(lab):
+    services = gateway(lab, route_back=True)
+    try:
+        daemon = lab.serve(GATEWAY)
+        for netns in (lab.user.netns, lab.stranger.netns):
+            assert blocked(netns, "10.0.5.20", 22)
+            assert blocked(netns, "fd00:5::20", 22)
+        lab.knock_open()
+        assert reachable(lab.user.netns, "10.0.5.20", 22)
+        assert blocked(lab.stranger.netns, "10.0.5.20", 22)
+        assert blocked(lab.user.netns, "fd00:5::20", 22)  # knocked over IPv4: IPv4 only
+        lab.knock_open(ipv6=True)
+        assert reachable(lab.user.netns, "fd00:5::20", 22)
+        assert blocked(lab.stranger.netns, "fd00:5::20", 22)
+        status = lab.sesame(lab.server.netns, "status", "-c", lab.tmp + "/sesame.toml").stdout
+        assert f"{lab.user.ipv4} 10.0.5.20:22/tcp" in " ".join(status.split())
+        mark = daemon.mark()
+        knock_from(lab.user.netns, lab.server.ipv4, "7100/tcp", "7200/tcp")
+        daemon.wait_for(rf"opened door nat to {lab.user.ipv4}: 2222/tcp", 10, since=mark)
+        assert reachable(lab.user.netns, lab.server.ipv4, 2222)  # DNAT-ed to 10.0.5.20:22
+        assert blocked(lab.stranger.netns, lab.server.ipv4, 2222)
+    finally:
+        for service in services:
+            service.close()
+
+
+def test_masquerade_for_an_internal_host_without_a_route_back(lab):
+    services = gateway(lab, route_back=False)
+    try:
+        daemon = lab.serve(GATEWAY)
+        mark = daemon.mark()
+        knock_from(lab.user.netns, lab.server.ipv4, "7100/tcp", "7200/tcp")
+        knock_from(lab.user.netns, lab.server.ipv4, "7300/tcp", "7400/tcp")
+        daemon.wait_for(rf"opened door natm to {lab.user.ipv4}: 2223/tcp", 10, since=mark)
+        daemon.wait_for(rf"opened door nat to {lab.user.ipv4}: 2222/tcp", 10, since=mark)
+        assert blocked(lab.user.netns, lab.server.ipv4, 2222)  # its reply cannot come back
+        assert reachable(lab.user.netns, lab.server.ipv4, 2223)  # masqueraded, it can
+        assert blocked(lab.stranger.netns, lab.server.ipv4, 2223)
+    finally:
+        for service in services:
+            service.close()

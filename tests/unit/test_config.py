@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -127,3 +128,55 @@ def test_a_server_value_is_refused_by_its_own_rule_at_its_line(key, value, reaso
         config.parse(text, "bad.toml")
     assert str(caught.value).startswith("bad.toml:2: "), str(caught.value)
     assert reason in caught.value.reason
+
+
+GATEWAY = """\
+[[door]]
+name = "inside"
+sequence = ["7000/tcp"]
+open = ["22/tcp", "10.0.5.20:22/tcp", "[fd00:5::20]:2222/udp"]
+dnat = [{ port = "2222/tcp", to = "10.0.5.20:22" }]
+masquerade = true
+"""
+
+
+def test_a_gateways_door():
+    loaded = config.parse(GATEWAY)
+    [door] = loaded.doors
+    assert [str(p) for p in door.open] == [
+        "22/tcp",
+        "10.0.5.20:22/tcp",
+        "[fd00:5::20]:2222/udp",
+        "2222/tcp",
+    ]
+    assert [str(p) for p in loaded.guarded] == ["22/tcp", "2222/tcp"]
+    assert [str(p) for p in loaded.forwarded] == [
+        "10.0.5.20:22/tcp",
+        "[fd00:5::20]:2222/udp",
+    ]
+    assert loaded.masqueraded == loaded.forwarded
+    assert [(str(a), str(b)) for a, b in loaded.dnats] == [("2222/tcp", "10.0.5.20:22/tcp")]
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        (('"10.0.5.20:22/tcp"', '"10.0.5.300:22/tcp"'), "not an address in '10.0.5.300:22/tcp'"),
+        (('to = "10.0.5.20:22"', 'to = "22"'), "dnat entries are { port"),
+        (('{ port = "2222/tcp", to', '{ port = "2222/tcp", where'), "dnat must be a list like"),
+        (("masquerade = true", "masquerade = true\ngate = false"), "must gate"),
+    ],
+)
+def test_gateway_refusals(change, reason):
+    with pytest.raises(ConfigError, match=re.escape(reason)):
+        config.parse(GATEWAY.replace(*change))
+
+
+def test_one_port_rewritten_two_ways_is_refused():
+    twice = GATEWAY + GATEWAY.replace('"inside"', '"other"').replace(
+        '"10.0.5.20:22" }', '"10.0.5.21:22" }'
+    ).replace('open = ["22/tcp", ', "open = [").replace('"7000/tcp"]\nopen', '"7100/tcp"]\nopen')
+    with pytest.raises(
+        ConfigError, match=re.escape("2222/tcp is rewritten to 10.0.5.20:22/tcp by door")
+    ):
+        config.parse(twice)

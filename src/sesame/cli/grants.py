@@ -13,6 +13,7 @@ from typing import Any
 
 from sesame import config as configuration
 from sesame import host
+from sesame.basics import Port
 from sesame.cli import common
 from sesame.errors import SesameError
 
@@ -116,7 +117,7 @@ def status(args: argparse.Namespace) -> int:
     table = [("ADDRESS", "PORT", "DOOR", "USER", "LEFT")] + [
         (
             r["address"],
-            f"{r['port']}/{r['proto']}",
+            str(Port(r["proto"], r["port"], r.get("host", ""))),
             r["door"],
             r["user"] or "-",
             f"{r['seconds_left']:.0f}s",
@@ -154,6 +155,7 @@ def _kernel_grants(path: str) -> list[dict[str, Any]] | None:
             "address": str(e.address),
             "proto": e.port.proto,
             "port": e.port.number,
+            **({"host": e.port.host} if e.port.host else {}),
             "door": h.door,
             "user": h.user,
             "seconds_left": left,

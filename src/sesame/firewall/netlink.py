@@ -52,14 +52,29 @@ def grant_steps(elements: Iterable[Element], now: float) -> list[Step]:
     deleted. A message each: every element has its own timeout and holders."""
     steps: list[Step] = []
     for held in elements:
-        name = f"grants{_family(held.address)}"
-        key = held.address.packed + port_value(held.port)
+        where = located(held.address, held.port)
+        if where is None:
+            continue
+        name, key = where
         steps.append((NEWSETELEM, name, [element(key)]))
         steps.append((DELSETELEM, name, [element(key)]))
         if held.until is not None:
             timeout = max(1, round((held.until - now) * 1000))
             steps.append((NEWSETELEM, name, [element(key, timeout, comment(held))]))
     return steps
+
+
+def located(address: Address, port: Port) -> tuple[str, bytes] | None:
+    """The set and key of a grant element: ``grants4/6`` (source . proto . port) for
+    this host's port, ``paths4/6`` (source . destination . proto . port) for another
+    host's; None for another host of the other family (no path to hold)."""
+    n = _family(address)
+    target = port.address
+    if target is None:
+        return f"grants{n}", address.packed + port_value(port)
+    if _family(target) != n:
+        return None
+    return f"paths{n}", address.packed + target.packed + port_value(port)
 
 
 def follow_steps(addresses: Iterable[Address], seconds: float, forget: bool) -> list[Step]:

@@ -101,7 +101,7 @@ class NftGate:
     def entries(self) -> list[Entry]:
         """Live grant elements; empty when the table does not exist."""
         items = []
-        for name in ("grants4", "grants6"):
+        for name in ("grants4", "grants6", "paths4", "paths6"):
             try:
                 items += self.nft.json(f"list set inet {self.table} {name}")
             except FirewallError:

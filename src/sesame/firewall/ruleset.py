@@ -39,7 +39,15 @@ Layout of ``table inet <name>`` (``sesame`` by default):
   a packet from outside to an address of this host and a guarded port jumps to
   ``guard`` too. So a guarded port the host forwards (Docker's published ports,
   libvirt's, the operator's own DNAT) is gated by the port the client asked for,
-  before any table rewrites it, and a grant opens it as it opens a local one.
+  before any table rewrites it, and a grant opens it as it opens a local one. A
+  packet to another host's port a door opens (in ``forwarded4``/``forwarded6``: this
+  host is its gateway) jumps to ``passage``: established/related traffic passes, a
+  (source, destination, proto, port) in ``paths4``/``paths6`` passes, the rest is
+  dropped.
+- ``dstnat`` and ``srcnat`` (nat, only while doors ask for them): a door's ``dnat``
+  rewrites this host's port to another host's; since the guard runs first, only a
+  knocker it let in gets there. Traffic to the ports in ``masqueraded4/6`` leaves
+  with this host's address, for hosts whose route back does not pass here.
 
 Grants are set elements with a kernel timeout, so they expire even if sesame dies.
 The structure is (re)installed in one transaction that keeps the grant sets.
@@ -82,7 +90,7 @@ def install(
     every knock port (the config's fixed ones unless given: one-time sequences add);
     ``first``, the first ports the kernel remembers by itself (see :func:`knocks`)."""
     lines = _sets(config, knock) + _input(config) + _noise(config) + _gates(config)
-    lines += knocks(config, first)
+    lines += _gateway(config) + knocks(config, first)
     return "\n".join(lines) + "\n"
 
 
@@ -101,7 +109,19 @@ def _sets(config: Config, knock: Iterable[Port] | None) -> list[str]:
         f" flags dynamic, timeout; size {FIRST_SIZE}; }}",
         f"add set {t} follow4 {{ type ipv4_addr; flags dynamic, timeout; size {FOLLOW_SIZE}; }}",
         f"add set {t} follow6 {{ type ipv6_addr; flags dynamic, timeout; size {FOLLOW_SIZE}; }}",
+        f"add set {t} paths4 {{ type ipv4_addr . ipv4_addr . inet_proto . inet_service;"
+        " flags timeout; }",
+        f"add set {t} paths6 {{ type ipv6_addr . ipv6_addr . inet_proto . inet_service;"
+        " flags timeout; }",
     ]
+    for name, targets in (("forwarded", config.forwarded), ("masqueraded", config.masqueraded)):
+        for n in ("4", "6"):
+            kind = f"ipv{n}_addr . inet_proto . inet_service"
+            lines += [f"add set {t} {name}{n} {{ type {kind}; }}", f"flush set {t} {name}{n}"]
+            mine = [p for p in targets if p.address is not None and str(p.address.version) == n]
+            if mine:
+                items = ", ".join(f"{p.host} . {p.proto} . {p.number}" for p in mine)
+                lines.append(f"add element {t} {name}{n} {{ {items} }}")
     for name, ports in (
         ("guarded", config.guarded),
         ("knock", sorted(config.knock_ports if knock is None else knock)),
@@ -127,6 +147,8 @@ def _input(config: Config) -> list[str]:
         f"add chain {t} noise",
         f"add chain {t} spa",
         f"add chain {t} guard",
+        f"add chain {t} passage",
+        f"flush chain {t} passage",
         f"add chain {t} prerouting {{ type filter hook prerouting priority {GUARD_PRIORITY};"
         " policy accept; }",
         f"flush chain {t} prerouting",
@@ -137,6 +159,10 @@ def _input(config: Config) -> list[str]:
         f"flush chain {t} guard",
         f"add rule {t} prerouting meta l4proto {{ tcp, udp }} meta l4proto . th dport @guarded"
         ' iif != "lo" fib daddr type local jump guard',  # the set first: a fib lookup costs
+        f"add rule {t} prerouting meta l4proto {{ tcp, udp }}"
+        " ip daddr . meta l4proto . th dport @forwarded4 jump passage",
+        f"add rule {t} prerouting meta l4proto {{ tcp, udp }}"
+        " ip6 daddr . meta l4proto . th dport @forwarded6 jump passage",
         f'add rule {t} input iif "lo" accept',
         f"add rule {t} input udp dport @spa jump spa",
         f"add rule {t} input meta l4proto {{ tcp, udp }} meta l4proto . th dport @knock jump knock",
@@ -201,6 +227,44 @@ def _gates(config: Config) -> list[str]:
         f"add rule {t} guard ip6 saddr . meta l4proto . th dport @grants6 accept",
         f"add rule {t} guard counter drop",
     ]
+
+
+def _gateway(config: Config) -> list[str]:
+    """The passage chain, and the nat chains while a door DNATs or masquerades."""
+    t = f"inet {config.server.table}"
+    lines = [
+        f"add rule {t} passage ct state established,related accept",
+        f"add rule {t} passage ip saddr . ip daddr . meta l4proto . th dport @paths4 accept",
+        f"add rule {t} passage ip6 saddr . ip6 daddr . meta l4proto . th dport @paths6 accept",
+        f"add rule {t} passage counter drop",
+    ]
+    nat = {
+        "dstnat": "prerouting priority dstnat",
+        "srcnat": "postrouting priority srcnat",
+    }
+    if not (config.dnats or config.masqueraded):
+        for name in nat:  # none wanted: gone if there (add, then delete)
+            lines += [f"add chain {t} {name}", f"delete chain {t} {name}"]
+        return lines
+    for name, hook in nat.items():
+        lines += [
+            f"add chain {t} {name} {{ type nat hook {hook}; policy accept; }}",
+            f"flush chain {t} {name}",
+        ]
+    for local, target in config.dnats:
+        six = ":" in target.host
+        family, to = (
+            ("ipv6", f"ip6 to [{target.host}]") if six else ("ipv4", f"ip to {target.host}")
+        )
+        lines.append(
+            f"add rule {t} dstnat meta nfproto {family} fib daddr type local"
+            f" {local.proto} dport {local.number} dnat {to}:{target.number}"
+        )
+    for n, ip in (("4", "ip"), ("6", "ip6")):
+        lines.append(
+            f"add rule {t} srcnat {ip} daddr . meta l4proto . th dport @masqueraded{n} masquerade"
+        )
+    return lines
 
 
 def _spa_sizes(config: Config) -> list[str]:
@@ -288,19 +352,24 @@ def fill(table: str, name: str, ports: Iterable[Port]) -> list[str]:
     return out
 
 
-def _set(address: Address) -> str:
-    return "grants4" if isinstance(address, IPv4Address) else "grants6"
+def _set(address: Address, port: Port) -> str:
+    n = "4" if isinstance(address, IPv4Address) else "6"
+    return f"paths{n}" if port.host else f"grants{n}"
 
 
 def _key(address: Address, port: Port) -> str:
-    return f"{address} . {port.proto} . {port.number}"
+    via = f" . {port.host}" if port.host else ""
+    return f"{address}{via} . {port.proto} . {port.number}"
 
 
 def remove(table: str, address: Address, ports: Iterable[Port]) -> list[str]:
     """Delete grant elements whether or not they (still) exist: add, then delete."""
     out: list[str] = []
     for port in ports:
-        element = f"inet {table} {_set(address)} {{ {_key(address, port)} }}"
+        target = port.address
+        if target is not None and target.version != address.version:
+            continue  # a path of the other family: never held
+        element = f"inet {table} {_set(address, port)} {{ {_key(address, port)} }}"
         out += [f"add element {element}", f"delete element {element}"]
     return out
 
@@ -376,16 +445,17 @@ def parse_grants(items: list[dict[str, Any]]) -> list[Entry]:
             body = element.get("elem", element) if isinstance(element, dict) else {}
             value = body.get("val", body) if isinstance(body, dict) else body
             concat = value.get("concat") if isinstance(value, dict) else None
-            if not isinstance(concat, list) or len(concat) != 3:
+            if not isinstance(concat, list) or len(concat) not in (3, 4):
                 continue
-            addr, proto, number = concat
+            addr, *via, proto, number = concat  # paths: source . destination . ...
             proto = {6: "tcp", 17: "udp"}.get(proto, proto)
             if proto not in ("tcp", "udp"):
                 continue
             left = body.get("expires", body.get("timeout", 0)) if isinstance(body, dict) else 0
             note = str(body.get("comment", "")) if isinstance(body, dict) else ""
             held = holders(note) or (Holder(""),)
-            port = Port("tcp" if proto == "tcp" else "udp", int(number))
+            host = str(ip_address(via[0])) if via else ""
+            port = Port("tcp" if proto == "tcp" else "udp", int(number), host)
             address = ip_address(addr)
             out.append(Entry(address, port, held[0].door, float(left or 0), held[0].user, held))
     return out

@@ -43,6 +43,7 @@ def grants(daemon: Daemon, now: float) -> list[dict[str, Any]]:
                     "address": str(grant.address),
                     "proto": port.proto,
                     "port": port.number,
+                    **({"host": port.host} if port.host else {}),  # another host's port
                     "door": grant.door,
                     "user": grant.user,
                     "seconds_left": round(max(0.0, grant.expires - now), 3),
