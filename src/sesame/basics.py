@@ -20,11 +20,13 @@ _TARGET_RE = re.compile(r"^\s*(?:\[([0-9A-Fa-f:.]+)\]|(\d{1,3}(?:\.\d{1,3}){3}))
 @dataclass(frozen=True, slots=True, order=True)
 class Port:
     """One transport port: a protocol and a number in 1..65535; with ``host`` (an
-    address), that port of another host this one forwards to (a gateway's door)."""
+    address), that port of another host this one forwards to (a gateway's door); with
+    ``to`` as well, this host's port ``number`` rewritten to ``host:to`` (a DNAT)."""
 
     proto: Proto
     number: int
     host: str = ""
+    to: int = 0
 
     def __post_init__(self) -> None:
         if self.proto not in PROTOS:
@@ -33,6 +35,8 @@ class Port:
             raise ValueError(f"port {self.number} is out of range 1-65535")
         if self.host and str(ip_address(self.host)) != self.host:  # ValueError: not one
             raise ValueError(f"write the address {self.host!r} as {ip_address(self.host)}")
+        if self.to and (not self.host or not 1 <= self.to <= 65535):
+            raise ValueError(f"a DNAT needs an address and a port 1-65535, not {self.to}")
 
     @property
     def address(self) -> Address | None:
@@ -45,9 +49,11 @@ class Port:
         return Port(self.proto, self.number) if self.host else self
 
     def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        if self.to:
+            return f"{self.number}/{self.proto}->{host}:{self.to}"
         if not self.host:
             return f"{self.number}/{self.proto}"
-        host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.number}/{self.proto}"
 
 

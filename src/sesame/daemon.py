@@ -25,8 +25,9 @@ from sesame.engine.knocks import knock_ports
 from sesame.errors import ConfigError, FirewallError, RemoteError
 from sesame.files import FileRefused
 from sesame.firewall import commands
+from sesame.firewall.elements import to_grants
 from sesame.firewall.gate import Gate
-from sesame.firewall.ruleset import FULL, NOISE, to_grants
+from sesame.firewall.ruleset import FULL, NOISE
 from sesame.firewall.watch import Verdict
 from sesame.service import audit, onetime, report
 from sesame.service.keeper import Keeper, adopt

@@ -217,6 +217,28 @@ class FwknopStanza:
     spa_port: int = FWKNOP_PORT
     max_age: int = 120
     encryption_mode: str = "cbc"  # or ctr, cfb, ofb, legacy (wire.fwknop.MODES)
+    # fwknop's NAT: FORCE_NAT (address, port); the networks clients' NAT requests may
+    # name (SESAME_NAT_DESTINATIONS); --nat-local allowed (SESAME_LOCAL_NAT); no DNAT,
+    # only the path (DISABLE_DNAT); the NAT-ed traffic masqueraded or SNAT-ed.
+    force_nat: tuple[str, int] | None = None
+    nat_destinations: tuple[Network, ...] = ()
+    local_nat: bool = False
+    disable_dnat: bool = False
+    force_masquerade: bool = False
+    force_snat: str | None = None
+
+    @property
+    def nat(self) -> bool:
+        """Does this stanza NAT (forced, or at a client's request)?"""
+        return self.force_nat is not None or bool(self.nat_destinations) or self.local_nat
+
+    @property
+    def forced(self) -> tuple[Port, ...]:
+        """FORCE_NAT's destination, for either protocol."""
+        if self.force_nat is None:
+            return ()
+        host, number = self.force_nat
+        return (Port("tcp", number, host), Port("udp", number, host))
 
     def __post_init__(self) -> None:
         if not NAME_RE.match(self.name):

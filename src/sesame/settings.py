@@ -146,13 +146,28 @@ class Config:
 
     @property
     def forwarded(self) -> tuple[Port, ...]:
-        """Every port of another host a door opens a path to (DNAT targets too)."""
-        return tuple(sorted({p for d in self.doors if d.gate for p in d.forwards}))
+        """Every port of another host a door opens a path to (DNAT targets too), and
+        FORCE_NAT's destinations."""
+        doors = {p for d in self.doors if d.gate for p in d.forwards}
+        return tuple(sorted(doors | {p for s in self.fwknop for p in s.forced}))
 
     @property
     def masqueraded(self) -> tuple[Port, ...]:
         """The other hosts' ports whose traffic leaves this host masqueraded."""
-        return tuple(sorted({p for d in self.doors if d.masquerade for p in d.forwards}))
+        doors = {p for d in self.doors if d.masquerade for p in d.forwards}
+        return tuple(
+            sorted(doors | {p for s in self.fwknop if s.force_masquerade for p in s.forced})
+        )
+
+    @property
+    def snats(self) -> tuple[tuple[Port, str], ...]:
+        """Other hosts' ports whose traffic leaves with this address (FORCE_SNAT)."""
+        return tuple((p, s.force_snat) for s in self.fwknop if s.force_snat for p in s.forced)
+
+    @property
+    def nat(self) -> bool:
+        """Does an fwknop stanza NAT (so the table needs its nat chains)?"""
+        return any(s.nat for s in self.fwknop)
 
     @property
     def dnats(self) -> tuple[tuple[Port, Port], ...]:

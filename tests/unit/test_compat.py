@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 import time
-from ipaddress import ip_address
+from ipaddress import ip_address, ip_network
 
 import pytest
 
@@ -114,7 +114,9 @@ class TestAccessConf:
         [
             ("GPG_DECRYPT_ID 1234", 18, "GnuPG mode is not supported"),
             ("ENABLE_CMD_EXEC Y", 18, "command execution by SPA is not supported"),
-            ("FORCE_NAT 10.0.0.1 22", 18, "NAT access is not supported"),
+            ("FORWARD_ALL Y", 18, "FORWARD_ALL: not supported: sesame opens a path to one port"),
+            ("FORCE_NAT 10.0.0.1", 18, "FORCE_NAT: needs an address and a port, not '10.0.0.1'"),
+            ("FORCE_MASQUERADE Y", 18, "FORCE_MASQUERADE needs FORCE_NAT"),
             (
                 "FW_ACCESS_TIMEOUT 3 minutes",
                 18,
@@ -425,3 +427,53 @@ def test_yes_as_fwknopd_reads_it(value, allowed):
     text = ACCESS + f"SESAME_ALLOW_OTHER_ADDRESS {value}\n"
     _, second = fwknop.parse_access(text, "a.conf")
     assert second.allow_other_address is allowed
+
+
+def nat_datagram(nat: str, local: bool = False) -> bytes:
+    access = "198.51.100.2,tcp/22"
+    return wire.encode("alice", access, KEY, HMAC, timestamp=STAMP, nat_access=nat, local_nat=local)
+
+
+class TestFwknopNat:
+    """What fwknopd's NAT decisions open, as grants: the server's port, its rewrite to
+    the destination (fwknopd's DNAT rule) and the path there (its FORWARD rule)."""
+
+    def opened(self, engine, data) -> list[str]:
+        actions = recorded(engine, engine.fwknop(USER, SERVER, SPA, data, 0.0, STAMP), 0.0)
+        return sorted(str(p) for a in actions if isinstance(a, Opened) for p in a.grant.ports)
+
+    def test_force_nat_rewrites_every_request(self):
+        e = fw_engine(force_nat=("10.0.5.20", 2200))
+        assert self.opened(e, datagram()) == [
+            "10.0.5.20:2200/tcp",
+            "22/tcp",
+            "22/tcp->10.0.5.20:2200",
+        ]
+
+    def test_disable_dnat_opens_the_path_alone(self):
+        e = fw_engine(force_nat=("10.0.5.20", 22), disable_dnat=True)
+        assert self.opened(e, datagram()) == ["10.0.5.20:22/tcp"]
+
+    def test_a_clients_request_within_the_stanzas_networks(self):
+        e = fw_engine(nat_destinations=(ip_network("10.0.5.0/24"),))
+        assert "22/tcp->10.0.5.7:80" in self.opened(e, nat_datagram("10.0.5.7,80"))
+        with pytest.raises(RemoteError, match="fwknop nat not allowed"):
+            e.fwknop(USER, SERVER, SPA, nat_datagram("10.0.6.7,80"), 1.0, STAMP)
+        with pytest.raises(RemoteError, match="fwknop nat not allowed"):  # no SESAME_LOCAL_NAT
+            e.fwknop(USER, SERVER, SPA, nat_datagram("198.51.100.1,22", True), 1.0, STAMP)
+
+    def test_a_request_the_stanza_does_not_allow_is_refused(self):
+        with pytest.raises(RemoteError, match="fwknop nat not allowed"):
+            fw_engine().fwknop(USER, SERVER, SPA, nat_datagram("10.0.5.7,80"), 0.0, STAMP)
+
+    def test_local_nat_opens_this_hosts_port_behind_the_one_asked_for(self):
+        stanza = FwknopStanza(
+            name="fw",
+            key=KEY,
+            hmac_key=HMAC,
+            open_ports=(Port("tcp", 22), Port("tcp", 2222)),
+            local_nat=True,
+        )
+        e = Engine([], fwknop=[stanza])
+        data = nat_datagram("198.51.100.1,2222", True)
+        assert self.opened(e, data) == sorted(["2222/tcp", "22/tcp", f"22/tcp->{SERVER}:2222"])

@@ -266,7 +266,7 @@ def test_doors_that_open_the_same_port_hold_it_each_for_themselves(tmp_path):
 def test_at_start_an_element_whose_other_holder_is_gone_is_kept_for_the_rest():
     """A grant element held by door ssh (20 s left) and by a door the config no longer
     has (its hold was the later): it stays, held by ssh alone, until ssh's deadline."""
-    from sesame.firewall.ruleset import Holder
+    from sesame.firewall.elements import Holder
 
     clock = FakeClock()
     gate = MemoryGate(clock)

@@ -10,7 +10,7 @@ from sesame.basics import Port
 from sesame.doors import Door
 from sesame.engine import Closed, Grant, Opened
 from sesame.engine.events import Element
-from sesame.firewall import commands, netlink, ruleset
+from sesame.firewall import commands, elements, netlink, ruleset
 from sesame.wire.nftables import element
 from tests.helpers.configs import EXAMPLE
 
@@ -58,17 +58,17 @@ def test_holders_are_recorded_latest_first_with_how_much_earlier_they_end():
     spa = Grant("admin", A, (Port("tcp", 22),), 60.0, "alice")
     plain = Grant("ssh", A, (Port("tcp", 22),), 10.5)
     held = Element(A, Port("tcp", 22), 60.0, (spa, plain))
-    note = ruleset.comment(held)
+    note = elements.comment(held)
     assert note == "admin alice,ssh -49.5"
-    assert ruleset.holders(note) == (
-        ruleset.Holder("admin", "alice"),
-        ruleset.Holder("ssh", "", 49.5),
+    assert elements.holders(note) == (
+        elements.Holder("admin", "alice"),
+        elements.Holder("ssh", "", 49.5),
     )
-    assert ruleset.holders("ssh") == (ruleset.Holder("ssh"),)  # as sesame wrote before
+    assert elements.holders("ssh") == (elements.Holder("ssh"),)  # as sesame wrote before
     many = tuple(Grant(f"door{i:02}", A, (Port("tcp", 22),), 60.0 - i, "u" * 30) for i in range(9))
-    assert len(ruleset.comment(Element(A, Port("tcp", 22), 60.0, many)).encode()) <= 127
-    entry = ruleset.Entry(A, Port("tcp", 22), "admin", 59.0, "alice", ruleset.holders(note))
-    grants = {g.door: g for g in ruleset.to_grants([entry], now=100.0)}
+    assert len(elements.comment(Element(A, Port("tcp", 22), 60.0, many)).encode()) <= 127
+    entry = elements.Entry(A, Port("tcp", 22), "admin", 59.0, "alice", elements.holders(note))
+    grants = {g.door: g for g in elements.to_grants([entry], now=100.0)}
     assert grants["admin"].expires == 159.0 and grants["admin"].user == "alice"
     assert grants["ssh"].expires == 109.5
 
@@ -107,20 +107,20 @@ def test_parse_kernel_grants():
             }
         },
     ]
-    entries = ruleset.parse_grants(listed)
+    entries = elements.parse_grants(listed)
     assert [(str(e.address), str(e.port), e.door, e.left) for e in entries] == [
         ("198.51.100.2", "22/tcp", "ssh", 12.0),
         ("198.51.100.2", "53/udp", "ssh", 3.0),
     ]
     # Elements that end apart are grants apart, each with its own deadline (an fwknop
     # stanza's ports asked for one by one); a door's ports end together: one grant.
-    apart = ruleset.to_grants(entries, now=100.0)
+    apart = elements.to_grants(entries, now=100.0)
     assert [(g.ports, g.expires) for g in apart] == [
         ((Port("tcp", 22),), 112.0),
         ((Port("udp", 53),), 103.0),
     ]
     together = [dataclasses.replace(e, left=12.2) for e in entries]
-    [grant] = ruleset.to_grants(together, now=100.0)
+    [grant] = elements.to_grants(together, now=100.0)
     assert grant.ports == (Port("tcp", 22), Port("udp", 53)) and grant.expires == 112.2
 
 

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sesame import clientconfig
-from sesame.compat import fwknoprc
+from sesame.compat import fwknoprc, fwknoprc_toml
 from sesame.errors import ConfigError
 from sesame.wire import fwknop as wire
 
@@ -184,8 +184,8 @@ def test_time_offset(value, seconds):
         ("USE_GPG Y", "USE_GPG: GnuPG is not supported"),
         ("GPG_SIGNING_PW secret", "GPG_SIGNING_PW: GnuPG is not supported"),
         ("SPOOF_SOURCE_IP 192.0.2.9", "SPOOF_SOURCE_IP: a forged source address"),
-        ("NAT_ACCESS 192.168.1.2,22", "NAT_ACCESS: NAT access requests"),
-        ("NAT_LOCAL Y", "NAT_LOCAL: NAT access requests"),
+        ("NAT_ACCESS 192.168.1.2", "NAT_ACCESS: '192.168.1.2' is not ADDRESS,PORT"),
+        ("NAT_PORT 0", "NAT_PORT: '0' is not a port"),
         ("HMAC_KEY_FILE /etc/k", "HMAC_KEY_FILE: fwknop 2.6 takes HMAC_KEY_FILE for KEY_FILE"),
         ("SPA_SERVER_PROTO tcp", "SPA_SERVER_PROTO: tcp: sesame sends SPA over UDP only"),
         ("ALLOW_IP resolve", "ALLOW_IP: asking a web service for this host's address"),
@@ -213,6 +213,17 @@ def test_refusals_name_the_line_and_the_reason(extra, reason):
 def test_a_resolve_given_up_later_is_not_refused():
     # As fwknop: ALLOW_IP with an address cancels a resolve asked for before it.
     assert parse(RC + "RESOLVE_IP_HTTPS Y\nALLOW_IP 198.51.100.9\n").allow_ip == "198.51.100.9"
+
+
+def test_nat_requests():
+    rc = parse(RC + "NAT_ACCESS 192.168.1.2:22\nNAT_PORT 2222\nNAT_RAND_PORT N\n")
+    assert (rc.nat_access, rc.nat_port, rc.nat_local, rc.nat_rand_port) == (
+        "192.168.1.2,22",
+        2222,
+        False,
+        False,
+    )
+    assert parse(RC + "NAT_LOCAL Y\n").nat_local
 
 
 def test_settings_that_have_no_effect_load():
@@ -249,7 +260,7 @@ def test_import_into_client_config_round_trips(tmp_path):
     rc_path = tmp_path / "rc"
     rc_path.write_text(RC + "GPG_HOMEDIR /root/.gnupg\nTIME_OFFSET -2m\nRAND_PORT Y\n")
     rc_path.chmod(0o600)
-    toml = fwknoprc.to_toml(str(rc_path))
+    toml = fwknoprc_toml.to_toml(str(rc_path))
     assert "# gpg_homedir: left out, no effect in sesame" in toml
     config = tmp_path / "client.toml"
     config.write_text(toml)

@@ -74,6 +74,12 @@ def options(p: argparse.ArgumentParser) -> None:
         help="the digest inside: " + ", ".join(wire.DIGEST_TYPES) + " (default sha256)",
     )
     fw.add_argument(
+        "-N", "--nat-access", metavar="HOST:PORT", help="a NAT request: reach HOST:PORT"
+    )
+    fw.add_argument("--nat-local", action="store_true", help="a NAT request to the server itself")
+    fw.add_argument("--nat-port", type=int, metavar="PORT", help="the server's port to rewrite")
+    fw.add_argument("--nat-rand-port", action="store_true", help="a random port to rewrite")
+    fw.add_argument(
         "-M",
         "--encryption-mode",
         metavar="MODE",
@@ -134,6 +140,7 @@ def plan(args: argparse.Namespace) -> Plan:
     access = args.access or rc.access or (f"tcp/{port}" if port else "")
     if not access:
         raise ValueError("nothing to ask for: give -A tcp/22 (or ACCESS in the stanza)")
+    access, nat = _nat(args, rc, access)
     mode = args.encryption_mode or rc.mode
     fault = mode_fault(mode, rc.hmac_key is not None)
     if fault is not None:
@@ -159,6 +166,8 @@ def plan(args: argparse.Namespace) -> Plan:
             hmac_type=args.hmac_digest_type or rc.hmac_type,
             digest_type=args.digest_type or rc.digest_type,
             mode=mode,
+            nat_access=nat.replace("SERVER", address),
+            local_nat=nat.startswith("SERVER"),
         )
         if send:
             client.send_spa(family, address, spa_port, payload, args.source, rc.source_port)
@@ -169,6 +178,22 @@ def plan(args: argparse.Namespace) -> Plan:
 
     only = socket.AF_INET if rc.ipv4_only and not args.ipv6 else socket.AF_UNSPEC
     return Plan(rc.server, knock, _first_tcp(access), only)
+
+
+def _nat(args: argparse.Namespace, rc: fwknoprc.RcStanza, access: str) -> tuple[str, str]:
+    """fwknop's NAT request: the access with the server's port to rewrite first, and
+    the destination ("IP,PORT", SERVER standing for the address knocked on)."""
+    wanted = (getattr(args, "nat_access", None) or "") and fwknoprc.nat_access(args.nat_access)
+    wanted = wanted or rc.nat_access
+    local = getattr(args, "nat_local", False) or rc.nat_local
+    if not (wanted or local):
+        return access, ""
+    proto, _, number = access.split(",")[0].partition("/")
+    server_port = getattr(args, "nat_port", None) or rc.nat_port or int(number)
+    if getattr(args, "nat_rand_port", False) or rc.nat_rand_port:
+        server_port = _random_port()
+    where = f"SERVER,{number}" if local else wanted
+    return f"{proto}/{server_port}", where
 
 
 def _first_tcp(access: str) -> int | None:

@@ -167,7 +167,7 @@ def _kernel_grants(path: str) -> list[dict[str, Any]] | None:
 def revoke(args: argparse.Namespace) -> int:
     from sesame.engine.events import Element, Grant
     from sesame.firewall import NftGate
-    from sesame.firewall.ruleset import Entry, Holder
+    from sesame.firewall.elements import Entry, Holder
 
     answer = common.ask(args.control, {"command": "revoke", "who": args.who})
     if answer is not None:

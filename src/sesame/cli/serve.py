@@ -231,10 +231,10 @@ def import_(args: argparse.Namespace) -> int:
         if missing:
             print(f"sesame: note: {missing}; change interface before serving", file=sys.stderr)
     else:
-        from sesame.compat import fwknop, fwknoprc
+        from sesame.compat import fwknop, fwknoprc_toml
 
-        if fwknoprc.is_rc(fwknop.read_keyed(args.file)):
-            print(fwknoprc.to_toml(args.file), end="")
+        if fwknoprc_toml.is_rc(fwknop.read_keyed(args.file)):
+            print(fwknoprc_toml.to_toml(args.file), end="")
         else:
             print(fwknop.to_toml(args.file), end="")
     return 0

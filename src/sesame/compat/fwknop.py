@@ -15,8 +15,8 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from ipaddress import ip_network
-from typing import TypeVar
+from ipaddress import ip_address, ip_network
+from typing import Any, TypeVar
 
 from sesame.basics import FWKNOP_PORT, Port, parse_port
 from sesame.crypto import read_private
@@ -47,6 +47,12 @@ ACCESS_KEYS = {
     "SESAME_ALLOW_OTHER_ADDRESS",
     "SESAME_LEGACY_NO_HMAC",
     "SESAME_MAX_SPA_PACKET_AGE",
+    "FORCE_NAT",
+    "FORCE_SNAT",
+    "FORCE_MASQUERADE",
+    "DISABLE_DNAT",
+    "SESAME_NAT_DESTINATIONS",
+    "SESAME_LOCAL_NAT",
 }
 REFUSED = {
     "GPG_": "GnuPG mode is not supported (use Rijndael keys with an HMAC key)",
@@ -54,11 +60,7 @@ REFUSED = {
     "ENABLE_CMD_SUDO_EXEC": "command execution by SPA is not supported",
     "CMD_": "command execution by SPA is not supported",
     "SUDO_EXE": "command execution by SPA is not supported",
-    "FORCE_NAT": "NAT access is not supported: sesame gates this host's ports",
-    "FORCE_SNAT": "NAT access is not supported: sesame gates this host's ports",
-    "FORCE_MASQUERADE": "NAT access is not supported: sesame gates this host's ports",
-    "FORWARD_ALL": "forwarding is not supported: sesame gates this host's ports",
-    "DISABLE_DNAT": "NAT access is not supported: sesame gates this host's ports",
+    "FORWARD_ALL": "not supported: sesame opens a path to one port of a host, not all",
     "%INCLUDE": "include directives are not supported: give one file",
 }
 
@@ -162,6 +164,17 @@ def _networks(value: str) -> tuple[Network, ...]:
     if any(v.upper() == "ANY" for v in items):
         return ()
     return tuple(ip_network(v, strict=False) for v in items)
+
+
+def _force_nat(value: str) -> tuple[str, int]:
+    parts = value.split()
+    if len(parts) != 2 or not parts[1].isdigit() or not 1 <= int(parts[1]) <= 65535:
+        raise ValueError(f"needs an address and a port, not {value.strip()!r}")
+    return str(ip_address(parts[0])), int(parts[1])  # ValueError names a bad address
+
+
+def _address(value: str) -> str:
+    return str(ip_address(value.strip()))
 
 
 def _ports(value: str) -> tuple[Port, ...]:
@@ -301,12 +314,35 @@ def _stanza(raw: _Stanza, name: str, path: str, spa_port: int) -> FwknopStanza:
             spa_port=spa_port,
             max_age=get("SESAME_MAX_SPA_PACKET_AGE", _whole, 120),
             encryption_mode=mode,
+            **_nat(values, get, fail),
         )
     except ValueError as exc:
         key_name = "OPEN_PORTS" if "OPEN_PORTS" in str(exc) else "SOURCE"
         if str(exc).startswith("stanza name"):
             raise ConfigError(path, raw.line, str(exc)) from None
         raise fail(key_name, str(exc)) from None
+
+
+def _nat(
+    values: dict[str, tuple[int, str]],
+    get: Callable[[str, Callable[[str], Any], Any], Any],
+    fail: Callable[[str, str], ConfigError],
+) -> dict[str, Any]:
+    """A stanza's NAT keys, checked as fwknopd checks them."""
+    nat: dict[str, Any] = {
+        "force_nat": get("FORCE_NAT", _force_nat, None),
+        "nat_destinations": get("SESAME_NAT_DESTINATIONS", _networks, ()),
+        "local_nat": get("SESAME_LOCAL_NAT", yes, False),
+        "disable_dnat": get("DISABLE_DNAT", yes, False),
+        "force_masquerade": get("FORCE_MASQUERADE", yes, False),
+        "force_snat": get("FORCE_SNAT", _address, None),
+    }
+    for key in ("FORCE_SNAT", "FORCE_MASQUERADE"):
+        if key in values and nat["force_nat"] is None:
+            raise fail(key, f"{key} needs FORCE_NAT (fwknopd: or FORWARD_ALL, refused here)")
+    if "SESAME_NAT_DESTINATIONS" in values and not nat["nat_destinations"]:
+        raise fail("SESAME_NAT_DESTINATIONS", "SESAME_NAT_DESTINATIONS ANY is refused: name them")
+    return nat
 
 
 def read_keyed(path: str, where: str | None = None, line: int = 0) -> str:

@@ -21,7 +21,6 @@ from ipaddress import ip_address
 
 from sesame.basics import FWKNOP_PORT
 from sesame.compat.fwknop import encryption_mode, mode_fault, read_keyed, unbase64
-from sesame.doors import NAME_RE
 from sesame.errors import ConfigError
 from sesame.wire.fwknop import DIGEST_TYPES, HMAC_TYPES
 
@@ -35,7 +34,6 @@ _RESOLVE = (
     " the address (ALLOW_IP), or use sesame's client config, whose public_address asks STUN"
 )
 _GPG = "GnuPG is not supported: use Rijndael keys (KEY_BASE64) with an HMAC key"
-_NAT = "NAT access requests (fwknop's -N) are not supported: sesame gates the server's ports"
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +57,10 @@ class RcStanza:
     time_offset: int = 0  # seconds added to the timestamp
     ipv4_only: bool = False
     verbose: bool = False
+    nat_access: str = ""  # "IP,PORT": fwknop's -N
+    nat_local: bool = False
+    nat_port: int = 0
+    nat_rand_port: bool = False
 
 
 Setting = tuple[int, str, str]  # line, NAME, value
@@ -130,7 +132,7 @@ class _Options:
         return ConfigError(self.path, self.lines.get(key, 0), reason)
 
 
-def _yes(value: str) -> bool:
+def is_yes(value: str) -> bool:
     """The fwknop client's yes: Y, in either case, and nothing else."""
     return value.upper() == "Y"
 
@@ -186,6 +188,14 @@ def _proto(value: str) -> str:
     raise ValueError(f"{value!r} is not a protocol")
 
 
+def nat_access(value: str) -> str:
+    """fwknop's ``-N``: ``IP,PORT`` (or ``IP:PORT``), as the message carries it."""
+    host, _, number = value.replace(",", ":").rpartition(":")
+    if not number.isdigit() or not 1 <= int(number) <= 65535:
+        raise ValueError(f"{value!r} is not ADDRESS,PORT")
+    return f"{ip_address(host.strip('[]'))},{number}"
+
+
 def _base64(value: str) -> str:
     unbase64(value)
     return value
@@ -200,7 +210,7 @@ def _refused(reason: str) -> Callable[[str], str]:
 
 def _refused_if_yes(reason: str) -> Callable[[str], str]:
     def check(value: str) -> str:
-        if _yes(value):
+        if is_yes(value):
             raise ValueError(reason)
         return value
 
@@ -216,7 +226,6 @@ NO_EFFECT = (
     "GPG_SIGNER",
     "GPG_HOMEDIR",
     "GPG_EXE",
-    "NAT_PORT",
     "RESOLVE_URL",
     "RESOLVE_HTTP_ONLY",
     "WGET_CMD",
@@ -258,9 +267,10 @@ VARIABLES: dict[str, Callable[[str], str]] = {
     "USE_GPG": _refused_if_yes(_GPG),
     "GPG_SIGNING_PW": _refused(_GPG + " (without USE_GPG, fwknop would take it as KEY)"),
     "GPG_SIGNING_PW_BASE64": _refused(_GPG + " (without USE_GPG, fwknop would take it as KEY)"),
-    "NAT_ACCESS": _refused(_NAT),
-    "NAT_LOCAL": _refused_if_yes(_NAT),
-    "NAT_RAND_PORT": _refused_if_yes(_NAT),
+    "NAT_ACCESS": nat_access,
+    "NAT_LOCAL": str,
+    "NAT_RAND_PORT": str,
+    "NAT_PORT": _port,
     **dict.fromkeys(NO_EFFECT, str),
 }
 
@@ -283,9 +293,9 @@ def options(stanzas: dict[str, list[Setting]], path: str, name: str) -> _Options
         got.set(key, number, value)
         if key == "ALLOW_IP":  # as fwknop: an address given cancels a resolve asked before
             got.resolve = (number, key) if value == "resolve" else (0, "")
-        elif key in ("RESOLVE_IP_HTTP", "RESOLVE_IP_HTTPS") and _yes(value):
+        elif key in ("RESOLVE_IP_HTTP", "RESOLVE_IP_HTTPS") and is_yes(value):
             got.resolve = (number, key)
-        elif key in ("HMAC_KEY", "HMAC_KEY_BASE64") or (key == "USE_HMAC" and _yes(value)):
+        elif key in ("HMAC_KEY", "HMAC_KEY_BASE64") or (key == "USE_HMAC" and is_yes(value)):
             got.hmac = got.hmac or number  # USE_HMAC N turns nothing off, in fwknop too
     return got
 
@@ -326,10 +336,14 @@ def stanza(got: _Options, name: str, server: str | None = None) -> RcStanza:
         digest_type=values.get("DIGEST_TYPE", "sha256"),
         mode=mode,
         source_port=int(values.get("SPA_SOURCE_PORT", 0)),
-        random_port=_yes(values.get("RAND_PORT", "N")),
+        random_port=is_yes(values.get("RAND_PORT", "N")),
         time_offset=int(values.get("TIME_OFFSET", 0)),
-        ipv4_only=_yes(values.get("SERVER_RESOLVE_IPV4", "N")),
+        ipv4_only=is_yes(values.get("SERVER_RESOLVE_IPV4", "N")),
         verbose=values.get("VERBOSE", "N").upper() not in ("N", "0"),
+        nat_access=values.get("NAT_ACCESS", ""),
+        nat_local=is_yes(values.get("NAT_LOCAL", "N")),
+        nat_port=int(values.get("NAT_PORT", 0)),
+        nat_rand_port=is_yes(values.get("NAT_RAND_PORT", "N")),
     )
 
 
@@ -389,59 +403,3 @@ def parse(text: str, path: str, name: str, server: str | None = None) -> RcStanz
 def load(path: str, name: str, server: str | None = None) -> RcStanza:
     """Read a .fwknoprc, refused (as fwknop refuses it) if others may read it."""
     return parse(read_keyed(path), path, name, server)
-
-
-def is_rc(text: str) -> bool:
-    """Is this a ~/.fwknoprc (its first setting is a ``[stanza]``), not an access.conf?"""
-    for line in text.splitlines():
-        stripped = line.strip()
-        if stripped and stripped[0] not in "#;":
-            return stripped.startswith("[")
-    return False
-
-
-_FLAGS = {
-    "USE_HMAC",
-    "RAND_PORT",
-    "SERVER_RESOLVE_IPV4",
-    "USE_GPG",
-    "RESOLVE_IP_HTTP",
-    "RESOLVE_IP_HTTPS",
-}
-
-
-def _toml(key: str, value: str) -> str:
-    if key in _FLAGS:
-        return "true" if _yes(value) else "false"
-    if value.lstrip("-").isdigit() and key != "KEY" and key != "HMAC_KEY":
-        return value
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def to_toml(path: str) -> str:
-    """The client config's ``[[fwknop]]`` tables for the stanzas of a .fwknoprc, each
-    with [default]'s settings in (checked first: a stanza sesame would refuse is)."""
-    stanzas = read(read_keyed(path), path)
-    out = [
-        f"# sesame client config converted from {path} by `sesame import fwknop`:",
-        "# add it to ~/.config/sesame/client.toml (mode 600: it holds keys), then",
-        "#   sesame knock --fwknop NAME",
-    ]
-    names = [n for n in stanzas if n != "default"] or ["default"]
-    for name in names:
-        if not NAME_RE.match(name):
-            raise ConfigError(
-                path,
-                0,
-                f"[{name}]: a name in sesame is letters, digits, '.', '_'"
-                " or '-', 32 at most: rename the stanza",
-            )
-        got = options(stanzas, path, name)
-        stanza(got, name, got.values.get("SPA_SERVER") or "server-from-D")
-        out += ["", "[[fwknop]]", f'name = "{name}"']
-        for key in sorted(got.values, key=lambda k: got.lines[k]):
-            if key in NO_EFFECT:
-                out.append(f"# {key.lower()}: left out, no effect in sesame")
-            else:
-                out.append(f"{key.lower()} = {_toml(key, got.values[key])}")
-    return "\n".join(out) + "\n"

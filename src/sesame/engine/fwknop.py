@@ -35,6 +35,45 @@ def fwknop_ports(text: str) -> list[Port]:
     return out
 
 
+def _nat(
+    stanza: FwknopStanza,
+    message: wire.Message,
+    first: Port,
+    ports: tuple[Port, ...],
+    destination: Address | None,
+) -> tuple[Port, ...]:
+    """What a NAT request (or FORCE_NAT) opens, as fwknopd's rules do: the first port
+    asked for, rewritten (unless DISABLE_DNAT) to the destination, and the path to it;
+    for --nat-local, this host's own port behind it. RemoteError if the stanza does
+    not allow the destination."""
+    if stanza.force_nat is None and message.kind not in wire.NAT_KINDS:
+        return ports
+    local = message.kind in (wire.LOCAL_NAT, wire.LOCAL_NAT_WITH_TIMEOUT)
+    if stanza.force_nat is not None:
+        host, number = stanza.force_nat
+    else:
+        text, _, port_text = message.nat_access.partition(",")
+        try:
+            host, number = str(ip_address(text)), int(port_text)
+            Port(first.proto, number)  # ValueError: out of range
+        except ValueError:
+            raise RemoteError("fwknop nat request") from None
+        if local:
+            if not stanza.local_nat or destination is None:
+                raise RemoteError("fwknop nat not allowed")
+            host = str(destination)
+            if Port(first.proto, number) not in stanza.open_ports:
+                raise RemoteError(DENIED)
+        elif not any(ip_address(host) in net for net in stanza.nat_destinations):
+            raise RemoteError("fwknop nat not allowed")
+    if local:  # this host's port behind the one asked for
+        return first, Port(first.proto, first.number, host, number), Port(first.proto, number)
+    path = Port(first.proto, number, host)
+    if stanza.disable_dnat:
+        return (path,)
+    return first, Port(first.proto, first.number, host, number), path
+
+
 class FwknopJudge:
     """Judges fwknop datagrams against access stanzas."""
 
@@ -48,7 +87,7 @@ class FwknopJudge:
 
     def configure(self, stanzas: Sequence[FwknopStanza]) -> None:
         self.ports = frozenset(s.spa_port for s in stanzas)
-        self.destinations = any(s.destinations for s in stanzas)
+        self.destinations = any(s.destinations or s.local_nat for s in stanzas)
         self.by_port = {}
         for stanza in stanzas:
             verifier = wire.Verifier(stanza.hmac_key, stanza.hmac_type, stanza.encryption_mode)
@@ -85,7 +124,7 @@ class FwknopJudge:
                 continue
             digest = hashlib.sha256(payload).digest()
             try:
-                admit = self._admission(stanza, message, source, now, wall, not_before)
+                admit = self._admission(stanza, message, source, destination, now, wall, not_before)
             except RemoteError as exc:
                 if exc.reason != DENIED:
                     raise
@@ -108,6 +147,7 @@ class FwknopJudge:
         stanza: FwknopStanza,
         message: wire.Message,
         source: Address,
+        destination: Address | None,
         now: float,
         wall: float,
         not_before: float,
@@ -117,7 +157,7 @@ class FwknopJudge:
             raise RemoteError("stale timestamp")
         if message.timestamp < not_before:
             raise RemoteError("stamped before the replay record was lost")
-        if message.kind not in (wire.ACCESS, wire.ACCESS_WITH_TIMEOUT):
+        if message.kind not in (wire.ACCESS, wire.ACCESS_WITH_TIMEOUT, *wire.NAT_KINDS):
             raise RemoteError("fwknop message type")
         if stanza.require_username is not None and message.user != stanza.require_username:
             raise RemoteError("fwknop username")
@@ -126,13 +166,15 @@ class FwknopJudge:
             if "%" in text:  # a scope id (any bytes after "%"): no address to open for
                 raise ValueError(text)
             asked = ip_address(text)
-            ports = tuple(sorted(fwknop_ports(requested)))
+            listed = fwknop_ports(requested)
+            ports = tuple(sorted(listed))
         except ValueError:
             raise RemoteError("fwknop access request") from None
         if not ports or any(
             p not in stanza.open_ports or p in stanza.restrict_ports for p in ports
         ):
             raise RemoteError(DENIED)
+        ports = _nat(stanza, message, listed[0], ports, destination)
         self.shares.take(stanza.name, now)  # first: what follows logs a line
         if asked == ANY_V4:
             if not stanza.allow_source_any:

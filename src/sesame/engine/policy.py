@@ -58,8 +58,9 @@ class Policy:
                 stanzas.get(grant.door),
                 people.get(grant.user),
             )
-            if stanza is not None:
-                gone = not set(grant.ports) <= set(stanza.open_ports)
+            if stanza is not None:  # a NAT's ports, while the stanza still NATs
+                held = {p for p in grant.ports if not p.host} <= set(stanza.open_ports)
+                gone = not held or (any(p.host for p in grant.ports) and not stanza.nat)
             else:
                 lost = bool(grant.user) and (user is None or grant.door not in user.doors)
                 gone = door is None or not set(grant.ports) <= set(door.open) or lost

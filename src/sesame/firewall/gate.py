@@ -15,7 +15,7 @@ from typing import Protocol
 from sesame.basics import Address, Port
 from sesame.config import Config
 from sesame.engine.events import Element
-from sesame.firewall.ruleset import Entry
+from sesame.firewall.elements import Entry
 
 
 class Gate(Protocol):

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable, Sequence
 from sesame.basics import Address, Port
 from sesame.config import Config
 from sesame.engine.events import Element
-from sesame.firewall.ruleset import Entry, Holder
+from sesame.firewall.elements import Entry, Holder
 
 
 class MemoryGate:

@@ -22,7 +22,7 @@ from ipaddress import IPv4Address
 from sesame.basics import Address, Port
 from sesame.engine.events import Element
 from sesame.errors import FirewallError
-from sesame.firewall.ruleset import comment
+from sesame.firewall.elements import comment
 from sesame.wire import netlink as nl
 from sesame.wire.nftables import (
     NFT_MSG_DELSETELEM,
@@ -55,26 +55,30 @@ def grant_steps(elements: Iterable[Element], now: float) -> list[Step]:
         where = located(held.address, held.port)
         if where is None:
             continue
-        name, key = where
-        steps.append((NEWSETELEM, name, [element(key)]))
+        name, key, data = where
+        steps.append((NEWSETELEM, name, [element(key, data=data)]))
         steps.append((DELSETELEM, name, [element(key)]))
         if held.until is not None:
             timeout = max(1, round((held.until - now) * 1000))
-            steps.append((NEWSETELEM, name, [element(key, timeout, comment(held))]))
+            steps.append((NEWSETELEM, name, [element(key, timeout, comment(held), data)]))
     return steps
 
 
-def located(address: Address, port: Port) -> tuple[str, bytes] | None:
-    """The set and key of a grant element: ``grants4/6`` (source . proto . port) for
-    this host's port, ``paths4/6`` (source . destination . proto . port) for another
-    host's; None for another host of the other family (no path to hold)."""
+def located(address: Address, port: Port) -> tuple[str, bytes, bytes | None] | None:
+    """The set, key (and map data) of a grant element: ``grants4/6`` (source . proto .
+    port) for this host's port, ``paths4/6`` (source . destination . proto . port) for
+    another host's, ``dnat4/6`` (source . proto . port : destination . port) for a
+    DNAT; None for another host of the other family (no path to hold)."""
     n = _family(address)
     target = port.address
     if target is None:
-        return f"grants{n}", address.packed + port_value(port)
+        return f"grants{n}", address.packed + port_value(port), None
     if _family(target) != n:
         return None
-    return f"paths{n}", address.packed + target.packed + port_value(port)
+    if port.to:
+        data = target.packed + port.to.to_bytes(2, "big") + b"\0\0"
+        return f"dnat{n}", address.packed + port_value(port), data
+    return f"paths{n}", address.packed + target.packed + port_value(port), None
 
 
 def follow_steps(addresses: Iterable[Address], seconds: float, forget: bool) -> list[Step]:

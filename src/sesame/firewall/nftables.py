@@ -10,9 +10,9 @@ from sesame.basics import Address, Port
 from sesame.config import Config
 from sesame.engine.events import Element
 from sesame.errors import FirewallError
-from sesame.firewall import netlink, ruleset
+from sesame.firewall import elements, netlink, ruleset
+from sesame.firewall.elements import Entry
 from sesame.firewall.libnft import Nft
-from sesame.firewall.ruleset import Entry
 
 CHUNK = 256  # elements per transaction: a netlink batch must fit the socket's buffer
 
@@ -44,7 +44,7 @@ class NftGate:
         self.config = config
         commands = ruleset.install(config, knock, first)
         for entry in stale:
-            commands += "\n".join(ruleset.remove(self.table, entry.address, [entry.port])) + "\n"
+            commands += "\n".join(elements.remove(self.table, entry.address, [entry.port])) + "\n"
         self.nft.run(commands)
 
     @property
@@ -101,16 +101,17 @@ class NftGate:
     def entries(self) -> list[Entry]:
         """Live grant elements; empty when the table does not exist."""
         items = []
-        for name in ("grants4", "grants6", "paths4", "paths6"):
+        for name in ("grants4", "grants6", "paths4", "paths6", "dnat4", "dnat6"):
+            kind = "map" if name.startswith("dnat") else "set"
             try:
-                items += self.nft.json(f"list set inet {self.table} {name}")
+                items += self.nft.json(f"list {kind} inet {self.table} {name}")
             except FirewallError:
                 return []
-        return ruleset.parse_grants(items)
+        return elements.parse_grants(items)
 
     def remove(self, entries: Iterable[Entry]) -> None:
         """Delete grant elements now (idempotent), in one transaction."""
-        commands = [c for e in entries for c in ruleset.remove(self.table, e.address, [e.port])]
+        commands = [c for e in entries for c in elements.remove(self.table, e.address, [e.port])]
         if commands:
             self.nft.run("\n".join(commands) + "\n")
 

@@ -56,13 +56,9 @@ The structure is (re)installed in one transaction that keeps the grant sets.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
-from ipaddress import IPv4Address, ip_address
-from typing import Any
 
-from sesame.basics import FIRST_SIZE, MAX_SOURCES, Address, Port
+from sesame.basics import FIRST_SIZE, MAX_SOURCES, Port
 from sesame.config import Config
-from sesame.engine.events import Element, Grant
 from sesame.wire import fwknop, spa
 
 NOISY_SIZE = 1 << 18  # scanners remembered at once (a flood of more forged sources fills it)
@@ -113,6 +109,10 @@ def _sets(config: Config, knock: Iterable[Port] | None) -> list[str]:
         " flags timeout; }",
         f"add set {t} paths6 {{ type ipv6_addr . ipv6_addr . inet_proto . inet_service;"
         " flags timeout; }",
+        f"add map {t} dnat4 {{ type ipv4_addr . inet_proto . inet_service :"
+        " ipv4_addr . inet_service; flags timeout; }",
+        f"add map {t} dnat6 {{ type ipv6_addr . inet_proto . inet_service :"
+        " ipv6_addr . inet_service; flags timeout; }",
     ]
     for name, targets in (("forwarded", config.forwarded), ("masqueraded", config.masqueraded)):
         for n in ("4", "6"):
@@ -242,7 +242,7 @@ def _gateway(config: Config) -> list[str]:
         "dstnat": "prerouting priority dstnat",
         "srcnat": "postrouting priority srcnat",
     }
-    if not (config.dnats or config.masqueraded):
+    if not (config.dnats or config.masqueraded or config.nat):
         for name in nat:  # none wanted: gone if there (add, then delete)
             lines += [f"add chain {t} {name}", f"delete chain {t} {name}"]
         return lines
@@ -261,8 +261,19 @@ def _gateway(config: Config) -> list[str]:
             f" {local.proto} dport {local.number} dnat {to}:{target.number}"
         )
     for n, ip in (("4", "ip"), ("6", "ip6")):
+        lines.append(  # a grant's own DNAT (fwknop's NAT requests)
+            f"add rule {t} dstnat meta nfproto ipv{n} dnat {ip} to {ip} saddr"
+            f" . meta l4proto . th dport map @dnat{n}"
+        )
+    for n, ip in (("4", "ip"), ("6", "ip6")):
         lines.append(
             f"add rule {t} srcnat {ip} daddr . meta l4proto . th dport @masqueraded{n} masquerade"
+        )
+    for target, address in config.snats:
+        ip = "ip6" if ":" in target.host else "ip"
+        lines.append(
+            f"add rule {t} srcnat {ip} daddr {target.host} {target.proto} dport {target.number}"
+            f" snat {ip} to {address}"
         )
     return lines
 
@@ -350,133 +361,3 @@ def fill(table: str, name: str, ports: Iterable[Port]) -> list[str]:
     if ports:
         out.append(f"add element inet {table} {name} {{ {_elements(ports)} }}")
     return out
-
-
-def _set(address: Address, port: Port) -> str:
-    n = "4" if isinstance(address, IPv4Address) else "6"
-    return f"paths{n}" if port.host else f"grants{n}"
-
-
-def _key(address: Address, port: Port) -> str:
-    via = f" . {port.host}" if port.host else ""
-    return f"{address}{via} . {port.proto} . {port.number}"
-
-
-def remove(table: str, address: Address, ports: Iterable[Port]) -> list[str]:
-    """Delete grant elements whether or not they (still) exist: add, then delete."""
-    out: list[str] = []
-    for port in ports:
-        target = port.address
-        if target is not None and target.version != address.version:
-            continue  # a path of the other family: never held
-        element = f"inet {table} {_set(address, port)} {{ {_key(address, port)} }}"
-        out += [f"add element {element}", f"delete element {element}"]
-    return out
-
-
-@dataclass(frozen=True, slots=True)
-class Holder:
-    """A grant that holds an element: its door, its user, and how many seconds before
-    the element expires its own hold ends (0 for the latest)."""
-
-    door: str
-    user: str = ""
-    before: float = 0.0
-
-
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """One element of a grant set as the kernel holds it; ``door`` and ``user`` are the
-    holder with the latest deadline, ``holders`` all of them."""
-
-    address: Address
-    port: Port
-    door: str
-    left: float  # seconds until the kernel drops it
-    user: str = ""
-    holders: tuple[Holder, ...] = ()
-
-    def held(self) -> tuple[Holder, ...]:
-        return self.holders or (Holder(self.door, self.user),)
-
-
-COMMENT_MAX = 127  # bytes nftables keeps of an element comment
-
-
-def comment(element: Element) -> str:
-    """The element comment that records who holds it: ``door user`` for each holder,
-    latest first, then, after a ``-``, how many seconds before the element expires that
-    holder's own hold ends (names are plain: no spaces, commas or dashes first). As
-    many holders as fit; sesame itself knows them all."""
-    assert element.until is not None
-    parts: list[str] = []
-    for grant in element.holders:
-        before = element.until - grant.expires
-        part = " ".join(x for x in (grant.door, grant.user) if x)
-        part += f" -{before:.3f}".rstrip("0").rstrip(".") if before >= 0.001 else ""
-        if len(",".join([*parts, part]).encode()) > COMMENT_MAX:
-            break
-        parts.append(part)
-    return ",".join(parts)
-
-
-def holders(note: str) -> tuple[Holder, ...]:
-    """The holders recorded in an element comment (a bad part is left out)."""
-    out = []
-    for part in note.split(","):
-        words = part.split()
-        before = 0.0
-        if len(words) > 1 and words[-1].startswith("-"):
-            try:
-                before = float(words.pop()[1:])
-            except ValueError:
-                continue
-        if 1 <= len(words) <= 2:
-            out.append(Holder(words[0], words[1] if len(words) == 2 else "", before))
-    return tuple(out)
-
-
-def parse_grants(items: list[dict[str, Any]]) -> list[Entry]:
-    """The elements of listed grant sets (``nft -j list set`` output)."""
-    out: list[Entry] = []
-    for item in items:
-        elements = item.get("set", {}).get("elem", [])
-        for element in elements:
-            body = element.get("elem", element) if isinstance(element, dict) else {}
-            value = body.get("val", body) if isinstance(body, dict) else body
-            concat = value.get("concat") if isinstance(value, dict) else None
-            if not isinstance(concat, list) or len(concat) not in (3, 4):
-                continue
-            addr, *via, proto, number = concat  # paths: source . destination . ...
-            proto = {6: "tcp", 17: "udp"}.get(proto, proto)
-            if proto not in ("tcp", "udp"):
-                continue
-            left = body.get("expires", body.get("timeout", 0)) if isinstance(body, dict) else 0
-            note = str(body.get("comment", "")) if isinstance(body, dict) else ""
-            held = holders(note) or (Holder(""),)
-            host = str(ip_address(via[0])) if via else ""
-            port = Port("tcp" if proto == "tcp" else "udp", int(number), host)
-            address = ip_address(addr)
-            out.append(Entry(address, port, held[0].door, float(left or 0), held[0].user, held))
-    return out
-
-
-def to_grants(entries: Iterable[Entry], now: float) -> list[Grant]:
-    """Group kernel elements into grants: a holder's elements at one address that end
-    in the same second are one grant (a door's ports, opened together); elements
-    that end apart are grants apart (an fwknop stanza's ports, asked for one by one),
-    each with its own deadline. Within a grant the earliest expiry wins."""
-    Key = tuple[str, Address, str, int]
-    ports: dict[Key, list[Port]] = {}
-    left: dict[Key, float] = {}
-    for entry in entries:
-        for holder in entry.held():
-            remaining = max(0.0, entry.left - holder.before)
-            key = (holder.door, entry.address, holder.user, round(remaining))
-            ports.setdefault(key, []).append(entry.port)
-            left[key] = min(left.get(key, remaining), remaining)
-    return [
-        Grant(door, address, tuple(sorted(set(ports[key]))), now + left[key], user)
-        for key in ports
-        for door, address, user, _ in [key]
-    ]

@@ -33,7 +33,7 @@ from sesame.wire.nftables import NFT_MSG_DELSETELEM as DELSETELEM
 from sesame.wire.nftables import NFT_MSG_NEWGEN as NEWGEN
 from sesame.wire.nftables import NFT_MSG_NEWSETELEM as NEWSETELEM
 
-GRANT_SETS = frozenset(("grants4", "grants6", "paths4", "paths6"))
+GRANT_SETS = frozenset(("grants4", "grants6", "paths4", "paths6", "dnat4", "dnat6"))
 KERNEL_STATE = frozenset(("noisy4", "noisy6", "hits4", "hits6", "follow4", "follow6"))
 
 

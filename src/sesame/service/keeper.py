@@ -13,8 +13,8 @@ from dataclasses import replace
 from sesame.config import Config
 from sesame.engine import Action, Engine, Refreshed
 from sesame.errors import FirewallError
+from sesame.firewall.elements import Entry
 from sesame.firewall.gate import Gate
-from sesame.firewall.ruleset import Entry
 from sesame.firewall.watch import Verdict
 
 log = logging.getLogger("sesame")

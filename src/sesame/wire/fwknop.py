@@ -67,6 +67,9 @@ MODES: dict[str, Callable[[bytes], modes.ModeWithInitializationVector | modes.Mo
 }
 VERSION = "3.0.0"
 ACCESS, ACCESS_WITH_TIMEOUT = 1, 3
+NAT, NAT_WITH_TIMEOUT, LOCAL_NAT, LOCAL_NAT_WITH_TIMEOUT = 2, 4, 5, 6
+NAT_KINDS = (NAT, NAT_WITH_TIMEOUT, LOCAL_NAT, LOCAL_NAT_WITH_TIMEOUT)
+TIMED = (ACCESS_WITH_TIMEOUT, NAT_WITH_TIMEOUT, LOCAL_NAT_WITH_TIMEOUT)
 _B64 = re.compile(rb"^[A-Za-z0-9+/]+$")
 
 
@@ -147,6 +150,7 @@ class Message:
     kind: int
     access: str  # "IP,proto/port[,proto/port...]"
     client_timeout: int = 0
+    nat_access: str = ""  # a NAT request's "IP,PORT" (fwknop's -N, --nat-local)
 
 
 def decode(
@@ -206,16 +210,23 @@ def _parse(plaintext: str) -> Message:
     if not (len(rand) == 16 and rand.isdigit() and stamp.isdigit() and kind.isdigit()):
         raise RemoteError("fwknop fields")
     client_timeout = 0
-    if int(kind) in (ACCESS_WITH_TIMEOUT, 4, 6):
+    if int(kind) in TIMED:
         if not data[-1].isdigit():
             raise RemoteError("fwknop fields")
         client_timeout = int(data[-1])
+    nat = int(kind) in NAT_KINDS
+    if nat and len(data) < 7:
+        raise RemoteError("fwknop fields")
     try:
         user_text = unb64(user).decode("ascii")
         access_text = unb64(access).decode("ascii")
+        nat_text = unb64(data[6]).decode("ascii") if nat else ""
     except UnicodeDecodeError:
         raise RemoteError("fwknop fields") from None
-    return Message(rand, user_text, int(stamp), version, int(kind), access_text, client_timeout)
+    stamp_ = int(stamp)
+    return Message(
+        rand, user_text, stamp_, version, int(kind), access_text, client_timeout, nat_text
+    )
 
 
 def _digest(name: str, data: bytes) -> str:
@@ -234,12 +245,22 @@ def encode(
     digest_type: str = "sha256",
     mode: str = "cbc",
     random: bytes | None = None,
+    nat_access: str = "",
+    local_nat: bool = False,
 ) -> bytes:
-    """Build a datagram as fwknop 2.6.10 does (``random``: 8 salt bytes + 8 for rand)."""
+    """Build a datagram as fwknop 2.6.10 does (``random``: 8 salt bytes + 8 for rand);
+    with ``nat_access`` ("IP,PORT"), a NAT request (``local_nat``: fwknop's
+    --nat-local)."""
     random = random if random is not None else os.urandom(16)
     rand = str(int.from_bytes(random[8:16], "big") % 10**16).zfill(16)
-    kind = ACCESS_WITH_TIMEOUT if client_timeout else ACCESS
+    if nat_access:
+        plain, timed = (LOCAL_NAT, LOCAL_NAT_WITH_TIMEOUT) if local_nat else (NAT, NAT_WITH_TIMEOUT)
+    else:
+        plain, timed = ACCESS, ACCESS_WITH_TIMEOUT
+    kind = timed if client_timeout else plain
     fields = [rand, b64(user.encode()), str(timestamp), VERSION, str(kind), b64(access.encode())]
+    if nat_access:
+        fields.append(b64(nat_access.encode()))
     if client_timeout:
         fields.append(str(client_timeout))
     plaintext = ":".join(fields)

@@ -47,9 +47,17 @@ def port_value(port: Port) -> bytes:
     return bytes([IPPROTO[port.proto], 0, 0, 0]) + port.number.to_bytes(2, "big") + b"\0\0"
 
 
-def element(key: bytes, timeout_ms: int | None = None, comment: str | None = None) -> bytes:
-    """One NFTA_LIST_ELEM: a key, and optionally a timeout and a comment."""
+def element(
+    key: bytes,
+    timeout_ms: int | None = None,
+    comment: str | None = None,
+    data: bytes | None = None,
+) -> bytes:
+    """One NFTA_LIST_ELEM: a key, and optionally a timeout, a comment and (in a map)
+    the data the key maps to."""
     fields = nl.attr(NFTA_SET_ELEM_KEY, nl.attr(NFTA_DATA_VALUE, key), nested=True)
+    if data is not None:
+        fields += nl.attr(NFTA_SET_ELEM_DATA, nl.attr(NFTA_DATA_VALUE, data), nested=True)
     if timeout_ms is not None:
         fields += nl.attr(NFTA_SET_ELEM_TIMEOUT, struct.pack(">Q", timeout_ms))
     if comment is not None:

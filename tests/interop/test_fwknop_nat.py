@@ -1,0 +1,123 @@
+"""fwknop's gateway mode, side by side: Debian's fwknop client asking through the server
+for an internal host (FORCE_NAT, and its own -N requests), answered by sesame serving
+an access.conf and by Debian's fwknopd on the same file, with the same result."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+from sesame.lab import EchoServer, blocked, reachable
+from tests.helpers.fwknop import HMAC, KEY, private, serve_access
+from tests.helpers.lab import require
+
+FORCED = f"""\
+SOURCE ANY
+OPEN_PORTS tcp/2222
+KEY_BASE64 {KEY}
+HMAC_KEY_BASE64 {HMAC}
+FORCE_NAT 10.0.5.20 22
+FW_ACCESS_TIMEOUT 30
+"""
+
+ASKED = f"""\
+SOURCE ANY
+OPEN_PORTS tcp/2223
+KEY_BASE64 {KEY}
+HMAC_KEY_BASE64 {HMAC}
+SESAME_NAT_DESTINATIONS 10.0.5.0/24
+FW_ACCESS_TIMEOUT 30
+"""
+
+
+def internal(lab) -> EchoServer:
+    inside = lab.topo.internal()
+    return EchoServer(inside.netns, 22)
+
+
+def fwknop(lab, *args: str) -> None:
+    client = require("fwknop")
+    keys = ("--key-base64-rijndael", KEY, "--key-base64-hmac", HMAC)
+    lab.run(
+        lab.user.netns,
+        client,
+        "--no-rc-file",
+        "--no-save-args",
+        "-D",
+        lab.server.ipv4,
+        "-a",
+        lab.user.ipv4,
+        *keys,
+        *args,
+    )
+
+
+def test_debian_fwknop_through_sesame_as_a_gateway(lab):
+    service = internal(lab)
+    try:
+        daemon = serve_access(lab, FORCED + "\n" + ASKED)
+        server = lab.server.ipv4
+        assert blocked(lab.user.netns, server, 2222)
+        mark = daemon.mark()
+        fwknop(lab, "-A", "tcp/2222")  # FORCE_NAT: the server's 2222 leads to 10.0.5.20:22
+        daemon.wait_for(rf"opened door fwknop1 to {lab.user.ipv4}: 2222/tcp", 10, since=mark)
+        assert reachable(lab.user.netns, server, 2222)
+        assert blocked(lab.stranger.netns, server, 2222)
+        fwknop(lab, "-A", "tcp/2223", "-N", "10.0.5.20:22")  # the client's own request
+        daemon.wait_for(rf"opened door fwknop2 to {lab.user.ipv4}: 2223/tcp", 10, since=mark)
+        assert reachable(lab.user.netns, server, 2223)
+        assert blocked(lab.stranger.netns, server, 2223)
+        rewrites = lab.nft("list", "map", "inet", "sesame", "dnat4")  # this source's alone
+        assert (
+            f"{lab.user.ipv4} . tcp . 2223 timeout" in rewrites and ": 10.0.5.20 . 22" in rewrites
+        )
+        mark = daemon.mark()  # sesame's own client asks the same way (-N)
+        keys = ("--fwknop-key-base64", KEY, "--fwknop-hmac-key-base64", HMAC, "-U", "alice")
+        ask = ("knock", "--fwknop", server, "-A", "tcp/2223", "-N", "10.0.5.20:22", *keys)
+        lab.sesame(lab.user.netns, *ask)
+        daemon.wait_for(rf"refreshed door fwknop2 for {lab.user.ipv4}: 2223/tcp", 10, since=mark)
+        mark = daemon.mark()
+        fwknop(lab, "-A", "tcp/2223", "-N", "10.9.9.9:22")  # outside the stanza's networks
+        daemon.wait_for(r"dropped packet from \S+: fwknop nat not allowed$", 10, since=mark)
+    finally:
+        service.close()
+
+
+def test_debian_fwknopd_on_the_same_file_opens_the_same_path(lab):
+    fwknopd = require("fwknopd")
+    iptables = require("iptables")
+    service = internal(lab)
+    run = Path(lab.tmp, "run")
+    run.mkdir()
+    conf = f"PCAP_INTF br0\nFWKNOP_RUN_DIR {run}\nENABLE_IPT_FORWARDING Y\n"
+    fconf = private(Path(lab.tmp, "fwknopd.conf"), conf)
+    access = private(Path(lab.tmp, "access.conf"), FORCED)
+    lab.run(lab.server.netns, iptables, "-P", "FORWARD", "DROP")  # fwknopd's rules open
+    replies = ("-A", "FORWARD", "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED")
+    lab.run(lab.server.netns, iptables, *replies, "-j", "ACCEPT")  # a gateway's usual
+    closed = ("-A", "INPUT", "-i", "br0", "-p", "tcp", "--dport", "2222", "-j", "DROP")
+    lab.run(lab.server.netns, iptables, *closed)  # nothing answers there itself
+    out_path = Path(lab.tmp, "fwknopd.out")
+    argv = [fwknopd, "-f", "-v", "-c", fconf, "-a", access, "-i", "br0", "-d", f"{run}/d"]
+    argv += ["-p", f"{run}/pid"]
+    with open(out_path, "w") as out:
+        process = subprocess.Popen(
+            ["ip", "netns", "exec", lab.server.netns, *argv], stdout=out, stderr=out
+        )
+        try:
+            deadline = time.monotonic() + 20
+            while "main event loop" not in out_path.read_text():
+                assert process.poll() is None, out_path.read_text()
+                assert time.monotonic() < deadline, out_path.read_text()
+                time.sleep(0.05)
+            assert blocked(lab.user.netns, lab.server.ipv4, 2222)
+            fwknop(lab, "-A", "tcp/2222")
+            deadline = time.monotonic() + 20
+            while not reachable(lab.user.netns, lab.server.ipv4, 2222, timeout=1):
+                assert time.monotonic() < deadline, out_path.read_text()
+            assert blocked(lab.stranger.netns, lab.server.ipv4, 2222)
+        finally:
+            process.terminate()
+            process.wait(10)
+            service.close()
