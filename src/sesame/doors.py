@@ -114,16 +114,18 @@ class Door:
                         )
 
     def _gateway(self) -> None:
-        """Checks of what a gateway's door opens on other hosts; the DNAT's own ports
-        join ``open`` (a grant opens them to the knocker, and the DNAT follows)."""
+        """Checks of what a gateway's door opens on other hosts. Each DNAT joins
+        ``open`` twice: its own port (the guard lets the knocker in) and the rewrite
+        for the knocker alone (an element of the kernel's dnat map)."""
         for local, target in self.dnat:
             if local.host or not target.host or local.proto != target.proto:
                 raise FieldError(
                     "dnat", 'dnat entries are { port = "2222/tcp", to = "10.0.5.20:22" }'
                 )
         if self.dnat:
-            added = tuple(local for local, _ in self.dnat if local not in self.open)
-            object.__setattr__(self, "open", self.open + added)
+            rewrites = (Port(a.proto, a.number, b.host, b.number) for a, b in self.dnat)
+            added = tuple(p for a, _ in self.dnat for p in (a,) if p not in self.open)
+            object.__setattr__(self, "open", self.open + added + tuple(rewrites))
         elsewhere = self.forwards
         if (elsewhere or self.dnat) and not self.gate:
             raise FieldError("gate", "a door that opens other hosts' ports must gate")
@@ -133,7 +135,7 @@ class Door:
     @property
     def forwards(self) -> tuple[Port, ...]:
         """What this door opens on other hosts: ports with a host, and DNAT targets."""
-        return tuple(p for p in self.open if p.host) + tuple(t for _, t in self.dnat)
+        return tuple(p for p in self.open if p.host and not p.to) + tuple(t for _, t in self.dnat)
 
     def commands(self, ipv6: bool) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """The (start, stop) commands for a knocker of this family."""

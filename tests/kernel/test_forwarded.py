@@ -182,6 +182,8 @@ def test_a_door_opens_a_path_to_an_internal_host_for_the_knocker_only(lab):
         daemon.wait_for(rf"opened door nat to {lab.user.ipv4}: 2222/tcp", 10, since=mark)
         assert reachable(lab.user.netns, lab.server.ipv4, 2222)  # DNAT-ed to 10.0.5.20:22
         assert blocked(lab.stranger.netns, lab.server.ipv4, 2222)
+        status = lab.sesame(lab.server.netns, "status", "-c", lab.tmp + "/sesame.toml").stdout
+        assert f"{lab.user.ipv4} 2222/tcp->10.0.5.20:22 nat" in " ".join(status.split())
     finally:
         for service in services:
             service.close()

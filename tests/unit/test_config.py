@@ -148,6 +148,7 @@ def test_a_gateways_door():
         "10.0.5.20:22/tcp",
         "[fd00:5::20]:2222/udp",
         "2222/tcp",
+        "2222/tcp->10.0.5.20:22",  # the rewrite, for the knocker alone
     ]
     assert [str(p) for p in loaded.guarded] == ["22/tcp", "2222/tcp"]
     assert [str(p) for p in loaded.forwarded] == [

@@ -44,10 +44,12 @@ Layout of ``table inet <name>`` (``sesame`` by default):
   host is its gateway) jumps to ``passage``: established/related traffic passes, a
   (source, destination, proto, port) in ``paths4``/``paths6`` passes, the rest is
   dropped.
-- ``dstnat`` and ``srcnat`` (nat, only while doors ask for them): a door's ``dnat``
-  rewrites this host's port to another host's; since the guard runs first, only a
-  knocker it let in gets there. Traffic to the ports in ``masqueraded4/6`` leaves
-  with this host's address, for hosts whose route back does not pass here.
+- ``dstnat`` and ``srcnat`` (nat, only while a door or stanza asks for them): a
+  grant's DNAT (a door's ``dnat``, fwknop's NAT) is an element of ``dnat4/6``
+  (source . proto . port : destination . port) with a timeout, so it rewrites that
+  source's traffic alone and ends by itself. Traffic to the ports in
+  ``masqueraded4/6`` leaves with this host's address, for hosts whose route back
+  does not pass here.
 
 Grants are set elements with a kernel timeout, so they expire even if sesame dies.
 The structure is (re)installed in one transaction that keeps the grant sets.
@@ -251,17 +253,8 @@ def _gateway(config: Config) -> list[str]:
             f"add chain {t} {name} {{ type nat hook {hook}; policy accept; }}",
             f"flush chain {t} {name}",
         ]
-    for local, target in config.dnats:
-        six = ":" in target.host
-        family, to = (
-            ("ipv6", f"ip6 to [{target.host}]") if six else ("ipv4", f"ip to {target.host}")
-        )
-        lines.append(
-            f"add rule {t} dstnat meta nfproto {family} fib daddr type local"
-            f" {local.proto} dport {local.number} dnat {to}:{target.number}"
-        )
     for n, ip in (("4", "ip"), ("6", "ip6")):
-        lines.append(  # a grant's own DNAT (fwknop's NAT requests)
+        lines.append(  # a grant's DNAT: for its source alone (a door's dnat, fwknop's NAT)
             f"add rule {t} dstnat meta nfproto ipv{n} dnat {ip} to {ip} saddr"
             f" . meta l4proto . th dport map @dnat{n}"
         )
