@@ -215,3 +215,54 @@ def test_noise_of_any_conntrack_state_marks_and_ends_attempts():
     # Invalid packets are never knocks nor SPA datagrams.
     assert "add rule inet sesame knock ct state invalid counter drop" in text
     assert "add rule inet sesame spa ct state invalid counter drop" in text
+
+
+def test_parse_kernel_paths_and_rewrites():
+    listed = [
+        {
+            "set": {
+                "name": "paths4",
+                "elem": [
+                    {
+                        "elem": {
+                            "val": {"concat": ["198.51.100.2", "10.0.5.20", "tcp", 22]},
+                            "expires": 20,
+                            "comment": "inside",
+                        }
+                    }
+                ],
+            }
+        },
+        {
+            "map": {
+                "name": "dnat4",
+                "elem": [
+                    [
+                        {
+                            "elem": {
+                                "val": {"concat": ["198.51.100.2", "tcp", 2222]},
+                                "expires": 9,
+                                "comment": "nat alice",
+                            }
+                        },
+                        {"concat": ["10.0.5.20", 22]},
+                    ]
+                ],
+            }
+        },
+    ]
+    found = [(str(e.address), str(e.port), e.door, e.user) for e in elements.parse_grants(listed)]
+    assert found == [
+        ("198.51.100.2", "10.0.5.20:22/tcp", "inside", ""),
+        ("198.51.100.2", "2222/tcp->10.0.5.20:22", "nat", "alice"),
+    ]
+    # ... and deleting them: a map's element by its key alone.
+    [path] = [e for e in elements.parse_grants(listed) if not e.port.to]
+    [rewrite] = [e for e in elements.parse_grants(listed) if e.port.to]
+    assert elements.remove("sesame", rewrite.address, [rewrite.port]) == [
+        "add element inet sesame dnat4 { 198.51.100.2 . tcp . 2222 : 10.0.5.20 . 22 }",
+        "delete element inet sesame dnat4 { 198.51.100.2 . tcp . 2222 }",
+    ]
+    assert elements.remove("sesame", path.address, [path.port])[1] == (
+        "delete element inet sesame paths4 { 198.51.100.2 . 10.0.5.20 . tcp . 22 }"
+    )

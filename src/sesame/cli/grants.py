@@ -117,7 +117,7 @@ def status(args: argparse.Namespace) -> int:
     table = [("ADDRESS", "PORT", "DOOR", "USER", "LEFT")] + [
         (
             r["address"],
-            str(Port(r["proto"], r["port"], r.get("host", ""))),
+            str(Port(r["proto"], r["port"], r.get("host", ""), r.get("to", 0))),
             r["door"],
             r["user"] or "-",
             f"{r['seconds_left']:.0f}s",
@@ -156,6 +156,7 @@ def _kernel_grants(path: str) -> list[dict[str, Any]] | None:
             "proto": e.port.proto,
             "port": e.port.number,
             **({"host": e.port.host} if e.port.host else {}),
+            **({"to": e.port.to} if e.port.to else {}),
             "door": h.door,
             "user": h.user,
             "seconds_left": left,

@@ -106,7 +106,7 @@ def parse_grants(items: list[dict[str, Any]]) -> list[Entry]:
     """The elements of listed grant sets (``nft -j list set`` output)."""
     out: list[Entry] = []
     for item in items:
-        elements = item.get("set", {}).get("elem", [])
+        elements = (item.get("set") or item.get("map") or {}).get("elem", [])
         for element in elements:
             body = element.get("elem", element) if isinstance(element, dict) else {}
             value = body.get("val", body) if isinstance(body, dict) else body

@@ -44,6 +44,7 @@ def grants(daemon: Daemon, now: float) -> list[dict[str, Any]]:
                     "proto": port.proto,
                     "port": port.number,
                     **({"host": port.host} if port.host else {}),  # another host's port
+                    **({"to": port.to} if port.to else {}),  # ... it is rewritten to
                     "door": grant.door,
                     "user": grant.user,
                     "seconds_left": round(max(0.0, grant.expires - now), 3),
