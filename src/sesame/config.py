@@ -96,23 +96,21 @@ def _bool(value: Any, key: str) -> bool:
     return value
 
 
-def _ports(value: Any, key: str) -> tuple[Any, ...]:
-    if not isinstance(value, list):
-        raise FieldError(key, f'{key} must be a list like ["7000/tcp", "8000/udp"]')
-    try:
-        return tuple(parse_port(item) for item in value)
-    except (ValueError, TypeError) as exc:
-        raise FieldError(key, f"{key}: {exc}") from None
+def _port_list(parse: Callable[[Any], Any], example: str) -> Convert:
+    def convert(value: Any, key: str) -> tuple[Any, ...]:
+        if not isinstance(value, list):
+            raise FieldError(key, f"{key} must be a list like {example}")
+        try:
+            return tuple(parse(item) for item in value)
+        except (ValueError, TypeError) as exc:
+            raise FieldError(key, f"{key}: {exc}") from None
+
+    return convert
 
 
-def _targets(value: Any, key: str) -> tuple[Any, ...]:
-    """``open``: this host's ports, or other hosts' (``10.0.5.20:22/tcp``)."""
-    if not isinstance(value, list):
-        raise FieldError(key, f'{key} must be a list like ["22/tcp", "10.0.5.20:22/tcp"]')
-    try:
-        return tuple(parse_target(item) for item in value)
-    except (ValueError, TypeError) as exc:
-        raise FieldError(key, f"{key}: {exc}") from None
+_ports = _port_list(parse_port, '["7000/tcp", "8000/udp"]')
+# ``open``: this host's ports, or other hosts' (``10.0.5.20:22/tcp``)
+_targets = _port_list(parse_target, '["22/tcp", "10.0.5.20:22/tcp"]')
 
 
 def _dnat(value: Any, key: str) -> tuple[tuple[Any, Any], ...]:

@@ -40,3 +40,12 @@ def serve_access(lab, text: str = ACCESS) -> DaemonProcess:
     ).start()
     lab.daemon = daemon
     return daemon
+
+
+def debian_fwknop(lab, *args: str) -> None:
+    """Debian's fwknop client in the user's namespace, asking for the user's address."""
+    from tests.helpers.lab import require
+
+    client = require("fwknop")
+    argv = ("--no-rc-file", "--no-save-args", "-D", lab.server.ipv4, "-a", lab.user.ipv4)
+    lab.run(lab.user.netns, client, *argv, *args)

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from sesame.lab import reachable
-from tests.helpers.fwknop import HMAC, KEY, private, serve_access
+from tests.helpers.fwknop import HMAC, KEY, debian_fwknop, private, serve_access
 from tests.helpers.lab import require
 
 SHORT = "short-key"  # a legacy-mode passphrase (16 bytes at most)
@@ -57,19 +57,7 @@ HMAC_KEY_BASE64 {HMAC}
 """
 
 
-def fwknop(lab, *args: str) -> None:
-    client = require("fwknop")
-    lab.run(
-        lab.user.netns,
-        client,
-        "--no-rc-file",
-        "--no-save-args",
-        "-D",
-        lab.server.ipv4,
-        "-a",
-        lab.user.ipv4,
-        *args,
-    )
+fwknop = debian_fwknop
 
 
 def keys(*extra: str) -> tuple[str, ...]:

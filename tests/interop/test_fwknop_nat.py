@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from sesame.lab import EchoServer, blocked, reachable
-from tests.helpers.fwknop import HMAC, KEY, private, serve_access
+from tests.helpers.fwknop import HMAC, KEY, debian_fwknop, private, serve_access
 from tests.helpers.lab import require
 
 FORCED = f"""\
@@ -37,20 +37,7 @@ def internal(lab) -> EchoServer:
 
 
 def fwknop(lab, *args: str) -> None:
-    client = require("fwknop")
-    keys = ("--key-base64-rijndael", KEY, "--key-base64-hmac", HMAC)
-    lab.run(
-        lab.user.netns,
-        client,
-        "--no-rc-file",
-        "--no-save-args",
-        "-D",
-        lab.server.ipv4,
-        "-a",
-        lab.user.ipv4,
-        *keys,
-        *args,
-    )
+    debian_fwknop(lab, "--key-base64-rijndael", KEY, "--key-base64-hmac", HMAC, *args)
 
 
 def test_debian_fwknop_through_sesame_as_a_gateway(lab):
