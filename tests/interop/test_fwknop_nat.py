@@ -47,7 +47,7 @@ def test_debian_fwknop_through_sesame_as_a_gateway(lab):
         server = lab.server.ipv4
         assert blocked(lab.user.netns, server, 2222)
         mark = daemon.mark()
-        fwknop(lab, "-A", "tcp/2222")  # FORCE_NAT: the server's 2222 leads to 10.0.5.20:22
+        fwknop(lab, "-A", "tcp/2222", "-N", "10.0.5.20:22")  # FORCE_NAT decides, as fwknopd
         daemon.wait_for(rf"opened door fwknop1 to {lab.user.ipv4}: 2222/tcp", 10, since=mark)
         assert reachable(lab.user.netns, server, 2222)
         assert blocked(lab.stranger.netns, server, 2222)
@@ -99,7 +99,7 @@ def test_debian_fwknopd_on_the_same_file_opens_the_same_path(lab):
                 assert time.monotonic() < deadline, out_path.read_text()
                 time.sleep(0.05)
             assert blocked(lab.user.netns, lab.server.ipv4, 2222)
-            fwknop(lab, "-A", "tcp/2222")
+            fwknop(lab, "-A", "tcp/2222", "-N", "10.0.5.20:22")  # the same request
             deadline = time.monotonic() + 20
             while not reachable(lab.user.netns, lab.server.ipv4, 2222, timeout=1):
                 assert time.monotonic() < deadline, out_path.read_text()
