@@ -138,7 +138,7 @@ open_for = 30
 name = "nat"
 sequence = ["7100/tcp", "7200/tcp"]
 seq_timeout = 5
-dnat = [{ port = "2222/tcp", to = "10.0.5.20:22" }]
+dnat = [{ port = "2222/tcp", to = "10.0.5.20:22" }, { port = "2224/tcp", to = "[fd00:5::20]:22" }]
 open_for = 30
 
 [[door]]
@@ -184,6 +184,11 @@ def test_a_door_opens_a_path_to_an_internal_host_for_the_knocker_only(lab):
         assert blocked(lab.stranger.netns, lab.server.ipv4, 2222)
         status = lab.sesame(lab.server.netns, "status", "-c", lab.tmp + "/sesame.toml").stdout
         assert f"{lab.user.ipv4} 2222/tcp->10.0.5.20:22 nat" in " ".join(status.split())
+        mark = daemon.mark()  # NAT66, asked for by name: over IPv6, to the IPv6 host
+        knock_from(lab.user.netns, lab.server.ipv6, "7100/tcp", "7200/tcp")
+        daemon.wait_for(rf"opened door nat to {lab.user.ipv6}: ", 10, since=mark)
+        assert reachable(lab.user.netns, lab.server.ipv6, 2224)
+        assert blocked(lab.stranger.netns, lab.server.ipv6, 2224)
     finally:
         for service in services:
             service.close()
