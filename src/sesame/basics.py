@@ -43,11 +43,6 @@ class Port:
         """The other host's address, or None for this host's own port."""
         return ip_address(self.host) if self.host else None
 
-    @property
-    def local(self) -> Port:
-        """The same port number and protocol, on this host."""
-        return Port(self.proto, self.number) if self.host else self
-
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         if self.to:
