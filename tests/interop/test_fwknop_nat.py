@@ -108,3 +108,40 @@ def test_debian_fwknopd_on_the_same_file_opens_the_same_path(lab):
             process.terminate()
             process.wait(10)
             service.close()
+
+
+def stanza(port: int, *extra: str) -> str:
+    lines = ["SOURCE ANY", f"OPEN_PORTS tcp/{port}", f"KEY_BASE64 {KEY}"]
+    return "\n".join([*lines, f"HMAC_KEY_BASE64 {HMAC}", *extra]) + "\n"
+
+
+def test_masquerade_snat_and_no_dnat_as_fwknopd_names_them(lab):
+    inside = lab.topo.internal(route_back=False)  # replies find the way only if rewritten
+    services = [EchoServer(inside.netns, port) for port in (22, 23, 24, 25)]
+    try:  # a destination each: masquerading is by destination
+        lab.run(lab.user.netns, "ip", "route", "add", "10.0.5.0/24", "via", lab.server.ipv4)
+        daemon = serve_access(
+            lab,
+            stanza(2231, "FORCE_NAT 10.0.5.20 22")
+            + "\n"
+            + stanza(2232, "FORCE_NAT 10.0.5.20 23", "FORCE_MASQUERADE Y")
+            + "\n"
+            + stanza(2233, "FORCE_NAT 10.0.5.20 24", "FORCE_SNAT 10.0.5.1")
+            + "\n"
+            + stanza(2234, "FORCE_NAT 10.0.5.20 25", "DISABLE_DNAT Y", "FORCE_MASQUERADE Y"),
+        )
+        mark = daemon.mark()
+        for port in (2231, 2232, 2233, 2234):
+            fwknop(lab, "-A", f"tcp/{port}")
+        for n in (1, 2, 3, 4):
+            daemon.wait_for(rf"opened door fwknop{n} to {lab.user.ipv4}", 10, since=mark)
+        server = lab.server.ipv4
+        assert blocked(lab.user.netns, server, 2231)  # rewritten, but no way back
+        assert reachable(lab.user.netns, server, 2232)  # masqueraded
+        assert reachable(lab.user.netns, server, 2233)  # SNAT-ed to the gateway's address
+        assert blocked(lab.user.netns, server, 2234)  # DISABLE_DNAT: no rewrite ...
+        assert reachable(lab.user.netns, "10.0.5.20", 25)  # ... the path alone
+        assert blocked(lab.stranger.netns, server, 2232)
+    finally:
+        for service in services:
+            service.close()
