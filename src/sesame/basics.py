@@ -27,6 +27,7 @@ class Port:
     number: int
     host: str = ""
     to: int = 0
+    every: bool = False  # every port of ``host`` (fwknop's FORWARD_ALL); ``to``: rewritten
 
     def __post_init__(self) -> None:
         if self.proto not in PROTOS:
@@ -45,6 +46,8 @@ class Port:
 
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
+        if self.every:
+            return f"*->{host}:*" if self.to else f"{host}:*"
         if self.to:
             return f"{self.number}/{self.proto}->{host}:{self.to}"
         if not self.host:

@@ -228,6 +228,7 @@ class FwknopStanza:
     disable_dnat: bool = False
     force_masquerade: bool = False
     force_snat: str | None = None
+    forward_all: bool = False  # every port of the destination, and any path on from it
 
     @property
     def nat(self) -> bool:

@@ -145,3 +145,73 @@ def test_masquerade_snat_and_no_dnat_as_fwknopd_names_them(lab):
     finally:
         for service in services:
             service.close()
+
+
+ALL = stanza(2222, "FORCE_NAT 10.0.5.20 22", "FORWARD_ALL Y")
+
+
+def test_forward_all_as_fwknopd_does_it(lab):
+    """FORWARD_ALL: all of the source's traffic to the server goes on to the NAT
+    destination, port for port, and the source may pass the gateway anywhere."""
+    inside = lab.topo.internal()
+    services = [EchoServer(inside.netns, port) for port in (22, 23, 2222)]
+    try:
+        for client in (lab.user, lab.stranger):
+            lab.run(client.netns, "ip", "route", "add", "10.0.5.0/24", "via", lab.server.ipv4)
+        daemon = serve_access(lab, ALL)
+        server = lab.server.ipv4
+        assert blocked(lab.user.netns, "10.0.5.20", 22)
+        mark = daemon.mark()
+        fwknop(lab, "-A", "tcp/2222")
+        daemon.wait_for(rf"opened door fwknop1 to {lab.user.ipv4}", 10, since=mark)
+        for port in (2222, 23):  # the server's ports are the internal host's, for the user
+            assert reachable(lab.user.netns, server, port)
+        assert reachable(lab.user.netns, "10.0.5.20", 22)  # and the path itself
+        assert blocked(lab.stranger.netns, server, 2222)
+        assert blocked(lab.stranger.netns, "10.0.5.20", 22)
+        daemon.stop()
+        lab.daemon = None
+        assert_fwknopd_agrees(lab)
+    finally:
+        for service in services:
+            service.close()
+
+
+def assert_fwknopd_agrees(lab) -> None:
+    """Debian's fwknopd on the same file: the same ports reach the internal host."""
+    fwknopd = require("fwknopd")
+    iptables = require("iptables")
+    lab.run(lab.server.netns, "nft", "delete", "table", "inet", "sesame")
+    run = Path(lab.tmp, "run2")
+    run.mkdir()
+    conf = f"PCAP_INTF br0\nFWKNOP_RUN_DIR {run}\nENABLE_IPT_FORWARDING Y\n"
+    fconf = private(Path(lab.tmp, "fwknopd2.conf"), conf)
+    access = private(Path(lab.tmp, "access2.conf"), ALL)
+    lab.run(lab.server.netns, iptables, "-P", "FORWARD", "DROP")
+    replies = ("-A", "FORWARD", "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED")
+    lab.run(lab.server.netns, iptables, *replies, "-j", "ACCEPT")
+    closed = ("-A", "INPUT", "-i", "br0", "-p", "tcp", "--dport", "2222", "-j", "DROP")
+    lab.run(lab.server.netns, iptables, *closed)
+    out_path = Path(lab.tmp, "fwknopd2.out")
+    argv = [fwknopd, "-f", "-c", fconf, "-a", access, "-i", "br0", "-d", f"{run}/d"]
+    argv += ["-p", f"{run}/pid"]
+    with open(out_path, "w") as out:
+        process = subprocess.Popen(
+            ["ip", "netns", "exec", lab.server.netns, *argv], stdout=out, stderr=out
+        )
+        try:
+            deadline = time.monotonic() + 20
+            while "main event loop" not in out_path.read_text():
+                assert process.poll() is None, out_path.read_text()
+                assert time.monotonic() < deadline, out_path.read_text()
+                time.sleep(0.05)
+            assert blocked(lab.user.netns, lab.server.ipv4, 2222)
+            fwknop(lab, "-A", "tcp/2222")
+            deadline = time.monotonic() + 20
+            while not reachable(lab.user.netns, lab.server.ipv4, 2222, timeout=1):
+                assert time.monotonic() < deadline, out_path.read_text()
+            assert reachable(lab.user.netns, lab.server.ipv4, 23)
+            assert blocked(lab.stranger.netns, lab.server.ipv4, 2222)
+        finally:
+            process.terminate()
+            process.wait(10)

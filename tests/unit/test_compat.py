@@ -114,7 +114,7 @@ class TestAccessConf:
         [
             ("GPG_DECRYPT_ID 1234", 18, "GnuPG mode is not supported"),
             ("ENABLE_CMD_EXEC Y", 18, "command execution by SPA is not supported"),
-            ("FORWARD_ALL Y", 18, "FORWARD_ALL: not supported: sesame opens a path to one port"),
+            ("FORWARD_ALL Y", 18, "FORWARD_ALL needs FORCE_NAT or SESAME_NAT_DESTINATIONS"),
             ("FORCE_NAT 10.0.0.1", 18, "FORCE_NAT: needs an address and a port, not '10.0.0.1'"),
             ("FORCE_MASQUERADE Y", 18, "FORCE_MASQUERADE needs FORCE_NAT"),
             (
@@ -449,6 +449,10 @@ class TestFwknopNat:
             "22/tcp",
             "22/tcp->10.0.5.20:2200",
         ]
+
+    def test_forward_all_opens_every_port_and_any_path(self):
+        e = fw_engine(force_nat=("10.0.5.20", 22), forward_all=True)
+        assert self.opened(e, datagram()) == ["*->10.0.5.20:*", "10.0.5.20:*"]
 
     def test_disable_dnat_opens_the_path_alone(self):
         e = fw_engine(force_nat=("10.0.5.20", 22), disable_dnat=True)

@@ -266,3 +266,43 @@ def test_parse_kernel_paths_and_rewrites():
     assert elements.remove("sesame", path.address, [path.port])[1] == (
         "delete element inet sesame paths4 { 198.51.100.2 . 10.0.5.20 . tcp . 22 }"
     )
+
+
+def test_forward_all_elements_by_source_alone():
+    listed = [
+        {
+            "set": {
+                "name": "anywhere4",
+                "elem": [
+                    {"elem": {"val": "198.51.100.2", "expires": 20, "comment": "fwknop1 alice"}}
+                ],
+            }
+        },
+        {
+            "map": {
+                "name": "everything4",
+                "elem": [
+                    [
+                        {
+                            "elem": {
+                                "val": "198.51.100.2",
+                                "expires": 20,
+                                "comment": "fwknop1 alice",
+                            }
+                        },
+                        "10.0.5.20",
+                    ]
+                ],
+            }
+        },
+    ]
+    found = elements.parse_grants(listed)
+    assert [(str(e.port), e.door, e.user) for e in found] == [
+        (":*", "fwknop1", "alice"),
+        ("*->10.0.5.20:*", "fwknop1", "alice"),
+    ]
+    assert [netlink.located(e.address, e.port)[0] for e in found] == ["anywhere4", "everything4"]
+    assert elements.remove("sesame", found[1].address, [found[1].port]) == [
+        "add element inet sesame everything4 { 198.51.100.2 : 10.0.5.20 }",
+        "delete element inet sesame everything4 { 198.51.100.2 }",
+    ]

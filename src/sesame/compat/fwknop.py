@@ -53,6 +53,7 @@ ACCESS_KEYS = {
     "DISABLE_DNAT",
     "SESAME_NAT_DESTINATIONS",
     "SESAME_LOCAL_NAT",
+    "FORWARD_ALL",
 }
 REFUSED = {
     "GPG_": "GnuPG mode is not supported (use Rijndael keys with an HMAC key)",
@@ -60,7 +61,6 @@ REFUSED = {
     "ENABLE_CMD_SUDO_EXEC": "command execution by SPA is not supported",
     "CMD_": "command execution by SPA is not supported",
     "SUDO_EXE": "command execution by SPA is not supported",
-    "FORWARD_ALL": "not supported: sesame opens a path to one port of a host, not all",
     "%INCLUDE": "include directives are not supported: give one file",
 }
 
@@ -336,10 +336,13 @@ def _nat(
         "disable_dnat": get("DISABLE_DNAT", yes, False),
         "force_masquerade": get("FORCE_MASQUERADE", yes, False),
         "force_snat": get("FORCE_SNAT", _address, None),
+        "forward_all": get("FORWARD_ALL", yes, False),
     }
     for key in ("FORCE_SNAT", "FORCE_MASQUERADE"):
         if key in values and nat["force_nat"] is None:
-            raise fail(key, f"{key} needs FORCE_NAT (fwknopd: or FORWARD_ALL, refused here)")
+            raise fail(key, f"{key} needs FORCE_NAT (the destination whose traffic it rewrites)")
+    if nat["forward_all"] and nat["force_nat"] is None and not nat["nat_destinations"]:
+        raise fail("FORWARD_ALL", "FORWARD_ALL needs FORCE_NAT or SESAME_NAT_DESTINATIONS")
     if "SESAME_NAT_DESTINATIONS" in values and not nat["nat_destinations"]:
         raise fail("SESAME_NAT_DESTINATIONS", "SESAME_NAT_DESTINATIONS ANY is refused: name them")
     return nat

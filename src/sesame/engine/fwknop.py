@@ -66,6 +66,11 @@ def _nat(
                 raise RemoteError(DENIED)
         elif not any(ip_address(host) in net for net in stanza.nat_destinations):
             raise RemoteError("fwknop nat not allowed")
+    if stanza.forward_all:  # every port of the destination, any path on (fwknopd's)
+        every = Port(first.proto, first.number, host, every=True)
+        if stanza.disable_dnat:
+            return (every,)
+        return Port(first.proto, first.number, host, first.number, every=True), every
     if local:  # this host's port behind the one asked for
         return first, Port(first.proto, first.number, host, number), Port(first.proto, number)
     path = Port(first.proto, number, host)

@@ -9,16 +9,20 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, ip_address
 from typing import Any
 
-from sesame.basics import Address, Port
+from sesame.basics import Address, Port, Proto
 from sesame.engine.events import Element, Grant
 
 
 def _set(address: Address, port: Port) -> str:
     n = "4" if isinstance(address, IPv4Address) else "6"
+    if port.every:
+        return f"everything{n}" if port.to else f"anywhere{n}"
     return f"dnat{n}" if port.to else f"paths{n}" if port.host else f"grants{n}"
 
 
 def _key(address: Address, port: Port) -> str:
+    if port.every:  # by source alone (fwknop's FORWARD_ALL)
+        return f"{address} : {port.host}" if port.to else f"{address}"
     via = f" . {port.host}" if port.host and not port.to else ""
     data = f" : {port.host} . {port.to}" if port.to else ""
     return f"{address}{via} . {port.proto} . {port.number}{data}"
@@ -102,37 +106,63 @@ def holders(note: str) -> tuple[Holder, ...]:
     return tuple(out)
 
 
+def _fields(element: Any) -> tuple[dict[str, Any], list[Any], str] | None:
+    """(the element's body, its key as a list, a map's destination) of one listed
+    element: a set's ``{"elem": ...}``, or a map's ``[{"elem": ...}, data]``; a key of
+    one address alone (FORWARD_ALL's set and map) as ``[address, "*", 1]``."""
+    item, data = (element[0], element[1]) if isinstance(element, list) else (element, None)
+    body = item.get("elem", item) if isinstance(item, dict) else {}
+    value = body.get("val", body) if isinstance(body, dict) else body
+    if isinstance(data, dict):  # ``destination . port``
+        pair = data.get("concat")
+        data = pair if isinstance(pair, list) and len(pair) == 2 else None
+    if isinstance(value, str):
+        return body, [value, "*", 1], data if isinstance(data, str) else ""
+    key = value.get("concat") if isinstance(value, dict) else None
+    if not isinstance(key, list) or len(key) not in (3, 4):
+        return None
+    return body, [*key, *(data if isinstance(data, list) else [])], ""
+
+
 def parse_grants(items: list[dict[str, Any]]) -> list[Entry]:
-    """The elements of listed grant sets (``nft -j list set`` output)."""
+    """The elements of listed grant sets and maps (``nft -j list set|map`` output)."""
     out: list[Entry] = []
     for item in items:
-        elements = (item.get("set") or item.get("map") or {}).get("elem", [])
-        for element in elements:
-            body = element.get("elem", element) if isinstance(element, dict) else {}
-            value = body.get("val", body) if isinstance(body, dict) else body
-            to: list[Any] = []
-            if isinstance(element, list) and len(element) == 2:  # a map's key : data
-                body = element[0].get("elem", element[0]) if isinstance(element[0], dict) else {}
-                value = body.get("val", body) if isinstance(body, dict) else body
-                data = element[1].get("concat") if isinstance(element[1], dict) else None
-                to = data if isinstance(data, list) and len(data) == 2 else []
-            concat = value.get("concat") if isinstance(value, dict) else None
-            if not isinstance(concat, list) or len(concat) not in (3, 4):
+        for element in (item.get("set") or item.get("map") or {}).get("elem", []):
+            fields = _fields(element)
+            if fields is None:
                 continue
-            addr, *via, proto, number = concat  # paths: source . destination . ...
-            proto = {6: "tcp", 17: "udp"}.get(proto, proto)
-            if proto not in ("tcp", "udp"):
+            body, key, everything = fields
+            port = _port(key, everything)
+            if port is None:
                 continue
             left = body.get("expires", body.get("timeout", 0)) if isinstance(body, dict) else 0
             note = str(body.get("comment", "")) if isinstance(body, dict) else ""
             held = holders(note) or (Holder(""),)
-            host = str(ip_address((via or to or [""])[0])) if via or to else ""
-            port = Port(
-                "tcp" if proto == "tcp" else "udp", int(number), host, int(to[1]) if to else 0
-            )
-            address = ip_address(addr)
+            address = ip_address(key[0])
             out.append(Entry(address, port, held[0].door, float(left or 0), held[0].user, held))
     return out
+
+
+_PROTOS: dict[Any, Proto] = {6: "tcp", 17: "udp", "tcp": "tcp", "udp": "udp"}
+
+
+def _port(key: list[Any], everything: str) -> Port | None:
+    """The port of a grant element's key: ``source . proto . port`` (grants),
+    ``source . destination . proto . port`` (paths), ``source . proto . port .
+    destination . port`` (a rewrite), ``source * 1`` (FORWARD_ALL's)."""
+    if key[1] == "*":
+        host = str(ip_address(everything)) if everything else ""
+        return Port("tcp", 1, host, 1 if host else 0, every=True)
+    if len(key) == 5:  # a rewrite: the map's data after the key
+        _, proto, number, host, to = key
+    else:
+        host, to = (str(key[1]), 0) if len(key) == 4 else ("", 0)
+        proto, number = key[-2], key[-1]
+    kind = _PROTOS.get(proto)
+    if kind is None:
+        return None
+    return Port(kind, int(number), str(ip_address(host)) if host else "", int(to))
 
 
 def to_grants(entries: Iterable[Entry], now: float) -> list[Grant]:

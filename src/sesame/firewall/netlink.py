@@ -71,10 +71,14 @@ def located(address: Address, port: Port) -> tuple[str, bytes, bytes | None] | N
     DNAT; None for another host of the other family (no path to hold)."""
     n = _family(address)
     target = port.address
+    if port.every and not port.to:  # FORWARD_ALL: by source alone
+        return f"anywhere{n}", address.packed, None
     if target is None:
         return f"grants{n}", address.packed + port_value(port), None
     if _family(target) != n:
         return None
+    if port.every:
+        return f"everything{n}", address.packed, target.packed
     if port.to:
         data = target.packed + port.to.to_bytes(2, "big") + b"\0\0"
         return f"dnat{n}", address.packed + port_value(port), data

@@ -13,6 +13,7 @@ from sesame.errors import FirewallError
 from sesame.firewall import elements, netlink, ruleset
 from sesame.firewall.elements import Entry
 from sesame.firewall.libnft import Nft
+from sesame.firewall.watch import GRANT_SETS
 
 CHUNK = 256  # elements per transaction: a netlink batch must fit the socket's buffer
 
@@ -101,8 +102,8 @@ class NftGate:
     def entries(self) -> list[Entry]:
         """Live grant elements; empty when the table does not exist."""
         items = []
-        for name in ("grants4", "grants6", "paths4", "paths6", "dnat4", "dnat6"):
-            kind = "map" if name.startswith("dnat") else "set"
+        for name in sorted(GRANT_SETS):
+            kind = "map" if name.startswith(("dnat", "everything")) else "set"
             try:
                 items += self.nft.json(f"list {kind} inet {self.table} {name}")
             except FirewallError:

@@ -115,6 +115,10 @@ def _sets(config: Config, knock: Iterable[Port] | None) -> list[str]:
         " ipv4_addr . inet_service; flags timeout; }",
         f"add map {t} dnat6 {{ type ipv6_addr . inet_proto . inet_service :"
         " ipv6_addr . inet_service; flags timeout; }",
+        f"add set {t} anywhere4 {{ type ipv4_addr; flags timeout; }}",
+        f"add set {t} anywhere6 {{ type ipv6_addr; flags timeout; }}",
+        f"add map {t} everything4 {{ type ipv4_addr : ipv4_addr; flags timeout; }}",
+        f"add map {t} everything6 {{ type ipv6_addr : ipv6_addr; flags timeout; }}",
     ]
     for name, targets in (("forwarded", config.forwarded), ("masqueraded", config.masqueraded)):
         for n in ("4", "6"):
@@ -227,6 +231,8 @@ def _gates(config: Config) -> list[str]:
         f"add rule {t} guard ct state established,related accept",
         f"add rule {t} guard ip saddr . meta l4proto . th dport @grants4 accept",
         f"add rule {t} guard ip6 saddr . meta l4proto . th dport @grants6 accept",
+        f"add rule {t} guard ip saddr @everything4 accept",  # FORWARD_ALL: rewritten away
+        f"add rule {t} guard ip6 saddr @everything6 accept",
         f"add rule {t} guard counter drop",
     ]
 
@@ -236,6 +242,8 @@ def _gateway(config: Config) -> list[str]:
     t = f"inet {config.server.table}"
     lines = [
         f"add rule {t} passage ct state established,related accept",
+        f"add rule {t} passage ip saddr @anywhere4 accept",  # FORWARD_ALL
+        f"add rule {t} passage ip6 saddr @anywhere6 accept",
         f"add rule {t} passage ip saddr . ip daddr . meta l4proto . th dport @paths4 accept",
         f"add rule {t} passage ip6 saddr . ip6 daddr . meta l4proto . th dport @paths6 accept",
         f"add rule {t} passage counter drop",
@@ -258,10 +266,23 @@ def _gateway(config: Config) -> list[str]:
             f"add rule {t} dstnat meta nfproto ipv{n} dnat {ip} to {ip} saddr"
             f" . meta l4proto . th dport map @dnat{n}"
         )
+    lines.append(f"add rule {t} dstnat udp dport @spa return")  # SPA still reaches sesame
+    for n, ip in (("4", "ip"), ("6", "ip6")):
+        lines.append(  # FORWARD_ALL: all of a source's traffic to this host, rewritten
+            f"add rule {t} dstnat meta nfproto ipv{n} fib daddr type local"
+            f" dnat {ip} to {ip} saddr map @everything{n}"
+        )
     for n, ip in (("4", "ip"), ("6", "ip6")):
         lines.append(
             f"add rule {t} srcnat {ip} daddr . meta l4proto . th dport @masqueraded{n} masquerade"
         )
+    for stanza in config.fwknop:
+        if stanza.forward_all and stanza.force_nat is not None:
+            host = stanza.force_nat[0]
+            ip = "ip6" if ":" in host else "ip"
+            rewrite = f"snat {ip} to {stanza.force_snat}" if stanza.force_snat else "masquerade"
+            if stanza.force_snat or stanza.force_masquerade:
+                lines.append(f"add rule {t} srcnat {ip} daddr {host} {rewrite}")
     for target, address in config.snats:
         ip = "ip6" if ":" in target.host else "ip"
         lines.append(

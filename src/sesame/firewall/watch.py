@@ -33,7 +33,10 @@ from sesame.wire.nftables import NFT_MSG_DELSETELEM as DELSETELEM
 from sesame.wire.nftables import NFT_MSG_NEWGEN as NEWGEN
 from sesame.wire.nftables import NFT_MSG_NEWSETELEM as NEWSETELEM
 
-GRANT_SETS = frozenset(("grants4", "grants6", "paths4", "paths6", "dnat4", "dnat6"))
+# Where grants live: this host's ports, paths and rewrites to other hosts, and a
+# source's every path and rewrite (fwknop's FORWARD_ALL); the ``*6`` of IPv6.
+GRANT_NAMES = ("grants", "paths", "dnat", "anywhere", "everything")
+GRANT_SETS = frozenset(f"{name}{n}" for name in GRANT_NAMES for n in "46")
 KERNEL_STATE = frozenset(("noisy4", "noisy6", "hits4", "hits6", "follow4", "follow6"))
 
 
