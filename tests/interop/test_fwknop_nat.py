@@ -5,7 +5,10 @@ an access.conf and by Debian's fwknopd on the same file, with the same result.""
 from __future__ import annotations
 
 import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from sesame.lab import EchoServer, blocked, reachable
@@ -72,21 +75,34 @@ def test_debian_fwknop_through_sesame_as_a_gateway(lab):
 
 
 def test_debian_fwknopd_on_the_same_file_opens_the_same_path(lab):
+    service = internal(lab)
+    try:
+        with gateway_fwknopd(lab, FORCED):
+            fwknop(lab, "-A", "tcp/2222", "-N", "10.0.5.20:22")  # the same request
+            opened(lab, 2222)
+            assert blocked(lab.stranger.netns, lab.server.ipv4, 2222)
+    finally:
+        service.close()
+
+
+@contextmanager
+def gateway_fwknopd(lab, access_text: str) -> Iterator[None]:
+    """Debian's fwknopd as a gateway (ENABLE_IPT_FORWARDING), serving ``access_text``,
+    with the rules a gateway has of its own: forwarding dropped but for replies, and
+    nothing answering on port 2222 itself."""
     fwknopd = require("fwknopd")
     iptables = require("iptables")
-    service = internal(lab)
-    run = Path(lab.tmp, "run")
-    run.mkdir()
+    run = Path(tempfile.mkdtemp(dir=lab.tmp))
     conf = f"PCAP_INTF br0\nFWKNOP_RUN_DIR {run}\nENABLE_IPT_FORWARDING Y\n"
-    fconf = private(Path(lab.tmp, "fwknopd.conf"), conf)
-    access = private(Path(lab.tmp, "access.conf"), FORCED)
-    lab.run(lab.server.netns, iptables, "-P", "FORWARD", "DROP")  # fwknopd's rules open
+    fconf = private(run / "fwknopd.conf", conf)
+    access = private(run / "access.conf", access_text)
+    lab.run(lab.server.netns, iptables, "-P", "FORWARD", "DROP")
     replies = ("-A", "FORWARD", "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED")
-    lab.run(lab.server.netns, iptables, *replies, "-j", "ACCEPT")  # a gateway's usual
+    lab.run(lab.server.netns, iptables, *replies, "-j", "ACCEPT")
     closed = ("-A", "INPUT", "-i", "br0", "-p", "tcp", "--dport", "2222", "-j", "DROP")
-    lab.run(lab.server.netns, iptables, *closed)  # nothing answers there itself
-    out_path = Path(lab.tmp, "fwknopd.out")
-    argv = [fwknopd, "-f", "-v", "-c", fconf, "-a", access, "-i", "br0", "-d", f"{run}/d"]
+    lab.run(lab.server.netns, iptables, *closed)
+    out_path = run / "fwknopd.out"
+    argv = [fwknopd, "-f", "-c", fconf, "-a", access, "-i", "br0", "-d", f"{run}/d"]
     argv += ["-p", f"{run}/pid"]
     with open(out_path, "w") as out:
         process = subprocess.Popen(
@@ -99,15 +115,18 @@ def test_debian_fwknopd_on_the_same_file_opens_the_same_path(lab):
                 assert time.monotonic() < deadline, out_path.read_text()
                 time.sleep(0.05)
             assert blocked(lab.user.netns, lab.server.ipv4, 2222)
-            fwknop(lab, "-A", "tcp/2222", "-N", "10.0.5.20:22")  # the same request
-            deadline = time.monotonic() + 20
-            while not reachable(lab.user.netns, lab.server.ipv4, 2222, timeout=1):
-                assert time.monotonic() < deadline, out_path.read_text()
-            assert blocked(lab.stranger.netns, lab.server.ipv4, 2222)
+            yield
         finally:
             process.terminate()
             process.wait(10)
-            service.close()
+
+
+def opened(lab, port: int) -> None:
+    """Wait until the user reaches the server's ``port`` (fwknopd adds rules a moment
+    after the datagram)."""
+    deadline = time.monotonic() + 20
+    while not reachable(lab.user.netns, lab.server.ipv4, port, timeout=1):
+        assert time.monotonic() < deadline, f"port {port} did not open"
 
 
 def stanza(port: int, *extra: str) -> str:
@@ -179,39 +198,22 @@ def test_forward_all_as_fwknopd_does_it(lab):
 
 def assert_fwknopd_agrees(lab) -> None:
     """Debian's fwknopd on the same file: the same ports reach the internal host."""
-    fwknopd = require("fwknopd")
-    iptables = require("iptables")
     lab.run(lab.server.netns, "nft", "delete", "table", "inet", "sesame")
-    run = Path(lab.tmp, "run2")
-    run.mkdir()
-    conf = f"PCAP_INTF br0\nFWKNOP_RUN_DIR {run}\nENABLE_IPT_FORWARDING Y\n"
-    fconf = private(Path(lab.tmp, "fwknopd2.conf"), conf)
-    access = private(Path(lab.tmp, "access2.conf"), ALL)
-    lab.run(lab.server.netns, iptables, "-P", "FORWARD", "DROP")
-    replies = ("-A", "FORWARD", "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED")
-    lab.run(lab.server.netns, iptables, *replies, "-j", "ACCEPT")
-    closed = ("-A", "INPUT", "-i", "br0", "-p", "tcp", "--dport", "2222", "-j", "DROP")
-    lab.run(lab.server.netns, iptables, *closed)
-    out_path = Path(lab.tmp, "fwknopd2.out")
-    argv = [fwknopd, "-f", "-c", fconf, "-a", access, "-i", "br0", "-d", f"{run}/d"]
-    argv += ["-p", f"{run}/pid"]
-    with open(out_path, "w") as out:
-        process = subprocess.Popen(
-            ["ip", "netns", "exec", lab.server.netns, *argv], stdout=out, stderr=out
-        )
-        try:
-            deadline = time.monotonic() + 20
-            while "main event loop" not in out_path.read_text():
-                assert process.poll() is None, out_path.read_text()
-                assert time.monotonic() < deadline, out_path.read_text()
-                time.sleep(0.05)
-            assert blocked(lab.user.netns, lab.server.ipv4, 2222)
-            fwknop(lab, "-A", "tcp/2222")
-            deadline = time.monotonic() + 20
-            while not reachable(lab.user.netns, lab.server.ipv4, 2222, timeout=1):
-                assert time.monotonic() < deadline, out_path.read_text()
-            assert reachable(lab.user.netns, lab.server.ipv4, 23)
-            assert blocked(lab.stranger.netns, lab.server.ipv4, 2222)
-        finally:
-            process.terminate()
-            process.wait(10)
+    with gateway_fwknopd(lab, ALL):
+        fwknop(lab, "-A", "tcp/2222")
+        opened(lab, 2222)
+        assert reachable(lab.user.netns, lab.server.ipv4, 23)
+        assert blocked(lab.stranger.netns, lab.server.ipv4, 2222)
+
+
+def test_nat_local_with_debian_fwknop(lab):
+    """--nat-local --nat-port: the server's port 2240 leads to its own port 22 (the
+    lab's echo service), for the knocker alone, where the stanza allows it."""
+    text = stanza(2240, "SESAME_LOCAL_NAT Y").replace("tcp/2240", "tcp/2240, tcp/22")
+    daemon = serve_access(lab, text)
+    mark = daemon.mark()
+    fwknop(lab, "-A", "tcp/22", "--nat-local", "--nat-port", "2240")
+    daemon.wait_for(rf"opened door fwknop1 to {lab.user.ipv4}", 10, since=mark)
+    assert reachable(lab.user.netns, lab.server.ipv4, 2240)
+    assert blocked(lab.stranger.netns, lab.server.ipv4, 2240)
+    assert blocked(lab.stranger.netns, lab.server.ipv4, 22)
