@@ -124,7 +124,7 @@ class Door:
                 )
         if self.dnat:
             rewrites = (Port(a.proto, a.number, b.host, b.number) for a, b in self.dnat)
-            added = tuple(p for a, _ in self.dnat for p in (a,) if p not in self.open)
+            added = tuple(a for a, _ in self.dnat if a not in self.open)
             object.__setattr__(self, "open", self.open + added + tuple(rewrites))
         elsewhere = self.forwards
         if (elsewhere or self.dnat) and not self.gate:

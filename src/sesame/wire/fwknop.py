@@ -223,9 +223,8 @@ def _parse(plaintext: str) -> Message:
         nat_text = unb64(data[6]).decode("ascii") if nat else ""
     except UnicodeDecodeError:
         raise RemoteError("fwknop fields") from None
-    stamp_ = int(stamp)
     return Message(
-        rand, user_text, stamp_, version, int(kind), access_text, client_timeout, nat_text
+        rand, user_text, int(stamp), version, int(kind), access_text, client_timeout, nat_text
     )
 
 
