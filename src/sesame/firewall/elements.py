@@ -13,11 +13,22 @@ from sesame.basics import Address, Port, Proto
 from sesame.engine.events import Element, Grant
 
 
-def _set(address: Address, port: Port) -> str:
+def set_of(address: Address, port: Port) -> str | None:
+    """The set (or map) the element of ``address`` for ``port`` lives in: ``grants``
+    (this host's port), ``paths`` (another host's), ``dnat`` (a rewrite), ``anywhere``
+    and ``everything`` (FORWARD_ALL's, by source alone), with the family's 4 or 6;
+    None for another host of the other family (there is nothing to hold)."""
     n = "4" if isinstance(address, IPv4Address) else "6"
+    target = port.address
+    if port.every and not port.to:
+        return f"anywhere{n}"
+    if target is None:
+        return f"grants{n}"
+    if target.version != address.version:
+        return None
     if port.every:
-        return f"everything{n}" if port.to else f"anywhere{n}"
-    return f"dnat{n}" if port.to else f"paths{n}" if port.host else f"grants{n}"
+        return f"everything{n}"
+    return f"dnat{n}" if port.to else f"paths{n}"
 
 
 def _key(address: Address, port: Port) -> str:
@@ -32,10 +43,10 @@ def remove(table: str, address: Address, ports: Iterable[Port]) -> list[str]:
     """Delete grant elements whether or not they (still) exist: add, then delete."""
     out: list[str] = []
     for port in ports:
-        target = port.address
-        if target is not None and target.version != address.version:
-            continue  # a path of the other family: never held
-        where = f"inet {table} {_set(address, port)}"
+        name = set_of(address, port)
+        if name is None:
+            continue
+        where = f"inet {table} {name}"
         key = _key(address, port)
         out += [
             f"add element {where} {{ {key} }}",

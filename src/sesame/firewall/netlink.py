@@ -22,7 +22,7 @@ from ipaddress import IPv4Address
 from sesame.basics import Address, Port
 from sesame.engine.events import Element
 from sesame.errors import FirewallError
-from sesame.firewall.elements import comment
+from sesame.firewall.elements import comment, set_of
 from sesame.wire import netlink as nl
 from sesame.wire.nftables import (
     NFT_MSG_DELSETELEM,
@@ -65,24 +65,20 @@ def grant_steps(elements: Iterable[Element], now: float) -> list[Step]:
 
 
 def located(address: Address, port: Port) -> tuple[str, bytes, bytes | None] | None:
-    """The set, key (and map data) of a grant element: ``grants4/6`` (source . proto .
-    port) for this host's port, ``paths4/6`` (source . destination . proto . port) for
-    another host's, ``dnat4/6`` (source . proto . port : destination . port) for a
-    DNAT; None for another host of the other family (no path to hold)."""
-    n = _family(address)
-    target = port.address
-    if port.every and not port.to:  # FORWARD_ALL: by source alone
-        return f"anywhere{n}", address.packed, None
-    if target is None:
-        return f"grants{n}", address.packed + port_value(port), None
-    if _family(target) != n:
+    """The set (see :func:`elements.set_of`), key and map data of a grant element:
+    source . proto . port (this host's port; a rewrite, its data destination . port),
+    source . destination . proto . port (a path), the source alone (FORWARD_ALL's; the
+    map's data the destination); None where there is nothing to hold."""
+    name = set_of(address, port)
+    if name is None:
         return None
+    target = port.address
     if port.every:
-        return f"everything{n}", address.packed, target.packed
-    if port.to:
-        data = target.packed + port.to.to_bytes(2, "big") + b"\0\0"
-        return f"dnat{n}", address.packed + port_value(port), data
-    return f"paths{n}", address.packed + target.packed + port_value(port), None
+        return name, address.packed, target.packed if port.to and target else None
+    if target is None or port.to:
+        data = target.packed + port.to.to_bytes(2, "big") + b"\0\0" if target else None
+        return name, address.packed + port_value(port), data
+    return name, address.packed + target.packed + port_value(port), None
 
 
 def follow_steps(addresses: Iterable[Address], seconds: float, forget: bool) -> list[Step]:
