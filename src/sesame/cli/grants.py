@@ -16,6 +16,7 @@ from sesame import host
 from sesame.basics import Port
 from sesame.cli import common
 from sesame.errors import SesameError
+from sesame.service.control import grant_row
 
 
 def add(sub: common.Subparsers) -> None:
@@ -150,19 +151,7 @@ def _kernel_grants(path: str) -> list[dict[str, Any]] | None:
         ((e, h, e.left - h.before) for e in gate.entries() for h in e.held() if e.left > h.before),
         key=lambda x: (x[1].door, str(x[0].address), x[0].port),
     )
-    return [
-        {
-            "address": str(e.address),
-            "proto": e.port.proto,
-            "port": e.port.number,
-            **({"host": e.port.host} if e.port.host else {}),
-            **({"to": e.port.to} if e.port.to else {}),
-            "door": h.door,
-            "user": h.user,
-            "seconds_left": left,
-        }
-        for e, h, left in holds
-    ]
+    return [grant_row(e.address, e.port, h.door, h.user, left) for e, h, left in holds]
 
 
 def revoke(args: argparse.Namespace) -> int:

@@ -13,7 +13,7 @@ from sesame.errors import FirewallError
 from sesame.firewall import elements, netlink, ruleset
 from sesame.firewall.elements import Entry
 from sesame.firewall.libnft import Nft
-from sesame.firewall.watch import GRANT_SETS
+from sesame.firewall.watch import GRANT_MAPS, GRANT_SETS
 
 CHUNK = 256  # elements per transaction: a netlink batch must fit the socket's buffer
 
@@ -103,7 +103,7 @@ class NftGate:
         """Live grant elements; empty when the table does not exist."""
         items = []
         for name in sorted(GRANT_SETS):
-            kind = "map" if name.startswith(("dnat", "everything")) else "set"
+            kind = "map" if name in GRANT_MAPS else "set"
             try:
                 items += self.nft.json(f"list {kind} inet {self.table} {name}")
             except FirewallError:

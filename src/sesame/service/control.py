@@ -28,6 +28,7 @@ import stat
 from collections.abc import Callable
 from typing import Any
 
+from sesame.basics import Address, Port
 from sesame.errors import SesameError
 
 log = logging.getLogger("sesame")
@@ -37,6 +38,23 @@ MAX_CLIENTS = 16
 IDLE = 5.0  # seconds a client may take to send its request
 COMMANDS = {"status": (), "revoke": ("who",), "reload": (), "counters": ()}
 DEFAULT = "/run/sesame/control"
+
+
+def grant_row(
+    address: Address, port: Port, door: str, user: str, seconds_left: float
+) -> dict[str, Any]:
+    """One row of ``status``: a grant's port (another host's, rewritten to ``to``)."""
+    return {
+        "address": str(address),
+        "proto": port.proto,
+        "port": port.number,
+        **({"host": port.host} if port.host else {}),  # another host's port
+        **({"to": port.to} if port.to else {}),  # ... this host's port rewritten to
+        "door": door,
+        "user": user,
+        "seconds_left": seconds_left,
+    }
+
 
 Request = dict[str, Any]
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from sesame.daemon import Daemon
 from sesame.engine import Closed
-from sesame.service.control import Request, reply
+from sesame.service.control import Request, grant_row, reply
 
 log = logging.getLogger("sesame")
 
@@ -35,22 +35,11 @@ def answer(daemon: Daemon, request: Request, reload: Callable[[], str | None]) -
 
 def grants(daemon: Daemon, now: float) -> list[dict[str, Any]]:
     """Every live grant as the daemon holds it, a row a port."""
-    rows = []
-    for grant in sorted(daemon.engine.grants.all(), key=lambda g: (g.door, str(g.address))):
-        for port in grant.ports:
-            rows.append(
-                {
-                    "address": str(grant.address),
-                    "proto": port.proto,
-                    "port": port.number,
-                    **({"host": port.host} if port.host else {}),  # another host's port
-                    **({"to": port.to} if port.to else {}),  # ... it is rewritten to
-                    "door": grant.door,
-                    "user": grant.user,
-                    "seconds_left": round(max(0.0, grant.expires - now), 3),
-                }
-            )
-    return rows
+    return [
+        grant_row(g.address, port, g.door, g.user, round(max(0.0, g.expires - now), 3))
+        for g in sorted(daemon.engine.grants.all(), key=lambda g: (g.door, str(g.address)))
+        for port in g.ports
+    ]
 
 
 def revoke(daemon: Daemon, who: str, now: float) -> list[dict[str, Any]]:
