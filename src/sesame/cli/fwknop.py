@@ -140,7 +140,7 @@ def plan(args: argparse.Namespace) -> Plan:
     access = args.access or rc.access or (f"tcp/{port}" if port else "")
     if not access:
         raise ValueError("nothing to ask for: give -A tcp/22 (or ACCESS in the stanza)")
-    access, nat = _nat(args, rc, access)
+    access, nat, local_port = _nat(args, rc, access)
     mode = args.encryption_mode or rc.mode
     fault = mode_fault(mode, rc.hmac_key is not None)
     if fault is not None:
@@ -166,8 +166,8 @@ def plan(args: argparse.Namespace) -> Plan:
             hmac_type=args.hmac_digest_type or rc.hmac_type,
             digest_type=args.digest_type or rc.digest_type,
             mode=mode,
-            nat_access=nat.replace("SERVER", address),
-            local_nat=nat.startswith("SERVER"),
+            nat_access=f"{address},{local_port}" if local_port else nat,
+            local_nat=bool(local_port),
         )
         if send:
             client.send_spa(family, address, spa_port, payload, args.source, rc.source_port)
@@ -180,20 +180,19 @@ def plan(args: argparse.Namespace) -> Plan:
     return Plan(rc.server, knock, _first_tcp(access), only)
 
 
-def _nat(args: argparse.Namespace, rc: fwknoprc.RcStanza, access: str) -> tuple[str, str]:
-    """fwknop's NAT request: the access with the server's port to rewrite first, and
-    the destination ("IP,PORT", SERVER standing for the address knocked on)."""
-    wanted = (getattr(args, "nat_access", None) or "") and fwknoprc.nat_access(args.nat_access)
-    wanted = wanted or rc.nat_access
-    local = getattr(args, "nat_local", False) or rc.nat_local
+def _nat(args: argparse.Namespace, rc: fwknoprc.RcStanza, access: str) -> tuple[str, str, str]:
+    """fwknop's NAT request: the access with the server's port to rewrite first, the
+    destination ("IP,PORT"), and for --nat-local, the port of the server's own behind
+    it (the server's address is the one knocked on); empty strings without one."""
+    wanted = fwknoprc.nat_access(args.nat_access) if args.nat_access else rc.nat_access
+    local = args.nat_local or rc.nat_local
     if not (wanted or local):
-        return access, ""
+        return access, "", ""
     proto, _, number = access.split(",")[0].partition("/")
-    server_port = getattr(args, "nat_port", None) or rc.nat_port or int(number)
-    if getattr(args, "nat_rand_port", False) or rc.nat_rand_port:
+    server_port = args.nat_port or rc.nat_port or int(number)
+    if args.nat_rand_port or rc.nat_rand_port:
         server_port = _random_port()
-    where = f"SERVER,{number}" if local else wanted
-    return f"{proto}/{server_port}", where
+    return f"{proto}/{server_port}", "" if local else wanted, number if local else ""
 
 
 def _first_tcp(access: str) -> int | None:
