@@ -160,11 +160,6 @@ class Config:
         )
 
     @property
-    def snats(self) -> tuple[tuple[Port, str], ...]:
-        """Other hosts' ports whose traffic leaves with this address (FORCE_SNAT)."""
-        return tuple((p, s.force_snat) for s in self.fwknop if s.force_snat for p in s.forced)
-
-    @property
     def nat(self) -> bool:
         """Does an fwknop stanza NAT (so the table needs its nat chains)?"""
         return any(s.nat for s in self.fwknop)

@@ -276,19 +276,18 @@ def _gateway(config: Config) -> list[str]:
         lines.append(
             f"add rule {t} srcnat {ip} daddr . meta l4proto . th dport @masqueraded{n} masquerade"
         )
-    for stanza in config.fwknop:
-        if stanza.forward_all and stanza.force_nat is not None:
-            host = stanza.force_nat[0]
-            ip = "ip6" if ":" in host else "ip"
-            rewrite = f"snat {ip} to {stanza.force_snat}" if stanza.force_snat else "masquerade"
-            if stanza.force_snat or stanza.force_masquerade:
-                lines.append(f"add rule {t} srcnat {ip} daddr {host} {rewrite}")
-    for target, address in config.snats:
-        ip = "ip6" if ":" in target.host else "ip"
-        lines.append(
-            f"add rule {t} srcnat {ip} daddr {target.host} {target.proto} dport {target.number}"
-            f" snat {ip} to {address}"
-        )
+    for stanza in config.fwknop:  # FORCE_SNAT, and FORWARD_ALL's rewrites of a whole host
+        if stanza.force_nat is None or not (stanza.force_snat or stanza.forward_all):
+            continue
+        host, number = stanza.force_nat
+        ip = "ip6" if ":" in host else "ip"
+        port = "" if stanza.forward_all else f" meta l4proto {{ tcp, udp }} th dport {number}"
+        if stanza.force_snat:
+            lines.append(
+                f"add rule {t} srcnat {ip} daddr {host}{port} snat {ip} to {stanza.force_snat}"
+            )
+        elif stanza.force_masquerade:  # FORWARD_ALL: the whole host (a port: masqueraded4/6)
+            lines.append(f"add rule {t} srcnat {ip} daddr {host}{port} masquerade")
     return lines
 
 
