@@ -8,7 +8,6 @@ import shlex
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -18,9 +17,9 @@ from pathlib import Path
 
 from sesame.netns import inside
 from tests.helpers.lab import require
+from tests.helpers.nobody import NOBODY, as_nobody, sesame_argv
 
 PORT = 2222
-NOBODY = 65534
 SSHD_CONFIG = """\
 Port {port}
 ListenAddress 0.0.0.0
@@ -71,25 +70,20 @@ class Ssh:
             check=False,
         )
 
-    def as_nobody(self) -> list[str]:
-        """The prefix that runs a program as the client's unprivileged user."""
-        setpriv = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
-        return [*setpriv, "env", f"HOME={self.home}"]
-
     def connect_argv(self) -> list[str]:
         """``sesame connect`` as the client's user (for lab.run)."""
-        return [*self.as_nobody(), sys.executable, "-m", "sesame", "connect"]
+        return [*as_nobody(self.home), *sesame_argv(), "connect"]
 
     def argv(
         self, netns: str, proxy: list[str], command: str, fdpass: bool = True, host: str = "home"
     ) -> list[str]:
-        connect = [sys.executable, "-m", "sesame", "connect", *(["--fdpass"] if fdpass else [])]
+        connect = [*sesame_argv(), "connect", *(["--fdpass"] if fdpass else [])]
         return [
             "ip",
             "netns",
             "exec",
             netns,
-            *self.as_nobody(),
+            *as_nobody(self.home),
             require("ssh"),
             "-F",
             "none",

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
@@ -15,15 +14,15 @@ import pytest
 
 from tests.helpers.fwknop import HMAC, KEY, serve_access
 from tests.helpers.lab import require
+from tests.helpers.nobody import NOBODY, as_nobody, sesame_argv
 from tests.helpers.spa import ALICE, CLIENT_CONFIG, SERVER_CONFIG
-from tests.helpers.ssh import NOBODY
 
 CLIENT = CLIENT_CONFIG.replace("spa_port = 62201\n", 'spa_port = 62201\ndoor = "ssh"\n')
 
 
 def nobody(lab, *args: str, check: bool = True):
-    prefix = ("setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups")
-    return lab.run(lab.user.netns, *prefix, "env", "HOME=/nonexistent", *args, check=check)
+    """``sesame ARGS`` as nobody, in the user's namespace."""
+    return lab.run(lab.user.netns, *as_nobody(), *sesame_argv(), *args, check=check)
 
 
 @pytest.fixture
@@ -44,19 +43,18 @@ def private_to_nobody(path: Path, text: str) -> str:
 
 def test_client_commands_as_an_ordinary_user(lab, home):
     require("setpriv")
-    sesame = (sys.executable, "-m", "sesame")
-    keys = nobody(lab, *sesame, "keygen", "bob", "--door", "ssh").stdout
+    keys = nobody(lab, "keygen", "bob", "--door", "ssh").stdout
     assert re.search(r'key = "[A-Za-z0-9+/]{43}="', keys)
     daemon = lab.serve(SERVER_CONFIG.format(tmp=lab.tmp, alice=ALICE, bob=ALICE, open_for=30))
     config = private_to_nobody(
         home / "client.toml", CLIENT.format(host=lab.server.ipv4, user="alice", key=ALICE)
     )
     mark = daemon.mark()
-    nobody(lab, *sesame, "knock", "home", "--client-config", config)  # the server's door
+    nobody(lab, "knock", "home", "--client-config", config)  # the server's door
     daemon.wait_for(rf"opened door ssh to {lab.user.ipv4}", 10, since=mark)
-    printed = nobody(lab, *sesame, "sequence", "home", "--door", "phone", "--client-config", config)
+    printed = nobody(lab, "sequence", "home", "--door", "phone", "--client-config", config)
     assert len(printed.stdout.split()) == 4
-    nobody(lab, *sesame, "knock", lab.server.ipv4, "7000", "8000", "9000/udp")
+    nobody(lab, "knock", lab.server.ipv4, "7000", "8000", "9000/udp")
 
 
 def test_a_low_source_port_is_the_one_thing_that_needs_more(lab, home):
@@ -69,9 +67,6 @@ def test_a_low_source_port_is_the_one_thing_that_needs_more(lab, home):
     low = private_to_nobody(home / "low", rc + "SPA_SOURCE_PORT 800\n")
     result = nobody(
         lab,
-        sys.executable,
-        "-m",
-        "sesame",
         "knock",
         "--fwknop",
         "--rc-file",
@@ -83,5 +78,5 @@ def test_a_low_source_port_is_the_one_thing_that_needs_more(lab, home):
     assert "sending from port 800 needs root or CAP_NET_BIND_SERVICE" in result.stderr
     high = private_to_nobody(home / "high", rc + "SPA_SOURCE_PORT 40800\n")
     mark = lab.daemon.mark()
-    nobody(lab, sys.executable, "-m", "sesame", "knock", "--fwknop", "--rc-file", high, "office")
+    nobody(lab, "knock", "--fwknop", "--rc-file", high, "office")
     lab.daemon.wait_for(rf"opened door fwknop1 to {lab.user.ipv4}", 10, since=mark)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -15,6 +14,7 @@ import pytest
 from sesame.lab import DaemonProcess, knock_from, reachable
 from tests.helpers.configs import SECOND_DOOR
 from tests.helpers.lab import CONFIG
+from tests.helpers.nobody import as_nobody, sesame_argv
 
 OPEN = ("7000/tcp", "8000/tcp", "9000/udp")
 GOOD = CONFIG.format(seq_timeout=5, open_for=30)
@@ -155,9 +155,8 @@ def test_without_the_right_each_command_says_what_it_needs(lab):
         config = shared / "sesame.toml"
         config.write_text(GOOD.replace("[server]", f'[server]\nstate_dir = "{shared}/state"'))
         config.chmod(0o644)
-        nobody = ("setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups")
         for command, *rest in (("serve",), ("status",), ("revoke", "198.51.100.2")):
-            argv = (*nobody, sys.executable, "-m", "sesame", command, "-c", str(config), *rest)
+            argv = (*as_nobody(), *sesame_argv(), command, "-c", str(config), *rest)
             result = lab.run(lab.server.netns, *argv, check=False)
             assert result.returncode == 1, result
             assert "needs root or the capability CAP_NET_ADMIN" in result.stderr

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from sesame.lab import DaemonProcess
 from tests.helpers.lab import CONFIG
+from tests.helpers.nobody import as_nobody, sesame_argv
 
 
 def test_the_daemon_tells_systemd_ready_reloading_watchdog_and_stopping(lab):
@@ -134,15 +135,13 @@ def test_the_control_socket_answers_members_only_and_survives_junk(lab):
     knock_from(lab.user.netns, lab.server.ipv4, "7000/tcp", "8000/tcp", "9000/udp")
     daemon.wait_for(rf"refreshed door ssh for {lab.user.ipv4}", 10, since=mark)
 
-    def as_nobody(*groups: str) -> subprocess.CompletedProcess[str]:
-        setpriv = ["setpriv", "--reuid=nobody", "--regid=nogroup"]
-        setpriv += [f"--groups={','.join(groups)}"] if groups else ["--clear-groups"]
-        argv = [*setpriv, sys.executable, "-m", "sesame", "counters", "--control", control]
+    def counters_as_nobody(*groups: str) -> subprocess.CompletedProcess[str]:
+        argv = [*as_nobody(groups=groups), *sesame_argv(), "counters", "--control", control]
         return subprocess.run(argv, capture_output=True, text=True)
 
-    refused = as_nobody()  # the socket is root:root 0660 here (sesame:sesame installed)
+    refused = counters_as_nobody()  # the socket is root:root 0660 here (sesame:sesame installed)
     assert refused.returncode == 1 and "permission denied" in refused.stderr
-    assert as_nobody("root").returncode == 0  # a member of the daemon's group may ask
+    assert counters_as_nobody("root").returncode == 0  # a member of the daemon's group may ask
 
     counted = lab.sesame(lab.server.netns, "counters", "--control", control, "--json")
     assert json.loads(counted.stdout)["opened"] >= 1
