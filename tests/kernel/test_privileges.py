@@ -12,6 +12,7 @@ import tempfile
 import pytest
 
 from sesame.lab import DaemonProcess, knock_from, reachable
+from tests.helpers.nobody import sesame_argv
 from tests.helpers.spa import ALICE, BOB, SERVER_CONFIG, client_config
 
 PLAIN = """
@@ -53,7 +54,7 @@ def test_as_nobody_with_cap_net_admin_a_knock_an_spa_and_a_one_time_sequence_ope
         if how == "--user":
             daemon.argv += ["--user", "nobody"]
         else:
-            daemon.argv[4:4] = SETPRIV
+            daemon.argv[4:7] = [*SETPRIV, *sesame_argv()]  # python -m sesame, nobody's
         lab.daemon = daemon.start()
         assert daemon.process is not None
         seen = status(daemon.process.pid)
