@@ -19,6 +19,7 @@ from ipaddress import ip_address
 from typing import Any
 
 from sesame.basics import parse_flags, parse_port, parse_target
+from sesame.cluster import settings as cluster_settings
 from sesame.compat import fwknop as fwknop_compat
 from sesame.crypto import decode_key, read_private
 from sesame.doors import Door, User
@@ -212,6 +213,8 @@ DOOR: dict[str, Convert] = {
     "one_time_sequences": _text,
     "start_command6": _argv,
     "stop_command6": _argv,
+    "scope": _text,
+    "on_store_down": _text,
 }
 USER: dict[str, Convert] = {"name": _text, "doors": _names, "allow_other_address": _bool}
 INTERNAL = {"knockd_mode", "key"}  # fields no TOML key sets directly
@@ -279,7 +282,7 @@ KEY_KEYS = frozenset({"key", "key_file"})  # a [[user]]'s key, inline or in a fi
 # -- the file ----------------------------------------------------------------------------
 
 _INLINE_KEY = re.compile(r"^\s*(key|key_base64|hmac_key|hmac_key_base64)\s*=", re.IGNORECASE)
-TABLES = ("server", "door", "user", "fwknop")
+TABLES = ("server", "door", "user", "fwknop", "cluster")
 
 
 def load(path: str) -> Config:
@@ -325,7 +328,8 @@ def parse(text: str, path: str = "<config>") -> Config:
             if table not in TABLES:
                 raise FieldError(
                     "",
-                    f"unknown table [{table}] (expected [server], [[door]], [[user]], [[fwknop]])",
+                    f"unknown table [{table}] (expected [server], [[door]], [[user]],"
+                    " [[fwknop]], [cluster])",
                 )
         table = "server"
         server_raw = raw.get("server", {})
@@ -346,7 +350,12 @@ def parse(text: str, path: str = "<config>") -> Config:
         if not (doors or stanzas):
             table = "door"
             raise FieldError("", "no [[door]]: at least one door is needed")
-        config = Config(path, server, tuple(doors), tuple(users), stanzas)
+        table = "cluster"
+        cluster_raw = raw.get("cluster")
+        if cluster_raw is not None and not isinstance(cluster_raw, dict):
+            raise FieldError("", "[cluster] must be a table")
+        cluster = None if cluster_raw is None else cluster_settings.from_toml(cluster_raw)
+        config = Config(path, server, tuple(doors), tuple(users), stanzas, cluster)
         table = ""
         check(config)
     except FieldError as exc:

@@ -29,7 +29,7 @@ from sesame.firewall.elements import to_grants
 from sesame.firewall.gate import Gate
 from sesame.firewall.ruleset import FULL, NOISE
 from sesame.firewall.watch import Verdict
-from sesame.service import audit, onetime, report
+from sesame.service import audit, cluster, onetime, report
 from sesame.service.keeper import Keeper, adopt
 from sesame.service.record import Record, store_for
 from sesame.service.stage import Stage
@@ -77,6 +77,7 @@ class Daemon:
         self.runner = commands.Runner()
         self.refusals = audit.Refusals()
         self.metrics: Metrics | None = None  # set by the loop when [server] metrics asks
+        self.cluster = cluster.of(config, self.engine, self.warn)
         self.debug = log.isEnabledFor(logging.DEBUG)
 
     def start(self) -> None:
@@ -94,6 +95,8 @@ class Daemon:
         if mixed:  # some holders are gone: the rest hold it until their own deadline
             self.gate.apply([self.engine.element(e.address, e.port) for e in mixed], now)
         self.interface.look(self.config.server.interface, now)
+        if self.cluster is not None:
+            self.cluster.start()
 
     def packet(self, item: Logged | RemoteError, now: float) -> None:
         """Judge one packet and carry out what follows."""
@@ -140,12 +143,17 @@ class Daemon:
                 self.refusals.refused(kind, packet.source, exc, packet.payload, now)
             return []
 
-    def carry_out(self, actions: Sequence[Action], now: float) -> None:
+    def carry_out(self, actions: Sequence[Action], now: float, share: bool = True) -> None:
+        """Carry out the engine's actions; ``share``: tell the cluster's other nodes
+        what opens or closes at cluster doors (not what they told this one)."""
         decisions: list[Decision] = []
         for action in actions:
             if isinstance(action, Spent):
-                if self.record.recorded(action, now) and action.admit is not None:
-                    decisions += self.engine.admit(action.admit, now)
+                admit = action.admit if self.record.recorded(action, now) else None
+                if admit is not None and self.cluster is not None:
+                    admit = self.cluster.claim(action, now, self.wall())  # opens once claimed
+                if admit is not None:
+                    decisions += self.engine.admit(admit, now)
             elif isinstance(action, SequenceUsed):
                 self.one_time.used(action)
                 self.stage.run(self.engine.ports(self.clock()), now)
@@ -153,6 +161,8 @@ class Daemon:
                 decisions.append(action)
         if not decisions:
             return
+        if share and self.cluster is not None:
+            self.cluster.share(decisions, now, self.wall())
         try:  # a door with gate = false only runs commands: its grants hold no element
             self.gate.apply(self.engine.elements(decisions), now)
         except FirewallError as exc:
@@ -176,6 +186,15 @@ class Daemon:
         report.over_rate(self.warn, self.engine.over_rate, self.config, now)
         self.runner.reap(now)
         self.refusals.tick(now)
+        if self.cluster is not None:
+            self.cluster.tick(now, self.wall())
+
+    def heard(self, now: float) -> None:
+        """The cluster's store said something: claims made, other nodes' entries."""
+        assert self.cluster is not None
+        mine, theirs = self.cluster.events(now, self.wall())
+        self.carry_out(mine, now)
+        self.carry_out(theirs, now, share=False)
 
     def reload(self, load: Callable[[], Config]) -> str | None:
         """Apply a new config; refuse it whole on any fault (returned, and logged)."""
@@ -185,6 +204,8 @@ class Daemon:
             for field in RELOAD_FIXED:
                 if getattr(new.server, field) != getattr(self.config.server, field):
                     raise ConfigError(new.path, 0, f"{field} cannot change on reload; restart")
+            if new.cluster != self.config.cluster:
+                raise ConfigError(new.path, 0, "[cluster] cannot change on reload; restart")
             ports = knock_ports(new.doors, new.users, self.wall(), self.engine.replay)
             ports |= onetime.ports_of(new)
             store = store_for(new) if new.needs_state and self.record.store is None else None
@@ -196,6 +217,8 @@ class Daemon:
                 store.shut()
             return str(exc)
         self.config = new
+        if self.cluster is not None:
+            self.cluster.configure(new)
         if store is not None:
             self.record.adopt(self.engine, store, self.wall())
         now = self.clock()
@@ -219,6 +242,7 @@ class Daemon:
             self.keeper.retry_at,
             stage.check if isinstance(stage, Draining) else None,
             self.interface.next_look or None,
+            self.cluster.next_beat if self.cluster is not None else None,
         ]
         waits = [d - now for d in deadlines if d is not None]
         roll = self.engine.next_roll()
@@ -240,11 +264,17 @@ class Daemon:
     def reconcile(self, now: float) -> None:
         self.keeper.reconcile(now)
 
-    def counters(self) -> str:
+    def counts(self) -> dict[str, int]:
+        """Every counter: the engine's, drops, the kernel's reports, the cluster's."""
         counts = dict(self.engine.counters) | {f"dropped {k}": v for k, v in self.drops.items()}
         counts |= self.reports
-        return ", ".join(f"{k}={v}" for k, v in sorted(counts.items())) or "none"
+        return counts | (dict(self.cluster.counts) if self.cluster is not None else {})
+
+    def counters(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in sorted(self.counts().items())) or "none"
 
     def close(self) -> None:
         self.runner.wait()
         self.record.close()
+        if self.cluster is not None:
+            self.cluster.close()

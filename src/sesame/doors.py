@@ -45,9 +45,12 @@ class Door:
     # it), for the knocker only; the ports are added to ``open``.
     dnat: tuple[tuple[Port, Port], ...] = ()
     masquerade: bool = False  # other hosts' ports: replies return through this host
+    scope: str = "local"  # "cluster": a grant opens on every node of the [cluster]
+    on_store_down: str | None = None  # "refuse" or "local"; None: the [cluster]'s
 
     def __post_init__(self) -> None:
         self._gateway()
+        check_scope(self.scope, self.on_store_down, "scope", "on_store_down")
         if not NAME_RE.match(self.name):
             raise FieldError(
                 "name", f"door name {self.name!r} must be 1-32 letters, digits, '_', '.' or '-'"
@@ -180,6 +183,18 @@ class User:
             raise FieldError("key", f"key must be {KEY_BYTES} bytes (base64), not {len(self.key)}")
 
 
+def check_scope(scope: str, on_store_down: str | None, *keys: str) -> None:
+    """A door's or stanza's ``scope`` and ``on_store_down`` (``keys``: their names)."""
+    if scope not in SCOPES:
+        raise FieldError(keys[0], f'{keys[0]} must be "local" or "cluster"')
+    if on_store_down not in (None, *STORE_DOWN):
+        raise FieldError(keys[1], f'{keys[1]} must be "refuse" or "local"')
+
+
+SCOPES = ("local", "cluster")
+STORE_DOWN = ("refuse", "local")
+
+
 def first_stage_allowed(doors: Iterable[Door]) -> bool:
     """Can the kernel remember first knocks by itself (see ruleset)? Not when the
     engine must see a first knock's TCP flags or destination address."""
@@ -229,6 +244,8 @@ class FwknopStanza:
     force_masquerade: bool = False
     force_snat: str | None = None
     forward_all: bool = False  # every port of the destination, and any path on from it
+    scope: str = "local"  # SESAME_SCOPE, as a door's scope
+    on_store_down: str | None = None  # SESAME_ON_STORE_DOWN, as a door's
 
     @property
     def nat(self) -> bool:
@@ -252,6 +269,7 @@ class FwknopStanza:
             raise ValueError("FW_ACCESS_TIMEOUT and MAX_FW_TIMEOUT must be 1 to 86400 seconds")
         if not 1 <= self.spa_port <= 65535:
             raise ValueError(f"spa_port {self.spa_port} is out of range")
+        check_scope(self.scope, self.on_store_down, "SESAME_SCOPE", "SESAME_ON_STORE_DOWN")
 
     def admits(
         self, source: IPv4Address | IPv6Address, destination: IPv4Address | IPv6Address | None

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sesame.basics import MAX_SOURCES, SYN_ONLY, Port
+from sesame.cluster.settings import Cluster
 from sesame.doors import (
     NAME_RE,
     Door,
@@ -96,6 +97,7 @@ class Config:
     doors: tuple[Door, ...]
     users: tuple[User, ...] = ()
     fwknop: tuple[FwknopStanza, ...] = ()
+    cluster: Cluster | None = None
 
     @property
     def needs_state(self) -> bool:
@@ -193,6 +195,24 @@ def check(config: Config) -> None:
     _doors(config)
     _stanzas(config)
     _users(config)
+    _scopes(config)
+
+
+def _scopes(config: Config) -> None:
+    """A door or stanza that names a cluster needs a [cluster]."""
+    if config.cluster is not None:
+        return
+    doors: tuple[Door | FwknopStanza, ...] = config.doors
+    for table, items, keys in (
+        ("door", doors, ("scope", "on_store_down")),
+        ("fwknop", config.fwknop, ("SESAME_SCOPE", "SESAME_ON_STORE_DOWN")),
+    ):
+        for i, item in enumerate(items):
+            if item.scope != "local" or item.on_store_down is not None:
+                key = keys[0] if item.scope != "local" else keys[1]
+                raise FieldError(
+                    key, f"{key} is for a cluster, and there is no [cluster]", table, i
+                )
 
 
 def _doors(config: Config) -> None:

@@ -30,6 +30,12 @@ def add(sub: common.Subparsers) -> None:
     common.config_option(p, required=False)
     common.control_option(p)
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument(
+        "--cluster",
+        action="store_true",
+        help="every node's grants of cluster doors, as each node last told the store"
+        " (with -c FILE, whose [cluster] names the store)",
+    )
     p.set_defaults(func=status)
 
     p = sub.add_parser(
@@ -99,6 +105,8 @@ def counters(args: argparse.Namespace) -> int:
 
 
 def status(args: argparse.Namespace) -> int:
+    if args.cluster:
+        return cluster_status(args)
     answer = common.ask(args.control, {"command": "status"})
     if answer is not None:
         rows = answer.get("grants", [])
@@ -112,9 +120,39 @@ def status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
+    _table(rows)
+    return 0
+
+
+def cluster_status(args: argparse.Namespace) -> int:
+    """``status --cluster``: each node's heartbeat in the store."""
+    from sesame.cluster.store import nodes
+
+    if not args.config:
+        raise SesameError("status --cluster needs -c FILE: its [cluster] names the store")
+    config = configuration.load(args.config)
+    if config.cluster is None:
+        raise SesameError(f"{args.config} has no [cluster]")
+    try:
+        found = nodes(config.cluster)
+    except Exception as exc:
+        why = f"{type(exc).__name__}: {exc}"
+        raise SesameError(f"cannot read the store {config.cluster.where}: {why}") from None
+    if args.json:
+        print(json.dumps(found, indent=2))
+        return 0
+    if not found:
+        print(f"no node of cluster {config.cluster.name} is telling the store")
+    for node in found:
+        print(f"node {node['node']}: store {node.get('store', '?')}")
+        _table(node.get("grants", []))
+    return 0
+
+
+def _table(rows: list[dict[str, Any]]) -> None:
     if not rows:
         print("no live grants")
-        return 0
+        return
     table = [("ADDRESS", "PORT", "DOOR", "USER", "LEFT")] + [
         (
             r["address"],
@@ -128,7 +166,6 @@ def status(args: argparse.Namespace) -> int:
     widths = [max(len(r[i]) for r in table) for i in range(5)]
     for row in table:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
-    return 0
 
 
 def _kernel_grants(path: str) -> list[dict[str, Any]] | None:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
+import stat
+import sys
 
 from sesame.basics import FWKNOP_PORT
 from sesame.cli import common
@@ -13,11 +16,15 @@ from sesame.doors import NAME_RE
 def add(sub: common.Subparsers) -> None:
     p = sub.add_parser(
         "keygen",
-        help="make a key for a user: the server's and the client's stanzas",
+        help="make a key for a user (the server's and the client's stanzas), or a cluster",
         description="Print a fresh random 32-byte key for user NAME as two stanzas: the "
-        "server's [[user]] and the client's [[server]]. Keep both files private.",
+        "server's [[user]] and the client's [[server]]. Keep both files private. With"
+        " --cluster, print a cluster key instead, the one line of [cluster]'s key_file"
+        " (the same file on every node): sesame keygen --cluster > /etc/sesame/cluster.key"
+        " (a file it is written to is made mode 0600).",
     )
-    p.add_argument("name", metavar="NAME", help="the user's name")
+    p.add_argument("name", metavar="NAME", nargs="?", help="the user's name")
+    p.add_argument("--cluster", action="store_true", help="a cluster key, for key_file")
     p.add_argument(
         "--door",
         action="append",
@@ -48,7 +55,14 @@ def add(sub: common.Subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if not NAME_RE.match(args.name):
+    if args.cluster:
+        if args.name is not None:
+            raise ValueError("--cluster makes a cluster's key: give no NAME")
+        if stat.S_ISREG(os.fstat(sys.stdout.fileno()).st_mode):
+            os.fchmod(sys.stdout.fileno(), 0o600)  # a file made by the shell: private
+        print(encode_key(new_key()))
+        return 0
+    if args.name is None or not NAME_RE.match(args.name):
         raise ValueError("NAME must be 1-32 letters, digits, '_', '.' or '-'")
     key = encode_key(new_key())
     doors = ", ".join(f'"{d}"' for d in args.door)

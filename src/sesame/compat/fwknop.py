@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from sesame.basics import FWKNOP_PORT, Port, parse_port
 from sesame.crypto import read_private
 from sesame.doors import FwknopStanza, Network
-from sesame.errors import ConfigError
+from sesame.errors import ConfigError, FieldError
 from sesame.wire.fwknop import HMAC_TYPES, MODES
 
 log = logging.getLogger("sesame")
@@ -54,6 +54,8 @@ ACCESS_KEYS = {
     "SESAME_NAT_DESTINATIONS",
     "SESAME_LOCAL_NAT",
     "FORWARD_ALL",
+    "SESAME_SCOPE",
+    "SESAME_ON_STORE_DOWN",
 }
 REFUSED = {
     "GPG_": "GnuPG mode is not supported (use Rijndael keys with an HMAC key)",
@@ -314,10 +316,14 @@ def _stanza(raw: _Stanza, name: str, path: str, spa_port: int) -> FwknopStanza:
             spa_port=spa_port,
             max_age=get("SESAME_MAX_SPA_PACKET_AGE", _whole, 120),
             encryption_mode=mode,
+            scope=get("SESAME_SCOPE", _text, None) or "local",
+            on_store_down=get("SESAME_ON_STORE_DOWN", _text, None),
             **_nat(values, get, fail),
         )
     except ValueError as exc:
         key_name = "OPEN_PORTS" if "OPEN_PORTS" in str(exc) else "SOURCE"
+        if isinstance(exc, FieldError):
+            key_name = exc.key
         if str(exc).startswith("stanza name"):
             raise ConfigError(path, raw.line, str(exc)) from None
         raise fail(key_name, str(exc)) from None

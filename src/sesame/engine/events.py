@@ -61,7 +61,7 @@ class Admission:
     door: str
     address: Address
     ports: tuple[Port, ...]
-    seconds: int
+    seconds: float
     user: str = ""
     one_address: bool = False  # the user's grants of this door at other addresses close
     per_port: bool = False  # a grant per port, each with its own deadline (fwknop)

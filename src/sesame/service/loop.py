@@ -99,6 +99,8 @@ class Loop:
         self.on(self.wake_r.fileno(), lambda _: _drain(self.wake_r))
         if monitor is not None:
             self.on(monitor.fileno(), lambda _: self.changed())
+        if daemon.cluster is not None:
+            self.on(daemon.cluster.fileno(), lambda _: daemon.heard(time.monotonic()))
         self.control: Control | None = None
         self.endpoint: Listener | None = None
         self.notifier = Notifier()

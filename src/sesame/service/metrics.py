@@ -121,6 +121,14 @@ class _State:
         yield _counted(
             "sesame_kernel_reports", "What the kernel reported", "report", self.daemon.reports
         )
+        cluster = self.daemon.cluster
+        if cluster is not None:
+            up = GaugeMetricFamily("sesame_cluster_store_up", "1 while the cluster's store answers")
+            up.add_metric([], 0 if cluster.down else 1)
+            yield up
+            yield _counted(
+                "sesame_cluster_events", "Claims, entries and refusals", "event", cluster.counts
+            )
 
 
 def _counted(name: str, what: str, label: str, counts: Mapping[str, int]) -> Metric:

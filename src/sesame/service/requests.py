@@ -19,11 +19,11 @@ def answer(daemon: Daemon, request: Request, reload: Callable[[], str | None]) -
     why the new config was refused, or None."""
     command = request["command"]
     if command == "status":
-        return reply(True, grants=grants(daemon, daemon.clock()))
+        now, cluster = daemon.clock(), daemon.cluster
+        node = {} if cluster is None else {"cluster": cluster.status(now, daemon.wall())}
+        return reply(True, grants=grants(daemon, now), **node)
     if command == "counters":
-        counts = dict(daemon.engine.counters) | daemon.reports
-        counts |= {f"dropped {k}": v for k, v in daemon.drops.items()}
-        return reply(True, counters=counts)
+        return reply(True, counters=daemon.counts())
     if command == "revoke":
         revoked = revoke(daemon, request["who"], daemon.clock())
         if not revoked:

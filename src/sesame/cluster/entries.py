@@ -1,0 +1,126 @@
+"""What nodes tell each other through the store, and how it is authenticated.
+
+An entry says that a grant of a cluster door opened (``open``: door, address, ports,
+user, deadline in Unix time) or was closed before its time (``close``: an unknock or
+a revoke). Its body is JSON; its MAC is HMAC-SHA256 under a subkey of the cluster
+key, over the cluster's name and the body. Whoever can write to the store but lacks
+the key cannot make an entry a node accepts: an entry whose MAC does not verify is
+refused (``RemoteError("forged")``) before its body is even parsed.
+
+A replay claim's key in the store is a MAC of the spent key (an SPA nonce, an fwknop
+digest, a one-time sequence's step), so the store learns nothing of users or doors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+from dataclasses import dataclass
+from ipaddress import ip_address
+from typing import Any, Literal
+
+from sesame.basics import Address, Port
+from sesame.crypto import derive, same
+from sesame.errors import RemoteError
+
+ENTRY_LABEL = b"sesame cluster entry v1"
+CLAIM_LABEL = b"sesame cluster claim v1"
+MAX_ENTRY = 4096  # bytes of body: a grant of 32 ports fits many times over
+Kind = Literal["open", "close"]
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One grant opened (``open``) or closed early (``close``), as a node tells it.
+    ``until`` is the grant's deadline (Unix time); ``at`` when it was told; ``id``
+    tells the same entry apart when it arrives twice (the stream, the list of live
+    grants)."""
+
+    kind: Kind
+    door: str
+    address: Address
+    ports: tuple[Port, ...]
+    until: float
+    user: str = ""
+    node: str = ""
+    at: float = 0.0
+    id: str = ""
+    reason: str = ""  # a close's: "unknock" or "revoked"
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("open", "close"):
+            raise ValueError(f"an entry is open or close, not {self.kind!r}")
+        if not self.ports and self.kind == "open":
+            raise ValueError("an open entry names its ports")
+
+
+def new_id() -> str:
+    return os.urandom(12).hex()
+
+
+class Signer:
+    """Seals and opens entries, and names claims, with one cluster's key."""
+
+    def __init__(self, key: bytes, name: str) -> None:
+        self._entry_key = derive(key, ENTRY_LABEL)
+        self._claim_key = derive(key, CLAIM_LABEL)
+        self.name = name
+        self._domain = name.encode() + b"\0"
+
+    def seal(self, entry: Entry) -> tuple[bytes, bytes]:
+        """The body and the MAC (hex) of ``entry``."""
+        body = json.dumps(_fields(entry), separators=(",", ":"), sort_keys=True).encode()
+        return body, self._mac(body)
+
+    def open(self, body: bytes, mac: bytes) -> Entry:
+        """The entry in ``body`` if ``mac`` is its MAC; RemoteError otherwise."""
+        if len(body) > MAX_ENTRY or not same(self._mac(body), mac):
+            raise RemoteError("forged")
+        try:
+            return _entry(json.loads(body))
+        except (ValueError, TypeError, KeyError) as exc:  # a node with the key wrote it
+            raise RemoteError("malformed") from exc
+
+    def claim(self, spent: bytes) -> str:
+        """The store's key for a spent one-shot key."""
+        digest = hmac.new(self._claim_key, spent, hashlib.sha256).hexdigest()[:32]
+        return f"{self.name}:seen:{digest}"
+
+    def _mac(self, body: bytes) -> bytes:
+        return hmac.new(self._entry_key, self._domain + body, hashlib.sha256).hexdigest().encode()
+
+
+def _fields(entry: Entry) -> dict[str, Any]:
+    return {
+        "kind": entry.kind,
+        "door": entry.door,
+        "address": str(entry.address),
+        "ports": [[p.proto, p.number, p.host, p.to, p.every] for p in entry.ports],
+        "until": entry.until,
+        "user": entry.user,
+        "node": entry.node,
+        "at": entry.at,
+        "id": entry.id,
+        "reason": entry.reason,
+    }
+
+
+def _entry(raw: dict[str, Any]) -> Entry:
+    ports = tuple(
+        Port(proto, int(number), str(host), int(to), bool(every))
+        for proto, number, host, to, every in raw["ports"]
+    )
+    return Entry(
+        raw["kind"],
+        str(raw["door"]),
+        ip_address(raw["address"]),
+        ports,
+        float(raw["until"]),
+        str(raw["user"]),
+        str(raw["node"]),
+        float(raw["at"]),
+        str(raw["id"]),
+        str(raw["reason"]),
+    )

@@ -1,0 +1,329 @@
+"""The store (Redis or Valkey), spoken to by two threads so that the packet loop never
+waits for it: the writer makes claims, tells entries and beats this node's heart;
+the reader follows the stream of entries. What they learn comes back as events
+(:class:`Claimed`, :class:`Heard`, :class:`Changed`, :class:`Forgotten`), and the
+loop is woken through :meth:`Store.fileno`.
+
+In the store, under the cluster's ``name``:
+
+- ``NAME:seen:MAC``: a replay claim, ``SET NX PX`` for as long as the message could
+  still be accepted (the value is the node that claimed it);
+- ``NAME:entries``: the stream of entries (``e``: body, ``m``: its MAC), trimmed to
+  about 100,000;
+- ``NAME:live``: the same entries in a sorted set scored by their deadline (ms), from
+  which a node that starts or reconnects reads what is still live;
+- ``NAME:node:NODE``: each node's heartbeat, what it holds (for ``sesame status
+  --cluster``), expiring unless renewed;
+- ``NAME:epoch``: a random value set once; if it changes, the store lost what it
+  held (a restart without persistence, a flush), and with it the claims: the daemon
+  then refuses every message stamped before (see :mod:`sesame.engine.cluster`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import queue
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sesame.cluster.settings import Cluster
+from sesame.engine.cluster import Outcome
+
+log = logging.getLogger("sesame")
+BEAT = 2.0  # seconds between heartbeats (and probes while the store is down)
+BACKOFF = (0.25, 8.0)  # reconnection back-off, least and most seconds
+BATCH = 512  # jobs in one pipeline, at most
+STREAM_LEN = 100_000
+UNTOLD = 10_000  # entries kept while the store is down, to tell when it is back
+TIMEOUT = 1.0  # seconds a command may take before the store counts as down
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """The claim ``token`` ended so."""
+
+    token: int
+    outcome: Outcome
+
+
+@dataclass(frozen=True, slots=True)
+class Heard:
+    """An entry read from the store; ``live``: from the list of live grants (read on
+    connecting), not the stream."""
+
+    body: bytes
+    mac: bytes
+    live: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Changed:
+    """The store answers again (``up``), or no longer, and why."""
+
+    up: bool
+    why: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Forgotten:
+    """The store lost what it held: claims made before cannot be trusted."""
+
+
+Event = Claimed | Heard | Changed | Forgotten
+
+
+@dataclass(frozen=True, slots=True)
+class _Claim:
+    token: int
+    key: str
+    ttl_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Tell:
+    body: bytes
+    mac: bytes
+    until: float  # Unix time
+
+
+def connect(cluster: Cluster, timeout: float) -> object:
+    """A client of the store (its password from password_file), one connection."""
+    import redis  # only a cluster needs it
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    return redis.Redis.from_url(
+        cluster.store,
+        password=cluster.password,
+        socket_timeout=timeout,
+        socket_connect_timeout=TIMEOUT,
+        retry=Retry(NoBackoff(), 0),
+        single_connection_client=True,
+        client_name=f"sesame-{cluster.node}",
+        protocol=2,  # RESP2: every Redis and Valkey speaks it, and no notifications to log
+    )
+
+
+class Store:
+    """The store, for one node. ``connect(timeout)`` makes a client."""
+
+    def __init__(self, cluster: Cluster, make: Callable[[Cluster, float], object] = connect):
+        self.cluster, self._make = cluster, make
+        prefix = cluster.name
+        self.keys = {
+            "stream": f"{prefix}:entries",
+            "live": f"{prefix}:live",
+            "epoch": f"{prefix}:epoch",
+            "node": f"{prefix}:node:{cluster.node}",
+        }
+        self.snapshot = b"{}"  # what the heartbeat says; the loop replaces it
+        self._jobs: queue.SimpleQueue[_Claim | _Tell | None] = queue.SimpleQueue()
+        self._events: deque[Event] = deque()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._closing = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._write, name="sesame-store-writer", daemon=True),
+            threading.Thread(target=self._read, name="sesame-store-reader", daemon=True),
+        ]
+        self._epoch: bytes | None = None
+        self._untold: deque[_Tell] = deque(maxlen=UNTOLD)
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def fileno(self) -> int:
+        return self._wake_r.fileno()
+
+    def claim(self, token: int, key: str, ttl_ms: int) -> None:
+        """Claim ``key`` for ``ttl_ms``; :class:`Claimed` follows."""
+        self._jobs.put(_Claim(token, key, max(1, ttl_ms)))
+
+    def tell(self, body: bytes, mac: bytes, until: float) -> None:
+        """Tell the other nodes an entry (kept and told later if the store is down)."""
+        self._jobs.put(_Tell(body, mac, until))
+
+    def take(self) -> list[Event]:
+        """What happened since last asked."""
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except BlockingIOError:
+            pass
+        taken: list[Event] = []
+        while self._events:
+            taken.append(self._events.popleft())
+        return taken
+
+    def close(self) -> None:
+        self._closing.set()
+        self._jobs.put(None)
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join(TIMEOUT + BEAT)
+        self._wake_r.close()
+        self._wake_w.close()
+
+    def _report(self, *events: Event) -> None:
+        self._events.extend(events)
+        with contextlib.suppress(OSError):  # full: an earlier byte wakes it; or closing
+            self._wake_w.send(b"\0")
+
+    # -- the writer --------------------------------------------------------------------
+
+    def _write(self) -> None:
+        client: object | None = None
+        up: bool | None = None
+        retry_at, backoff, beat_at = 0.0, BACKOFF[0], 0.0
+        while not self._closing.is_set():
+            batch = self._batch(max(0.0, min(beat_at, retry_at or beat_at) - time.monotonic()))
+            now = time.monotonic()
+            if up is False and now < retry_at:
+                self._fail(batch)
+                continue
+            try:
+                client = client or self._make(self.cluster, TIMEOUT)
+                self._run(client, batch, beat=now >= beat_at)
+            except Exception as exc:
+                why = _why(exc)
+                _drop(client)
+                client = None
+                self._fail(batch)
+                retry_at, backoff = now + backoff, min(backoff * 2, BACKOFF[1])
+                if up is not False:
+                    up = False
+                    self._report(Changed(False, why))
+                continue
+            if now >= beat_at:
+                beat_at = now + BEAT
+            if up is not True:
+                up, backoff, retry_at = True, BACKOFF[0], 0.0
+                self._report(Changed(True))
+        _drop(client)
+
+    def _batch(self, wait: float) -> list[_Claim | _Tell]:
+        batch: list[_Claim | _Tell] = []
+        try:
+            job = self._jobs.get(timeout=wait) if wait > 0 else self._jobs.get_nowait()
+        except queue.Empty:
+            return batch
+        while job is not None:
+            batch.append(job)
+            if len(batch) >= BATCH:
+                break
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                break
+        return batch
+
+    def _run(self, client: object, batch: list[_Claim | _Tell], beat: bool) -> None:
+        """One round trip: the epoch, the claims, the entries, the heartbeat."""
+        wall = time.time()
+        tells = [*self._untold, *(j for j in batch if isinstance(j, _Tell))]
+        claims = [j for j in batch if isinstance(j, _Claim)]
+        pipe = client.pipeline(transaction=False)  # type: ignore[attr-defined]
+        pipe.set(self.keys["epoch"], os.urandom(16).hex(), nx=True)
+        pipe.get(self.keys["epoch"])
+        for claim in claims:
+            pipe.set(claim.key, self.cluster.node, nx=True, px=claim.ttl_ms)
+        for tell in tells:
+            if tell.until > wall:
+                fields = {"e": tell.body, "m": tell.mac}
+                pipe.xadd(self.keys["stream"], fields, maxlen=STREAM_LEN, approximate=True)
+                pipe.zadd(self.keys["live"], {tell.mac + b" " + tell.body: int(tell.until * 1000)})
+        if beat:
+            pipe.set(self.keys["node"], self.snapshot, px=int(3 * BEAT * 1000))
+            pipe.zremrangebyscore(self.keys["live"], "-inf", int(wall * 1000))
+        answers = pipe.execute()
+        self._untold.clear()
+        epoch = answers[1]
+        forgotten = self._epoch is not None and epoch != self._epoch
+        self._epoch = epoch
+        events: list[Event] = [Forgotten()] if forgotten else []
+        for claim, made in zip(claims, answers[2:], strict=False):
+            outcome: Outcome = "forgotten" if forgotten else "claimed" if made else "taken"
+            events.append(Claimed(claim.token, outcome))
+        if events:
+            self._report(*events)
+
+    def _fail(self, batch: list[_Claim | _Tell]) -> None:
+        """The store did not take ``batch``: its claims fail; its entries wait."""
+        self._untold.extend(j for j in batch if isinstance(j, _Tell))
+        failed = [Claimed(j.token, "failed") for j in batch if isinstance(j, _Claim)]
+        if failed:
+            self._report(*failed)
+
+    # -- the reader --------------------------------------------------------------------
+
+    def _read(self) -> None:
+        backoff = BACKOFF[0]
+        while not self._closing.is_set():
+            client = None
+            try:
+                client = self._make(self.cluster, TIMEOUT + BEAT)
+                newest = client.xrevrange(self.keys["stream"], count=1)  # type: ignore[attr-defined]
+                last = newest[0][0] if newest else b"0-0"
+                now_ms = int(time.time() * 1000)
+                live = client.zrangebyscore(self.keys["live"], now_ms, "+inf")  # type: ignore[attr-defined]
+                self._report(*(_heard(member, True) for member in live))
+                backoff = BACKOFF[0]
+                while not self._closing.is_set():
+                    got = client.xread(  # type: ignore[attr-defined]
+                        {self.keys["stream"]: last}, count=BATCH, block=int(BEAT * 500)
+                    )
+                    heard: list[Event] = []
+                    for _, items in got or ():
+                        for ident, fields in items:
+                            last = ident
+                            heard.append(Heard(fields.get(b"e", b""), fields.get(b"m", b"")))
+                    if heard:
+                        self._report(*heard)
+            except Exception:
+                _drop(client)
+                self._closing.wait(backoff)
+                backoff = min(backoff * 2, BACKOFF[1])
+
+
+def nodes(cluster: Cluster) -> list[dict[str, Any]]:
+    """What each node's heartbeat says (nodes whose heart stopped have none)."""
+    client: Any = connect(cluster, TIMEOUT)
+    try:
+        found = []
+        for key in sorted(client.scan_iter(match=f"{cluster.name}:node:*", count=100)):
+            try:
+                found.append(json.loads(client.get(key) or b"{}"))
+            except ValueError:
+                continue  # not a node's: whoever can write to the store wrote it
+        return [n for n in found if isinstance(n, dict) and "node" in n]
+    finally:
+        _drop(client)
+
+
+def _heard(member: bytes, live: bool) -> Heard:
+    mac, _, body = member.partition(b" ")
+    return Heard(body, mac, live)
+
+
+def _drop(client: object | None) -> None:
+    """Close a client (a broken connection may fail to close: no matter)."""
+    if client is not None:
+        with contextlib.suppress(Exception):
+            client.close()  # type: ignore[attr-defined]
+
+
+def _why(exc: BaseException) -> str:
+    """A short reason, without anything the store's URL or password could put in it."""
+    name = type(exc).__name__
+    text = str(exc).splitlines()[0][:160] if str(exc) else ""
+    return f"{name}: {text}" if text else name

@@ -1,0 +1,230 @@
+"""The daemon's part of a cluster: it hands claims to the store, opens what the store
+says was claimed, applies other nodes' entries, and tells them its own. The rules
+are :mod:`sesame.engine.cluster`'s; the store's I/O is :mod:`sesame.cluster.store`,
+on threads of its own, so a slow or absent store never holds up a packet.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from sesame.cluster.entries import Entry, Signer
+from sesame.cluster.settings import Cluster
+from sesame.cluster.store import BEAT, Changed, Claimed, Forgotten, Heard, Store
+from sesame.engine import Engine
+from sesame.engine.cluster import Closing, Down, Mode, Outcome, Scopes, Up, after, opens
+from sesame.engine.events import Admission, Decision, Spent
+from sesame.errors import RemoteError
+from sesame.service.control import grant_row
+from sesame.service.report import Warnings
+from sesame.settings import Config
+
+log = logging.getLogger("sesame")
+REFUSED = {
+    "taken": "cluster replays",
+    "failed": "cluster refused: store down",
+    "forgotten": "cluster refused: store forgot",
+}
+
+
+def of(config: Config, engine: Engine, warn: Warnings) -> ClusterService | None:
+    """The node a config's ``[cluster]`` makes (None without one)."""
+    if config.cluster is None:
+        return None
+    return ClusterService(config.cluster, config, engine, warn)
+
+
+class ClusterService:
+    """One node of a cluster."""
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        config: Config,
+        engine: Engine,
+        warn: Warnings,
+        store: Store | None = None,
+    ) -> None:
+        self.settings, self.engine, self.warn = cluster, engine, warn
+        self.signer = Signer(cluster.key, cluster.name)
+        self.scopes = Scopes(cluster.node, cluster.on_store_down)
+        self.configure(config)
+        self.store = store if store is not None else Store(cluster)
+        self.mode: Mode = Up()  # until the store is found down
+        self.counts: Counter[str] = Counter()
+        self.pending: dict[int, Admission] = {}
+        self.seen: dict[str, float] = {}  # entry ids applied or told -> their deadline
+        self._tokens = itertools.count()
+        self.next_beat = 0.0
+
+    def configure(self, config: Config) -> None:
+        self.scopes.configure(config.doors, config.users, config.fwknop)
+
+    def start(self) -> None:
+        self.store.start()
+        log.info(
+            "cluster %s: node %s, store %s",
+            self.settings.name,
+            self.scopes.node,
+            self.settings.where,
+        )
+
+    def fileno(self) -> int:
+        return self.store.fileno()
+
+    # -- claims ----------------------------------------------------------------------
+
+    def claim(self, spent: Spent, now: float, wall: float) -> Admission | None:
+        """Claim a spent key in the store; what it unlocks opens when the claim is
+        made (:meth:`events`). Returned now only if the store is down and the door
+        opens without it."""
+        if spent.admit is None:
+            return None
+        if isinstance(self.mode, Down):
+            return self._settle("failed", spent.admit)
+        token = next(self._tokens)
+        self.pending[token] = spent.admit
+        self.store.claim(token, self.signer.claim(spent.key), int((spent.until - wall) * 1000))
+        self.counts["cluster claims"] += 1
+        return None
+
+    def _settle(self, outcome: Outcome, admit: Admission) -> Admission | None:
+        on_store_down = self.scopes.on_store_down(admit.door)
+        if opens(outcome, on_store_down):
+            if outcome == "failed":
+                self.counts["cluster opened alone: store down"] += 1
+            return admit
+        self.counts[REFUSED[outcome]] += 1
+        if outcome == "taken":
+            log.warning(
+                "refused a replay at door %s for %s: another node accepted it first",
+                admit.door,
+                admit.address,
+            )
+        return None
+
+    # -- what the store said -----------------------------------------------------------
+
+    def events(self, now: float, wall: float) -> tuple[list[Decision], list[Decision]]:
+        """Carry out what the store said: (decisions to tell the other nodes, those
+        that came from them)."""
+        mine: list[Decision] = []
+        heard: list[Heard] = []
+        for event in self.store.take():
+            if isinstance(event, Claimed):
+                admit = self.pending.pop(event.token, None)
+                if event.outcome == "failed":
+                    self.mode = after(self.mode, "failed", now, "a claim failed")
+                opened = None if admit is None else self._settle(event.outcome, admit)
+                if opened is not None:
+                    mine += self.engine.admit(opened, now)
+            elif isinstance(event, Heard):
+                heard.append(event)
+            elif isinstance(event, Changed):
+                self._changed(event, now)
+            elif isinstance(event, Forgotten):
+                self.engine.not_before = max(self.engine.not_before, wall)
+                log.warning(
+                    "cluster store %s lost what it held (restarted without persistence,"
+                    " or flushed): SPA datagrams and one-time sequences from before now"
+                    " are refused; fresh ones open",
+                    self.settings.where,
+                )
+        told = [(entry, h.live) for h in heard if (entry := self._open(h, now)) is not None]
+        live = sorted((e for e, was_live in told if was_live), key=lambda e: e.at)
+        theirs: list[Decision] = []
+        for entry in live:
+            theirs += self._apply(entry, True, now, wall)
+        for entry in (e for e, was_live in told if not was_live):
+            theirs += self._apply(entry, False, now, wall)
+        return mine, theirs
+
+    def _changed(self, event: Changed, now: float) -> None:
+        self.mode = after(self.mode, "back" if event.up else "failed", now, event.why)
+        if event.up:
+            log.info("cluster store %s answers", self.settings.where)
+        else:
+            self.counts["cluster store failures"] += 1
+            log.warning(
+                "cluster store %s does not answer (%s): SPA and one-time sequences are"
+                ' refused, except at doors with on_store_down = "local"; plain knocks open',
+                self.settings.where,
+                event.why,
+            )
+
+    def _open(self, event: Heard, now: float) -> Entry | None:
+        try:
+            return self.signer.open(event.body, event.mac)
+        except RemoteError as exc:
+            self.counts[f"cluster entries refused: {exc.reason}"] += 1
+            self.warn(
+                "cluster forged",
+                now,
+                "cluster store %s holds an entry that is not a node's (%s): ignored;"
+                " whoever wrote it can write to the store without the cluster key",
+                self.settings.where,
+                exc.reason,
+            )
+            return None
+
+    def _apply(self, entry: Entry, live: bool, now: float, wall: float) -> list[Decision]:
+        """Apply an entry (``live``: read from the list of live grants, on connecting,
+        where this node's own entries count too: it may have restarted)."""
+        if entry.id in self.seen or (entry.node == self.scopes.node and not live):
+            return []
+        self.seen[entry.id] = entry.until
+        try:
+            judged = self.scopes.judge(entry, wall)
+        except RemoteError as exc:
+            self.counts[f"cluster entries refused: {exc.reason}"] += 1
+            return []
+        self.counts["cluster entries applied"] += 1
+        if isinstance(judged, Closing):
+            return list(self.engine.policy.close(judged.door, judged.address, judged.reason))
+        return self.engine.admit(judged, now)
+
+    # -- telling ---------------------------------------------------------------------
+
+    def share(self, decisions: Sequence[Decision], now: float, wall: float) -> None:
+        """Tell the other nodes what opened or closed here at cluster doors."""
+        for entry in self.scopes.entries(decisions, now, wall):
+            body, mac = self.signer.seal(entry)
+            self.seen[entry.id] = entry.until
+            self.store.tell(body, mac, entry.until)
+            self.counts["cluster entries told"] += 1
+
+    def tick(self, now: float, wall: float) -> None:
+        """Forget entries past their deadline; renew what the heartbeat says."""
+        for ident in [i for i, until in self.seen.items() if until < wall]:
+            del self.seen[ident]
+        if now >= self.next_beat:
+            self.next_beat = now + BEAT
+            self.store.snapshot = json.dumps(self.status(now, wall)).encode()
+
+    @property
+    def down(self) -> bool:
+        return isinstance(self.mode, Down)
+
+    def status(self, now: float, wall: float) -> dict[str, Any]:
+        """This node: the store's state, and the grants of cluster doors it holds."""
+        grants = [
+            grant_row(g.address, port, g.door, g.user, round(max(0.0, g.expires - now), 3))
+            for g in self.engine.grants.all()
+            if self.scopes.shared(g.door)
+            for port in g.ports
+        ]
+        down = self.mode if isinstance(self.mode, Down) else None
+        return {
+            "node": self.scopes.node,
+            "at": round(wall, 3),
+            "store": "up" if down is None else f"down for {now - down.since:.0f} s: {down.why}",
+            "grants": grants,
+        }
+
+    def close(self) -> None:
+        self.store.close()
