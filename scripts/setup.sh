@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(nftables libnftables1 iproute2 knockd nmap hping3 fwknop-client fwknop-server iptables faketime coturn systemd systemd-container debootstrap fail2ban man-db openssh-server openssh-client)
+packages=(nftables libnftables1 iproute2 knockd nmap hping3 fwknop-client fwknop-server iptables faketime coturn systemd systemd-container debootstrap fail2ban man-db openssh-server openssh-client redis-server)
 missing=()
 for pkg in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -16,9 +16,10 @@ if [ "${#missing[@]}" -gt 0 ]; then
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 # fail2ban is here for fail2ban-regex (the filter's tests), openssh-server for an sshd
-# the tests start in a lab namespace: their own daemons are not wanted.
+# and redis-server for a cluster's store, which the tests start in lab namespaces:
+# their own daemons are not wanted.
 if command -v systemctl >/dev/null; then
-    for unit in fail2ban ssh; do
+    for unit in fail2ban ssh redis-server; do
         if systemctl is-active --quiet "$unit" 2>/dev/null; then
             systemctl disable --now "$unit" >/dev/null 2>&1 || true
         fi

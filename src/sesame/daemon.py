@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
+from sesame.cluster.store import Store
 from sesame.config import Config
 from sesame.engine import Action, Decision, Engine, Spent
 from sesame.engine.core import Output
@@ -59,7 +60,9 @@ class Daemon:
         gate: Gate,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        store: Store | None = None,
     ) -> None:
+        """``store``: the cluster's (by default, the one ``[cluster]`` names)."""
         self.config, self.gate, self.clock, self.wall = config, gate, clock, wall
         self.engine = Engine(
             config.doors, config.users, fwknop=config.fwknop, **config.server.limits()
@@ -77,7 +80,7 @@ class Daemon:
         self.runner = commands.Runner()
         self.refusals = audit.Refusals()
         self.metrics: Metrics | None = None  # set by the loop when [server] metrics asks
-        self.cluster = cluster.of(config, self.engine, self.warn)
+        self.cluster = cluster.of(config, self.engine, self.warn, store)
         self.debug = log.isEnabledFor(logging.DEBUG)
 
     def start(self) -> None:

@@ -1,21 +1,38 @@
 """Fakes for tests, shipped with the library so users' own tests can use them too,
 and :func:`check_gate`: the promises of the :class:`~sesame.firewall.gate.Gate`
 protocol, checked against any implementation (the memory gate in the unit tests,
-the nftables gate in the kernel tests)."""
+the nftables gate in the kernel tests); :func:`check_store` does the same for a
+cluster's :class:`~sesame.cluster.store.Store` (the memory store, and Redis)."""
 
 from __future__ import annotations
 
+import os
+import select
+import time
 from collections.abc import Callable, Iterable, Sequence
 from ipaddress import ip_address
 
 from sesame.basics import Address, Port
+from sesame.cluster.memory import Backend, MemoryStore
+from sesame.cluster.store import Changed, Claimed, Event, Heard, Store
 from sesame.config import Config, parse
 from sesame.engine import Action, Engine, Grant, Spent
+from sesame.engine.cluster import Outcome
 from sesame.engine.events import Element
 from sesame.firewall.gate import Gate
 from sesame.firewall.memory import MemoryGate
 
-__all__ = ["FakeClock", "KernelFirstStage", "MemoryGate", "check_gate", "gate_config", "recorded"]
+__all__ = [
+    "Backend",
+    "FakeClock",
+    "KernelFirstStage",
+    "MemoryGate",
+    "MemoryStore",
+    "check_gate",
+    "check_store",
+    "gate_config",
+    "recorded",
+]
 
 
 def recorded(engine: Engine, actions: Sequence[Action], now: float) -> list[Action]:
@@ -130,3 +147,52 @@ def check_gate(gate: Gate, config: Config, clock: Callable[[], float]) -> None:
     gate.forget_hit(b)  # nothing to forget: no fault
     gate.take([], 5.0)
     assert set(live()) == {(a, alt)}, "knock ports leave grants alone"
+
+
+def check_store(make: Callable[[], Store], prefix: str = "sesame", timeout: float = 10.0) -> None:
+    """The promises of :class:`~sesame.cluster.store.Store`: ``make()`` gives another
+    node's store, on one store that holds nothing of this check yet."""
+    first, second = make(), make()
+    later: Store | None = None
+    try:
+        for store in (first, second):
+            store.start()
+            _until(store, lambda e: isinstance(e, Changed) and e.up, timeout)
+        key = f"{prefix}:seen:check-{os.urandom(8).hex()}"
+        rounds: list[tuple[Store, int, Outcome]] = [
+            (first, 1, "claimed"),
+            (second, 2, "taken"),  # another node's claim of it: a replay
+            (first, 3, "taken"),
+        ]
+        for store, token, outcome in rounds:
+            store.claim(token, key, 30_000)
+            seen = _until(store, _claimed(token), timeout)
+            assert Claimed(token, outcome) in seen, (token, seen)
+        body, mac, until = b'{"check":1}', os.urandom(32).hex().encode(), time.time() + 30
+        first.tell(body, mac, until)
+        heard = _until(second, lambda e: isinstance(e, Heard) and e.body == body, timeout)
+        assert Heard(body, mac, False) in heard, heard
+        later = make()
+        later.start()  # a node that comes later reads the live entries
+        heard = _until(later, lambda e: isinstance(e, Heard) and e.body == body, timeout)
+        assert Heard(body, mac, True) in heard, heard
+    finally:
+        for node in (first, second, later):
+            if node is not None:
+                node.close()
+
+
+def _claimed(token: int) -> Callable[[Event], bool]:
+    return lambda event: isinstance(event, Claimed) and event.token == token
+
+
+def _until(store: Store, done: Callable[[Event], bool], timeout: float) -> list[Event]:
+    """The events of ``store`` up to the first for which ``done`` holds."""
+    seen: list[Event] = []
+    deadline = time.monotonic() + timeout
+    while not any(done(e) for e in seen):
+        left = deadline - time.monotonic()
+        assert left > 0, f"no such event in time; seen {seen}"
+        select.select([store.fileno()], [], [], left)
+        seen += store.take()
+    return seen

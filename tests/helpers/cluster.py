@@ -252,3 +252,38 @@ def cluster(tmp: Path, tag: str, open_for: int = 6) -> Iterator[Cluster]:
         yield lab
     finally:
         lab.close()
+
+
+@contextmanager
+def loopback_redis(tmp: Path) -> Iterator[str]:
+    """redis-server on a free port of 127.0.0.1 (the ACL user, no persistence): its URL."""
+    import socket
+
+    server = require("redis-server")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    conf = tmp / "loopback.conf"
+    conf.write_text(
+        REDIS_CONF.format(address="127.0.0.1", dir=tmp, password=PASSWORD).replace(
+            "port 6379", f"port {port}"
+        )
+    )
+    process = subprocess.Popen([server, str(conf)], stdout=subprocess.DEVNULL)
+    try:
+        import redis
+
+        client = redis.Redis(port=port, username="sesame", password=PASSWORD)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                assert time.monotonic() < deadline and process.poll() is None, "no redis"
+                time.sleep(0.05)
+        client.close()
+        yield f"redis://sesame@127.0.0.1:{port}/0"
+    finally:
+        process.kill()
+        process.wait()

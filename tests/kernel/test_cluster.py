@@ -12,13 +12,17 @@ import signal
 import subprocess
 import threading
 import time
+from dataclasses import replace
 
 import pytest
 
 from sesame.client import one_time_sequence
+from sesame.cluster.settings import Cluster
+from sesame.cluster.store import RedisStore
 from sesame.crypto import decode_key
 from sesame.lab import knock_from
-from tests.helpers.cluster import NODES, cluster
+from sesame.testing import check_store
+from tests.helpers.cluster import NODES, PASSWORD, cluster, loopback_redis
 from tests.helpers.spa import ALICE, BOB, send
 from tests.kernel.test_spa import forge
 
@@ -31,6 +35,14 @@ def lab(tmp_path):
         pytest.skip("kernel tests need root")
     with cluster(tmp_path, f"c{os.getpid() % 100000}x{next(_count)}") as the_lab:
         yield the_lab
+
+
+def test_redis_keeps_the_store_promises(tmp_path):
+    """The same checks the memory store passes (sesame.testing.check_store)."""
+    names = (f"node{n}" for n in itertools.count())
+    with loopback_redis(tmp_path) as url:
+        settings = Cluster(url, bytes(32), PASSWORD, "sesame", "check")
+        check_store(lambda: RedisStore(replace(settings, node=next(names))))
 
 
 def spa(lab, door: str = "ssh", user: str = "alice", stamp: int | None = None) -> bytes:

@@ -32,7 +32,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from sesame.cluster.settings import Cluster
 from sesame.engine.cluster import Outcome
@@ -112,8 +112,38 @@ def connect(cluster: Cluster, timeout: float) -> object:
     )
 
 
-class Store:
-    """The store, for one node. ``connect(timeout)`` makes a client."""
+class Store(Protocol):
+    """What a node needs of its store (:class:`RedisStore`, and the fake
+    :class:`sesame.cluster.memory.MemoryStore`; :func:`sesame.testing.check_store`
+    holds both to these promises). Nothing here blocks: answers come as events."""
+
+    snapshot: bytes  # what this node's heartbeat says, renewed by the daemon
+
+    def start(self) -> None:
+        """Connect; :class:`Changed` (up) follows, then every live entry as
+        :class:`Heard` (``live``), then what the stream brings."""
+
+    def fileno(self) -> int:
+        """Readable when :meth:`take` has events."""
+
+    def claim(self, token: int, key: str, ttl_ms: int) -> None:
+        """Claim ``key`` for ``ttl_ms`` unless someone holds it: :class:`Claimed`
+        follows, ``claimed`` for the first claim of a key, ``taken`` for the rest,
+        ``failed`` if the store did not answer, ``forgotten`` if it lost what it held."""
+
+    def tell(self, body: bytes, mac: bytes, until: float) -> None:
+        """An entry for every node (this one too), until ``until`` (Unix time); kept
+        and told when the store answers again."""
+
+    def take(self) -> list[Event]:
+        """The events since last asked, in order."""
+
+    def close(self) -> None:
+        """Stop; what is not told is lost."""
+
+
+class RedisStore:
+    """The store, for one node. ``make(cluster, timeout)`` makes a client."""
 
     def __init__(self, cluster: Cluster, make: Callable[[Cluster, float], object] = connect):
         self.cluster, self._make = cluster, make

@@ -15,7 +15,7 @@ from typing import Any
 
 from sesame.cluster.entries import Entry, Signer
 from sesame.cluster.settings import Cluster
-from sesame.cluster.store import BEAT, Changed, Claimed, Forgotten, Heard, Store
+from sesame.cluster.store import BEAT, Changed, Claimed, Forgotten, Heard, RedisStore, Store
 from sesame.engine import Engine
 from sesame.engine.cluster import Closing, Down, Mode, Outcome, Scopes, Up, after, opens
 from sesame.engine.events import Admission, Decision, Spent
@@ -32,11 +32,13 @@ REFUSED = {
 }
 
 
-def of(config: Config, engine: Engine, warn: Warnings) -> ClusterService | None:
+def of(
+    config: Config, engine: Engine, warn: Warnings, store: Store | None = None
+) -> ClusterService | None:
     """The node a config's ``[cluster]`` makes (None without one)."""
     if config.cluster is None:
         return None
-    return ClusterService(config.cluster, config, engine, warn)
+    return ClusterService(config.cluster, config, engine, warn, store)
 
 
 class ClusterService:
@@ -54,7 +56,7 @@ class ClusterService:
         self.signer = Signer(cluster.key, cluster.name)
         self.scopes = Scopes(cluster.node, cluster.on_store_down)
         self.configure(config)
-        self.store = store if store is not None else Store(cluster)
+        self.store = store if store is not None else RedisStore(cluster)
         self.mode: Mode = Up()  # until the store is found down
         self.counts: Counter[str] = Counter()
         self.pending: dict[int, Admission] = {}
