@@ -26,6 +26,24 @@ def resolve(host: str, family: int = socket.AF_UNSPEC) -> tuple[int, str]:
     return fam, str(sockaddr[0])
 
 
+def addresses(host: str, family: int = socket.AF_UNSPEC) -> list[tuple[int, str]]:
+    """Every address of ``host`` as (family, address), IPv6 first, then alternating
+    (as "happy eyeballs" orders them); ValueError if it has none."""
+    try:
+        infos = socket.getaddrinfo(host, None, family, socket.SOCK_DGRAM)
+    except socket.gaierror as exc:
+        raise ValueError(f"cannot resolve {host!r}: {exc.strerror}") from None
+    seen: dict[tuple[int, str], None] = {}
+    for fam, _, _, _, sockaddr in infos:
+        seen.setdefault((fam, str(sockaddr[0])), None)
+    six = [a for a in seen if a[0] == socket.AF_INET6]
+    four = [a for a in seen if a[0] != socket.AF_INET6]
+    out: list[tuple[int, str]] = []
+    for i in range(max(len(six), len(four))):
+        out += six[i : i + 1] + four[i : i + 1]
+    return out
+
+
 def hit(family: int, address: str, port: Port) -> None:
     """One knock: a TCP connect attempt abandoned at once, or a 1-byte datagram."""
     if port.proto == "udp":

@@ -93,6 +93,7 @@ class Server:
     # "stun:HOST[:PORT]" to ask a STUN server.
     public_address: str | None = None
     door: str | None = None  # the door `sesame connect` and `sesame knock` open by default
+    also: tuple[str, ...] = ()  # more hosts of the server (twins): each is knocked too
 
 
 def _read(path: str | None) -> tuple[str, dict[str, Any], Lines]:
@@ -162,6 +163,11 @@ def _server(raw: dict[str, Any], fail: Callable[[str, str], ConfigError]) -> Ser
     for key in raw:
         if key not in _SERVER_KEYS:
             raise fail(key, f"unknown key {key!r} in [[server]]")
+    hosts = raw.get("host")
+    if isinstance(hosts, list) and hosts and all(isinstance(h, str) and h for h in hosts):
+        raw = raw | {"host": hosts[0]}
+    elif isinstance(hosts, list):
+        raise fail("host", "host must be a host name or address, or a list of them")
     for key in ("name", "host"):
         if not isinstance(raw.get(key), str):
             raise fail(key if key in raw else "", f"server is missing {key!r}")
@@ -180,7 +186,8 @@ def _server(raw: dict[str, Any], fail: Callable[[str, str], ConfigError]) -> Ser
     default = raw.get("door")
     if default is not None and not (isinstance(default, str) and NAME_RE.match(default)):
         raise fail("door", "door must be the name of a door")
-    return Server(raw["name"], raw["host"], user, secret, spa_port, doors, public, default)
+    also = tuple(hosts[1:]) if isinstance(hosts, list) else ()
+    return Server(raw["name"], raw["host"], user, secret, spa_port, doors, public, default, also)
 
 
 def _user_key(raw: dict[str, Any], fail: Callable[[str, str], ConfigError]) -> tuple[str, bytes]:

@@ -31,21 +31,12 @@ class NoConnection(Exception):
     """No address opened in time; the message says what each one did."""
 
 
-def addresses(host: str, port: int, family: int = socket.AF_UNSPEC) -> list[tuple[int, str]]:
+def addresses(host: str, family: int = socket.AF_UNSPEC) -> list[tuple[int, str]]:
     """The addresses of ``host`` as (family, address), IPv6 first, then alternating."""
     try:
-        infos = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM)
-    except socket.gaierror as exc:
-        raise NoConnection(f"cannot resolve {host!r}: {exc.strerror}") from None
-    seen: dict[tuple[int, str], None] = {}
-    for fam, _, _, _, sockaddr in infos:
-        seen.setdefault((fam, str(sockaddr[0])), None)
-    six = [a for a in seen if a[0] == socket.AF_INET6]
-    four = [a for a in seen if a[0] != socket.AF_INET6]
-    out: list[tuple[int, str]] = []
-    for i in range(max(len(six), len(four))):
-        out += six[i : i + 1] + four[i : i + 1]
-    return out
+        return client.addresses(host, family)
+    except ValueError as exc:
+        raise NoConnection(str(exc)) from None
 
 
 @dataclass

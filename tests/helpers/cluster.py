@@ -176,6 +176,13 @@ class Cluster:
             daemon.wait_for(r"cluster store \S+ answers", 20)
         return daemon
 
+    def run(self, netns: str, *argv: str) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            ["ip", "netns", "exec", netns, *argv], capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode == 0, result
+        return result
+
     def stop(self, node: str) -> None:
         self.nodes.pop(node).stop()
 

@@ -13,6 +13,7 @@ import subprocess
 import threading
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -271,3 +272,49 @@ def test_kill_9_in_a_burst_accepts_no_replay_and_no_grant_outlives_its_deadline(
 def answered(counted: dict[str, int]) -> int:
     """Datagrams a node's claims settled: opened here (told), or claimed elsewhere."""
     return counted.get("cluster entries told", 0) + counted.get("cluster replays", 0)
+
+
+def test_knock_sends_to_every_address_of_a_name_and_every_host_of_a_server(lab):
+    """A pair behind one name, or listed as hosts of one server: each gets its own
+    datagram, so each opens (web is a door of each node's own)."""
+    hosts = Path("/etc/netns", lab.user.netns)
+    hosts.mkdir(parents=True)
+    try:
+        (hosts / "hosts").write_text(
+            f"127.0.0.1 localhost\n{lab.address('a')} pair.test\n{lab.address('b')} pair.test\n"
+        )
+        for host in ('"pair.test"', f'["{lab.address("b")}", "{lab.address("c")}"]'):
+            seen = marks(lab)
+            config = lab.tmp / "client.toml"
+            config.write_text(CLIENT.format(host=host, key=ALICE))
+            config.chmod(0o600)
+            lab.run(
+                lab.user.netns,
+                *lab.sesame(),
+                "knock",
+                "twins",
+                "--door",
+                "web",
+                "--client-config",
+                str(config),
+            )
+            wanted = ("a", "b") if host == '"pair.test"' else ("b", "c")
+            for node in wanted:
+                lab.nodes[node].wait_for(
+                    rf"(opened door web to|refreshed door web for) {lab.user.ipv4}",
+                    10,
+                    since=seen[node],
+                )
+    finally:
+        (hosts / "hosts").unlink(missing_ok=True)
+        hosts.rmdir()
+
+
+CLIENT = """\
+[[server]]
+name = "twins"
+host = {host}
+user = "alice"
+key = "{key}"
+spa_port = 62202
+"""

@@ -24,7 +24,7 @@ def test_addresses_ipv6_first_then_alternating(monkeypatch):
         (socket.AF_INET, 0, 0, "", ("192.0.2.1", 22)),  # twice: tried once
     ]
     monkeypatch.setattr(socket, "getaddrinfo", lambda *a: infos)
-    assert [a for _, a in connect.addresses("h", 22)] == ["2001:db8::1", "192.0.2.1", "192.0.2.2"]
+    assert [a for _, a in connect.addresses("h")] == ["2001:db8::1", "192.0.2.1", "192.0.2.2"]
 
 
 def test_a_door_that_opens_after_the_knock_is_waited_for():
@@ -212,3 +212,17 @@ def test_the_example_client_config_loads(tmp_path):
     servers = clientconfig.load(private(tmp_path, example))
     assert servers["home"].door == "ssh" and servers["home"].doors["ssh"].port == 22
     assert servers["legacy"].doors["ssh"].sequence and not servers["legacy"].key
+
+
+def test_a_server_may_name_several_hosts_each_knocked(tmp_path):
+    path = tmp_path / "client.toml"
+    text = '[[server]]\nname = "pair"\nhost = {hosts}\nuser = "alice"\nkey = "{key}"\n'
+    key = "A" * 43 + "="
+    path.write_text(text.format(hosts='["a.example.org", "192.0.2.7"]', key=key))
+    path.chmod(0o600)
+    server = clientconfig.load(str(path))["pair"]
+    assert (server.host, server.also) == ("a.example.org", ("192.0.2.7",))
+    for bad in ("[]", '["a.example.org", 7]'):
+        path.write_text(text.format(hosts=bad, key=key))
+        with pytest.raises(ConfigError, match="host must be a host name or address, or a list"):
+            clientconfig.load(str(path))

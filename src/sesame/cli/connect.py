@@ -93,7 +93,7 @@ def connect(args: argparse.Namespace) -> int:
 
     family = how.family or common.family(args)
     try:
-        targets = connecting.addresses(how.host, port, family)
+        targets = [a for host in how.hosts for a in connecting.addresses(host, family)]
         conn = connecting.connect(targets, port, knock, args.timeout, args.source)
     except connecting.NoConnection as exc:
         print(f"sesame: connect: {how.host}: {exc}", file=sys.stderr)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from sesame.cli import common, fwknop, plans
 
@@ -86,13 +87,24 @@ def knock(args: argparse.Namespace) -> int:
         if server is None or server.door is None:
             raise ValueError("give the ports to knock on, or --door DOOR for SPA")
     how = plans.plan(args)
-    fam, address = client.resolve(how.host, how.family or common.family(args))
-    shown, said = how.knock(fam, address, not args.print_packet)
-    if args.print_packet:
-        print(shown)
-    elif args.verbose:
-        print(said)
-    return 0
+    family = how.family or common.family(args)
+    failed: list[str] = []
+    sent = 0
+    for host in how.hosts:  # every address of every host: either twin lets the user in
+        for fam, address in client.addresses(host, family):
+            try:
+                shown, said = how.knock(fam, address, not args.print_packet)
+            except OSError as exc:  # that address cannot be reached from here
+                failed.append(f"{address}: {exc.strerror or exc}")
+                continue
+            sent += 1
+            if args.print_packet:
+                print(shown)
+            elif args.verbose:
+                print(said)
+    for why in failed:
+        print(f"sesame: knock: {why}", file=sys.stderr)
+    return 0 if sent else 1
 
 
 def sequence(args: argparse.Namespace) -> int:

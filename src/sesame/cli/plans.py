@@ -26,6 +26,11 @@ class Plan:
     knock: Knock
     port: int | None = None  # where `sesame connect` goes unless told (the door's open)
     family: int = socket.AF_UNSPEC  # a family the plan insists on (fwknop's -4 setting)
+    also: tuple[str, ...] = ()  # the server's other hosts (twins): knocked too
+
+    @property
+    def hosts(self) -> tuple[str, ...]:
+        return (self.host, *self.also)
 
 
 def plan(args: argparse.Namespace) -> Plan:
@@ -38,7 +43,9 @@ def plan(args: argparse.Namespace) -> Plan:
         if args.door is not None:
             raise ValueError("give either ports or --door, not both")
         ports = [parse_port(p, "udp" if args.udp else "tcp") for p in args.ports]
-        return Plan(_host_of(args), _sequence(ports, args.delay))
+        server = servers(args).get(args.host)
+        hosts = (server.host, *server.also) if server is not None else (str(args.host),)
+        return Plan(hosts[0], _sequence(ports, args.delay), also=hosts[1:])
     if getattr(args, "sequence", None):
         return _named_sequence(args)
     return _door(args)
@@ -64,12 +71,6 @@ def keyed_server(args: argparse.Namespace) -> clientconfig.Server:
     return clientconfig.Server(args.host, args.host, args.user, key, args.spa_port or FWKNOP_PORT)
 
 
-def _host_of(args: argparse.Namespace) -> str:
-    """HOST, or the host of the client config's server of that name."""
-    server = servers(args).get(args.host)
-    return server.host if server is not None else str(args.host)
-
-
 def _sequence(ports: list[Port] | tuple[Port, ...], delay: int = 0) -> Knock:
     from sesame import client
 
@@ -87,9 +88,11 @@ def _named_sequence(args: argparse.Namespace) -> Plan:
     server = servers(args).get(args.host)
     door = server.doors.get(args.sequence) if server is not None else None
     if server is not None and door is not None and door.sequence:
-        return Plan(server.host, _sequence(door.sequence, args.delay), door.port)
+        return Plan(server.host, _sequence(door.sequence, args.delay), door.port, also=server.also)
     ports = [parse_port(p.strip()) for p in args.sequence.split(",") if p.strip()]
-    return Plan(server.host if server else args.host, _sequence(ports, args.delay))
+    if server is None:
+        return Plan(args.host, _sequence(ports, args.delay))
+    return Plan(server.host, _sequence(ports, args.delay), also=server.also)
 
 
 def _door(args: argparse.Namespace) -> Plan:
@@ -102,13 +105,15 @@ def _door(args: argparse.Namespace) -> Plan:
         raise ValueError("give --door DOOR (or the server's door in the client config)")
     door = server.doors.get(name, clientconfig.ClientDoor())
     if door.sequence:
-        return Plan(server.host, _sequence(door.sequence, args.delay), door.port)
-    if door.port_range is not None:
+        knock = _sequence(door.sequence, args.delay)
+    elif door.port_range is not None:
         ports = client.one_time_sequence(server.key, name, door.port_range, door.sequence_length)
-        return Plan(server.host, _sequence(ports, args.delay), door.port)
-    if not server.key:
+        knock = _sequence(ports, args.delay)
+    elif not server.key:
         raise ValueError(f"server {server.name!r} has no key: its doors are plain sequences")
-    return Plan(server.host, _spa(args, server, name), door.port)
+    else:
+        knock = _spa(args, server, name)  # a fresh datagram for each address
+    return Plan(server.host, knock, door.port, also=server.also)
 
 
 def _spa(args: argparse.Namespace, server: clientconfig.Server, door: str) -> Knock:
