@@ -108,6 +108,7 @@ def connect(cluster: Cluster, timeout: float) -> object:
         retry=Retry(NoBackoff(), 0),
         single_connection_client=True,
         client_name=f"sesame-{cluster.node}",
+        driver_info=None,  # no CLIENT SETINFO: the ACL README recommends does not allow it
         protocol=2,  # RESP2: every Redis and Valkey speaks it, and no notifications to log
     )
 
