@@ -555,6 +555,16 @@ class Bench:
         self.results["gate_scale"] = out
 
 
+def _cluster(self: Bench) -> None:
+    """The cluster section (bench.cluster), in a lab of its own."""
+    from bench import cluster
+
+    self.results["cluster"] = cluster.run(self.args.trials)
+
+
+Bench.cluster = _cluster  # type: ignore[attr-defined]
+
+
 def machine() -> dict[str, str]:
     def version(argv: list[str]) -> str:
         try:
@@ -594,7 +604,9 @@ def main() -> int:
         action="store_true",
         help="also put the tables into docs/benchmark.md (between its bench markers)",
     )
-    parser.add_argument("--only", nargs="*", default=["sesame", "knockd", "fwknopd", "gate"])
+    parser.add_argument(
+        "--only", nargs="*", default=["sesame", "knockd", "fwknopd", "gate", "cluster"]
+    )
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("the benchmark needs root (namespaces, nftables)", file=sys.stderr)
@@ -606,6 +618,7 @@ def main() -> int:
             ("knockd", bench.knockd),
             ("fwknopd", bench.fwknopd),
             ("gate", bench.gate_scale),
+            ("cluster", bench.cluster),
         ):
             if name in args.only:
                 print(f"== {name}", flush=True)

@@ -102,6 +102,9 @@ def markdown(report: dict[str, Any], title: bool = True, level: str = "##") -> s
                 f" {e.get('sesame_mb_s', '-')} MB/s | {e['iptables_chain_us_per_connection']} µs,"
                 f" {e.get('iptables_chain_mb_s', '-')} MB/s |"
             )
+    from bench import cluster
+
+    lines += cluster.markdown(report["results"].get("cluster", {}), level)
     checks = targets(report)
     if checks:
         lines += ["", f"{level} Targets", "", "| target | met | figures |", "|---|---|---|"]
@@ -196,4 +199,6 @@ def targets(report: dict[str, Any]) -> list[tuple[str, bool | None, str]]:
                 f"worst p95 {worst} ms",
             )
         )
-    return out
+    from bench import cluster
+
+    return out + cluster.targets(r.get("cluster", {}))

@@ -22,6 +22,7 @@ from sesame.doors import Door, User
 from sesame.engine.cluster import Closing, Down, Scopes, Up, after, opens
 from sesame.engine.events import Closed, Grant, Opened, Refreshed
 from sesame.errors import ConfigError, RemoteError
+from sesame.service.metrics import Metrics
 from sesame.testing import Backend, FakeClock, MemoryGate, MemoryStore, check_store
 from sesame.wire import spa
 from sesame.wire.nflog import Logged
@@ -52,6 +53,7 @@ spa_port = 62201
 open = ["22/tcp"]
 open_for = 30
 scope = "cluster"
+one_address_per_user = true
 
 [[door]]
 name = "web"
@@ -236,6 +238,7 @@ def test_only_cluster_doors_openings_and_early_closings_are_told():
             Opened(grant),
             Refreshed(grant),
             Closed(grant, "revoked"),
+            Closed(grant, "unknock"),
             Closed(grant, "expired"),
             Closed(grant, "replaced"),
             Opened(local),
@@ -247,8 +250,9 @@ def test_only_cluster_doors_openings_and_early_closings_are_told():
         ("open", "", 5010.0),
         ("open", "", 5010.0),
         ("close", "revoked", 5010.0),
+        ("close", "unknock", 5010.0),
     ]
-    assert len({e.id for e in told}) == 3 and all(e.node == "a" for e in told)
+    assert len({e.id for e in told}) == 4 and all(e.node == "a" for e in told)
 
 
 # -- daemons on a memory store ------------------------------------------------------
@@ -355,3 +359,21 @@ def test_a_node_that_starts_later_opens_the_live_grants(node):
     assert held(c) == {("ssh", USER)}
     left = [g.expires - clock() for g in c.engine.grants.all()]
     assert 28 < left[0] <= 30.5
+
+
+def test_one_address_per_user_and_the_stores_state_hold_on_every_node(node):
+    backend, clock = Backend(), FakeClock()
+    a, b = node(backend, "a", clock), node(backend, "b", clock)
+    deliver(a, clock, datagram())
+    a.heard(clock())
+    b.heard(clock())
+    deliver(a, clock, datagram(address=STRANGER), source=STRANGER)  # alice, elsewhere now
+    a.heard(clock())
+    b.heard(clock())
+    assert held(a) == held(b) == {("ssh", STRANGER)}
+    metrics = Metrics(b, dict)
+    assert b"sesame_cluster_store_up 1.0" in metrics.page()
+    backend.fail()
+    b.heard(clock())
+    assert b"sesame_cluster_store_up 0.0" in metrics.page()
+    assert b'sesame_cluster_events_total{event="cluster store failures"} 1.0' in metrics.page()
