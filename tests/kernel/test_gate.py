@@ -322,3 +322,34 @@ def test_the_nftables_gate_keeps_every_promise_of_a_gate(lab):
         check_gate(gate, gate_config("conformance"), clock.monotonic)
     finally:
         gate.close()
+
+
+def test_thousands_of_grants_at_once_are_all_in_the_kernel(lab):
+    """One apply of 5,000 elements (a cluster node catching up, a flood of valid SPA
+    answered at once): every one is in the kernel, and nothing is refused. Their
+    answers once overran the netlink socket's buffer (ENOBUFS, then a timeout)."""
+    import time as clock
+    from ipaddress import ip_address
+
+    from sesame.basics import Port
+    from sesame.engine.events import Element, Grant
+    from sesame.firewall import NftGate
+    from sesame.testing import gate_config
+
+    with inside(lab.server.netns):
+        gate = NftGate("many")
+        assert gate.netlink  # its socket, in the server's namespace
+    try:
+        config = gate_config("many")
+        gate.install(config)
+        now = clock.monotonic()
+        ssh = Port("tcp", 22)
+        addresses = [ip_address(0x0A000000 + i) for i in range(1, 5001)]
+        elements = [
+            Element(a, ssh, now + 60, (Grant("ssh", a, (ssh,), now + 60),)) for a in addresses
+        ]
+        gate.apply(elements, now)
+        assert len(gate.entries()) == 5000
+    finally:
+        gate.close()
+        lab.nft("delete", "table", "inet", "many")

@@ -99,6 +99,11 @@ def forget_steps(address: Address) -> list[Step]:
     return [(DELSETELEM, f"hits{_family(address)}", [element(address.packed)])]
 
 
+SOL_NETLINK = 270
+NETLINK_CAP_ACK = 10
+TRANSACTION = 96  # messages in one transaction, at most (each answer takes ~1 KiB of buffer)
+
+
 class Netlink:
     """One NETLINK_NETFILTER socket for the elements of one table."""
 
@@ -106,6 +111,11 @@ class Netlink:
         self.table = table
         self._seq = 0
         self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, nl.NETLINK_NETFILTER)
+        # Every message of a transaction is acknowledged: without a copy of the request
+        # (NETLINK_CAP_ACK), in transactions of at most TRANSACTION messages, the
+        # answers fit the socket's buffer. Else thousands of elements at once overran
+        # it: ENOBUFS, and the answer never came.
+        self.sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)
         self.sock.bind((0, 0))
         self.sock.settimeout(2.0)  # the kernel answers at once
 
@@ -114,8 +124,13 @@ class Netlink:
         return self._seq
 
     def apply(self, steps: Sequence[Step], missing_ok: bool = False) -> None:
-        """Carry out ``steps`` in one transaction; FirewallError if the kernel refuses
+        """Carry out ``steps``, in transactions of at most ``TRANSACTION`` steps (their
+        answers fit the socket's buffer); FirewallError if the kernel refuses one
         (with ``missing_ok``, except for an element that is not there)."""
+        for first in range(0, len(steps), TRANSACTION):
+            self._transaction(steps[first : first + TRANSACTION], missing_ok)
+
+    def _transaction(self, steps: Sequence[Step], missing_ok: bool) -> None:
         if not steps:
             return
         seqs = [self._next() for _ in range(len(steps) + 1)]

@@ -15,8 +15,6 @@ from sesame.firewall.elements import Entry
 from sesame.firewall.libnft import Nft
 from sesame.firewall.watch import GRANT_MAPS, GRANT_SETS
 
-CHUNK = 256  # elements per transaction: a netlink batch must fit the socket's buffer
-
 
 class NftGate:
     """Installs the table, carries out grant decisions, reads live grants back."""
@@ -55,10 +53,9 @@ class NftGate:
         return int(self.netlink.sock.getsockname()[0])
 
     def apply(self, elements: Sequence[Element], now: float) -> None:
-        """Put grant elements in the state the engine decided, in one transaction (many
-        at once, as when the table is restored, in transactions of CHUNK each)."""
-        for start in range(0, len(elements), CHUNK):
-            self.netlink.apply(netlink.grant_steps(elements[start : start + CHUNK], now))
+        """Put grant elements in the state the engine decided (many at once, as when
+        the table is restored, in transactions of netlink.TRANSACTION messages each)."""
+        self.netlink.apply(netlink.grant_steps(elements, now))
 
     def set_knock_ports(
         self,
