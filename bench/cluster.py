@@ -13,7 +13,6 @@ redis-server on the lab's hub, sesame nodes a and c beside it, a user.
 from __future__ import annotations
 
 import base64
-import json
 import os
 import shutil
 import socket
@@ -30,6 +29,7 @@ from bench.flood import USERS, user_key
 from bench.lab import Listener, Prober, stop, sysctl, usage, write
 from sesame import client
 from sesame.basics import parse_port
+from sesame.cli import common
 from sesame.lab import DaemonProcess
 from sesame.netns import Topology, inside
 from sesame.wire import spa
@@ -82,7 +82,8 @@ user default off
 user sesame on >{password} ~sesame:* resetchannels -@all {commands}
 """
 COMMANDS = (  # what sesame asks of its store (README's ACL)
-    "+ping +client|setname +get +set +xadd +xread +xrevrange +zadd +zrangebyscore"
+    "+ping +client|setname +evalsha +script|load +get +set +xadd +xread +xrevrange +zadd"
+    " +zrangebyscore"
     " +zremrangebyscore +scan"
 )
 
@@ -177,7 +178,9 @@ class ClusterBench:
         return subprocess.run(argv, capture_output=True, text=True, check=False).stdout
 
     def counters(self, node: str) -> dict[str, int]:
-        return json.loads(self.ask(node, "counters", "--json"))
+        """A node's counters, asked on its control socket from here (milliseconds)."""
+        answer = common.ask(str(self.tmp / f"control-{node}"), {"command": "counters"})
+        return dict((answer or {}).get("counters", {}))
 
     def revoke(self, node: str, who: str) -> None:
         self.ask(node, "revoke", who)
@@ -237,12 +240,17 @@ class ClusterBench:
             out[f"spa_at_a_open_at_{at}"] = self.latency(
                 lambda: self.send("a", self.datagram()), at, reset
             )
-        out["throughput"] = self.throughput()
-        out["cost"] = self.cost()
         out["knock_store_up"] = self.latency(self.knock, "a", lambda: self.revoke("a", user))
         self.stop_store()
         self.nodes["a"].wait_for("does not answer", 30)
         out["knock_store_stopped"] = self.latency(self.knock, "a", lambda: self.revoke("a", user))
+        mark = {node: daemon.mark() for node, daemon in self.nodes.items()}
+        self.start_store()  # empty: the nodes refuse what was stamped before they knew
+        for node, daemon in self.nodes.items():
+            daemon.wait_for("lost what it held", 30, since=mark[node])
+        time.sleep(1.1)  # the floods' datagrams are stamped in a later second
+        out["throughput"] = self.throughput()
+        out["cost"] = self.cost()
         return out
 
     def knock(self) -> None:
@@ -250,17 +258,22 @@ class ClusterBench:
             ports = [parse_port(p) for p in ("7000/tcp", "8000/tcp", "9000/udp")]
             client.knock(2, self.topo["a"].ipv4, ports)
 
-    def flood(self, node: str, count: int) -> None:
+    def flood(self, node: str, count: int) -> float:
+        """Valid SPA datagrams from distinct sources and users, as fast as Python sends
+        them; returns when (perf_counter) the first was sent (they are made before)."""
         where = [self.topo["flood"].netns, self.topo[node].ipv4]
-        subprocess.run(
+        sent = subprocess.run(
             [sys.executable, "-m", "bench.flood", *where, "sesame-valid:62202", str(count)],
-            stdout=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
             check=True,
             cwd=Path(__file__).parent.parent,
         )
+        return time.perf_counter() - float(sent.stdout.strip())
 
     def settled(self, node: str, key: str, before: int, start: float) -> tuple[int, float]:
-        """Wait until a node's counter stops moving: (its rise, seconds to the last)."""
+        """Wait until a node's counter stops moving: (its rise, seconds from ``start``
+        to the last rise, seen within 10 ms)."""
         last, when = -1, time.perf_counter()
         while True:
             now = self.counters(node).get(key, 0) - before
@@ -268,15 +281,14 @@ class ClusterBench:
                 last, when = now, time.perf_counter()
             elif time.perf_counter() - when > 1.0:
                 return last, when - start
-            time.sleep(0.05)
+            time.sleep(0.01)
 
     def throughput(self, count: int = 20_000) -> dict[str, Any]:
         """Valid SPA to a cluster door at a: granted (claimed, told) a second, and
         how many of them c opened."""
         told = self.counters("a").get("cluster entries told", 0)
         applied = self.counters("c").get("cluster entries applied", 0)
-        start = time.perf_counter()
-        self.flood("a", count)
+        start = self.flood("a", count)
         granted, seconds = self.settled("a", "cluster entries told", told, start)
         at_c, _ = self.settled("c", "cluster entries applied", applied, start)
         return {
@@ -295,8 +307,7 @@ class ClusterBench:
             assert daemon.process is not None
             key = "spa accepted"
             before, cpu = self.counters("a").get(key, 0), usage(daemon.process.pid).cpu
-            start = time.perf_counter()
-            self.flood("a", count)
+            start = self.flood("a", count)
             accepted, _ = self.settled("a", key, before, start)
             spent = usage(daemon.process.pid).cpu - cpu
             out[label] = {

@@ -38,7 +38,7 @@ user sesame on >{password} ~sesame:* resetchannels -@all {commands}
 """
 # What sesame asks of its store, and no more: the ACL README recommends.
 COMMANDS = (
-    "+ping +client|setname +get +set +xadd +xread +xrevrange +zadd"
+    "+ping +client|setname +evalsha +script|load +get +set +xadd +xread +xrevrange +zadd"
     " +zrangebyscore +zremrangebyscore +scan"
 )
 CONFIG = """\

@@ -144,8 +144,12 @@ def cluster_status(args: argparse.Namespace) -> int:
     if not found:
         print(f"no node of cluster {config.cluster.name} is telling the store")
     for node in found:
-        print(f"node {node['node']}: store {node.get('store', '?')}")
-        _table(node.get("grants", []))
+        rows, held = node.get("grants", []), node.get("grants_held", 0)
+        more = (
+            f", {held} grants held (the first {len(rows)} rows shown)" if held > len(rows) else ""
+        )
+        print(f"node {node['node']}: store {node.get('store', '?')}{more}")
+        _table(rows)
     return 0
 
 

@@ -13,7 +13,6 @@ digest, a one-time sequence's step), so the store learns nothing of users or doo
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import os
@@ -29,6 +28,7 @@ ENTRY_LABEL = b"sesame cluster entry v1"
 CLAIM_LABEL = b"sesame cluster claim v1"
 MAX_ENTRY = 4096  # bytes of body: a grant of 32 ports fits many times over
 Kind = Literal["open", "close"]
+LAYOUT = "sesame entry 1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +71,7 @@ class Signer:
 
     def seal(self, entry: Entry) -> tuple[bytes, bytes]:
         """The body and the MAC (hex) of ``entry``."""
-        body = json.dumps(_fields(entry), separators=(",", ":"), sort_keys=True).encode()
+        body = json.dumps(_fields(entry), separators=(",", ":")).encode()
         return body, self._mac(body)
 
     def open(self, body: bytes, mac: bytes) -> Entry:
@@ -85,42 +85,46 @@ class Signer:
 
     def claim(self, spent: bytes) -> str:
         """The store's key for a spent one-shot key."""
-        digest = hmac.new(self._claim_key, spent, hashlib.sha256).hexdigest()[:32]
+        digest = hmac.digest(self._claim_key, spent, "sha256")[:16].hex()
         return f"{self.name}:seen:{digest}"
 
     def _mac(self, body: bytes) -> bytes:
-        return hmac.new(self._entry_key, self._domain + body, hashlib.sha256).hexdigest().encode()
+        return hmac.digest(self._entry_key, self._domain + body, "sha256").hex().encode()
 
 
-def _fields(entry: Entry) -> dict[str, Any]:
-    return {
-        "kind": entry.kind,
-        "door": entry.door,
-        "address": str(entry.address),
-        "ports": [[p.proto, p.number, p.host, p.to, p.every] for p in entry.ports],
-        "until": entry.until,
-        "user": entry.user,
-        "node": entry.node,
-        "at": entry.at,
-        "id": entry.id,
-        "reason": entry.reason,
-    }
+def _fields(entry: Entry) -> list[Any]:
+    """An entry as a JSON array (the first item names the layout)."""
+    return [
+        LAYOUT,
+        entry.kind,
+        entry.door,
+        str(entry.address),
+        [[p.proto, p.number, p.host, p.to, p.every] for p in entry.ports],
+        entry.until,
+        entry.user,
+        entry.node,
+        entry.at,
+        entry.id,
+        entry.reason,
+    ]
 
 
-def _entry(raw: dict[str, Any]) -> Entry:
-    ports = tuple(
-        Port(proto, int(number), str(host), int(to), bool(every))
-        for proto, number, host, to, every in raw["ports"]
-    )
+def _entry(raw: list[Any]) -> Entry:
+    layout, kind, door, address, ports, until, user, node, at, ident, reason = raw
+    if layout != LAYOUT:
+        raise ValueError(f"an entry of another layout: {layout!r}")
     return Entry(
-        raw["kind"],
-        str(raw["door"]),
-        ip_address(raw["address"]),
-        ports,
-        float(raw["until"]),
-        str(raw["user"]),
-        str(raw["node"]),
-        float(raw["at"]),
-        str(raw["id"]),
-        str(raw["reason"]),
+        kind,
+        str(door),
+        ip_address(address),
+        tuple(
+            Port(proto, int(n), str(host), int(to), bool(every))
+            for proto, n, host, to, every in ports
+        ),
+        float(until),
+        str(user),
+        str(node),
+        float(at),
+        str(ident),
+        str(reason),
     )

@@ -46,6 +46,36 @@ UNTOLD = 10_000  # entries kept while the store is down, to tell when it is back
 TIMEOUT = 1.0  # seconds a command may take before the store counts as down
 
 
+# One round trip of the writer, run by the store (EVALSHA): everything a batch needs,
+# without a command and its reply each (which cost the daemon's thread more than the
+# claims themselves). KEYS: the epoch, the stream, the live set, this node's
+# heartbeat, then one claim each. ARGV: a new epoch, the node, the number of claims and
+# their lifetimes (ms); the heartbeat's lifetime (0: no beat), what it says, now (ms),
+# the stream's length; then body, MAC, deadline (ms) of each entry. Returns the epoch,
+# then 1 (claimed) or 0 (taken) for each claim.
+ROUND = """
+redis.call('SET', KEYS[1], ARGV[1], 'NX')
+local out = {redis.call('GET', KEYS[1])}
+local claims = tonumber(ARGV[3])
+for i = 1, claims do
+  local made = redis.call('SET', KEYS[4 + i], ARGV[2], 'NX', 'PX', ARGV[3 + i])
+  out[#out + 1] = made and 1 or 0
+end
+local at = 4 + claims
+local beat = tonumber(ARGV[at])
+if beat > 0 then
+  redis.call('SET', KEYS[4], ARGV[at + 1], 'PX', beat)
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[at + 2])
+end
+for j = at + 4, #ARGV, 3 do
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[at + 3], '*',
+             'e', ARGV[j], 'm', ARGV[j + 1], 'n', ARGV[2])
+  redis.call('ZADD', KEYS[3], ARGV[j + 2], ARGV[j + 1] .. ' ' .. ARGV[j])
+end
+return out
+"""
+
+
 @dataclass(frozen=True, slots=True)
 class Claimed:
     """The claim ``token`` ended so."""
@@ -167,6 +197,7 @@ class RedisStore:
             threading.Thread(target=self._read, name="sesame-store-reader", daemon=True),
         ]
         self._epoch: bytes | None = None
+        self._script: Any = None
         self._untold: deque[_Tell] = deque(maxlen=UNTOLD)
 
     def start(self) -> None:
@@ -217,7 +248,8 @@ class RedisStore:
         up: bool | None = None
         retry_at, backoff, beat_at = 0.0, BACKOFF[0], 0.0
         while not self._closing.is_set():
-            batch = self._batch(max(0.0, min(beat_at, retry_at or beat_at) - time.monotonic()))
+            due = retry_at if up is False else beat_at  # down: the next try; up: the beat
+            batch = self._batch(max(0.0, due - time.monotonic()))
             now = time.monotonic()
             if up is False and now < retry_at:
                 self._fail(batch)
@@ -259,30 +291,29 @@ class RedisStore:
         return batch
 
     def _run(self, client: object, batch: list[_Claim | _Tell], beat: bool) -> None:
-        """One round trip: the epoch, the claims, the entries, the heartbeat."""
+        """One round trip, one script (:data:`ROUND`): the epoch, the claims, the
+        entries, the heartbeat."""
         wall = time.time()
-        tells = [*self._untold, *(j for j in batch if isinstance(j, _Tell))]
+        tells = [t for t in (*self._untold, *batch) if isinstance(t, _Tell) and t.until > wall]
         claims = [j for j in batch if isinstance(j, _Claim)]
-        pipe = client.pipeline(transaction=False)  # type: ignore[attr-defined]
-        pipe.set(self.keys["epoch"], os.urandom(16).hex(), nx=True)
-        pipe.get(self.keys["epoch"])
+        keys = [self.keys[k] for k in ("epoch", "stream", "live", "node")]
+        args: list[bytes | str | int] = [os.urandom(16).hex(), self.cluster.node, len(claims)]
         for claim in claims:
-            pipe.set(claim.key, self.cluster.node, nx=True, px=claim.ttl_ms)
+            keys.append(claim.key)
+            args.append(claim.ttl_ms)
+        beat_ms = int(3 * BEAT * 1000) if beat else 0
+        args += [beat_ms, self.snapshot if beat else b"", int(wall * 1000), STREAM_LEN]
         for tell in tells:
-            if tell.until > wall:
-                fields = {"e": tell.body, "m": tell.mac}
-                pipe.xadd(self.keys["stream"], fields, maxlen=STREAM_LEN, approximate=True)
-                pipe.zadd(self.keys["live"], {tell.mac + b" " + tell.body: int(tell.until * 1000)})
-        if beat:
-            pipe.set(self.keys["node"], self.snapshot, px=int(3 * BEAT * 1000))
-            pipe.zremrangebyscore(self.keys["live"], "-inf", int(wall * 1000))
-        answers = pipe.execute()
+            args += [tell.body, tell.mac, int(tell.until * 1000)]
+        if self._script is None:
+            self._script = client.register_script(ROUND)  # type: ignore[attr-defined]
+        answers = self._script(keys=keys, args=args, client=client)
         self._untold.clear()
-        epoch = answers[1]
+        epoch = answers[0]
         forgotten = self._epoch is not None and epoch != self._epoch
         self._epoch = epoch
         events: list[Event] = [Forgotten()] if forgotten else []
-        for claim, made in zip(claims, answers[2:], strict=False):
+        for claim, made in zip(claims, answers[1:], strict=False):
             outcome: Outcome = "forgotten" if forgotten else "claimed" if made else "taken"
             events.append(Claimed(claim.token, outcome))
         if events:
@@ -298,7 +329,7 @@ class RedisStore:
     # -- the reader --------------------------------------------------------------------
 
     def _read(self) -> None:
-        backoff = BACKOFF[0]
+        backoff, me = BACKOFF[0], self.cluster.node.encode()
         while not self._closing.is_set():
             client = None
             try:
@@ -317,6 +348,8 @@ class RedisStore:
                     for _, items in got or ():
                         for ident, fields in items:
                             last = ident
+                            if fields.get(b"n") == me:  # this node's own (a hint: whoever
+                                continue  # writes it can only make this node skip an entry)
                             heard.append(Heard(fields.get(b"e", b""), fields.get(b"m", b"")))
                     if heard:
                         self._report(*heard)

@@ -25,6 +25,7 @@ from sesame.service.report import Warnings
 from sesame.settings import Config
 
 log = logging.getLogger("sesame")
+SHOWN = 1000  # grants a heartbeat lists, at most (it is renewed every BEAT seconds)
 REFUSED = {
     "taken": "cluster replays",
     "failed": "cluster refused: store down",
@@ -213,11 +214,12 @@ class ClusterService:
         return isinstance(self.mode, Down)
 
     def status(self, now: float, wall: float) -> dict[str, Any]:
-        """This node: the store's state, and the grants of cluster doors it holds."""
+        """This node: the store's state, and the grants of cluster doors it holds (the
+        first SHOWN of them, and how many)."""
+        shared = [g for g in self.engine.grants.all() if self.scopes.shared(g.door)]
         grants = [
             grant_row(g.address, port, g.door, g.user, round(max(0.0, g.expires - now), 3))
-            for g in self.engine.grants.all()
-            if self.scopes.shared(g.door)
+            for g in shared[:SHOWN]
             for port in g.ports
         ]
         down = self.mode if isinstance(self.mode, Down) else None
@@ -226,6 +228,7 @@ class ClusterService:
             "at": round(wall, 3),
             "store": "up" if down is None else f"down for {now - down.since:.0f} s: {down.why}",
             "grants": grants,
+            "grants_held": len(shared),
         }
 
     def close(self) -> None:
