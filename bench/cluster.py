@@ -250,6 +250,8 @@ class ClusterBench:
             daemon.wait_for("lost what it held", 30, since=mark[node])
         time.sleep(1.1)  # the floods' datagrams are stamped in a later second
         out["throughput"] = self.throughput()
+        self.nodes.pop("c").stop()  # the same flood with a alone on the machine's cores
+        out["throughput_alone"] = self.throughput(at_c=False)
         out["cost"] = self.cost()
         return out
 
@@ -283,19 +285,19 @@ class ClusterBench:
                 return last, when - start
             time.sleep(0.01)
 
-    def throughput(self, count: int = 20_000) -> dict[str, Any]:
+    def throughput(self, count: int = 20_000, at_c: bool = True) -> dict[str, Any]:
         """Valid SPA to a cluster door at a: granted (claimed, told) a second, and
-        how many of them c opened."""
+        how many of them c opened (``at_c``: c runs)."""
         told = self.counters("a").get("cluster entries told", 0)
-        applied = self.counters("c").get("cluster entries applied", 0)
+        applied = self.counters("c").get("cluster entries applied", 0) if at_c else 0
         start = self.flood("a", count)
         granted, seconds = self.settled("a", "cluster entries told", told, start)
-        at_c, _ = self.settled("c", "cluster entries applied", applied, start)
+        at_c_opened = self.settled("c", "cluster entries applied", applied, start)[0] if at_c else 0
         return {
             "sent": count,
             "granted": granted,
             "per_second": round(granted / seconds) if seconds else 0,
-            "opened_at_c": at_c,
+            "opened_at_c": at_c_opened,
         }
 
     def cost(self, count: int = 20_000) -> dict[str, Any]:
@@ -339,7 +341,7 @@ def markdown(result: dict[str, Any], level: str = "##") -> list[str]:
         failed = f", {entry['failures']} failed" if entry.get("failures") else ""
         return f"median {entry['median']} ms, p95 {entry['p95']} ms{failed}"
 
-    t, c = result["throughput"], result["cost"]
+    t, c, alone = result["throughput"], result["cost"], result["throughput_alone"]
     return [
         "",
         f"{level} Cluster (Redis on the lab's hub, nodes a and c)",
@@ -350,6 +352,8 @@ def markdown(result: dict[str, Any], level: str = "##") -> list[str]:
         f"| SPA at a, open at c | {lat(result['spa_at_a_open_at_c'])} |",
         f"| cluster SPA granted a second (at a; opened at c) | {t['per_second']:,}/s"
         f" ({t['granted']:,} of {t['sent']:,}; {t['opened_at_c']:,} at c) |",
+        f"| the same, c stopped (a alone on the machine's two cores) | {alone['per_second']:,}/s"
+        f" ({alone['granted']:,} of {alone['sent']:,}) |",
         f"| CPU a valid datagram, own window alone | {c['local']['cpu_us_per_datagram']} µs |",
         f"| CPU a valid datagram, claimed in the store | {c['shared']['cpu_us_per_datagram']} µs |",
         f"| plain knock at a, store up | {lat(result['knock_store_up'])} |",
