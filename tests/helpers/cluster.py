@@ -4,6 +4,7 @@ all on one link (198.51.100.0/24)."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -89,7 +90,18 @@ sequence = ["7000/tcp", "8000/tcp", "9000/udp"]
 seq_timeout = 5
 open = ["2223/tcp"]
 open_for = {open_for}
+
+[[fwknop]]
+name = "office"
+spa_port = 62203
+source = "ANY"
+open_ports = "tcp/8081"
+key_base64 = "{fw_key}"
+hmac_key_base64 = "{fw_hmac}"
+fw_access_timeout = {open_for}
 """
+FW_KEY = b"K" * 32
+FW_HMAC = b"H" * 64
 
 
 @dataclass
@@ -173,6 +185,8 @@ class Cluster:
             alice=ALICE,
             bob=BOB,
             open_for=self.open_for,
+            fw_key=base64.b64encode(FW_KEY).decode(),
+            fw_hmac=base64.b64encode(FW_HMAC).decode(),
         )
         Path(self.config(node)).write_text(text)
         os.chmod(self.config(node), 0o600)

@@ -23,7 +23,8 @@ from sesame.cluster.store import RedisStore
 from sesame.crypto import decode_key
 from sesame.lab import knock_from
 from sesame.testing import check_store
-from tests.helpers.cluster import NODES, PASSWORD, cluster, loopback_redis
+from sesame.wire import fwknop
+from tests.helpers.cluster import FW_HMAC, FW_KEY, NODES, PASSWORD, cluster, loopback_redis
 from tests.helpers.spa import ALICE, BOB, send
 from tests.kernel.test_spa import forge
 
@@ -123,16 +124,23 @@ def test_a_datagram_or_one_time_sequence_replayed_to_another_node_opens_nothing(
         for netns in (lab.user.netns, lab.stranger.netns):
             for packet, port in ((web, 62202), (cluster_door, 62201)):
                 send(netns, lab.address(node), packet, port)
+    office = fwknop.encode(
+        "alice", f"{lab.user.ipv4},tcp/8081", FW_KEY, FW_HMAC, timestamp=int(time.time())
+    )  # fwknop's format, as its client sends it
+    send(lab.user.netns, lab.address("a"), office, 62203)
+    lab.nodes["a"].wait_for(rf"opened door office to {lab.user.ipv4}", 10, since=seen["a"])
+    for node in ("b", "c"):
+        send(lab.user.netns, lab.address(node), office, 62203)
     ports = one_time_sequence(decode_key(ALICE), "phone", (40000, 40999), 4)
     knock_from(lab.user.netns, lab.address("a"), *map(str, ports))
     lab.nodes["a"].wait_for(rf"opened door phone to {lab.user.ipv4}", 10, since=seen["a"])
     for node in ("b", "c"):  # a sniffer replays the sequence at another node
         knock_from(lab.user.netns, lab.address(node), *map(str, ports))
     for node in ("b", "c"):
-        # the user's two datagrams and the sequence: claimed by a; the stranger's
-        # copies came second: this node's own window holds them by then
-        counted = counts(lab, node, lambda c: c.get("cluster replays", 0) >= 3)
-        assert counted["cluster replays"] == 3 and counted["dropped replay"] == 2, counted
+        # the user's two datagrams, fwknop's and the sequence: claimed by a; the
+        # stranger's copies came second: this node's own window holds them by then
+        counted = counts(lab, node, lambda c: c.get("cluster replays", 0) >= 4)
+        assert counted["cluster replays"] == 4 and counted["dropped replay"] == 2, counted
         assert counted.get("opened", 0) == 1, counted  # ssh, from a's entry
         assert set(lab.grants(node)) == {f"{lab.user.ipv4} 22/tcp"}  # ssh, from a's entry
 

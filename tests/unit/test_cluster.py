@@ -377,3 +377,14 @@ def test_one_address_per_user_and_the_stores_state_hold_on_every_node(node):
     b.heard(clock())
     assert b"sesame_cluster_store_up 0.0" in metrics.page()
     assert b'sesame_cluster_events_total{event="cluster store failures"} 1.0' in metrics.page()
+
+
+def test_a_reload_may_not_change_the_cluster(node, tmp):
+    backend, clock = Backend(), FakeClock()
+    a = node(backend, "a", clock)
+    text = CONFIG.format(tmp=tmp, node="a", alice=ALICE, extra="")
+    renamed = text.replace('node = "a"', 'node = "renamed"')
+    refused = a.reload(lambda: config.parse(renamed, "sesame.toml"))
+    assert refused is not None and "[cluster] cannot change on reload; restart" in refused
+    assert a.config.cluster is not None and a.config.cluster.node == "a"
+    assert a.reload(lambda: load(tmp, "a")) is None
