@@ -17,7 +17,6 @@ import re
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -30,8 +29,8 @@ from pathlib import Path
 from bench.flood import USERS, user_key
 from bench.lab import (
     Listener,
-    Prober,
     build,
+    latency,
     nft,
     reset_hwm,
     run,
@@ -110,25 +109,6 @@ table inet peer {
 """
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
-def summary(samples: list[float], failures: int) -> dict[str, float | int]:
-    ms = [s * 1000 for s in samples]
-    if not ms:
-        return {"trials": 0, "failures": failures}
-    return {
-        "trials": len(ms),
-        "failures": failures,
-        "min": round(min(ms), 2),
-        "median": round(statistics.median(ms), 2),
-        "p95": round(percentile(ms, 0.95), 2),
-        "max": round(max(ms), 2),
-    }
-
-
 class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
@@ -181,20 +161,11 @@ class Bench:
     def latency(
         self, send: Callable[[], None], reset: Callable[[], None], trials: int
     ) -> dict[str, float | int]:
-        samples, failures = [], 0
-        for _ in range(trials):
+        def settle() -> None:
             reset()
             time.sleep(0.05)  # let the previous trial's packets drain (not a sync point)
-            prober = Prober(self.user.netns, self.server.ipv4)
-            send()
-            start = time.perf_counter()
-            done = prober.wait()
-            if done is None:
-                failures += 1
-            else:
-                samples.append(done - start)
-        reset()
-        return summary(samples, failures)
+
+        return latency(self.user.netns, self.server.ipv4, send, settle, trials)
 
     # -- floods ----------------------------------------------------------------------------
 

@@ -26,7 +26,7 @@ from typing import Any
 
 from bench import lab
 from bench.flood import USERS, user_key
-from bench.lab import Listener, Prober, stop, sysctl, usage, write
+from bench.lab import Listener, stop, sysctl, usage, write
 from sesame import client
 from sesame.basics import parse_port
 from sesame.cli import common
@@ -86,23 +86,6 @@ COMMANDS = (  # what sesame asks of its store (README's ACL)
     " +zrangebyscore"
     " +zremrangebyscore +scan"
 )
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def summary(samples: list[float], failures: int) -> dict[str, Any]:
-    if not samples:
-        return {"trials": 0, "failures": failures}
-    ms = [s * 1000 for s in samples]
-    return {
-        "trials": len(samples),
-        "failures": failures,
-        "median": round(percentile(ms, 0.5), 3),
-        "p95": round(percentile(ms, 0.95), 3),
-    }
 
 
 class ClusterBench:
@@ -208,19 +191,7 @@ class ClusterBench:
             sock.sendto(payload, (self.topo[node].ipv4, 62202))
 
     def latency(self, send: Callable[[], None], at: str, reset: Callable[[], None]) -> dict:
-        samples, failures = [], 0
-        for _ in range(self.trials):
-            reset()
-            prober = Prober(self.topo["user"].netns, self.topo[at].ipv4)
-            send()
-            start = time.perf_counter()
-            done = prober.wait()
-            if done is None:
-                failures += 1
-            else:
-                samples.append(done - start)
-        reset()
-        return summary(samples, failures)
+        return lab.latency(self.topo["user"].netns, self.topo[at].ipv4, send, reset, self.trials)
 
     # -- measurements ----------------------------------------------------------------
 

@@ -8,10 +8,12 @@ import random
 import select
 import signal
 import socket
+import statistics
 import struct
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -132,6 +134,45 @@ class Prober:
             for sock in self.spare:
                 sock.close()
             self.spare = []
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def summary(samples: list[float], failures: int) -> dict[str, float | int]:
+    ms = [s * 1000 for s in samples]
+    if not ms:
+        return {"trials": 0, "failures": failures}
+    return {
+        "trials": len(ms),
+        "failures": failures,
+        "min": round(min(ms), 2),
+        "median": round(statistics.median(ms), 2),
+        "p95": round(percentile(ms, 0.95), 2),
+        "max": round(max(ms), 2),
+    }
+
+
+def latency(
+    netns: str, address: str, send: Callable[[], None], reset: Callable[[], None], trials: int
+) -> dict[str, float | int]:
+    """``trials`` times: ``reset``, ``send``, and how long until ``address``'s guarded
+    port answers a connection from ``netns``."""
+    samples, failures = [], 0
+    for _ in range(trials):
+        reset()
+        prober = Prober(netns, address)
+        send()
+        start = time.perf_counter()
+        done = prober.wait()
+        if done is None:
+            failures += 1
+        else:
+            samples.append(done - start)
+    reset()
+    return summary(samples, failures)
 
 
 class Listener:

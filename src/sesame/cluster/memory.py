@@ -9,7 +9,7 @@ import socket
 import time
 from collections.abc import Callable
 
-from sesame.cluster.store import Changed, Claimed, Event, Forgotten, Heard
+from sesame.cluster.store import Changed, Claimed, Event, Forgotten, Heard, drain
 
 
 class Backend:
@@ -101,11 +101,7 @@ class MemoryStore:
             store.report(Heard(body, mac))
 
     def take(self) -> list[Event]:
-        try:
-            while self._wake_r.recv(4096):
-                pass
-        except BlockingIOError:
-            pass
+        drain(self._wake_r)
         taken, self.events = self.events, []
         return taken
 

@@ -217,11 +217,7 @@ class RedisStore:
 
     def take(self) -> list[Event]:
         """What happened since last asked."""
-        try:
-            while self._wake_r.recv(4096):
-                pass
-        except BlockingIOError:
-            pass
+        drain(self._wake_r)
         taken: list[Event] = []
         while self._events:
             taken.append(self._events.popleft())
@@ -372,6 +368,13 @@ def nodes(cluster: Cluster) -> list[dict[str, Any]]:
         return [n for n in found if isinstance(n, dict) and "node" in n]
     finally:
         _drop(client)
+
+
+def drain(wake: socket.socket) -> None:
+    """Read a wake-up socket empty (it is non-blocking)."""
+    with contextlib.suppress(BlockingIOError):
+        while wake.recv(4096):
+            pass
 
 
 def _heard(member: bytes, live: bool) -> Heard:
