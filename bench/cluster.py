@@ -219,6 +219,7 @@ class ClusterBench:
         self.start_store()  # empty: the nodes refuse what was stamped before they knew
         for node, daemon in self.nodes.items():
             daemon.wait_for("lost what it held", 30, since=mark[node])
+            daemon.wait_for("following its entries", 30, since=mark[node])
         time.sleep(1.1)  # the floods' datagrams are stamped in a later second
         out["throughput"] = self.throughput()
         self.nodes.pop("c").stop()  # the same flood with a alone on the machine's cores

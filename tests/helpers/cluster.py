@@ -196,6 +196,7 @@ class Cluster:
         self.nodes[node] = daemon.start()
         if ready:
             daemon.wait_for(r"cluster store \S+ answers", 20)
+            daemon.wait_for(r"cluster store \S+: following its entries", 20)
         return daemon
 
     def run(self, netns: str, *argv: str) -> subprocess.CompletedProcess[str]:

@@ -198,6 +198,7 @@ def test_store_down_refuses_cluster_spa_keeps_plain_knocks_and_expiry_then_resum
     for node in NODES:
         lab.nodes[node].wait_for(r"cluster store \S+ answers", 20, since=seen[node])
         lab.nodes[node].wait_for("lost what it held", 20, since=seen[node])
+        lab.nodes[node].wait_for("following its entries", 20, since=seen[node])
     forgot = time.time()
     while time.time() < forgot + 1.0:  # a fresh stamp: the next whole second
         time.sleep(0.05)

@@ -335,6 +335,11 @@ class RedisStore:
                 now_ms = int(time.time() * 1000)
                 live = client.zrangebyscore(self.keys["live"], now_ms, "+inf")  # type: ignore[attr-defined]
                 self._report(*(_heard(member, True) for member in live))
+                log.info(
+                    "cluster store %s: following its entries (%d live read)",
+                    self.cluster.where,
+                    len(live),
+                )
                 backoff = BACKOFF[0]
                 while not self._closing.is_set():
                     got = client.xread(  # type: ignore[attr-defined]
@@ -352,7 +357,7 @@ class RedisStore:
             except Exception:
                 _drop(client)
                 self._closing.wait(backoff)
-                backoff = min(backoff * 2, BACKOFF[1])
+                backoff = min(backoff * 2, BEAT)  # back within a heartbeat of the store
 
 
 def nodes(cluster: Cluster) -> list[dict[str, Any]]:
