@@ -388,3 +388,14 @@ def test_a_reload_may_not_change_the_cluster(node, tmp):
     assert refused is not None and "[cluster] cannot change on reload; restart" in refused
     assert a.config.cluster is not None and a.config.cluster.node == "a"
     assert a.reload(lambda: load(tmp, "a")) is None
+
+
+def test_a_claim_answered_after_a_reload_removed_its_door_opens_nothing(node, tmp):
+    backend, clock = Backend(), FakeClock()
+    a = node(backend, "a", clock)
+    deliver(a, clock, datagram("web"), 62202)  # claimed in the store; not yet heard
+    text = CONFIG.format(tmp=tmp, node="a", alice=ALICE, extra="")
+    without_web = text[: text.index('[[door]]\nname = "web"')].replace(', "web"', "")
+    assert a.reload(lambda: config.parse(without_web, "sesame.toml")) is None
+    a.heard(clock())
+    assert held(a) == set()

@@ -124,8 +124,8 @@ class ClusterService:
                 if event.outcome == "failed":
                     self.mode = after(self.mode, "failed", now, "a claim failed")
                 opened = None if admit is None else self._settle(event.outcome, admit)
-                if opened is not None:
-                    mine += self.engine.admit(opened, now)
+                if opened is not None and opened.door in self.engine.policy.names:
+                    mine += self.engine.admit(opened, now)  # (a reload may have removed it)
             elif isinstance(event, Heard):
                 heard.append(event)
             elif isinstance(event, Changed):
