@@ -83,6 +83,14 @@ def test_the_cluster_table_is_read_with_its_key(tmp):
     assert (cluster.node, cluster.name, cluster.on_store_down) == ("a", "edge", "local")
     assert cluster.key == decode_key(KEY) and cluster.password is None
     assert KEY not in repr(cluster)
+    (tmp / "password").write_text("s3cret\n")
+    (tmp / "password").chmod(0o640)
+    text = CONFIG.format(
+        tmp=tmp, node="a", alice=ALICE, extra=f'password_file = "{tmp}/password"\n'
+    )
+    tls = config.parse(text.replace("redis://", "rediss://"), "sesame.toml").cluster
+    assert tls is not None and tls.store.startswith("rediss://") and tls.password == "s3cret"
+    assert "s3cret" not in repr(tls)
 
 
 @pytest.mark.parametrize(
