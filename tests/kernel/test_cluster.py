@@ -162,7 +162,7 @@ def test_an_entry_written_without_the_cluster_key_opens_nothing_and_is_counted(l
         time.time(),
         "f" * 24,
     )
-    body, _ = Signer(os.urandom(32), "sesame").seal(forged)  # the wrong key
+    body, _ = Signer(os.urandom(32), "sesame").seal([forged])  # the wrong key
     store = lab.redis()
     mac = b"0" * 64
     store.zadd("sesame:live", {mac + b" " + body: int((time.time() + 60) * 1000)})

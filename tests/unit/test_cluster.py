@@ -150,8 +150,8 @@ def entry(**change) -> Entry:
 
 def test_an_entry_opens_only_under_the_key_and_name_it_was_sealed_with():
     signer = Signer(bytes(32), "sesame")
-    body, mac = signer.seal(entry())
-    assert signer.open(body, mac) == entry()
+    body, mac = signer.seal([entry(), entry(kind="close", reason="revoked", id="2" * 24)])
+    assert signer.open(body, mac) == [entry(), entry(kind="close", reason="revoked", id="2" * 24)]
     for other in (Signer(bytes(range(32)), "sesame"), Signer(bytes(32), "other")):
         with pytest.raises(RemoteError, match="forged"):
             other.open(body, mac)
@@ -351,7 +351,7 @@ def test_with_the_store_down_a_door_refuses_unless_it_opens_alone(node):
 def test_a_forged_entry_opens_nothing_and_is_counted(node):
     backend, clock = Backend(), FakeClock()
     a = node(backend, "a", clock)
-    body, _ = Signer(os.urandom(32), "sesame").seal(entry(address=ip_address(STRANGER)))
+    body, _ = Signer(os.urandom(32), "sesame").seal([entry(address=ip_address(STRANGER))])
     backend.stores[0].tell(body, b"0" * 64, time.time() + 60)
     a.heard(clock())
     assert held(a) == set()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hmac
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from ipaddress import ip_address
 from typing import Any, Literal
@@ -26,9 +27,10 @@ from sesame.errors import RemoteError
 
 ENTRY_LABEL = b"sesame cluster entry v1"
 CLAIM_LABEL = b"sesame cluster claim v1"
-MAX_ENTRY = 4096  # bytes of body: a grant of 32 ports fits many times over
+MAX_BODY = 1 << 20  # bytes of a message: BATCH entries of 32 ports each fit
+BATCH = 512  # entries in one message, at most
 Kind = Literal["open", "close"]
-LAYOUT = "sesame entry 1"
+LAYOUT = "sesame entries 1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,17 +71,22 @@ class Signer:
         self.name = name
         self._domain = name.encode() + b"\0"
 
-    def seal(self, entry: Entry) -> tuple[bytes, bytes]:
-        """The body and the MAC (hex) of ``entry``."""
-        body = json.dumps(_fields(entry), separators=(",", ":")).encode()
+    def seal(self, entries: Sequence[Entry]) -> tuple[bytes, bytes]:
+        """The body and the MAC (hex) of ``entries`` (told together: one MAC, one
+        message in the store, for what one batch of packets opened)."""
+        fields = [LAYOUT, [_fields(entry) for entry in entries]]
+        body = json.dumps(fields, separators=(",", ":")).encode()
         return body, self._mac(body)
 
-    def open(self, body: bytes, mac: bytes) -> Entry:
-        """The entry in ``body`` if ``mac`` is its MAC; RemoteError otherwise."""
-        if len(body) > MAX_ENTRY or not same(self._mac(body), mac):
+    def open(self, body: bytes, mac: bytes) -> list[Entry]:
+        """The entries in ``body`` if ``mac`` is its MAC; RemoteError otherwise."""
+        if len(body) > MAX_BODY or not same(self._mac(body), mac):
             raise RemoteError("forged")
         try:
-            return _entry(json.loads(body))
+            layout, items = json.loads(body)
+            if layout != LAYOUT:
+                raise ValueError(f"entries of another layout: {layout!r}")
+            return [_entry(item) for item in items]
         except (ValueError, TypeError, KeyError) as exc:  # a node with the key wrote it
             raise RemoteError("malformed") from exc
 
@@ -93,9 +100,8 @@ class Signer:
 
 
 def _fields(entry: Entry) -> list[Any]:
-    """An entry as a JSON array (the first item names the layout)."""
+    """An entry as a JSON array."""
     return [
-        LAYOUT,
         entry.kind,
         entry.door,
         str(entry.address),
@@ -110,9 +116,7 @@ def _fields(entry: Entry) -> list[Any]:
 
 
 def _entry(raw: list[Any]) -> Entry:
-    layout, kind, door, address, ports, until, user, node, at, ident, reason = raw
-    if layout != LAYOUT:
-        raise ValueError(f"an entry of another layout: {layout!r}")
+    kind, door, address, ports, until, user, node, at, ident, reason = raw
     return Entry(
         kind,
         str(door),

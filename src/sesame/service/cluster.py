@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from sesame.cluster.entries import Entry, Signer
+from sesame.cluster.entries import BATCH, Entry, Signer
 from sesame.cluster.settings import Cluster
 from sesame.cluster.store import BEAT, Changed, Claimed, Forgotten, Heard, RedisStore, Store
 from sesame.engine import Engine
@@ -138,7 +138,7 @@ class ClusterService:
                     " are refused; fresh ones open",
                     self.settings.where,
                 )
-        told = [(entry, h.live) for h in heard if (entry := self._open(h, now)) is not None]
+        told = [(entry, h.live) for h in heard for entry in self._open(h, now)]
         live = sorted((e for e, was_live in told if was_live), key=lambda e: e.at)
         theirs: list[Decision] = []
         for entry in live:
@@ -160,7 +160,7 @@ class ClusterService:
                 event.why,
             )
 
-    def _open(self, event: Heard, now: float) -> Entry | None:
+    def _open(self, event: Heard, now: float) -> list[Entry]:
         try:
             return self.signer.open(event.body, event.mac)
         except RemoteError as exc:
@@ -173,7 +173,7 @@ class ClusterService:
                 self.settings.where,
                 exc.reason,
             )
-            return None
+            return []
 
     def _apply(self, entry: Entry, live: bool, now: float, wall: float) -> list[Decision]:
         """Apply an entry (``live``: read from the list of live grants, on connecting,
@@ -194,12 +194,16 @@ class ClusterService:
     # -- telling ---------------------------------------------------------------------
 
     def share(self, decisions: Sequence[Decision], now: float, wall: float) -> None:
-        """Tell the other nodes what opened or closed here at cluster doors."""
-        for entry in self.scopes.entries(decisions, now, wall):
-            body, mac = self.signer.seal(entry)
-            self.seen[entry.id] = entry.until
-            self.store.tell(body, mac, entry.until)
-            self.counts["cluster entries told"] += 1
+        """Tell the other nodes what opened or closed here at cluster doors: the
+        entries of one batch of decisions in one message."""
+        entries = self.scopes.entries(decisions, now, wall)
+        for first in range(0, len(entries), BATCH):
+            told = entries[first : first + BATCH]
+            body, mac = self.signer.seal(told)
+            self.store.tell(body, mac, max(entry.until for entry in told))
+            for entry in told:
+                self.seen[entry.id] = entry.until
+            self.counts["cluster entries told"] += len(told)
 
     def tick(self, now: float, wall: float) -> None:
         """Forget entries past their deadline; renew what the heartbeat says."""
