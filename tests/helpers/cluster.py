@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -21,7 +20,9 @@ from typing import Any
 from sesame.crypto import encode_key
 from sesame.lab import DaemonProcess, EchoServer
 from sesame.netns import Topology, inside
+from tests.helpers.lab import grants as grants_in
 from tests.helpers.lab import require
+from tests.helpers.lab import run as run_in
 from tests.helpers.spa import ALICE, BOB
 
 NODES = ("a", "b", "c")
@@ -200,11 +201,7 @@ class Cluster:
         return daemon
 
     def run(self, netns: str, *argv: str) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            ["ip", "netns", "exec", netns, *argv], capture_output=True, text=True, timeout=60
-        )
-        assert result.returncode == 0, result
-        return result
+        return run_in(netns, *argv)
 
     def stop(self, node: str) -> None:
         self.nodes.pop(node).stop()
@@ -223,30 +220,7 @@ class Cluster:
 
     def grants(self, node: str) -> dict[str, float]:
         """Live grant elements ``ADDRESS PORT/PROTO`` -> seconds left, in a node's kernel."""
-        found: dict[str, float] = {}
-        for name in ("grants4", "grants6"):
-            text = subprocess.run(
-                [
-                    "ip",
-                    "netns",
-                    "exec",
-                    self.topo[node].netns,
-                    "nft",
-                    "list",
-                    "set",
-                    "inet",
-                    "sesame",
-                    name,
-                ],
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout
-            for m in re.finditer(
-                r"([0-9a-f:.]+) \. (tcp|udp) \. (\d+) timeout \S+ expires (\S+)", text
-            ):
-                found[f"{m.group(1)} {m.group(3)}/{m.group(2)}"] = _seconds(m.group(4))
-        return found
+        return grants_in(self.topo[node].netns)
 
     def close(self) -> None:
         for daemon in self.nodes.values():
@@ -256,13 +230,6 @@ class Cluster:
         for echo in self.echoes:
             echo.close()
         self.topo.close()
-
-
-def _seconds(text: str) -> float:
-    total = 0.0
-    for number, unit in re.findall(r"(\d+)(ms|d|h|m|s)", text):
-        total += int(number) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
-    return total
 
 
 @contextmanager

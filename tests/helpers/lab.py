@@ -110,30 +110,14 @@ class Lab:
         return self.run(netns, sys.executable, "-m", "sesame", *args, check=check)
 
     def run(self, netns: str, *argv: str, check: bool = True) -> subprocess.CompletedProcess:
-        result = subprocess.run(
-            ["ip", "netns", "exec", netns, *argv],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        if check and result.returncode != 0:
-            raise AssertionError(f"{argv} failed: {result.stdout}{result.stderr}")
-        return result
+        return run(netns, *argv, check=check)
 
     def nft(self, *args: str) -> str:
         return self.run(self.server.netns, "nft", *args).stdout
 
     def grants(self) -> dict[str, float]:
         """Live grant elements ``ADDR PORT/PROTO`` -> seconds left, with ms precision."""
-        out = {}
-        for name in ("grants4", "grants6"):
-            text = self.nft("list", "set", "inet", "sesame", name)
-            for m in re.finditer(
-                r"([0-9a-f:.]+) \. (tcp|udp) \. (\d+) timeout \S+ expires (\S+)", text
-            ):
-                out[f"{m.group(1)} {m.group(3)}/{m.group(2)}"] = duration(m.group(4))
-        return out
+        return grants(self.server.netns)
 
     def wait_no_grants(self, timeout: float) -> float:
         """Poll the kernel until no grant is left; return when that happened."""
@@ -143,6 +127,36 @@ class Lab:
                 raise AssertionError(f"grants still live: {self.grants()}")
             time.sleep(0.05)
         return time.monotonic()
+
+
+def run(netns: str, *argv: str, check: bool = True) -> subprocess.CompletedProcess:
+    """``argv`` in ``netns``; with ``check``, AssertionError (with its output) if it fails."""
+    result = subprocess.run(
+        ["ip", "netns", "exec", netns, *argv],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"{argv} failed: {result.stdout}{result.stderr}")
+    return result
+
+
+ELEMENT = r"([0-9a-f:.]+) \. (tcp|udp) \. (\d+) timeout \S+ expires (\S+)"
+
+
+def grants(netns: str) -> dict[str, float]:
+    """The live grant elements of sesame's table in ``netns``: ``ADDR PORT/PROTO`` ->
+    seconds left, with ms precision."""
+    out = {}
+    for name in ("grants4", "grants6"):
+        text = run(netns, "nft", "list", "set", "inet", "sesame", name).stdout
+        for m in re.finditer(
+            r"([0-9a-f:.]+) \. (tcp|udp) \. (\d+) timeout \S+ expires (\S+)", text
+        ):
+            out[f"{m.group(1)} {m.group(3)}/{m.group(2)}"] = duration(m.group(4))
+    return out
 
 
 def duration(text: str) -> float:

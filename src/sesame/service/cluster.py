@@ -88,7 +88,7 @@ class ClusterService:
         opens without it."""
         if spent.admit is None:
             return None
-        if isinstance(self.mode, Down):
+        if self.down:
             return self._settle("failed", spent.admit)
         token = next(self._tokens)
         self.pending[token] = spent.admit

@@ -15,6 +15,7 @@ import socket
 import time
 from collections.abc import Callable
 
+from sesame.cluster.store import drain
 from sesame.config import Config
 from sesame.daemon import Daemon
 from sesame.errors import SesameError
@@ -96,7 +97,7 @@ class Loop:
         self.poller = select.epoll()  # directly: the selectors layer costs a flood per wake
         self.handlers: dict[int, Callable[[int], None]] = {}
         self.on(sensor.fileno(), lambda _: daemon.packets(sensor.read(), time.monotonic()))
-        self.on(self.wake_r.fileno(), lambda _: _drain(self.wake_r))
+        self.on(self.wake_r.fileno(), lambda _: drain(self.wake_r))
         if monitor is not None:
             self.on(monitor.fileno(), lambda _: self.changed())
         if daemon.cluster is not None:
@@ -227,14 +228,6 @@ def _catch_signals(
     for signum in SIGNALS:
         signal.signal(signum, note)
     return received, old_fd
-
-
-def _drain(wake: socket.socket) -> None:
-    try:
-        while wake.recv(64):
-            pass
-    except BlockingIOError:
-        pass
 
 
 def _least(wait: float | None, other: float | None) -> float | None:
