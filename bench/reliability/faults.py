@@ -18,6 +18,7 @@ from bench.lab import Prober, Raw, spoofed
 from bench.reliability.base import ALICE, OPEN_FOR, SESAME, SPA_PORT, Lab, Row, udp
 from sesame import client
 from sesame.lab import knock_from
+from sesame.wire import spa
 
 COMMANDS = (
     "delete table inet sesame",
@@ -158,7 +159,13 @@ def overflow(lab: Lab) -> None:
     lab.start()
     count = 100_000 if lab.short else 300_000
     raw = Raw(lab.flood.netns, lab.server.ipv4)
-    packets = [raw.udp(s, 1024, SPA_PORT, bytes(80)) for s in spoofed(count, 31)]
+    # Well formed and naming alice (anything else the kernel drops unseen), a wrong key;
+    # each from its own source (the kernel's per-source budget does not hold them back).
+    wrong = spa.cipher(bytes(32))
+    packets = [
+        raw.udp(s, 1024, SPA_PORT, spa.encode("alice", wrong, "spa", ip_address(s), 0, bytes(12)))
+        for s in spoofed(count, 31)
+    ]
     lab.daemon.signal(signal.SIGSTOP)  # type: ignore[union-attr]
     try:
         raw.send(packets)
@@ -170,8 +177,8 @@ def overflow(lab: Lab) -> None:
     lab.add(
         Row(
             "faults",
-            "the NFLOG socket overflowing (sesame stopped with SIGSTOP while junk datagrams"
-            " arrive)",
+            "the NFLOG socket overflowing (sesame stopped with SIGSTOP while wrongly keyed"
+            " SPA datagrams naming a user arrive)",
             f"{count:,} datagrams",
             f"{overruns} overruns counted (ENOBUFS), the daemon went on; an SPA after it"
             f" opened: {'yes' if opened else 'no'}",

@@ -185,6 +185,8 @@ SERVER: dict[str, Convert] = {
     "spa_window": _whole,
     "spa_rate": _rate,
     "spa_burst": _whole,
+    "spa_source_rate": _whole,
+    "spa_source_burst": _whole,
     "log_file": _text,
     "pid_file": _text,
     "syslog": _bool,

@@ -42,6 +42,8 @@ class Server:
     spa_window: int = 60
     spa_rate: float = 1.0  # accepted SPA datagrams a second per user (or fwknop stanza)
     spa_burst: int = 30  # ... and at once
+    spa_source_rate: int = 20  # datagrams a second from one source (an IPv6 /64) the kernel
+    spa_source_burst: int = 40  # ... and at once lets through to sesame's SPA ports
     log_file: str | None = None
     pid_file: str | None = None
     syslog: bool = False
@@ -85,6 +87,8 @@ RANGES = (  # [server] whole numbers: key, least, most
     ("max_sources", 1, MAX_SOURCES),
     ("spa_window", 5, 3600),
     ("spa_burst", 1, 1_000_000),
+    ("spa_source_rate", 1, 1_000_000),
+    ("spa_source_burst", 1, 1_000_000),
 )
 
 

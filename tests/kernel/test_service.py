@@ -163,9 +163,9 @@ def test_the_control_socket_answers_members_only_and_survives_junk(lab):
 
 
 def test_refusals_are_audited_and_the_fail2ban_filter_matches_them_and_nothing_else(lab):
-    """The daemon's own log file: each refused SPA datagram is a line naming its source
-    (a forged user name escaped), and fail2ban-regex with the shipped filter matches
-    exactly those."""
+    """The daemon's own log file: each refused SPA datagram is a line naming its source,
+    and fail2ban-regex with the shipped filter matches exactly those. (A name no user
+    has never reaches sesame: the kernel drops it. Escaping is tested in test_audit.)"""
     import re
     import subprocess
     from ipaddress import ip_address
@@ -188,19 +188,19 @@ def test_refusals_are_audited_and_the_fail2ban_filter_matches_them_and_nothing_e
     mark = daemon.mark()
     for _ in range(3):
         send(lab.user.netns, lab.server.ipv4, forged("alice", BOB))  # a wrong key
-    send(lab.stranger.netns, lab.server.ipv4, forged("x\n2026 sesame[1]: \x1b[2J", BOB))
+    send(lab.stranger.netns, lab.server.ipv4, forged("bob", ALICE))  # bob's, a wrong key
     lab.sesame(
         lab.user.netns, "knock", "home", "--door", "ssh", "--client-config", client_config(lab)
     )
     daemon.wait_for(rf"opened door ssh to {lab.user.ipv4}", 10, since=mark)
-    daemon.wait_for(rf"refused SPA from {lab.stranger.ipv4}: unknown user", 10, since=mark)
+    daemon.wait_for(rf"refused SPA from {lab.stranger.ipv4}: bad tag", 10, since=mark)
     written = Path(log_file).read_text().splitlines()
     stamp = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} sesame\[\d+\]: ")
     assert all(stamp.match(line) for line in written)  # no line a packet started
     refused = [x for x in written if " refused SPA from " in x]
     assert len(refused) == 4
     assert f"refused SPA from {lab.user.ipv4}: bad tag (user alice)" in refused[0]
-    assert "(user x\\x0a2026 sesame[1]: \\x1b[2J)" in refused[3]
+    assert f"refused SPA from {lab.stranger.ipv4}: bad tag (user bob)" in refused[3]
     checked = subprocess.run(
         [fail2ban_regex, log_file, "packaging/fail2ban/filter.d/sesame.conf"],
         capture_output=True,

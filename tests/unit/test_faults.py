@@ -81,13 +81,27 @@ class TestShares:
 
     def test_a_stranger_naming_a_user_does_not_spend_its_share(self):
         e = self.engine(spa_rate=0.01, spa_burst=1)
+        a, b = "198.51.100.2", "203.0.113.66"
+        forged = bytearray(datagram("alice", b))
+        forged[-1] ^= 1
+        for _ in range(100):  # refused: for their tag, then for their source's failures
+            with pytest.raises(RemoteError, match=r"bad tag|too many failures"):
+                e.spa(ip_address(b), PORT, bytes(forged), 0.0, WALL)
+        e.spa(ip_address(a), PORT, datagram("alice", a), 0.0, WALL)
+
+    def test_failures_forged_from_a_users_own_address_do_not_lock_it_out(self):
+        """Once alice opened from an address, a stranger forging that address with
+        her name is tried each time (and costs decryptions) rather than shutting her
+        out of it."""
+        e = self.engine()
         a = "198.51.100.2"
+        e.spa(ip_address(a), PORT, datagram("alice", a), 0.0, WALL)
         forged = bytearray(datagram("alice", a))
         forged[-1] ^= 1
         for _ in range(100):
             with pytest.raises(RemoteError, match="bad tag"):
-                e.spa(ip_address(a), PORT, bytes(forged), 0.0, WALL)
-        e.spa(ip_address(a), PORT, datagram("alice", a), 0.0, WALL)
+                e.spa(ip_address(a), PORT, bytes(forged), 1.0, WALL)
+        e.spa(ip_address(a), PORT, datagram("alice", a), 1.0, WALL)
 
 
 def records(store: ReplayStore) -> bytes:

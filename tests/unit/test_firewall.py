@@ -214,7 +214,7 @@ def test_noise_of_any_conntrack_state_marks_and_ends_attempts():
     assert 'log prefix "noisy-full"' in text
     # Invalid packets are never knocks nor SPA datagrams.
     assert "add rule inet sesame knock ct state invalid counter drop" in text
-    assert "add rule inet sesame spa ct state invalid counter drop" in text
+    assert "add rule inet sesame spa ct state invalid counter name spa_invalid drop" in text
 
 
 def test_parse_kernel_paths_and_rewrites():
@@ -306,3 +306,29 @@ def test_forward_all_elements_by_source_alone():
         "add element inet sesame everything4 { 198.51.100.2 : 10.0.5.20 }",
         "delete element inet sesame everything4 { 198.51.100.2 }",
     ]
+
+
+def test_each_spa_port_passes_the_names_of_the_users_with_a_door_on_it():
+    """Per port and per name length, one rule with the users who may use that port;
+    a user with no door on a port is not among its names; the budget follows settings."""
+    key = "A" * 43 + "="
+    text = ruleset.install(
+        config.parse(
+            "[server]\nspa_source_rate = 7\nspa_source_burst = 9\n"
+            '[[door]]\nname = "a"\nspa_port = 1001\nopen = ["22/tcp"]\n'
+            '[[door]]\nname = "b"\nspa_port = 1002\nopen = ["22/tcp"]\n'
+            f'[[user]]\nname = "al"\nkey = "{key}"\ndoors = ["a"]\n'
+            f'[[user]]\nname = "bo"\nkey = "{key}"\ndoors = ["a", "b"]\n'
+            f'[[user]]\nname = "cyd"\nkey = "{key}"\ndoors = ["b"]\n'
+        )
+    )
+    rules = [line for line in text.splitlines() if "goto spa_known" in line]
+    al, bo, cyd = (n.encode().hex() for n in ("al", "bo", "cyd"))
+    assert any(
+        "udp dport { 1001 }" in r and "0x0102" in r and f"{{ 0x{al}, 0x{bo} }}" in r for r in rules
+    )
+    assert any("udp dport { 1002 }" in r and f"{{ 0x{bo} }}" in r for r in rules)
+    assert any("udp dport { 1002 }" in r and "0x0103" in r and f"0x{cyd}" in r for r in rules)
+    assert not any("1001" in r and cyd in r for r in rules)
+    assert "limit rate over 7/second burst 9 packets" in text
+    assert text.index("goto spa_known") < text.index("spa counter name spa_unknown drop")

@@ -133,3 +133,42 @@ def test_arbitrary_bytes_after_a_valid_header_never_grant(tail):
     with pytest.raises(RemoteError):
         e.spa(A, SPA_PORT, header + os.urandom(12) + tail, 0.0, WALL)
     assert len(e.grants) == 0
+
+
+def test_a_source_that_keeps_failing_for_a_user_is_not_tried_but_the_user_elsewhere_is():
+    """A stranger who knows alice's name costs a decryption only until its share of
+    failures is spent; alice from her own address still opens at once."""
+    e = engine()
+    stranger = ip_address("203.0.113.66")
+    for _ in range(10):
+        with pytest.raises(RemoteError, match="bad tag"):
+            e.spa(stranger, SPA_PORT, packet(key=bytes(32), address=stranger), 0.0, WALL)
+    with pytest.raises(RemoteError, match="too many failures from this source"):
+        e.spa(stranger, SPA_PORT, packet(address=stranger), 0.5, WALL)  # even a good one
+    assert isinstance(recorded(e, e.spa(A, SPA_PORT, packet(), 0.5, WALL), 0.5)[1], Opened)
+    # bob's name from the stranger's address is another share.
+    with pytest.raises(RemoteError, match="bad tag"):
+        e.spa(stranger, SPA_PORT, packet("bob", KEY, address=stranger), 0.5, WALL)
+    # The share refills: a second later, one more try.
+    with pytest.raises(RemoteError, match="bad tag"):
+        e.spa(stranger, SPA_PORT, packet(key=bytes(32), address=stranger), 1.0, WALL)
+    with pytest.raises(RemoteError, match="too many failures"):
+        e.spa(stranger, SPA_PORT, packet(key=bytes(32), address=stranger), 1.0, WALL)
+
+
+@given(st.lists(st.tuples(st.integers(0, 5), st.booleans()), max_size=80))
+def test_only_sources_that_failed_are_ever_refused_for_failures(sends):
+    """Whatever order sources fail and succeed in, a source with fewer than its share
+    of failures is always tried, and IPv6 sources share a /64."""
+    from sesame.engine.limits import FAILURE_BURST, Failures
+
+    failures, counts = Failures(rate=0.0), {}
+    for i, bad in sends:
+        source = ip_address(f"2001:db8:0:{i}::{i + 1}")
+        assert failures.over("alice", source, 0.0) == (counts.get(i, 0) >= FAILURE_BURST)
+        if bad:
+            failures.failed("alice", source, 0.0)
+            counts[i] = counts.get(i, 0) + 1
+        same_64 = ip_address(f"2001:db8:0:{i}::ffff")
+        assert failures.over("alice", same_64, 0.0) == failures.over("alice", source, 0.0)
+        assert not failures.over("bob", source, 0.0)

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from sesame.basics import Port
 from sesame.errors import RemoteError
-from sesame.wire import decode, nflog
+from sesame.wire import decode, fwknop, nflog
 from sesame.wire import netlink as nl
 from tests.helpers.packets import ipv4, ipv6, tcp, udp
 
@@ -167,3 +167,37 @@ def test_config_message_layout():
 def test_arbitrary_netlink_bytes_never_raise(data):
     for item in nflog.messages(data):
         assert isinstance(item, nflog.Logged | nflog.Ack | RemoteError)
+
+
+@given(
+    st.sampled_from([None, *fwknop.HMAC_TYPES]),
+    st.text(alphabet="abcdefghijklmnopqrstuvwxyz,/0123456789", min_size=1, max_size=900),
+)
+def test_every_fwknop_datagram_has_a_size_and_first_character_the_kernel_passes(hmac, access):
+    """The kernel's exact checks of fwknop's format (sesame.firewall.ruleset) never
+    drop a datagram a stanza could accept."""
+    wire = fwknop.encode(
+        "alice",
+        "192.0.2.1," + access,
+        b"k" * 32,
+        None if hmac is None else b"h" * 64,
+        hmac_type=hmac or "sha256",
+        timestamp=1_800_000_000,
+    )
+    if fwknop.MIN_SIZE <= len(wire) <= fwknop.MAX_SIZE:
+        assert len(wire) in fwknop.lengths(fwknop.HMAC_TYPES[hmac] if hmac else 0)
+        assert wire[0] in fwknop.FIRST
+
+
+@given(st.integers(fwknop.MIN_SIZE, fwknop.MAX_SIZE), st.binary(min_size=1, max_size=1))
+def test_what_the_kernel_drops_of_fwknops_format_could_never_decrypt(size, first):
+    """Conversely: a size outside fwknop.lengths, or another first character, is
+    refused by the decryption itself (so dropping it in the kernel changes nothing)."""
+    import base64
+
+    text = (base64.b64encode(first * size)[:size]).replace(b"=", b"A")
+    verifier = fwknop.Verifier(None)
+    if size in fwknop.lengths(0) and text[:1] in [bytes([c]) for c in fwknop.FIRST]:
+        return
+    with pytest.raises(RemoteError, match=r"fwknop (base64|ciphertext)"):
+        verifier.open(text, b"k" * 32)

@@ -1,8 +1,9 @@
 """sesame's own single-packet authorization: a sealed datagram names its user, who
 asks for a door to be opened for an address (see :mod:`sesame.wire.spa`).
 
-Checks run cheapest first, and nothing is decrypted for an unknown user or a nonce
-already seen. An authentic message is then held to its user's share (see
+Checks run cheapest first, and nothing is decrypted for an unknown user, a nonce
+already seen, or a source that keeps failing for the user it names (see
+:class:`sesame.engine.limits.Failures`). An authentic message is then held to its user's share (see
 :mod:`sesame.engine.limits`) before it may take a place in the replay window.
 """
 
@@ -16,7 +17,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from sesame.basics import Address, Port
 from sesame.doors import Door, User
 from sesame.engine.events import Action, Spent
-from sesame.engine.limits import Shares
+from sesame.engine.limits import Failures, Shares
 from sesame.engine.policy import admission
 from sesame.engine.replay import ReplayWindow
 from sesame.errors import RemoteError
@@ -35,6 +36,7 @@ class SpaJudge:
         self.ports: frozenset[int] = frozenset()
         self.window = 60
         self.ciphers: dict[str, ChaCha20Poly1305] = {}
+        self.failures = Failures()
 
     def configure(self, doors: Sequence[Door], users: Sequence[User], window: int) -> None:
         self.doors = {door.name: door for door in doors}
@@ -60,7 +62,14 @@ class SpaJudge:
         nonce = payload[header_len : header_len + wire.NONCE]
         if nonce in self.replay:  # a byte-identical replay costs no decryption
             raise RemoteError("replay")
-        request = wire.open_sealed(payload, header_len, aead, name)
+        if self.failures.over(name, source, now):
+            raise RemoteError("too many failures from this source")
+        try:
+            request = wire.open_sealed(payload, header_len, aead, name)
+        except RemoteError:
+            self.failures.failed(name, source, now)
+            raise
+        self.failures.passed(name, source, now)
         if request.timestamp < not_before:
             raise RemoteError("stamped before the replay record was lost")
         if request.timestamp < wall - self.window:

@@ -129,17 +129,28 @@ class NftGate:
             items = self.nft.json(f"list table inet {self.table}")
         except FirewallError:
             return {}
+        named = {  # the table's named counters (two rules may count in one)
+            str(c.get("name")): int(c.get("packets", 0))
+            for item in items
+            if isinstance(c := item.get("counter"), dict)
+        }
         out: dict[str, int] = {}
+        seen: set[tuple[str, str]] = set()
         for item in items:
             rule = item.get("rule")
             if not isinstance(rule, dict):
                 continue
             exprs = [e for e in rule.get("expr", []) if isinstance(e, dict)]
-            counted = [e["counter"] for e in exprs if isinstance(e.get("counter"), dict)]
+            counted = [e["counter"] for e in exprs if "counter" in e]
             logged = any("log" in e for e in exprs)
-            if counted and not logged and any("drop" in e for e in exprs):
-                chain = str(rule.get("chain", ""))
-                out[chain] = out.get(chain, 0) + int(counted[0].get("packets", 0))
+            if not counted or logged or not any("drop" in e for e in exprs):
+                continue
+            chain, counter = str(rule.get("chain", "")), counted[0]
+            if isinstance(counter, dict):
+                out[chain] = out.get(chain, 0) + int(counter.get("packets", 0))
+            elif (chain, str(counter)) not in seen:
+                seen.add((chain, str(counter)))
+                out[chain] = out.get(chain, 0) + named.get(str(counter), 0)
         return out
 
     def close(self) -> None:

@@ -12,9 +12,19 @@ Layout of ``table inet <name>`` (``sesame`` by default):
   are full. Then the source is marked in ``noisy4``/``noisy6`` for the scanner hold;
   when those are full the kernel cannot mark it, and says so (prefix ``noisy-full``,
   at most once a minute).
-- ``spa``: datagrams conntrack finds invalid (a bad checksum) or of a size no SPA
-  datagram has are dropped; the rest go to userspace over NFLOG, whole, and are
-  dropped (no reply, no ICMP).
+- ``spa``: only what could be a datagram of a configured key holder reaches sesame.
+  Datagrams conntrack finds invalid (a bad checksum) are dropped (counter
+  ``spa_invalid``). sesame's own format carries its version and the user's name in
+  clear: per SPA port and per name length, one rule matches both against the names
+  of the users with a door on that port (refilled on every reload). fwknop's format
+  admits two exact checks: its sizes (base64 of whole cipher blocks plus the
+  stanzas' HMAC lengths) and its first character (the one that ends "Salted__").
+  What matches neither is dropped unseen (counter ``spa_unknown``). What matches
+  goes on to ``spa_known``: a source (an IPv6 /64) over ``spa_source_rate`` a
+  second (``spa_source_burst`` at once) is dropped (counter ``spa_over_source``;
+  when the set of sources is full, sources it has no room for are not limited
+  here); the rest go to userspace over NFLOG, whole, and are dropped (no reply, no
+  ICMP).
 - ``knock``: sources marked noisy are dropped unseen, and so are packets conntrack
   finds invalid (a bad checksum; where a door judges TCP flags, as knockd's TCPFlags
   do, only for UDP: a FIN is invalid to conntrack); TCP SYNs and UDP datagrams from
@@ -58,6 +68,7 @@ The structure is (re)installed in one transaction that keeps the grant sets.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TypeVar
 
 from sesame.basics import FIRST_SIZE, MAX_SOURCES, Port
 from sesame.config import Config
@@ -75,6 +86,10 @@ NOISY_FULL = b"noisy-full"
 FOLLOW_FULL = b"follow-full"
 NEW_NOT_ESTABLISHED = "ct state new,invalid,untracked"
 GUARD_PRIORITY = -150  # mangle: conntrack (-200) has run, DNAT (dstnat, -100) has not
+T = TypeVar("T")
+SPA_SOURCES = 1 << 16  # sources held to the per-source SPA budget at once
+# The table's named counters of what the kernel dropped at the SPA ports.
+SPA_COUNTERS = ("spa_invalid", "spa_unknown", "spa_over_source")
 
 
 def _elements(ports: Iterable[Port]) -> str:
@@ -135,6 +150,12 @@ def _sets(config: Config, knock: Iterable[Port] | None) -> list[str]:
     ):
         lines.append(f"add set {t} {name} {{ type inet_proto . inet_service; }}")
         lines += fill(config.server.table, name, ports)
+    for n, addr in (("4", "ipv4_addr"), ("6", "ipv6_addr")):
+        lines.append(
+            f"add set {t} spa_sources{n} {{ type {addr}; flags dynamic, timeout;"
+            f" size {SPA_SOURCES}; timeout 60s; }}"
+        )
+    lines += [f"add counter {t} {name}" for name in SPA_COUNTERS]
     lines.append(f"add set {t} first {{ type inet_proto . inet_service; }}")
     lines.append(f"add set {t} spa {{ type inet_service; }}")
     lines.append(f"flush set {t} spa")
@@ -152,6 +173,7 @@ def _input(config: Config) -> list[str]:
         f"add chain {t} knocks",
         f"add chain {t} noise",
         f"add chain {t} spa",
+        f"add chain {t} spa_known",
         f"add chain {t} guard",
         f"add chain {t} passage",
         f"flush chain {t} passage",
@@ -162,6 +184,7 @@ def _input(config: Config) -> list[str]:
         f"flush chain {t} knock",
         f"flush chain {t} noise",
         f"flush chain {t} spa",
+        f"flush chain {t} spa_known",
         f"flush chain {t} guard",
         f"add rule {t} prerouting meta l4proto {{ tcp, udp }} meta l4proto . th dport @guarded"
         ' iif != "lo" fib daddr type local jump guard',  # the set first: a fib lookup costs
@@ -216,12 +239,9 @@ def _gates(config: Config) -> list[str]:
         tcp, invalid = "meta l4proto tcp", "meta l4proto udp ct state invalid"
     else:
         tcp, invalid = "tcp flags & (fin | syn | rst | ack) == syn", "ct state invalid"
-    # The cheapest checks first, in the kernel: a bad checksum, or a size no SPA has.
-    lines.append(f"add rule {t} spa ct state invalid counter drop")
-    lines += _spa_sizes(config)
     return [
         *lines,
-        f"add rule {t} spa counter {_log(config)} drop",
+        *_spa(config),
         f"add rule {t} knock ip saddr @noisy4 counter drop",
         f"add rule {t} knock ip6 saddr @noisy6 counter drop",
         f"add rule {t} knock {invalid} counter drop",
@@ -291,27 +311,71 @@ def _gateway(config: Config) -> list[str]:
     return lines
 
 
-def _spa_sizes(config: Config) -> list[str]:
-    """Drop, per SPA port, datagrams of a size no SPA of that port has (a port may take
-    sesame's format and fwknop's both: then either size passes)."""
-    sizes: dict[int, set[tuple[int, int]]] = {}
-    for door in config.doors:
-        if door.spa_port is not None:
-            sizes.setdefault(door.spa_port, set()).add((spa.MIN_SIZE, spa.MAX_SIZE))
-    for stanza in config.fwknop:
-        sizes.setdefault(stanza.spa_port, set()).add((fwknop.MIN_SIZE, fwknop.MAX_SIZE))
-    ports: dict[tuple[tuple[int, int], ...], list[int]] = {}
-    for port, ranges in sorted(sizes.items()):
-        ports.setdefault(tuple(sorted(ranges)), []).append(port)
+def _spa(config: Config) -> list[str]:
+    """The spa and spa_known chains: what cannot be a datagram of a configured key
+    holder is dropped and counted; a source over its budget too; the rest is logged."""
     t = f"inet {config.server.table}"
-    out = []
-    for kinds, numbers in ports.items():
-        lengths = ", ".join(f"{8 + low}-{8 + high}" for low, high in kinds)
-        out.append(
-            f"add rule {t} spa udp dport {{ {', '.join(map(str, numbers))} }}"
-            f" udp length != {{ {lengths} }} counter drop"
+    known = "goto spa_known"
+    lines = [f"add rule {t} spa ct state invalid counter name spa_invalid drop"]
+    for ports, names in _spa_names(config).items():
+        dport = f"udp dport {{ {', '.join(map(str, ports))} }}"
+        size = f"udp length {8 + spa.MIN_SIZE}-{8 + spa.MAX_SIZE}"
+        for length in sorted({len(name) for name in names}):
+            items = ", ".join(
+                "0x" + name.encode().hex() for name in sorted(names) if len(name) == length
+            )
+            head = f"@th,64,16 0x{spa.VERSION:02x}{length:02x}"
+            lines.append(
+                f"add rule {t} spa {dport} {size} {head} @th,80,{8 * length} {{ {items} }} {known}"
+            )
+    first = ", ".join(f"0x{c:02x}" for c in fwknop.FIRST)
+    for ports, sizes in _fwknop_sizes(config).items():
+        dport = f"udp dport {{ {', '.join(map(str, ports))} }}"
+        udp = ", ".join(str(8 + n) for n in sorted(sizes))
+        lines.append(
+            f"add rule {t} spa {dport} udp length {{ {udp} }} @th,64,8 {{ {first} }} {known}"
         )
-    return out
+    rate, burst = config.server.spa_source_rate, config.server.spa_source_burst
+    budget = f"limit rate over {rate}/second burst {burst} packets"
+    return [
+        *lines,
+        f"add rule {t} spa counter name spa_unknown drop",
+        *(
+            f"add rule {t} spa_known update @spa_sources{n} {{ {source} {budget} }}"
+            " counter name spa_over_source drop"
+            for n, source in (("4", "ip saddr"), ("6", "ip6 saddr & ffff:ffff:ffff:ffff::"))
+        ),
+        f"add rule {t} spa_known counter {_log(config)} drop",
+    ]
+
+
+def _spa_names(config: Config) -> dict[tuple[int, ...], frozenset[str]]:
+    """sesame's SPA ports, grouped by the names that may use them: the users with a
+    door on the port (any other name is refused by sesame, so by the kernel first)."""
+    names: dict[int, set[str]] = {}
+    doors = config.doors_by_name
+    for user in config.users:
+        for door in user.doors:
+            port = doors[door].spa_port if door in doors else None
+            if port is not None:
+                names.setdefault(port, set()).add(user.name)
+    return _grouped({port: frozenset(found) for port, found in names.items()})
+
+
+def _fwknop_sizes(config: Config) -> dict[tuple[int, ...], frozenset[int]]:
+    """fwknop's SPA ports, grouped by the datagram sizes their stanzas can take."""
+    sizes: dict[int, frozenset[int]] = {}
+    for stanza in config.fwknop:
+        tag = fwknop.HMAC_TYPES[stanza.hmac_type] if stanza.hmac_key is not None else 0
+        sizes[stanza.spa_port] = sizes.get(stanza.spa_port, frozenset()) | fwknop.lengths(tag)
+    return _grouped(sizes)
+
+
+def _grouped(by_port: dict[int, frozenset[T]]) -> dict[tuple[int, ...], frozenset[T]]:
+    out: dict[frozenset[T], list[int]] = {}
+    for port, value in sorted(by_port.items()):
+        out.setdefault(value, []).append(port)
+    return {tuple(ports): value for value, ports in out.items()}
 
 
 def knocks(config: Config, first: Iterable[Port] | None) -> list[str]:

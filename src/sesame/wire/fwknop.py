@@ -71,6 +71,22 @@ NAT, NAT_WITH_TIMEOUT, LOCAL_NAT, LOCAL_NAT_WITH_TIMEOUT = 2, 4, 5, 6
 NAT_KINDS = (NAT, NAT_WITH_TIMEOUT, LOCAL_NAT, LOCAL_NAT_WITH_TIMEOUT)
 TIMED = (ACCESS_WITH_TIMEOUT, NAT_WITH_TIMEOUT, LOCAL_NAT_WITH_TIMEOUT)
 _B64 = re.compile(rb"^[A-Za-z0-9+/]+$")
+# The first character on the wire (after the stripped prefix): the base64 digit that
+# ends b"Salted__" and begins the salt. Any other cannot decrypt.
+FIRST = b"+/89"
+
+
+def lengths(tag: int) -> frozenset[int]:
+    """Every size a datagram can have and still decrypt, when its HMAC field has
+    ``tag`` characters (0: no HMAC): "Salted__", 8 bytes of salt and whole 16-byte
+    blocks, in base64 without padding, less the stripped prefix, then the tag. The
+    kernel drops the other sizes (see sesame.firewall.ruleset)."""
+    out, raw = set(), 32
+    while (size := (4 * raw + 2) // 3 - len(PREFIX) + tag) <= MAX_SIZE:
+        if size >= MIN_SIZE:
+            out.add(size)
+        raw += 16
+    return frozenset(out)
 
 
 def b64(data: bytes) -> str:
