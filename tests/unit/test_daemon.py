@@ -298,3 +298,27 @@ def test_a_gate_that_does_not_delete_fails_the_check():
     clock = FakeClock()
     with pytest.raises(AssertionError, match="closing deletes"):
         check_gate(Sticky(clock), gate_config(), clock)
+
+
+def test_many_grants_kept_at_start_are_counted_in_one_line_a_few_one_by_one(caplog):
+    """A restart with thousands of live grants logs how many each door kept, not a
+    line each; a few are still logged one by one."""
+    import logging
+
+    from sesame.firewall.elements import Entry
+    from sesame.service.keeper import KEPT_SHOWN, adopt
+
+    cfg = config.parse(EXAMPLE)
+    door = cfg.doors[0].name
+    port = cfg.gated[door][0]
+    entries = [Entry(ip_address(f"198.51.100.{i}"), port, door, 30.0) for i in range(1, 201)]
+    entries.append(Entry(ip_address("198.51.100.250"), Port("tcp", 1), "gone", 30.0))
+    with caplog.at_level(logging.INFO, logger="sesame"):
+        keep, stale, mixed = adopt(entries, cfg)
+    assert (len(keep), len(stale), mixed) == (200, 1, [])
+    assert [r.getMessage() for r in caplog.records] == [f"kept 200 grants (door {door}: 200)"]
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="sesame"):
+        adopt(entries[:KEPT_SHOWN], cfg)
+    assert len(caplog.records) == KEPT_SHOWN
+    assert caplog.records[0].getMessage().startswith(f"kept grant of door {door} for ")

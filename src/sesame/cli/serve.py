@@ -138,7 +138,7 @@ def serve(args: argparse.Namespace) -> int:
         with open(open_owned(pid_file, truncate=True), "w") as handle:
             handle.write(f"{os.getpid()}\n")
     try:
-        return serve(load, gate, sensor, monitor, args.control)
+        return serve(load, gate, sensor, monitor, args.control, config)
     finally:
         if pid_file:
             with contextlib.suppress(OSError):

@@ -17,7 +17,7 @@ from sesame.basics import Address
 from sesame.errors import RemoteError
 
 FAILURE_RATE, FAILURE_BURST = 1.0, 10  # failed datagrams a (user, source) may cost
-FAILURE_SOURCES = 1 << 16  # (user, source) pairs remembered at once; the oldest go
+FAILURE_SOURCES = 1 << 14  # (user, source) pairs remembered at once; the oldest go
 
 
 class Buckets:
@@ -71,50 +71,50 @@ class Failures:
     """What a stranger who knows a user's name can cost: datagrams that name the user
     and fail authentication, per (user, source; an IPv6 /64). A source that has failed
     ``burst`` times is not tried for that user again (nothing is decrypted) until its
-    bucket refills at ``rate`` a second. The user sending from any other source is
+    share refills at ``rate`` a second. The user sending from any other source is
     tried as before: a stranger cannot lock a user out from another address. Nor
     from the user's own, if the user opened from it within ``TRUSTED`` seconds (a
-    stranger who forges that address is then tried, and costs decryptions)."""
+    stranger who forges that address is then tried, and costs decryptions).
+
+    Each pair is one float (when its share will be whole again, as in GCRA), at most
+    ``FAILURE_SOURCES`` of them: a flood from forged sources pushes out the oldest."""
 
     TRUSTED = 3600.0
 
     def __init__(self, rate: float = FAILURE_RATE, burst: int = FAILURE_BURST) -> None:
-        self.rate, self.burst = rate, burst
-        self._left: dict[tuple[str, int], tuple[float, float]] = {}
+        self.step = 1.0 / rate
+        self.span = burst * self.step  # how far ahead of now a full share may be spent
+        self._whole: dict[tuple[str, int], float] = {}  # -> when the share is whole
         self._trusted: dict[tuple[str, int], float] = {}  # -> until when
 
     @staticmethod
     def _key(name: str, source: Address) -> tuple[str, int]:
         number = int(source)
-        return name, (number >> 64 << 64) + (1 << 128) if isinstance(
-            source, IPv6Address
-        ) else number
-
-    def _tokens(self, key: tuple[str, int], now: float) -> float:
-        tokens, when = self._left.get(key, (float(self.burst), now))
-        return min(float(self.burst), tokens + (now - when) * self.rate)
+        if isinstance(source, IPv6Address):
+            return name, (number >> 64 << 64) + (1 << 128)
+        return name, number
 
     def over(self, name: str, source: Address, now: float) -> bool:
         """Has this source failed for this user more than its share?"""
         key = self._key(name, source)
-        if key not in self._left or self._trusted.get(key, 0.0) > now:
+        whole = self._whole.get(key)
+        if whole is None or self._trusted.get(key, 0.0) > now:
             return False
-        return self._tokens(key, now) < 1.0
-
-    def passed(self, name: str, source: Address, now: float) -> None:
-        """A datagram from ``source`` authenticated as ``name``."""
-        key = self._key(name, source)
-        self._left.pop(key, None)
-        self._trusted.pop(key, None)
-        if len(self._trusted) >= FAILURE_SOURCES:
-            del self._trusted[next(iter(self._trusted))]
-        self._trusted[key] = now + self.TRUSTED
+        return whole - now > self.span - self.step
 
     def failed(self, name: str, source: Address, now: float) -> None:
         """A datagram from ``source`` naming ``name`` failed authentication."""
         key = self._key(name, source)
-        tokens = self._tokens(key, now)
-        self._left.pop(key, None)  # (re)inserted last: the oldest are the first to go
-        if len(self._left) >= FAILURE_SOURCES:
-            del self._left[next(iter(self._left))]
-        self._left[key] = (max(0.0, tokens - 1.0), now)
+        whole = max(self._whole.pop(key, now), now)  # (re)inserted last: oldest go first
+        if len(self._whole) >= FAILURE_SOURCES:
+            del self._whole[next(iter(self._whole))]
+        self._whole[key] = min(whole + self.step, now + self.span)
+
+    def passed(self, name: str, source: Address, now: float) -> None:
+        """A datagram from ``source`` authenticated as ``name``."""
+        key = self._key(name, source)
+        self._whole.pop(key, None)
+        self._trusted.pop(key, None)
+        if len(self._trusted) >= FAILURE_SOURCES:
+            del self._trusted[next(iter(self._trusted))]
+        self._trusted[key] = now + self.TRUSTED

@@ -18,6 +18,7 @@ from sesame.firewall.gate import Gate
 from sesame.firewall.watch import Verdict
 
 log = logging.getLogger("sesame")
+KEPT_SHOWN = 100  # grants kept at start-up logged one by one; beyond, counted per door
 
 
 def adopt(entries: list[Entry], config: Config) -> tuple[list[Entry], list[Entry], list[Entry]]:
@@ -25,10 +26,25 @@ def adopt(entries: list[Entry], config: Config) -> tuple[list[Entry], list[Entry
     only the holders whose door still opens the port), the stale ones (no holder's
     door opens it any more) and, of those kept, the ones that lost a holder."""
     opens = config.gated
-    held = {e: tuple(h for h in e.held() if e.port in opens.get(h.door, ())) for e in entries}
-    keep = [replace(e, holders=held[e]) for e in entries if held[e]]
-    stale = [e for e in entries if not held[e]]
-    mixed = [e for e in entries if held[e] and len(held[e]) != len(e.held())]
+    keep, stale, mixed = [], [], []
+    for entry in entries:
+        every = entry.held()
+        held = tuple(h for h in every if entry.port in opens.get(h.door, ()))
+        if not held:
+            stale.append(entry)
+            continue
+        if len(held) != len(every):
+            entry = replace(entry, holders=held)
+            mixed.append(entry)
+        keep.append(entry)
+    if len(keep) > KEPT_SHOWN:  # a line each would flood the log at start-up
+        doors = Counter(h.door for entry in keep for h in entry.held())
+        log.info(
+            "kept %d grants (%s)",
+            len(keep),
+            ", ".join(f"door {door}: {n}" for door, n in sorted(doors.items())),
+        )
+        return keep, stale, mixed
     for entry in keep:
         for h in entry.held():
             log.info(

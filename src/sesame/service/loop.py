@@ -47,11 +47,13 @@ def serve(
     sensor: NflogSensor,
     monitor: TableMonitor | None = None,
     control: str | None = None,
+    config: Config | None = None,
 ) -> int:
     """Run the daemon loop until SIGTERM/SIGINT; ``load`` reads the config (again on
-    SIGHUP); ``monitor`` tells of other processes' changes to the table; ``control``:
-    the path of the control socket (none without it). Returns the exit status."""
-    config = load()
+    SIGHUP; ``config``: the one it read already); ``monitor`` tells of other processes'
+    changes to the table; ``control``: the path of the control socket (none without
+    it). Returns the exit status."""
+    config = config or load()
     daemon = Daemon(config, gate)
     daemon.start()
     loop = Loop(daemon, load, sensor, monitor)
