@@ -26,11 +26,13 @@ from collections.abc import Callable
 from ipaddress import IPv4Address
 from pathlib import Path
 
+from bench.curve import curve
 from bench.flood import USERS, user_key
 from bench.lab import (
     Listener,
     build,
     latency,
+    machine_cpu,
     nft,
     reset_hwm,
     run,
@@ -38,6 +40,7 @@ from bench.lab import (
     usage,
     write,
 )
+from bench.runs import combine, plain
 from sesame import client
 from sesame.basics import parse_port
 from sesame.lab import DaemonProcess
@@ -55,6 +58,7 @@ SESAME_CONFIG = f"""\
 [server]
 state_dir = "{{tmp}}/state"
 spa_rate = 50  # alice and the fwknop stanza send a trial every 0.1 s or so
+spa_source_rate = 200  # ... back to back from one address, in the flood curve faster
 
 [[user]]
 name = "alice"
@@ -109,6 +113,16 @@ table inet peer {
 """
 
 
+BASELINE = """\
+table inet baseline {
+  chain prerouting {
+    type filter hook prerouting priority raw - 10; policy accept;
+    ip saddr 100.64.0.0/10 drop
+  }
+}
+"""
+
+
 class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
@@ -119,6 +133,7 @@ class Bench:
         self.flood_ns = self.topo["flood"].netns
         self.results: dict[str, object] = {}
         self.listener = Listener(self.server.netns)
+        self.baselines: dict[tuple[str, int], float] = {}
 
     def close(self) -> None:
         self.listener.close()
@@ -200,27 +215,57 @@ class Bench:
         legitimate knocks, and how fast they open."""
         reset_hwm(pid)
         seen = handled() if handled else 0
-        before = usage(pid)
+        before, whole = usage(pid), machine_cpu()
         elapsed = float(self.flood(kind, count).communicate()[0].strip() or 0)
         time.sleep(1.0)  # let the daemon work off its backlog before reading its CPU
-        after = usage(pid)
+        after, whole = usage(pid), machine_cpu() - whole
         cpu = after.cpu - before.cpu
+        added = whole - self.baseline(kind, count)
         out: dict[str, object] = {
             "cpu_s": round(cpu, 6),
             "peak_rss_mb": round(after.hwm_kb / 1024, 1),
             "flood_s": round(elapsed, 2),
             "cpu_us_per_sent": round(cpu / count * 1e6, 2),
+            "machine_cpu_s": round(whole, 3),
+            "machine_added_us_per_sent": round(added / count * 1e6, 2),
         }
         if handled:
             n = handled() - seen
             out["handled"] = n
             out["handled_per_s"] = round(n / elapsed) if elapsed else 0
             out["cpu_us_per_packet"] = round(cpu / n * 1e6, 1) if n else None
+            out["machine_added_us_per_packet"] = round(added / n * 1e6, 1) if n else None
         again = self.flood(kind, count)
         time.sleep(0.5)  # the flood is under way
         out["legit_during_flood"] = self.latency(send, reset, 30)
         again.communicate()
         return out
+
+    def baseline(self, kind: str, count: int) -> float:
+        """The whole machine's CPU for the same flood into a server that drops it on
+        arrival (before conntrack, no daemon): what sending and receiving it costs,
+        so that what a daemon adds can be told apart (once a run, for each flood)."""
+        if (kind, count) not in self.baselines:
+            nft(self.server.netns, BASELINE)
+            whole = machine_cpu()
+            self.flood(kind, count).communicate()
+            time.sleep(1.0)
+            self.baselines[kind, count] = machine_cpu() - whole
+            nft(self.server.netns, "delete table inet baseline\n")
+        return self.baselines[kind, count]
+
+    def baselines_first(self) -> None:
+        """Every flood's baseline, before any daemon runs (knockd's and fwknopd's
+        capture sees packets before the server's firewall drops them)."""
+        n = self.args.flood
+        for kind, count in (
+            ("syn", n),
+            ("junk-udp:62202", n // 2),
+            ("sesame-wrong:62202", n // 2),
+            ("fwknop-wrong:62201", n // 2),
+            ("junk-udp:62201", n // 2),
+        ):
+            self.baseline(kind, count)
 
     # -- subjects ----------------------------------------------------------------------------
 
@@ -265,6 +310,15 @@ class Bench:
                 lambda: self.udp(62201, self.fwknop_packet()),
                 reset,
                 lambda: self.counters(daemon).get("dropped fwknop bad hmac", 0),
+            )
+            out["curve"] = curve(
+                self.flood_ns,
+                self.user.netns,
+                self.server.ipv4,
+                62202,
+                self.args.curve_trials,
+                lambda: self.udp(62202, self.spa_packet()),
+                reset,
             )
             out["spa_throughput"] = self.throughput(daemon)
             reset_hwm(pid)
@@ -429,6 +483,15 @@ class Bench:
                 process.pid, "fwknop-wrong:62201", n // 2, send, reset, handled
             )
             out["spa_flood"] = self.during(process.pid, "junk-udp:62201", n // 2, send, reset)
+            out["curve"] = curve(
+                self.flood_ns,
+                self.user.netns,
+                self.server.ipv4,
+                62201,
+                self.args.curve_trials,
+                send,
+                reset,
+            )
         finally:
             stop(process)
             log.close()
@@ -536,6 +599,16 @@ def _cluster(self: Bench) -> None:
 Bench.cluster = _cluster  # type: ignore[attr-defined]
 
 
+def _scale(self: Bench) -> None:
+    """The scaling section (bench.scale), in a lab of its own."""
+    from bench import scale
+
+    self.results["scale"] = scale.run(self.args.trials)
+
+
+Bench.scale = _scale  # type: ignore[attr-defined]
+
+
 def machine() -> dict[str, str]:
     def version(argv: list[str]) -> str:
         try:
@@ -556,10 +629,52 @@ def machine() -> dict[str, str]:
     }
 
 
+def one_run(args: argparse.Namespace, number: int) -> dict[str, object]:
+    """One run of the sections asked for, in a lab of its own."""
+    bench = Bench(args)
+    try:
+        if {"sesame", "knockd", "fwknopd"} & set(args.only):
+            print(f"== run {number + 1} of {args.runs}: baselines", flush=True)
+            bench.baselines_first()
+        for name, step in (
+            ("sesame", bench.sesame),
+            ("knockd", bench.knockd),
+            ("fwknopd", bench.fwknopd),
+            ("gate", bench.gate_scale),
+            ("cluster", bench.cluster),
+            ("scale", bench.scale),
+        ):
+            if name in args.only:
+                print(f"== run {number + 1} of {args.runs}: {name}", flush=True)
+                step()
+                print(
+                    json.dumps(
+                        bench.results.get(name if name != "gate" else "gate_scale"), indent=1
+                    ),
+                    flush=True,
+                )
+    finally:
+        bench.close()
+    return bench.results
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--runs",
+        type=int,
+        default=3,
+        help="runs of every measurement: figures are their medians with the spread,"
+        " and a target is met only if it holds in every run (default 3)",
+    )
     parser.add_argument("--trials", type=int, default=50)
     parser.add_argument("--flood", type=int, default=200_000)
+    parser.add_argument(
+        "--curve-trials",
+        type=int,
+        default=100,
+        help="legitimate SPA datagrams at each rate of the flood curve (default 100)",
+    )
     parser.add_argument(
         "--flood-rate",
         type=float,
@@ -576,35 +691,19 @@ def main() -> int:
         help="also put the tables into docs/benchmark.md (between its bench markers)",
     )
     parser.add_argument(
-        "--only", nargs="*", default=["sesame", "knockd", "fwknopd", "gate", "cluster"]
+        "--only",
+        nargs="*",
+        default=["sesame", "knockd", "fwknopd", "gate", "cluster", "scale"],
     )
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("the benchmark needs root (namespaces, nftables)", file=sys.stderr)
         return 1
-    bench = Bench(args)
-    try:
-        for name, step in (
-            ("sesame", bench.sesame),
-            ("knockd", bench.knockd),
-            ("fwknopd", bench.fwknopd),
-            ("gate", bench.gate_scale),
-            ("cluster", bench.cluster),
-        ):
-            if name in args.only:
-                print(f"== {name}", flush=True)
-                step()
-                print(
-                    json.dumps(
-                        bench.results.get(name if name != "gate" else "gate_scale"), indent=1
-                    ),
-                    flush=True,
-                )
-    finally:
-        bench.close()
-    report = {"machine": machine(), "args": vars(args), "results": bench.results}
+    runs = [one_run(args, i) for i in range(args.runs)]
+    report = {"machine": machine(), "args": vars(args), "runs": runs, "results": combine(runs)}
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "latest.json").write_text(json.dumps(report, indent=2) + "\n")
+    saved = {**report, "results": plain(report["results"])}
+    (RESULTS / "latest.json").write_text(json.dumps(saved, indent=2) + "\n")
     from bench.report import markdown
 
     (RESULTS / "latest.md").write_text(markdown(report))

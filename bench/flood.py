@@ -3,9 +3,10 @@
     python -m bench.flood NETNS DEST KIND COUNT [RATE]
 
 KIND: syn (random ports), first (SYNs to port 7000: the first knock of a sequence),
-junk-udp:PORT (random bytes), sesame-wrong:PORT, fwknop-wrong:PORT (well formed, wrong
-key), sesame-valid:PORT (valid SPA, each source its own, from USERS users in turn: a
-user's share of SPA is bounded). Sources are distinct addresses in 100.64.0.0/10.
+junk-udp:PORT (random bytes; from a pool of POOL sources, in turn), sesame-wrong:PORT,
+fwknop-wrong:PORT (well formed, wrong key), sesame-valid:PORT (valid SPA, each source
+its own, from USERS users in turn: a user's share of SPA is bounded). Sources are
+distinct addresses in 100.64.0.0/10 (but for junk's pool).
 Prints the seconds it took.
 """
 
@@ -22,6 +23,7 @@ from sesame.wire import fwknop, spa
 
 WALL_KEY = bytes(range(32))
 USERS = 1000  # the valid SPA flood's users (sesame bounds each user's share)
+POOL = 1 << 17  # distinct junk datagrams (and sources) a junk flood goes through
 
 
 def user_key(i: int) -> bytes:
@@ -32,6 +34,7 @@ def packets(raw: Raw, kind: str, count: int) -> list[bytes]:
     rng = random.Random(7)
     sources = spoofed(count, 11)
     name, _, port_text = kind.partition(":")
+    name, _, among = name.partition("@")  # sesame-wrong@N: naming users u0..uN-1 in turn
     port = int(port_text or 0)
     out = []
     import time
@@ -49,7 +52,8 @@ def packets(raw: Raw, kind: str, count: int) -> list[bytes]:
         elif name == "junk-udp":
             out.append(raw.udp(source, sport, port, os.urandom(rng.randrange(1, 300))))
         elif name == "sesame-wrong":
-            payload = spa.encode("alice", aead, "spa", IPv4Address(source), now, os.urandom(12))
+            user = f"u{i % int(among)}" if among else "alice"
+            payload = spa.encode(user, aead, "spa", IPv4Address(source), now, os.urandom(12))
             out.append(raw.udp(source, sport, port, payload))
         elif name == "sesame-valid":
             user, aead_i = f"u{i % USERS}", ciphers[i % USERS]
@@ -74,8 +78,13 @@ def main() -> None:
     netns, destination, kind, count = sys.argv[1:5]
     rate = float(sys.argv[5]) if len(sys.argv) > 5 else None
     raw = Raw(netns, destination)
-    batch = packets(raw, kind, int(count))
-    print(f"{raw.send(batch, rate):.3f}", flush=True)
+    total = int(count)
+    # Random junk from a pool of sources, over and over: a long flood costs no memory.
+    pool = min(total, POOL) if kind.startswith("junk-udp") else total
+    batch = packets(raw, kind, pool)
+    if os.environ.get("FLOOD_READY"):  # say when the packets are made and sending starts
+        print("sending", flush=True)
+    print(f"{raw.send(batch, rate, total):.3f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -82,6 +82,15 @@ def usage(pid: int) -> Usage:
     return Usage(cpu, hwm)
 
 
+def machine_cpu() -> float:
+    """Seconds the whole machine's CPUs were busy, kernel time and interrupts included
+    (/proc/stat: user, nice, system, irq, softirq, steal), whichever task they ran in."""
+    with open("/proc/stat") as handle:
+        fields = [int(x) for x in handle.readline().split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
 def reset_hwm(pid: int) -> None:
     """Start the peak-RSS mark afresh (clear_refs 5)."""
     with open(f"/proc/{pid}/clear_refs", "w") as handle:
@@ -227,17 +236,19 @@ class Raw:
             + body
         )
 
-    def send(self, packets: list[bytes], rate: float | None = None) -> float:
-        """Send packets (at most ``rate`` per second); returns the seconds it took."""
+    def send(self, packets: list[bytes], rate: float | None = None, total: int = 0) -> float:
+        """Send packets (at most ``rate`` per second; ``total``: that many, the list
+        over and over); returns the seconds it took."""
         start = time.perf_counter()
         sendto, target = self.sock.sendto, (self.destination, 0)
-        for i, packet in enumerate(packets):
+        n = len(packets)
+        for i in range(total or n):
             if rate and i % 16 == 0:
                 ahead = start + i / rate - time.perf_counter()
                 if ahead > 0:
                     time.sleep(ahead)
             with contextlib.suppress(BlockingIOError):
-                sendto(packet, target)
+                sendto(packets[i % n], target)
         return time.perf_counter() - start
 
     def close(self) -> None:

@@ -1,0 +1,152 @@
+"""The flood curve: random junk from spoofed sources to the SPA port at rising rates,
+and during each, legitimate SPA datagrams one at a time, never sent twice: the share
+that opened the guarded port, and how fast. Run for sesame and for fwknopd in their
+sections of ``python -m bench`` (each with the daemon up)."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench.lab import Prober, run, stop, summary
+
+RATES = (20_000, 50_000, 100_000, 200_000)  # junk datagrams a second
+PER_SENDER = 100_000  # what one Python sender keeps up (2 cores: 2 senders at most)
+LONGEST = 40.0  # seconds a flood may last (its count: rate x this); trials end it first
+WAIT = 1.0  # seconds a legitimate SPA has to open before it counts as lost
+
+
+def sent(netns: str) -> int:
+    """Packets the flood namespace's interface has sent."""
+    return int(run(netns, "cat", "/sys/class/net/eth0/statistics/tx_packets").strip())
+
+
+def point(
+    flood_ns: str,
+    user_ns: str,
+    server: str,
+    port: int,
+    rate: int,
+    trials: int,
+    send: Callable[[], None],
+    reset: Callable[[], None],
+) -> dict[str, Any]:
+    """One rate: the flood, ``trials`` legitimate datagrams during it, the figures."""
+    senders = math.ceil(rate / PER_SENDER)
+    each = rate / senders
+    argv = [sys.executable, "-m", "bench.flood", flood_ns, server, f"junk-udp:{port}"]
+    floods = [
+        subprocess.Popen(
+            [*argv, str(int(each * LONGEST)), str(each)],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=dict(os.environ, FLOOD_READY="1"),
+            cwd=Path(__file__).parent.parent,
+        )
+        for _ in range(senders)
+    ]
+    try:
+        for flood in floods:  # each has made its packets and started sending
+            assert flood.stdout is not None
+            if flood.stdout.readline().strip() != "sending":
+                raise RuntimeError("a flood did not start")
+        time.sleep(0.5)  # and is under way
+        before, start = sent(flood_ns), time.perf_counter()
+        samples, lost = [], 0
+        for _ in range(trials):
+            reset()
+            prober = Prober(user_ns, server)
+            send()
+            begun = time.perf_counter()
+            done = prober.wait(limit=WAIT)
+            if done is None:
+                lost += 1
+            else:
+                samples.append(done - begun)
+        achieved = (sent(flood_ns) - before) / (time.perf_counter() - start)
+        alive = all(f.poll() is None for f in floods)  # the flood lasted all the trials
+    finally:
+        for flood in floods:
+            stop(flood)
+    reset()
+    return {
+        "rate": rate,
+        "achieved_rate": round(achieved),
+        "flood_lasted": alive,
+        "sent": trials,
+        "opened": trials - lost,
+        "opened_pct": round(100 * (trials - lost) / trials, 1),
+        "latency": summary(samples, lost),
+    }
+
+
+def curve(
+    flood_ns: str,
+    user_ns: str,
+    server: str,
+    port: int,
+    trials: int,
+    send: Callable[[], None],
+    reset: Callable[[], None],
+) -> list[dict[str, Any]]:
+    return [point(flood_ns, user_ns, server, port, rate, trials, send, reset) for rate in RATES]
+
+
+def markdown(results: dict[str, Any], level: str = "##") -> list[str]:
+    """The curve's table, sesame's and fwknopd's side by side."""
+    mine = (results.get("sesame") or {}).get("curve") or []
+    theirs = (results.get("fwknopd") or {}).get("curve") or []
+    if not mine and not theirs:
+        return []
+    by_rate = {p["rate"]: p for p in theirs}
+    lines = [
+        "",
+        f"{level} Flood curve (random junk to the SPA port from spoofed sources; legitimate"
+        f" SPA one at a time, no retries, {WAIT:g} s to open)",
+        "",
+        "| junk a second (achieved) | sesame: opened | sesame: latency median / p95 |"
+        " fwknopd: opened | fwknopd: latency median / p95 |",
+        "|---|---|---|---|---|",
+    ]
+    for p in mine or theirs:
+        other = by_rate.get(p["rate"], {})
+
+        def cell(x: dict[str, Any]) -> tuple[str, str]:
+            if not x:
+                return "-", "-"
+            lat = x["latency"]
+            figure = f"{lat['median']} / {lat['p95']} ms" if lat.get("trials") else "-"
+            return f"{x['opened_pct']}% ({x['opened']} of {x['sent']})", figure
+
+        a, b = cell(p if mine else {}), cell(other)
+        lines.append(
+            f"| {p['rate']:,} ({p['achieved_rate']:,}) | {a[0]} | {a[1]} | {b[0]} | {b[1]} |"
+        )
+    return lines
+
+
+def targets(results: dict[str, Any]) -> list[tuple[str, bool | None, str]]:
+    mine = (results.get("sesame") or {}).get("curve") or []
+    top = [p for p in mine if p["rate"] == max(RATES)]
+    if not top:
+        return []
+    p = top[0]
+    theirs = [
+        x for x in (results.get("fwknopd") or {}).get("curve") or [] if x["rate"] == p["rate"]
+    ]
+    beside = f"; fwknopd {theirs[0]['opened_pct']}%" if theirs else ""
+    reached = p["achieved_rate"] >= 0.9 * p["rate"] and p["flood_lasted"]
+    return [
+        (
+            f"at least 99% of legitimate SPAs open during {p['rate']:,} junk datagrams a second"
+            " (the flood reaching 90% of that rate and lasting the trials)",
+            p["opened_pct"] >= 99 and reached,
+            f"{p['opened_pct']}% at {p['achieved_rate']:,}/s{beside}",
+        )
+    ]

@@ -1,0 +1,281 @@
+"""The scaling section (``python -m bench --only scale``): how sesame's costs grow
+with what it is configured for, in a lab of its own.
+
+- sesame SPA with 1, 100 and 10,000 users: the daemon's CPU for each datagram it
+  rejects (well formed, naming the users in turn, a wrong key; from distinct spoofed
+  sources, so no per-source budget applies), knock → open latency, start-up time
+  (process start to ready) and reload time (SIGHUP to reloaded);
+- fwknop's format with 1, 100 and 1,000 access.conf stanzas (SOURCE ANY): the same.
+  Its datagrams name no user: each stanza's HMAC is tried in turn, so the cost of a
+  rejected datagram grows with the stanzas a source may use;
+- start-up with 100,000 live grants in the table to adopt (10,000 users).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from ipaddress import IPv4Address
+from pathlib import Path
+from typing import Any
+
+from bench.flood import user_key
+from bench.lab import build, latency, nft, usage, write
+from sesame.lab import DaemonProcess
+from sesame.netns import inside
+from sesame.wire import fwknop, spa
+
+B64 = base64.b64encode
+USERS = (1, 100, 10_000)
+STANZAS = (1, 100, 1_000)
+GRANTS = 100_000
+HEAD = """\
+[server]
+state_dir = "{tmp}/state"
+spa_rate = 1000000
+spa_burst = 1000000
+spa_source_rate = 1000
+"""
+DOOR = """
+[[door]]
+name = "spa"
+spa_port = 62202
+open = ["22/tcp"]
+open_for = 3600
+"""
+
+
+def stanza_keys(i: int) -> tuple[bytes, bytes]:
+    return user_key(i)[:16] * 2, user_key(-i - 1) * 2
+
+
+def users_config(tmp: Path, n: int) -> str:
+    users = "".join(
+        f'[[user]]\nname = "u{i}"\nkey = "{B64(user_key(i)).decode()}"\ndoors = ["spa"]\n\n'
+        for i in range(n)
+    )
+    return HEAD.format(tmp=tmp) + DOOR + "\n" + users
+
+
+def stanzas_config(tmp: Path, n: int) -> str:
+    out = [HEAD.format(tmp=tmp)]
+    for i in range(n):
+        key, mac = stanza_keys(i)
+        out.append(
+            f'\n[[fwknop]]\nname = "s{i}"\nsource = "ANY"\nopen_ports = "tcp/22"\n'
+            f'key_base64 = "{B64(key).decode()}"\nhmac_key_base64 = "{B64(mac).decode()}"\n'
+        )
+    return "".join(out)
+
+
+class Scale:
+    def __init__(self, trials: int) -> None:
+        self.trials = trials
+        self.tmp = Path(os.environ.get("TMPDIR", "/tmp")) / f"sesame-bench-scale-{os.getpid()}"
+        self.tmp.mkdir()
+        self.topo = build(f"s{os.getpid() % 100000}")
+        self.server, self.user = self.topo["server"], self.topo["user"]
+
+    def close(self) -> None:
+        self.topo.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def udp(self, port: int, payload: bytes) -> None:
+        import socket
+
+        with inside(self.user.netns):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        with sock:
+            sock.sendto(payload, (self.server.ipv4, port))
+
+    def reset(self) -> None:
+        nft(self.server.netns, "flush set inet sesame grants4\n")
+
+    def start(self, text: str) -> tuple[DaemonProcess, float]:
+        """A daemon on ``text``: it, and the seconds from its start to ready."""
+        config = write(self.tmp / "sesame.toml", text)
+        begun = time.perf_counter()
+        daemon = DaemonProcess(self.server.netns, config).start(timeout=120)
+        return daemon, time.perf_counter() - begun
+
+    def reload(self, daemon: DaemonProcess) -> float:
+        mark, begun = daemon.mark(), time.perf_counter()
+        daemon.signal(signal.SIGHUP)
+        daemon.wait_for("reloaded", 120, since=mark)
+        return time.perf_counter() - begun
+
+    def rejected(self, daemon: DaemonProcess, kind: str, count: int, key: str) -> float | None:
+        """The daemon's CPU (µs) for each datagram of a flood it rejected for ``key``."""
+        assert daemon.process is not None
+        pid = daemon.process.pid
+        before, cpu = self.counters(daemon).get(key, 0), usage(pid).cpu
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "bench.flood",
+                self.topo["flood"].netns,
+                self.server.ipv4,
+                kind,
+                str(count),
+                "10000",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            cwd=Path(__file__).parent.parent,
+        )
+        last, still = -1, time.perf_counter()
+        while time.perf_counter() - still < 0.5:  # until its counter stops moving
+            now = self.counters(daemon).get(key, 0) - before
+            if now != last:
+                last, still = now, time.perf_counter()
+            time.sleep(0.05)
+        spent = usage(pid).cpu - cpu
+        return round(spent / last * 1e6, 2) if last > 0 else None
+
+    @staticmethod
+    def counters(daemon: DaemonProcess) -> dict[str, int]:
+        import re
+
+        mark = daemon.mark()
+        daemon.signal(signal.SIGUSR1)
+        line = daemon.wait_for(r"counters: (.*)", 10, since=mark).group(1)
+        return {k.strip(): int(v) for k, v in re.findall(r"([a-z ]+)=(\d+)", line)}
+
+    def measure(self, text: str, kind: str, key: str, send: Callable[[], None]) -> dict[str, Any]:
+        daemon, started = self.start(text)
+        try:
+            out = {
+                "start_s": round(started, 3),
+                "reload_s": round(self.reload(daemon), 3),
+                "cpu_us_per_rejected": self.rejected(daemon, kind, 30_000, key),
+                "latency": latency(
+                    self.user.netns, self.server.ipv4, send, self.reset, self.trials
+                ),
+            }
+        finally:
+            daemon.stop()
+        return out
+
+    def users(self, n: int) -> dict[str, Any]:
+        me = IPv4Address(self.user.ipv4)
+        last = spa.cipher(user_key(n - 1))
+
+        def send() -> None:
+            payload = spa.encode(f"u{n - 1}", last, "spa", me, int(time.time()), os.urandom(12))
+            self.udp(62202, payload)
+
+        return self.measure(
+            users_config(self.tmp, n), f"sesame-wrong@{n}:62202", "dropped bad tag", send
+        )
+
+    def stanzas(self, n: int) -> dict[str, Any]:
+        key, mac = stanza_keys(n - 1)  # the last stanza: every other one is tried first
+
+        def send() -> None:
+            payload = fwknop.encode(
+                "bench", f"{self.user.ipv4},tcp/22", key, mac, timestamp=int(time.time())
+            )
+            self.udp(62201, payload)
+
+        return self.measure(
+            stanzas_config(self.tmp, n), "fwknop-wrong:62201", "dropped fwknop bad hmac", send
+        )
+
+    def adopting(self) -> dict[str, Any]:
+        """Start-up and reload with 10,000 users and 100,000 live grants to adopt."""
+        text = users_config(self.tmp, max(USERS))
+        daemon, _ = self.start(text)
+        daemon.stop()  # its table stays: fill it with grants, as a daemon before it did
+        lines = []
+        for first in range(0, GRANTS, 5000):
+            items = ", ".join(
+                f"100.{64 + i // 65536}.{i // 256 % 256}.{i % 256} . tcp . 22"
+                f' timeout 1h comment "spa u{i % max(USERS)}"'
+                for i in range(first, min(GRANTS, first + 5000))
+            )
+            lines.append(f"add element inet sesame grants4 {{ {items} }}")
+        nft(self.server.netns, "\n".join(lines) + "\n")
+        daemon, started = self.start(text)
+        try:
+            kept = len(daemon.lines)
+            return {
+                "grants": GRANTS,
+                "start_s": round(started, 3),
+                "reload_s": round(self.reload(daemon), 3),
+                "log_lines": kept,
+            }
+        finally:
+            daemon.stop()
+            nft(self.server.netns, "delete table inet sesame\n")
+
+    def run(self) -> dict[str, Any]:
+        return {
+            "users": {str(n): self.users(n) for n in USERS},
+            "stanzas": {str(n): self.stanzas(n) for n in STANZAS},
+            "adopt": self.adopting(),
+        }
+
+
+def run(trials: int) -> dict[str, Any]:
+    scale = Scale(trials)
+    try:
+        return scale.run()
+    finally:
+        scale.close()
+
+
+def markdown(result: dict[str, Any], level: str = "##") -> list[str]:
+    if not result:
+        return []
+
+    def lat(entry: dict[str, Any]) -> str:
+        return f"{entry['median']} / {entry['p95']} ms" if entry.get("trials") else "-"
+
+    lines = [
+        "",
+        f"{level} Scaling (CPU a rejected datagram: the daemon's own; latency median / p95)",
+        "",
+        "| configured | CPU µs a rejected datagram | knock → open | start-up | reload |",
+        "|---|---|---|---|---|",
+    ]
+    for label, group in (("users (sesame SPA)", "users"), ("fwknop stanzas", "stanzas")):
+        for n, e in result[group].items():
+            lines.append(
+                f"| {int(n):,} {label} | {e['cpu_us_per_rejected']} | {lat(e['latency'])} |"
+                f" {e['start_s']} s | {e['reload_s']} s |"
+            )
+    a = result["adopt"]
+    lines.append(
+        f"| {max(USERS):,} users and {a['grants']:,} live grants to adopt | - | - |"
+        f" {a['start_s']} s | {a['reload_s']} s |"
+    )
+    return lines
+
+
+def targets(result: dict[str, Any]) -> list[tuple[str, bool | None, str]]:
+    if not result:
+        return []
+    u = result["users"]
+    low, high = u[str(min(USERS))]["cpu_us_per_rejected"], u[str(max(USERS))]["cpu_us_per_rejected"]
+    big, a = u[str(max(USERS))], result["adopt"]
+    slowest = max(big["start_s"], big["reload_s"], a["start_s"], a["reload_s"])
+    return [
+        (
+            f"sesame SPA: CPU a rejected datagram within 20% from 1 to {max(USERS):,} users",
+            low is not None and high is not None and high <= low * 1.2,
+            f"{low} µs and {high} µs",
+        ),
+        (
+            f"start-up and reload under 2 s at {max(USERS):,} users and {GRANTS:,} grants",
+            slowest < 2,
+            f"start {big['start_s']} s, reload {big['reload_s']} s; with grants start"
+            f" {a['start_s']} s, reload {a['reload_s']} s",
+        ),
+    ]
