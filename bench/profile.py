@@ -15,7 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.__main__ import SESAME_CONFIG
+from bench.__main__ import FLOOD_USERS, SESAME_CONFIG
 from bench.lab import build, write
 from sesame.lab import DaemonProcess
 
@@ -37,7 +37,7 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="sesame-profile-"))
     topo = build("prof")
     try:
-        config = write(tmp / "sesame.toml", SESAME_CONFIG.format(tmp=tmp))
+        config = write(tmp / "sesame.toml", SESAME_CONFIG.format(tmp=tmp, users=FLOOD_USERS))
         daemon = DaemonProcess(topo["server"].netns, config).start()
         assert daemon.process is not None
         only = sys.argv[1:] or list(FLOODS)
