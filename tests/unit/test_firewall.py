@@ -38,9 +38,11 @@ def test_opened_grant_replaces_any_same_element_in_one_transaction():
     steps = netlink.grant_steps([Element(A, Port("tcp", 22), 30.0, (GRANT,))], now=0.0)
     key = A.packed + bytes([6, 0, 0, 0, 0, 22, 0, 0])  # address . tcp . 22, as nft lays it out
     assert steps == [
-        (netlink.NEWSETELEM, "grants4", [element(key)]),
-        (netlink.DELSETELEM, "grants4", [element(key)]),
-        (netlink.NEWSETELEM, "grants4", [element(key, 30000, "ssh")]),
+        [
+            (netlink.NEWSETELEM, "grants4", [element(key)]),
+            (netlink.DELSETELEM, "grants4", [element(key)]),
+            (netlink.NEWSETELEM, "grants4", [element(key, 30000, "ssh")]),
+        ]
     ]
 
 
@@ -49,8 +51,10 @@ def test_closing_is_idempotent_and_v6_goes_to_grants6():
     steps = netlink.grant_steps([Element(address, Port("tcp", 22), None)], now=0.0)
     key = address.packed + bytes([6, 0, 0, 0, 0, 22, 0, 0])
     assert steps == [
-        (netlink.NEWSETELEM, "grants6", [element(key)]),
-        (netlink.DELSETELEM, "grants6", [element(key)]),
+        [
+            (netlink.NEWSETELEM, "grants6", [element(key)]),
+            (netlink.DELSETELEM, "grants6", [element(key)]),
+        ]
     ]
 
 
@@ -332,3 +336,16 @@ def test_each_spa_port_passes_the_names_of_the_users_with_a_door_on_it():
     assert not any("1001" in r and cyd in r for r in rules)
     assert "limit rate over 7/second burst 9 packets" in text
     assert text.index("goto spa_known") < text.index("spa counter name spa_unknown drop")
+
+
+def test_many_grants_go_64_to_a_message_and_the_later_decision_wins():
+    many = [
+        Element(ip_address(f"198.51.100.{i}"), Port("tcp", 22), 30.0, (GRANT,)) for i in range(200)
+    ]
+    twice = Element(ip_address("198.51.100.1"), Port("tcp", 22), None)  # closed after all
+    units = netlink.grant_steps([*many, twice], now=0.0)
+    assert [len(u) for u in units] == [3, 3, 3, 3]
+    assert [len(u[0][2]) for u in units] == [64, 64, 64, 8]
+    assert sum(len(u[2][2]) for u in units) == 199  # the one closed is added, deleted
+    keys = [k for u in units for k in u[1][2]]
+    assert len(keys) == len(set(keys)) == 200

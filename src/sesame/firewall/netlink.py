@@ -45,23 +45,38 @@ def _family(address: Address) -> str:
 Step = tuple[int, str, list[bytes]]  # (NEW/DELSETELEM, set name, elements)
 
 
-def grant_steps(elements: Iterable[Element], now: float) -> list[Step]:
+def grant_steps(elements: Iterable[Element], now: float) -> list[list[Step]]:
     """What puts grant elements in the state the engine decided: an element held until
     a deadline is replaced (add, delete, add with the fresh timeout and the holders as
     comment, so it works whether or not it exists); one nobody holds is added and
-    deleted. A message each: every element has its own timeout and holders."""
-    steps: list[Step] = []
+    deleted. Elements of one set go together, ``CHUNK`` to a message (each keeps its
+    own timeout and holders); each chunk's messages are a unit that one transaction
+    carries whole. An element decided twice takes the later decision."""
+    latest: dict[tuple[str, bytes], tuple[bytes | None, int | None, str]] = {}
     for held in elements:
         where = located(held.address, held.port)
         if where is None:
             continue
         name, key, data = where
-        steps.append((NEWSETELEM, name, [element(key, data=data)]))
-        steps.append((DELSETELEM, name, [element(key)]))
-        if held.until is not None:
-            timeout = max(1, round((held.until - now) * 1000))
-            steps.append((NEWSETELEM, name, [element(key, timeout, comment(held), data)]))
-    return steps
+        timeout = None if held.until is None else max(1, round((held.until - now) * 1000))
+        latest.pop((name, key), None)
+        latest[name, key] = (data, timeout, comment(held) if timeout is not None else "")
+    by_set: dict[str, list[tuple[bytes, bytes | None, int | None, str]]] = {}
+    for (name, key), (data, timeout, note) in latest.items():
+        by_set.setdefault(name, []).append((key, data, timeout, note))
+    units: list[list[Step]] = []
+    for name, items in by_set.items():
+        for first in range(0, len(items), CHUNK):
+            chunk = items[first : first + CHUNK]
+            unit: list[Step] = [
+                (NEWSETELEM, name, [element(key, data=data) for key, data, _, _ in chunk]),
+                (DELSETELEM, name, [element(key) for key, _, _, _ in chunk]),
+            ]
+            timed = [element(k, t, n, d) for k, d, t, n in chunk if t is not None]
+            if timed:
+                unit.append((NEWSETELEM, name, timed))
+            units.append(unit)
+    return units
 
 
 def located(address: Address, port: Port) -> tuple[str, bytes, bytes | None] | None:
@@ -102,6 +117,8 @@ def forget_steps(address: Address) -> list[Step]:
 SOL_NETLINK = 270
 NETLINK_CAP_ACK = 10
 TRANSACTION = 96  # messages in one transaction, at most (each answer takes ~1 KiB of buffer)
+TRANSACTION_BYTES = 65536  # ... and bytes (a batch must fit the socket's send buffer)
+CHUNK = 64  # grant elements of one set in one message
 
 
 class Netlink:
@@ -124,11 +141,27 @@ class Netlink:
         return self._seq
 
     def apply(self, steps: Sequence[Step], missing_ok: bool = False) -> None:
-        """Carry out ``steps``, in transactions of at most ``TRANSACTION`` steps (their
-        answers fit the socket's buffer); FirewallError if the kernel refuses one
-        (with ``missing_ok``, except for an element that is not there)."""
-        for first in range(0, len(steps), TRANSACTION):
-            self._transaction(steps[first : first + TRANSACTION], missing_ok)
+        """Carry out ``steps`` (see :meth:`apply_units`), each a unit of its own."""
+        self.apply_units([[step] for step in steps], missing_ok)
+
+    def apply_units(self, units: Sequence[Sequence[Step]], missing_ok: bool = False) -> None:
+        """Carry out the steps of ``units``, in transactions of at most ``TRANSACTION``
+        messages and ``TRANSACTION_BYTES`` bytes (their answers fit the socket's
+        buffer, and the batch its send buffer), never splitting a unit; FirewallError
+        if the kernel refuses one (with ``missing_ok``, except for an element that is
+        not there)."""
+        messages: list[tuple[int, str, list[bytes]]] = []
+        size = 0
+        for unit in units:
+            more = sum(len(e) for _, _, elements in unit for e in elements) + 64 * len(unit)
+            if messages and (
+                len(messages) + len(unit) > TRANSACTION or size + more > TRANSACTION_BYTES
+            ):
+                self._transaction(messages, missing_ok)
+                messages, size = [], 0
+            messages += unit
+            size += more
+        self._transaction(messages, missing_ok)
 
     def _transaction(self, steps: Sequence[Step], missing_ok: bool) -> None:
         if not steps:

@@ -55,7 +55,7 @@ class NftGate:
     def apply(self, elements: Sequence[Element], now: float) -> None:
         """Put grant elements in the state the engine decided (many at once, as when
         the table is restored, in transactions of netlink.TRANSACTION messages each)."""
-        self.netlink.apply(netlink.grant_steps(elements, now))
+        self.netlink.apply_units(netlink.grant_steps(elements, now))
 
     def set_knock_ports(
         self,
