@@ -150,9 +150,10 @@ class Daemon:
         """Carry out the engine's actions; ``share``: tell the cluster's other nodes
         what opens or closes at cluster doors (not what they told this one)."""
         decisions: list[Decision] = []
+        recorded = self.record.recorded([a for a in actions if isinstance(a, Spent)], now)
         for action in actions:
             if isinstance(action, Spent):
-                admit = action.admit if self.record.recorded(action, now) else None
+                admit = action.admit if recorded else None
                 if admit is not None and self.cluster is not None:
                     admit = self.cluster.claim(action, now, self.wall())  # opens once claimed
                 if admit is not None:

@@ -19,7 +19,7 @@ import contextlib
 import math
 import os
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from sesame.files import FileRefused, open_owned, private_dir
 
@@ -95,7 +95,12 @@ class ReplayStore:
     def append(self, key: bytes, until: float) -> bool:
         """Put one key on record; False if it could not be written (then nothing of it
         is in the file, and ``error`` says why)."""
-        record = RECORD.pack(until, len(key), key)
+        return self.append_all([(key, until)])
+
+    def append_all(self, keys: Sequence[tuple[bytes, float]]) -> bool:
+        """Put keys on record in one write; False if it could not be written whole
+        (then none of them is in the file, and ``error`` says why)."""
+        record = b"".join(RECORD.pack(until, len(key), key) for key, until in keys)
         try:
             if self._fd < 0:
                 self._fd = open_owned(NAME, append=True, dir_fd=self.dir)

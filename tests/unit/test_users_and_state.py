@@ -124,3 +124,19 @@ def test_one_address_per_user_replaces_the_old_grant():
     assert [g.address for g in e.grants.all()] == [b]
     e.open(door, a, 2.0, "bob")  # another user's grant is left alone
     assert len(e.grants) == 2
+
+
+def test_a_batch_of_keys_goes_on_record_in_one_write(tmp_path, monkeypatch):
+    """What one batch of packets spent is written at once: one write for all, so a
+    flood of valid SPA costs one system call a batch, and all of it or none is kept."""
+    store = ReplayStore(str(tmp_path / "state"))
+    store.load(100.0)
+    writes = []
+    real = os.write
+    monkeypatch.setattr(os, "write", lambda fd, data: writes.append(data) or real(fd, data))
+    keys = [(bytes([i]) * 12, 150.0 + i) for i in range(20)]
+    assert store.append_all(keys)
+    assert len(writes) == 1
+    monkeypatch.undo()
+    store.close()
+    assert ReplayStore(str(tmp_path / "state")).load(100.0) == keys

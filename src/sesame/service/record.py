@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Sequence
 
 from sesame.config import Config
 from sesame.engine import Engine
@@ -54,19 +55,20 @@ class Record:
         self.store = store
         self.restore(engine, store, wall)
 
-    def recorded(self, spent: Spent, now: float) -> bool:
-        """Put a spent key on record (before its grant); False if the state directory
-        cannot take it, and then it opens nothing until it can (fail closed)."""
-        if self.store is None:
+    def recorded(self, spent: Sequence[Spent], now: float) -> bool:
+        """Put spent keys on record (before their grants), in one write; False if the
+        state directory cannot take them, and then they open nothing, nor does any
+        other until it can (fail closed)."""
+        if self.store is None or not spent:
             return True
         failing = self.store.error is not None
-        if self.store.append(spent.key, spent.until):
+        if self.store.append_all([(s.key, s.until) for s in spent]):
             if failing:
                 log.warning(
                     "%s is writable again: SPA and one-time sequences open", self.store.path
                 )
             return True
-        self.reports["not recorded"] += 1
+        self.reports["not recorded"] += len(spent)
         self.unrecorded(now)
         return False
 
