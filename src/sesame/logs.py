@@ -6,11 +6,13 @@ their own or rewrite the terminal."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import socket
 from collections.abc import Mapping
+from typing import TextIO
 
 FORMAT = "%(asctime)s sesame[%(process)d]: %(message)s"
 
@@ -107,3 +109,41 @@ class Journal(logging.Handler):
     def close(self) -> None:
         self.sock.close()
         super().close()
+
+
+class Held(logging.StreamHandler[TextIO]):
+    """A stream (the daemon's stderr, its log file) whose lines wait in its buffer
+    until :func:`write_held`, which the daemon's loop calls before it waits: a burst of
+    grants and refusals costs one write, not one each. A kill -9 loses what one turn
+    of the loop logged and had not written."""
+
+    def __init__(self, fd: int) -> None:
+        stream = open(  # noqa: SIM115 - closed with the handler
+            fd, "a", buffering=1 << 16, encoding="utf-8", errors="backslashreplace"
+        )
+        super().__init__(stream)
+        HELD.append(self)
+
+    def flush(self) -> None:  # emit() calls it after every line: not yet
+        pass
+
+    def write_out(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            super().flush()
+
+    def close(self) -> None:
+        self.write_out()
+        if self in HELD:
+            HELD.remove(self)
+        with contextlib.suppress(OSError, ValueError):
+            self.stream.close()
+        super().close()
+
+
+HELD: list[Held] = []
+
+
+def write_held() -> None:
+    """Write what the held outputs hold."""
+    for handler in HELD:
+        handler.write_out()

@@ -130,3 +130,32 @@ def test_under_systemd_records_go_to_the_journal_with_their_fields(tmp_path):
     stream = os.fstat(2)
     assert under_journal({"JOURNAL_STREAM": f"{stream.st_dev}:{stream.st_ino}"})
     assert not under_journal({"JOURNAL_STREAM": "1:2"}) and not under_journal({})
+
+
+def test_held_lines_are_written_when_the_loop_turns_and_at_close():
+    """The daemon's stderr and log file hold their lines until the loop writes them
+    out (one write a turn), and nothing is lost when the handler closes."""
+    import os
+
+    from sesame import logs
+
+    read, write = os.pipe()
+    os.set_blocking(read, False)
+    held = logs.Held(write)
+    logger = logging.getLogger("sesame.test-held")
+    logger.addHandler(held)
+    logger.propagate = False
+    try:
+        for i in range(3):
+            logger.warning("line %d", i)
+        with pytest.raises(BlockingIOError):
+            os.read(read, 4096)
+        logs.write_held()
+        assert os.read(read, 4096) == b"line 0\nline 1\nline 2\n"
+        logger.warning("last")
+    finally:
+        logger.removeHandler(held)
+        held.close()
+    assert os.read(read, 4096) == b"last\n"
+    assert held not in logs.HELD
+    os.close(read)

@@ -19,7 +19,7 @@ from sesame.basics import FWKNOP_PORT
 from sesame.cli import common
 from sesame.errors import ConfigError, SesameError
 from sesame.files import open_owned, unwritable
-from sesame.logs import FORMAT, Escaping, Journal, Json, plural, under_journal
+from sesame.logs import FORMAT, Escaping, Held, Journal, Json, plural, under_journal
 from sesame.privileges import drop_to
 
 
@@ -156,12 +156,15 @@ def _log_outputs(server: configuration.Server) -> None:
         for output in list(top.handlers):
             top.removeHandler(output)
         top.addHandler(Journal())
-    elif json:
-        for output in logging.getLogger().handlers:
-            output.setFormatter(Json())
+    else:  # stderr, its lines written once a turn of the loop (see logs.Held)
+        top = logging.getLogger()
+        for output in list(top.handlers):
+            top.removeHandler(output)
+        held = Held(os.dup(2))
+        held.setFormatter(Json() if json else Escaping(FORMAT))
+        top.addHandler(held)
     if server.log_file:
-        fd = open_owned(server.log_file, append=True)
-        handler: logging.Handler = logging.StreamHandler(open(fd, "a", buffering=1))  # noqa: SIM115
+        handler: logging.Handler = Held(open_owned(server.log_file, append=True))
         handler.setFormatter(Json() if json else Escaping(FORMAT))
         root.addHandler(handler)
     if server.syslog:
