@@ -35,6 +35,7 @@ from sesame.netns import Topology, inside
 from sesame.wire import spa
 
 KEY = bytes(range(32))
+OFFERED = 10_000  # valid SPA datagrams a second in the throughput and cost floods
 PASSWORD = "bench-store-password"
 B64 = base64.b64encode
 USERS_TOML = "".join(
@@ -233,11 +234,14 @@ class ClusterBench:
             client.knock(2, self.topo["a"].ipv4, ports)
 
     def flood(self, node: str, count: int) -> float:
-        """Valid SPA datagrams from distinct sources and users, as fast as Python sends
-        them; returns when (perf_counter) the first was sent (they are made before)."""
+        """Valid SPA datagrams from distinct sources and users, ``OFFERED`` a second
+        (twice the target: more than a node takes, without the sender taking a core the
+        nodes share); returns when (perf_counter) the first was sent (they are made
+        before)."""
         where = [self.topo["flood"].netns, self.topo[node].ipv4]
+        kind = "sesame-valid:62202"
         sent = subprocess.run(
-            [sys.executable, "-m", "bench.flood", *where, "sesame-valid:62202", str(count)],
+            [sys.executable, "-m", "bench.flood", *where, kind, str(count), str(OFFERED)],
             capture_output=True,
             text=True,
             check=True,
