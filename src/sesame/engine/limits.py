@@ -11,13 +11,14 @@ share.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from ipaddress import IPv6Address
 
 from sesame.basics import Address
 from sesame.errors import RemoteError
 
 FAILURE_RATE, FAILURE_BURST = 1.0, 10  # failed datagrams a (user, source) may cost
-FAILURE_SOURCES = 1 << 14  # (user, source) pairs remembered at once; the oldest go
+FAILURE_SOURCES = 1 << 12  # (user, source) pairs remembered at once; the oldest go
 
 
 class Buckets:
@@ -84,8 +85,10 @@ class Failures:
     def __init__(self, rate: float = FAILURE_RATE, burst: int = FAILURE_BURST) -> None:
         self.step = 1.0 / rate
         self.span = burst * self.step  # how far ahead of now a full share may be spent
-        self._whole: dict[tuple[str, int], float] = {}  # -> when the share is whole
-        self._trusted: dict[tuple[str, int], float] = {}  # -> until when
+        # (user, source) -> when its share is whole again; -> until when it is trusted.
+        # Ordered by last change: the oldest go first, in constant time.
+        self._whole: OrderedDict[tuple[str, int], float] = OrderedDict()
+        self._trusted: OrderedDict[tuple[str, int], float] = OrderedDict()
 
     @staticmethod
     def _key(name: str, source: Address) -> tuple[str, int]:
@@ -107,7 +110,7 @@ class Failures:
         key = self._key(name, source)
         whole = max(self._whole.pop(key, now), now)  # (re)inserted last: oldest go first
         if len(self._whole) >= FAILURE_SOURCES:
-            del self._whole[next(iter(self._whole))]
+            self._whole.popitem(last=False)
         self._whole[key] = min(whole + self.step, now + self.span)
 
     def passed(self, name: str, source: Address, now: float) -> None:
@@ -116,5 +119,5 @@ class Failures:
         self._whole.pop(key, None)
         self._trusted.pop(key, None)
         if len(self._trusted) >= FAILURE_SOURCES:
-            del self._trusted[next(iter(self._trusted))]
+            self._trusted.popitem(last=False)
         self._trusted[key] = now + self.TRUSTED
