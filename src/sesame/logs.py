@@ -122,12 +122,14 @@ class Held(logging.StreamHandler[TextIO]):
             fd, "a", buffering=1 << 16, encoding="utf-8", errors="backslashreplace"
         )
         super().__init__(stream)
+        self.holding = False  # lines not written yet
         HELD.append(self)
 
     def flush(self) -> None:  # emit() calls it after every line: not yet
-        pass
+        self.holding = True
 
     def write_out(self) -> None:
+        self.holding = False
         with contextlib.suppress(OSError, ValueError):
             super().flush()
 
@@ -146,4 +148,5 @@ HELD: list[Held] = []
 def write_held() -> None:
     """Write what the held outputs hold."""
     for handler in HELD:
-        handler.write_out()
+        if handler.holding:
+            handler.write_out()
