@@ -40,7 +40,7 @@ from bench.lab import (
     usage,
     write,
 )
-from bench.runs import combine, plain
+from bench.runs import combine
 from sesame import client
 from sesame.basics import parse_port
 from sesame.lab import DaemonProcess
@@ -684,11 +684,19 @@ def main() -> int:
     parser.add_argument("--sources", type=int, default=1_000_000)
     parser.add_argument("--grants", type=int, nargs="*", default=[0, 10_000, 100_000])
     parser.add_argument(
+        "--from",
+        dest="source",
+        metavar="JSON",
+        help="measure nothing: write the tables of the runs a report saved"
+        " (bench/results/latest.json)",
+    )
+    parser.add_argument(
         "--docs",
         "--readme",
         dest="docs",
         action="store_true",
-        help="also put the tables into docs/benchmark.md (between its bench markers)",
+        help="also put the tables into docs/benchmark.md, and the targets, the flood curve"
+        " and the scaling table into README.md (between their bench markers)",
     )
     parser.add_argument(
         "--only",
@@ -699,19 +707,24 @@ def main() -> int:
     if os.geteuid() != 0:
         print("the benchmark needs root (namespaces, nftables)", file=sys.stderr)
         return 1
-    runs = [one_run(args, i) for i in range(args.runs)]
-    report = {"machine": machine(), "args": vars(args), "runs": runs, "results": combine(runs)}
-    RESULTS.mkdir(exist_ok=True)
-    saved = {**report, "results": plain(report["results"])}
-    (RESULTS / "latest.json").write_text(json.dumps(saved, indent=2) + "\n")
+    if args.source:  # the tables again, from the runs a report saved
+        report = json.loads(Path(args.source).read_text())
+        report["results"] = combine(report["runs"])
+    else:
+        runs = [one_run(args, i) for i in range(args.runs)]
+        report = {"machine": machine(), "args": vars(args), "runs": runs}
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / "latest.json").write_text(json.dumps(report, indent=2) + "\n")
+        report["results"] = combine(runs)
     from bench.report import markdown
 
     (RESULTS / "latest.md").write_text(markdown(report))
     if args.docs:
-        from bench.report import DOCS, write_between
+        from bench.report import DOCS, README, summary, write_between
 
         tables = markdown(report, title=False, level="###")
         write_between(DOCS / "benchmark.md", "bench", tables)
+        write_between(README, "bench", summary(report))
     print((RESULTS / "latest.md").read_text())
     return 0
 

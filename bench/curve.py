@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.lab import Prober, run, stop, summary
+from bench.lab import latency, run, stop
 
 RATES = (20_000, 50_000, 100_000, 200_000)  # junk datagrams a second
 PER_SENDER = 100_000  # what one Python sender keeps up (2 cores: 2 senders at most)
@@ -58,31 +58,20 @@ def point(
                 raise RuntimeError("a flood did not start")
         time.sleep(0.5)  # and is under way
         before, start = sent(flood_ns), time.perf_counter()
-        samples, lost = [], 0
-        for _ in range(trials):
-            reset()
-            prober = Prober(user_ns, server)
-            send()
-            begun = time.perf_counter()
-            done = prober.wait(limit=WAIT)
-            if done is None:
-                lost += 1
-            else:
-                samples.append(done - begun)
+        figures = latency(user_ns, server, send, reset, trials, limit=WAIT)
         achieved = (sent(flood_ns) - before) / (time.perf_counter() - start)
         alive = all(f.poll() is None for f in floods)  # the flood lasted all the trials
     finally:
         for flood in floods:
             stop(flood)
-    reset()
     return {
         "rate": rate,
         "achieved_rate": round(achieved),
         "flood_lasted": alive,
         "sent": trials,
-        "opened": trials - lost,
-        "opened_pct": round(100 * (trials - lost) / trials, 1),
-        "latency": summary(samples, lost),
+        "opened": trials - int(figures["failures"]),
+        "opened_pct": round(100 * (trials - int(figures["failures"])) / trials, 1),
+        "latency": figures,
     }
 
 

@@ -165,17 +165,22 @@ def summary(samples: list[float], failures: int) -> dict[str, float | int]:
 
 
 def latency(
-    netns: str, address: str, send: Callable[[], None], reset: Callable[[], None], trials: int
+    netns: str,
+    address: str,
+    send: Callable[[], None],
+    reset: Callable[[], None],
+    trials: int,
+    limit: float = 3.0,
 ) -> dict[str, float | int]:
     """``trials`` times: ``reset``, ``send``, and how long until ``address``'s guarded
-    port answers a connection from ``netns``."""
+    port answers a connection from ``netns`` (a failure after ``limit`` seconds)."""
     samples, failures = [], 0
     for _ in range(trials):
         reset()
         prober = Prober(netns, address)
         send()
         start = time.perf_counter()
-        done = prober.wait()
+        done = prober.wait(limit=limit)
         if done is None:
             failures += 1
         else:

@@ -8,6 +8,7 @@ from typing import Any
 from bench.runs import every
 
 DOCS = Path(__file__).parent.parent / "docs"
+README = Path(__file__).parent.parent / "README.md"
 
 
 def write_between(path: Path, marker: str, text: str) -> None:
@@ -115,13 +116,39 @@ def markdown(report: dict[str, Any], title: bool = True, level: str = "##") -> s
     lines += curve.markdown(r, level)
     lines += scale.markdown(r.get("scale", {}), level)
     lines += cluster.markdown(report["results"].get("cluster", {}), level)
-    checks = every([targets({"results": run}) for run in report.get("runs") or [r]])
+    checks = _checks(report)
     if checks:
         lines += ["", f"{level} Targets", "", "| target | met | figures |", "|---|---|---|"]
         for name, met, figures in checks:
             lines.append(
                 f"| {name} | {'yes' if met else 'no' if met is False else '-'} | {figures} |"
             )
+    return "\n".join(lines) + "\n"
+
+
+def _checks(report: dict[str, Any]) -> list[tuple[str, bool | None, str]]:
+    """The targets over every run of the report (met only if met in each)."""
+    return every([targets({"results": run}) for run in report.get("runs") or [report["results"]]])
+
+
+def summary(report: dict[str, Any]) -> str:
+    """README's part: the targets, the flood curve and the scaling table."""
+    from bench import curve, scale
+
+    m, r = report["machine"], report["results"]
+    runs = len(report.get("runs") or [r])
+    lines = [
+        f"{m['date']} · kernel {m['kernel']} · {m['cpus']} CPUs · {m['sesame']} ·"
+        f" {runs} runs: each figure is the median of the runs, with the least and the most"
+        " in brackets; a target is met only if it was met in every run.",
+        "",
+        "| target | met in every run | each run's figures |",
+        "|---|---|---|",
+    ]
+    for name, met, figures in _checks(report):
+        lines.append(f"| {name} | {'yes' if met else 'no' if met is False else '-'} | {figures} |")
+    lines += curve.markdown(r, "###")
+    lines += scale.markdown(r.get("scale", {}), "###")
     return "\n".join(lines) + "\n"
 
 

@@ -59,15 +59,6 @@ def combine(runs: list[Any]) -> Any:
     return spread(runs)
 
 
-def plain(value: Any) -> Any:
-    """A combined result as plain JSON values (medians)."""
-    if isinstance(value, dict):
-        return {k: plain(v) for k, v in value.items()}
-    if isinstance(value, _Spread):
-        return value.value()  # type: ignore[attr-defined]
-    return value
-
-
 def every(checks: list[list[tuple[str, bool | None, str]]]) -> list[tuple[str, bool | None, str]]:
     """Targets over several runs: met only if met in every run; the figures of each."""
     out = []

@@ -245,10 +245,11 @@ def markdown(result: dict[str, Any], level: str = "##") -> list[str]:
         "| configured | CPU µs a rejected datagram | knock → open | start-up | reload |",
         "|---|---|---|---|---|",
     ]
-    for label, group in (("users (sesame SPA)", "users"), ("fwknop stanzas", "stanzas")):
+    for label, group in (("user{} (sesame SPA)", "users"), ("fwknop stanza{}", "stanzas")):
         for n, e in result[group].items():
+            what = label.format("" if int(n) == 1 else "s")
             lines.append(
-                f"| {int(n):,} {label} | {e['cpu_us_per_rejected']} | {lat(e['latency'])} |"
+                f"| {int(n):,} {what} | {e['cpu_us_per_rejected']} | {lat(e['latency'])} |"
                 f" {e['start_s']} s | {e['reload_s']} s |"
             )
     a = result["adopt"]
