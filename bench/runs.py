@@ -43,7 +43,7 @@ def spread(values: list[Any]) -> Any:
         return values[0]
     middle = statistics.median(numbers)
     whole = all(isinstance(v, int) for v in numbers) and middle == int(middle)
-    out: _Spread = IntSpread(int(middle)) if whole else FloatSpread(round(middle, 2))
+    out: _Spread = IntSpread(int(middle)) if whole else FloatSpread(round(middle, 6))
     out.low, out.high, out.count = min(numbers), max(numbers), len(numbers)
     return out
 
