@@ -13,9 +13,7 @@ import base64
 import json
 import os
 import platform
-import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -31,12 +29,15 @@ from bench.flood import USERS, user_key
 from bench.lab import (
     Listener,
     build,
+    counters,
     latency,
     machine_cpu,
     nft,
     reset_hwm,
     run,
+    settle,
     stop,
+    udp,
     usage,
     write,
 )
@@ -166,10 +167,7 @@ class Bench:
         )
 
     def udp(self, port: int, payload: bytes) -> None:
-        with inside(self.user.netns):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        with sock:
-            sock.sendto(payload, (self.server.ipv4, port))
+        udp(self.user.netns, self.server.ipv4, port, payload)
 
     # -- latency --------------------------------------------------------------------------
 
@@ -309,7 +307,7 @@ class Bench:
                 n // 2,
                 lambda: self.udp(62201, self.fwknop_packet()),
                 reset,
-                lambda: self.counters(daemon).get("dropped fwknop bad hmac", 0),
+                lambda: counters(daemon).get("dropped fwknop bad hmac", 0),
             )
             out["curve"] = curve(
                 self.flood_ns,
@@ -336,38 +334,25 @@ class Bench:
             nft(self.server.netns, "delete table inet sesame\n")
         self.results["sesame"] = out
 
-    def counters(self, daemon: DaemonProcess) -> dict[str, int]:
-        mark = daemon.mark()
-        daemon.signal(signal.SIGUSR1)
-        line = daemon.wait_for(r"counters: (.*)", 10, since=mark).group(1)
-        return {k.strip(): int(v) for k, v in re.findall(r"([a-z ]+)=(\d+)", line)}
-
     def throughput(self, daemon: DaemonProcess) -> dict[str, object]:
         out = {}
         for kind, key, n in (
             ("sesame-valid:62202", "spa accepted", 20_000),
             ("sesame-wrong:62202", None, 100_000),
         ):
-            before = self.counters(daemon)
+            before = counters(daemon)
             flood = self.flood(kind, n, None)
             start = time.perf_counter()
             flood.communicate()
+
+            def total(key: str | None = key, before: dict[str, int] = before) -> int:
+                now = counters(daemon)
+                if key:
+                    return now.get(key, 0) - before.get(key, 0)
+                return sum(v - before.get(k, 0) for k, v in now.items() if k.startswith("dropped"))
+
             # Wait until the daemon's counters stop moving: then it has seen all it will.
-            last, settled = -1, time.perf_counter()
-            while True:
-                now = self.counters(daemon)
-                total = (
-                    (now.get(key, 0) - before.get(key, 0))
-                    if key
-                    else sum(
-                        v - before.get(k, 0) for k, v in now.items() if k.startswith("dropped")
-                    )
-                )
-                if total != last:
-                    last, settled = total, time.perf_counter()
-                elif time.perf_counter() - settled > 0.5:
-                    break
-                time.sleep(0.05)
+            last, settled = settle(total, 0.5, 0.05)
             elapsed = settled - start
             label = "valid_granted" if key else "invalid_rejected"
             out[label] = {"sent": n, "handled": last, "per_second": round(last / elapsed)}

@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -26,7 +25,7 @@ from typing import Any
 
 from bench import lab
 from bench.flood import USERS, user_key
-from bench.lab import Listener, stop, sysctl, usage, write
+from bench.lab import Listener, settle, stop, sysctl, udp, usage, write
 from sesame import client
 from sesame.basics import parse_port
 from sesame.cli import common
@@ -186,10 +185,7 @@ class ClusterBench:
         return spa.encode("alice", spa.cipher(KEY), "spa", user, int(time.time()), os.urandom(12))
 
     def send(self, node: str, payload: bytes) -> None:
-        with inside(self.topo["user"].netns):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        with sock:
-            sock.sendto(payload, (self.topo[node].ipv4, 62202))
+        udp(self.topo["user"].netns, self.topo[node].ipv4, 62202, payload)
 
     def latency(self, send: Callable[[], None], at: str, reset: Callable[[], None]) -> dict:
         return lab.latency(self.topo["user"].netns, self.topo[at].ipv4, send, reset, self.trials)
@@ -252,14 +248,8 @@ class ClusterBench:
     def settled(self, node: str, key: str, before: int, start: float) -> tuple[int, float]:
         """Wait until a node's counter stops moving: (its rise, seconds from ``start``
         to the last rise, seen within 10 ms)."""
-        last, when = -1, time.perf_counter()
-        while True:
-            now = self.counters(node).get(key, 0) - before
-            if now != last:
-                last, when = now, time.perf_counter()
-            elif time.perf_counter() - when > 1.0:
-                return last, when - start
-            time.sleep(0.01)
+        last, when = settle(lambda: self.counters(node).get(key, 0) - before, 1.0, 0.01)
+        return last, when - start
 
     def throughput(self, count: int = 20_000, at_c: bool = True) -> dict[str, Any]:
         """Valid SPA to a cluster door at a: granted (claimed, told) a second, and

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import re
 import select
 import signal
 import socket
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.craft import fold, sum16
+from sesame.lab import DaemonProcess
 from sesame.netns import Topology, inside
 
 GUARDED = 22
@@ -143,6 +145,35 @@ class Prober:
             for sock in self.spare:
                 sock.close()
             self.spare = []
+
+
+def udp(netns: str, address: str, port: int, payload: bytes) -> None:
+    """One UDP datagram from ``netns`` to ``address``:``port``."""
+    with inside(netns):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with sock:
+        sock.sendto(payload, (address, port))
+
+
+def counters(daemon: DaemonProcess) -> dict[str, int]:
+    """A daemon's counters, as it logs them on SIGUSR1."""
+    mark = daemon.mark()
+    daemon.signal(signal.SIGUSR1)
+    line = daemon.wait_for(r"counters: (.*)", 10, since=mark).group(1)
+    return {k.strip(): int(v) for k, v in re.findall(r"([a-z ]+)=(\d+)", line)}
+
+
+def settle(read: Callable[[], int], quiet: float, every: float) -> tuple[int, float]:
+    """Read a count every ``every`` seconds until it has not moved for ``quiet``: its
+    last value, and when (perf_counter) it last moved."""
+    last, moved = -1, time.perf_counter()
+    while True:
+        now = read()
+        if now != last:
+            last, moved = now, time.perf_counter()
+        elif time.perf_counter() - moved > quiet:
+            return last, moved
+        time.sleep(every)
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -26,9 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.flood import user_key
-from bench.lab import build, latency, nft, usage, write
+from bench.lab import build, counters, latency, nft, settle, udp, usage, write
 from sesame.lab import DaemonProcess
-from sesame.netns import inside
 from sesame.wire import fwknop, spa
 
 B64 = base64.b64encode
@@ -87,12 +86,7 @@ class Scale:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     def udp(self, port: int, payload: bytes) -> None:
-        import socket
-
-        with inside(self.user.netns):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        with sock:
-            sock.sendto(payload, (self.server.ipv4, port))
+        udp(self.user.netns, self.server.ipv4, port, payload)
 
     def reset(self) -> None:
         nft(self.server.netns, "flush set inet sesame grants4\n")
@@ -114,7 +108,7 @@ class Scale:
         """The daemon's CPU (µs) for each datagram of a flood it rejected for ``key``."""
         assert daemon.process is not None
         pid = daemon.process.pid
-        before, cpu = self.counters(daemon).get(key, 0), usage(pid).cpu
+        before, cpu = counters(daemon).get(key, 0), usage(pid).cpu
         subprocess.run(
             [
                 sys.executable,
@@ -130,23 +124,9 @@ class Scale:
             stdout=subprocess.DEVNULL,
             cwd=Path(__file__).parent.parent,
         )
-        last, still = -1, time.perf_counter()
-        while time.perf_counter() - still < 0.5:  # until its counter stops moving
-            now = self.counters(daemon).get(key, 0) - before
-            if now != last:
-                last, still = now, time.perf_counter()
-            time.sleep(0.05)
+        last, _ = settle(lambda: counters(daemon).get(key, 0) - before, 0.5, 0.05)
         spent = usage(pid).cpu - cpu
         return round(spent / last * 1e6, 2) if last > 0 else None
-
-    @staticmethod
-    def counters(daemon: DaemonProcess) -> dict[str, int]:
-        import re
-
-        mark = daemon.mark()
-        daemon.signal(signal.SIGUSR1)
-        line = daemon.wait_for(r"counters: (.*)", 10, since=mark).group(1)
-        return {k.strip(): int(v) for k, v in re.findall(r"([a-z ]+)=(\d+)", line)}
 
     def measure(self, text: str, kind: str, key: str, send: Callable[[], None]) -> dict[str, Any]:
         daemon, started = self.start(text)
