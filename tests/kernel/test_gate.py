@@ -353,3 +353,51 @@ def test_thousands_of_grants_at_once_are_all_in_the_kernel(lab):
     finally:
         gate.close()
         lab.nft("delete", "table", "inet", "many")
+
+
+def test_every_kind_of_grant_element_reads_back_as_it_was_written(lab):
+    """What a restart adopts: elements of every grant set (this host's port, another
+    host's, a rewrite, fwknop's FORWARD_ALL with and without a rewrite), both families,
+    read back over netlink with their port, holders and time left."""
+    import time as clock
+    from ipaddress import ip_address
+
+    from sesame.basics import Port
+    from sesame.engine.events import Element, Grant
+    from sesame.firewall import NftGate
+    from sesame.testing import gate_config
+
+    ports = [
+        Port("tcp", 22),
+        Port("udp", 53),
+        Port("tcp", 22, "10.0.5.20"),
+        Port("tcp", 2222, "10.0.5.20", 22),
+        Port("tcp", 1, "", 0, every=True),
+        Port("tcp", 1, "10.0.5.20", 1, every=True),
+        Port("tcp", 443, "2001:db8:5::20"),
+        Port("udp", 5353, "2001:db8:5::20", 53),
+        Port("tcp", 1, "2001:db8:5::20", 1, every=True),
+    ]
+    sources = [ip_address("198.51.100.2"), ip_address("2001:db8::2")]
+    with inside(lab.server.netns):
+        gate = NftGate("kinds")
+        assert gate.netlink  # its socket, in the server's namespace
+    try:
+        gate.install(gate_config("kinds"))
+        now = clock.monotonic()
+        written = {}
+        for i, port in enumerate(ports):
+            for source in sources:
+                if port.address is not None and port.address.version != source.version:
+                    continue
+                held = (Grant("door", source, (port,), now + 100 + i, f"user{i}"),)
+                written[source, port] = ("door", f"user{i}", 100 + i)
+                gate.apply([Element(source, port, now + 100 + i, held)], now)
+        read = {(e.address, e.port): (e.door, e.user, e.left) for e in gate.entries()}
+        assert len(written) == 12 and set(read) == set(written)
+        for where, (door, user, left) in written.items():
+            assert read[where][:2] == (door, user), where
+            assert left - 5 < read[where][2] <= left, (where, read[where])
+    finally:
+        gate.close()
+        lab.nft("delete", "table", "inet", "kinds")

@@ -1,15 +1,15 @@
 """Grant elements in the kernel: where each lives (``grants4/6``, ``paths4/6``,
-``dnat4/6``), the comment that records who holds it, and reading them back (``nft
--j list``) as entries and as grants, for a restart, ``status`` and ``revoke``."""
+``dnat4/6``), the comment that records who holds it, and the entries read back
+(:func:`sesame.firewall.netlink.entries`) grouped as grants, for a restart, ``status``
+and ``revoke``."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from ipaddress import IPv4Address, ip_address
-from typing import Any
+from ipaddress import IPv4Address
 
-from sesame.basics import Address, Port, Proto
+from sesame.basics import Address, Port
 from sesame.engine.events import Element, Grant
 
 
@@ -115,65 +115,6 @@ def holders(note: str) -> tuple[Holder, ...]:
         if 1 <= len(words) <= 2:
             out.append(Holder(words[0], words[1] if len(words) == 2 else "", before))
     return tuple(out)
-
-
-def _fields(element: Any) -> tuple[dict[str, Any], list[Any], str] | None:
-    """(the element's body, its key as a list, a map's destination) of one listed
-    element: a set's ``{"elem": ...}``, or a map's ``[{"elem": ...}, data]``; a key of
-    one address alone (FORWARD_ALL's set and map) as ``[address, "*", 1]``."""
-    item, data = (element[0], element[1]) if isinstance(element, list) else (element, None)
-    body = item.get("elem", item) if isinstance(item, dict) else {}
-    value = body.get("val", body) if isinstance(body, dict) else body
-    if isinstance(data, dict):  # ``destination . port``
-        pair = data.get("concat")
-        data = pair if isinstance(pair, list) and len(pair) == 2 else None
-    if isinstance(value, str):
-        return body, [value, "*", 1], data if isinstance(data, str) else ""
-    key = value.get("concat") if isinstance(value, dict) else None
-    if not isinstance(key, list) or len(key) not in (3, 4):
-        return None
-    return body, [*key, *(data if isinstance(data, list) else [])], ""
-
-
-def parse_grants(items: list[dict[str, Any]]) -> list[Entry]:
-    """The elements of listed grant sets and maps (``nft -j list set|map`` output)."""
-    out: list[Entry] = []
-    for item in items:
-        for element in (item.get("set") or item.get("map") or {}).get("elem", []):
-            fields = _fields(element)
-            if fields is None:
-                continue
-            body, key, everything = fields
-            port = _port(key, everything)
-            if port is None:
-                continue
-            left = body.get("expires", body.get("timeout", 0)) if isinstance(body, dict) else 0
-            note = str(body.get("comment", "")) if isinstance(body, dict) else ""
-            held = holders(note) or (Holder(""),)
-            address = ip_address(key[0])
-            out.append(Entry(address, port, held[0].door, float(left or 0), held[0].user, held))
-    return out
-
-
-_PROTOS: dict[Any, Proto] = {6: "tcp", 17: "udp", "tcp": "tcp", "udp": "udp"}
-
-
-def _port(key: list[Any], everything: str) -> Port | None:
-    """The port of a grant element's key: ``source . proto . port`` (grants),
-    ``source . destination . proto . port`` (paths), ``source . proto . port .
-    destination . port`` (a rewrite), ``source * 1`` (FORWARD_ALL's)."""
-    if key[1] == "*":
-        host = str(ip_address(everything)) if everything else ""
-        return Port("tcp", 1, host, 1 if host else 0, every=True)
-    if len(key) == 5:  # a rewrite: the map's data after the key
-        _, proto, number, host, to = key
-    else:
-        host, to = (str(key[1]), 0) if len(key) == 4 else ("", 0)
-        proto, number = key[-2], key[-1]
-    kind = _PROTOS.get(proto)
-    if kind is None:
-        return None
-    return Port(kind, int(number), str(ip_address(host)) if host else "", int(to))
 
 
 def to_grants(entries: Iterable[Entry], now: float) -> list[Grant]:

@@ -17,19 +17,23 @@ import errno
 import os
 import socket
 from collections.abc import Iterable, Sequence
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 
 from sesame.basics import Address, Port
 from sesame.engine.events import Element
 from sesame.errors import FirewallError
-from sesame.firewall.elements import comment, set_of
+from sesame.firewall.elements import Entry, Holder, comment, holders, set_of
 from sesame.wire import netlink as nl
 from sesame.wire.nftables import (
     NFT_MSG_DELSETELEM,
     NFT_MSG_GETSETELEM,
     NFT_MSG_NEWSETELEM,
+    PROTO,
+    Elem,
     batch,
+    dump,
     element,
+    elements,
     parse_hit,
     port_value,
     setelem,
@@ -94,6 +98,64 @@ def located(address: Address, port: Port) -> tuple[str, bytes, bytes | None] | N
         data = target.packed + port.to.to_bytes(2, "big") + b"\0\0" if target else None
         return name, address.packed + port_value(port), data
     return name, address.packed + target.packed + port_value(port), None
+
+
+PAD = (b"", b"\0\0")  # the end of a map's data: none, or a port's padding
+
+
+def unlocated(name: str, key: bytes, data: bytes) -> tuple[Address, Port] | None:
+    """The source and port of an element of grant set ``name`` (:func:`located`
+    backwards); None for a key or data of the wrong size or an unknown protocol."""
+    size = 4 if name.endswith("4") else 16
+    kind = IPv4Address if size == 4 else IPv6Address
+    if len(key) < size:
+        return None
+    source, rest = kind(key[:size]), key[size:]
+    if name.startswith(("anywhere", "everything")):  # by source alone
+        every = name.startswith("everything")
+        if rest or len(data) != (size if every else 0):
+            return None
+        host = str(kind(data)) if every else ""
+        return source, Port("tcp", 1, host, 1 if every else 0, every=True)
+    host, to = "", 0
+    if name.startswith("paths"):
+        if len(rest) != size + 8:
+            return None
+        host, rest = str(kind(rest[:size])), rest[size:]
+    elif name.startswith("dnat"):
+        if len(data) != size + 4:
+            return None
+        host, to = str(kind(data[:size])), int.from_bytes(data[size : size + 2], "big")
+    if len(rest) != 8 or rest[1:4] != b"\0\0\0" or rest[6:] != b"\0\0" or data[-2:] not in PAD:
+        return None
+    proto, number = PROTO.get(rest[0]), int.from_bytes(rest[4:6], "big")
+    if proto is None or not number or (name.startswith("dnat") and not to):
+        return None
+    return source, Port(proto, number, host, to)
+
+
+def entries(name: str, listed: Iterable[Elem]) -> list[Entry]:
+    """The elements of grant set ``name`` as entries (those of no known shape left out):
+    its holders from its comment, its time left from the kernel's expiration."""
+    out: list[Entry] = []
+    known: dict[tuple[bytes, bytes], tuple[Address, Port] | None] = {}
+    noted: dict[str, tuple[Holder, ...]] = {}
+    for elem in listed:
+        size = 4 if name.endswith("4") else 16  # one port's many sources: parse it once
+        tail = (elem.key[size:], elem.data)
+        if tail not in known:
+            known[tail] = unlocated(name, elem.key, elem.data)
+        where = known[tail]
+        if where is None:
+            continue
+        source = (IPv4Address if size == 4 else IPv6Address)(elem.key[:size])
+        note = elem.comment or ""
+        if note not in noted:
+            noted[note] = holders(note) or (Holder(""),)
+        held = noted[note]
+        left = (elem.expiration if elem.expiration is not None else elem.timeout or 0) / 1000
+        out.append(Entry(source, where[1], held[0].door, left, held[0].user, held))
+    return out
 
 
 def follow_steps(addresses: Iterable[Address], seconds: float, forget: bool) -> list[Step]:
@@ -177,6 +239,29 @@ class Netlink:
             return
         if errors:
             raise FirewallError(", ".join(os.strerror(e) for e in errors))
+
+    def listing(self, name: str) -> list[Elem]:
+        """Every element of set ``name``, in one dump; FirewallError if the kernel
+        refuses (ENOENT: no such table or set)."""
+        seq = self._next()
+        out: list[Elem] = []
+        try:
+            self.sock.send(dump(self.table, name, seq))
+            while True:
+                data = self.sock.recv(1 << 17)
+                for head in nl.headers(data):
+                    if head.seq != seq:
+                        continue  # a late answer to an earlier request
+                    if head.type == nl.NLMSG_DONE:
+                        return out
+                    body = data[head.body : head.end]
+                    if head.type == nl.NLMSG_ERROR:
+                        error = nl.error_code(body)
+                        raise FirewallError(f"listing {name}: {os.strerror(-error)}")
+                    if head.type & 0xFF == NEWSETELEM:
+                        out += elements(body)
+        except OSError as exc:
+            raise FirewallError(f"netlink: {exc}") from None
 
     def hit(self, address: Address) -> tuple[Port | None, float] | None:
         """(first port, age in seconds) of ``address``'s element in the hits map of

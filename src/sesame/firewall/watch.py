@@ -36,7 +36,6 @@ from sesame.wire.nftables import NFT_MSG_NEWSETELEM as NEWSETELEM
 # Where grants live: this host's ports, paths and rewrites to other hosts, and a
 # source's every path and rewrite (fwknop's FORWARD_ALL); the ``*6`` of IPv6.
 GRANT_NAMES = ("grants", "paths", "dnat", "anywhere", "everything")
-GRANT_MAPS = frozenset(("dnat4", "dnat6", "everything4", "everything6"))  # key : data
 GRANT_SETS = frozenset(f"{name}{n}" for name in GRANT_NAMES for n in "46")
 KERNEL_STATE = frozenset(("noisy4", "noisy6", "hits4", "hits6", "follow4", "follow6"))
 

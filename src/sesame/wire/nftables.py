@@ -80,6 +80,18 @@ def setelem(kind: int, table: str, name: str, elements: Sequence[bytes], seq: in
     return nl.message(nl.subsystem(NFNL_SUBSYS_NFTABLES, kind), flags, seq, body)
 
 
+def dump(table: str, name: str, seq: int) -> bytes:
+    """A GETSETELEM request for every element of set ``name``: the kernel answers in
+    NEWSETELEM messages, then NLMSG_DONE."""
+    body = (
+        nl.nfgenmsg(NFPROTO_INET)
+        + nl.attr(NFTA_SET_ELEM_LIST_TABLE, table.encode() + b"\0")
+        + nl.attr(NFTA_SET_ELEM_LIST_SET, name.encode() + b"\0")
+    )
+    kind = nl.subsystem(NFNL_SUBSYS_NFTABLES, NFT_MSG_GETSETELEM)
+    return nl.message(kind, nl.NLM_F_REQUEST | nl.NLM_F_DUMP, seq, body)
+
+
 def batch(messages: list[bytes], seq: int) -> bytes:
     """Messages in one nftables transaction (all or nothing)."""
     return nl.batch(messages, seq, NFNL_SUBSYS_NFTABLES)
