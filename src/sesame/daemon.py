@@ -150,12 +150,13 @@ class Daemon:
         """Carry out the engine's actions; ``share``: tell the cluster's other nodes
         what opens or closes at cluster doors (not what they told this one)."""
         decisions: list[Decision] = []
-        recorded = self.record.recorded([a for a in actions if isinstance(a, Spent)], now)
+        spent = [a for a in actions if isinstance(a, Spent)]
+        recorded = self.record.recorded(spent, now)
         for action in actions:
             if isinstance(action, Spent):
                 admit = action.admit if recorded else None
-                if admit is not None and self.cluster is not None:
-                    admit = self.cluster.claim(action, now, self.wall())  # opens once claimed
+                if admit is not None and self.cluster is not None:  # opens once claimed
+                    admit = self.cluster.claim(action, now, self.wall(), len(spent) == 1)
                 if admit is not None:
                     decisions += self.engine.admit(admit, now)
             elif isinstance(action, SequenceUsed):
@@ -196,9 +197,9 @@ class Daemon:
     def heard(self, now: float) -> None:
         """The cluster's store said something: claims made, other nodes' entries."""
         assert self.cluster is not None
-        mine, theirs = self.cluster.events(now, self.wall())
+        mine, told = self.cluster.events(now, self.wall())
         self.carry_out(mine, now)
-        self.carry_out(theirs, now, share=False)
+        self.carry_out(told, now, share=False)
 
     def reload(self, load: Callable[[], Config]) -> str | None:
         """Apply a new config; refuse it whole on any fault (returned, and logged)."""

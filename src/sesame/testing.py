@@ -168,10 +168,24 @@ def check_store(make: Callable[[], Store], prefix: str = "sesame", timeout: floa
             store.claim(token, key, 30_000)
             seen = _until(store, _claimed(token), timeout)
             assert Claimed(token, outcome) in seen, (token, seen)
-        body, mac, until = b'{"check":1}', os.urandom(32).hex().encode(), time.time() + 30
+        until = time.time() + 30
+        body, mac = b'{"check":1}', os.urandom(32).hex().encode()
+        # An entry told with a claim: only if the claim is made.
+        key = f"{prefix}:seen:check-{os.urandom(8).hex()}"
+        made, lost = ((f'{{"check":{n}}}'.encode(), os.urandom(32).hex().encode()) for n in (2, 3))
+        first.claim(4, key, 30_000, (*made, until))
+        assert Claimed(4, "claimed") in _until(first, _claimed(4), timeout)
+        second.claim(5, key, 30_000, (*lost, until))
+        seen = _until(second, _claimed(5), timeout)
+        assert Claimed(5, "taken") in seen, seen
+        marker = (b'{"check":4}', os.urandom(32).hex().encode())
+        second.tell(*marker, until)  # after what the taken claim would have told
+        heard = _until(first, lambda e: isinstance(e, Heard) and e.body == marker[0], timeout)
+        assert not any(isinstance(e, Heard) and e.body == lost[0] for e in heard), heard
         first.tell(body, mac, until)
-        heard = _until(second, lambda e: isinstance(e, Heard) and e.body == body, timeout)
-        assert Heard(body, mac, False) in heard, heard
+        seen += _until(second, lambda e: isinstance(e, Heard) and e.body == body, timeout)
+        assert Heard(body, mac, False) in seen, seen
+        assert Heard(*made, False) in seen, "the entry of a claim made is told"
         later = make()
         later.start()  # a node that comes later reads the live entries
         heard = _until(later, lambda e: isinstance(e, Heard) and e.body == body, timeout)

@@ -325,6 +325,22 @@ def test_a_grant_opens_on_every_node_once_claimed_and_a_replay_nowhere(node):
     assert ("ssh", USER) not in held(b)
 
 
+def test_a_lone_datagrams_entry_goes_with_its_claim_a_batchs_after_its_claims(node):
+    backend, clock = Backend(), FakeClock()
+    a, b = node(backend, "a", clock), node(backend, "b", clock)
+    deliver(a, clock, datagram())
+    b.heard(clock())
+    assert held(b) == {("ssh", USER)}  # before a has heard that its claim was made
+    a.heard(clock())
+    assert held(a) == {("ssh", USER)} and len(backend.live) == 1  # told once
+    packets = [udp(62201, datagram()) for _ in range(2)]
+    a.packets([Logged(5155, b"", ipv4(USER, "198.51.100.1", 17, p)) for p in packets], clock())
+    assert len(backend.live) == 1  # a batch's entries wait for its claims
+    a.heard(clock())
+    assert len(backend.live) == 2  # ... then go together, in one message
+    assert a.cluster is not None and a.cluster.counts["cluster entries told"] == 3
+
+
 def test_with_the_store_down_a_door_refuses_unless_it_opens_alone(node):
     backend, clock = Backend(), FakeClock()
     a = node(backend, "a", clock)

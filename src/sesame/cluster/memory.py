@@ -9,7 +9,7 @@ import socket
 import time
 from collections.abc import Callable
 
-from sesame.cluster.store import Changed, Claimed, Event, Forgotten, Heard, drain
+from sesame.cluster.store import Changed, Claimed, Event, Forgotten, Heard, Told, drain
 
 
 class Backend:
@@ -75,7 +75,7 @@ class MemoryStore:
     def fileno(self) -> int:
         return self._wake_r.fileno()
 
-    def claim(self, token: int, key: str, ttl_ms: int) -> None:
+    def claim(self, token: int, key: str, ttl_ms: int, entry: Told | None = None) -> None:
         backend = self.backend
         if not backend.up:
             self.report(Claimed(token, "failed"))
@@ -90,6 +90,8 @@ class MemoryStore:
             self.report(Claimed(token, "taken"))
             return
         backend.claims[key] = now + max(1, ttl_ms) / 1000
+        if entry is not None:
+            self.tell(*entry)
         self.report(Claimed(token, "claimed"))
 
     def tell(self, body: bytes, mac: bytes, until: float) -> None:

@@ -50,27 +50,35 @@ TIMEOUT = 1.0  # seconds a command may take before the store counts as down
 # without a command and its reply each (which cost the daemon's thread more than the
 # claims themselves). KEYS: the epoch, the stream, the live set, this node's
 # heartbeat, then one claim each. ARGV: a new epoch, the node, the number of claims and
-# their lifetimes (ms); the heartbeat's lifetime (0: no beat), what it says, now (ms),
-# the stream's length; then body, MAC, deadline (ms) of each entry. Returns the epoch,
-# then 1 (claimed) or 0 (taken) for each claim.
+# their lifetimes (ms); the epoch the node knows ('' at first), the heartbeat's
+# lifetime (0: no beat), what it says, now (ms), the stream's length; then body, MAC,
+# deadline (ms) of each entry: first one for each claim (added only if the claim was
+# made, and the store has not lost what it held since: an empty body for none), then
+# the rest. Returns the epoch, then 1 (claimed) or 0 (taken) for each claim.
 ROUND = """
 redis.call('SET', KEYS[1], ARGV[1], 'NX')
-local out = {redis.call('GET', KEYS[1])}
+local epoch = redis.call('GET', KEYS[1])
+local out = {epoch}
 local claims = tonumber(ARGV[3])
+local made = {}
 for i = 1, claims do
-  local made = redis.call('SET', KEYS[4 + i], ARGV[2], 'NX', 'PX', ARGV[3 + i])
-  out[#out + 1] = made and 1 or 0
+  made[i] = redis.call('SET', KEYS[4 + i], ARGV[2], 'NX', 'PX', ARGV[3 + i])
+  out[#out + 1] = made[i] and 1 or 0
 end
 local at = 4 + claims
-local beat = tonumber(ARGV[at])
+local same = ARGV[at] == '' or ARGV[at] == epoch
+local beat = tonumber(ARGV[at + 1])
 if beat > 0 then
-  redis.call('SET', KEYS[4], ARGV[at + 1], 'PX', beat)
-  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[at + 2])
+  redis.call('SET', KEYS[4], ARGV[at + 2], 'PX', beat)
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[at + 3])
 end
-for j = at + 4, #ARGV, 3 do
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[at + 3], '*',
-             'e', ARGV[j], 'm', ARGV[j + 1], 'n', ARGV[2])
-  redis.call('ZADD', KEYS[3], ARGV[j + 2], ARGV[j + 1] .. ' ' .. ARGV[j])
+for j = at + 5, #ARGV, 3 do
+  local i = (j - at - 5) / 3 + 1
+  if ARGV[j] ~= '' and (i > claims or (made[i] and same)) then
+    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[at + 4], '*',
+               'e', ARGV[j], 'm', ARGV[j + 1], 'n', ARGV[2])
+    redis.call('ZADD', KEYS[3], ARGV[j + 2], ARGV[j + 1] .. ' ' .. ARGV[j])
+  end
 end
 return out
 """
@@ -110,11 +118,15 @@ class Forgotten:
 Event = Claimed | Heard | Changed | Forgotten
 
 
+Told = tuple[bytes, bytes, float]  # an entry: body, MAC, deadline (Unix time)
+
+
 @dataclass(frozen=True, slots=True)
 class _Claim:
     token: int
     key: str
     ttl_ms: int
+    entry: Told | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,10 +169,12 @@ class Store(Protocol):
     def fileno(self) -> int:
         """Readable when :meth:`take` has events."""
 
-    def claim(self, token: int, key: str, ttl_ms: int) -> None:
+    def claim(self, token: int, key: str, ttl_ms: int, entry: Told | None = None) -> None:
         """Claim ``key`` for ``ttl_ms`` unless someone holds it: :class:`Claimed`
         follows, ``claimed`` for the first claim of a key, ``taken`` for the rest,
-        ``failed`` if the store did not answer, ``forgotten`` if it lost what it held."""
+        ``failed`` if the store did not answer, ``forgotten`` if it lost what it held.
+        ``entry`` is told (as :meth:`tell`) in the same step, if and only if the claim
+        is ``claimed``."""
 
     def tell(self, body: bytes, mac: bytes, until: float) -> None:
         """An entry for every node (this one too), until ``until`` (Unix time); kept
@@ -207,9 +221,10 @@ class RedisStore:
     def fileno(self) -> int:
         return self._wake_r.fileno()
 
-    def claim(self, token: int, key: str, ttl_ms: int) -> None:
-        """Claim ``key`` for ``ttl_ms``; :class:`Claimed` follows."""
-        self._jobs.put(_Claim(token, key, max(1, ttl_ms)))
+    def claim(self, token: int, key: str, ttl_ms: int, entry: Told | None = None) -> None:
+        """Claim ``key`` for ``ttl_ms``; :class:`Claimed` follows. ``entry`` goes to
+        the stream in the same round trip if the claim is made."""
+        self._jobs.put(_Claim(token, key, max(1, ttl_ms), entry))
 
     def tell(self, body: bytes, mac: bytes, until: float) -> None:
         """Tell the other nodes an entry (kept and told later if the store is down)."""
@@ -298,7 +313,10 @@ class RedisStore:
             keys.append(claim.key)
             args.append(claim.ttl_ms)
         beat_ms = int(3 * BEAT * 1000) if beat else 0
-        args += [beat_ms, self.snapshot if beat else b"", int(wall * 1000), STREAM_LEN]
+        args += [self._epoch or b"", beat_ms, self.snapshot if beat else b"", int(wall * 1000)]
+        args.append(STREAM_LEN)
+        for body, mac, until in [c.entry or (b"", b"", 0.0) for c in claims]:
+            args += [body, mac, int(until * 1000)]
         for tell in tells:
             args += [tell.body, tell.mac, int(tell.until * 1000)]
         if self._script is None:

@@ -33,9 +33,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 from sesame.basics import Address
-from sesame.cluster.entries import Entry, new_id
+from sesame.cluster.entries import Entry, Kind, new_id
 from sesame.doors import Door, FwknopStanza, User
-from sesame.engine.events import Admission, Closed, Decision, Opened, Refreshed
+from sesame.engine.events import Admission, Closed, Decision, Grant, Opened, Refreshed
 from sesame.errors import RemoteError
 
 Outcome = Literal["claimed", "taken", "forgotten", "failed"]
@@ -121,27 +121,37 @@ class Scopes:
                 continue
             until = round(wall + grant.expires - now, 3)
             if isinstance(decision, (Opened, Refreshed)):
-                kind: Literal["open", "close"] = "open"
+                kind: Kind = "open"
             elif isinstance(decision, Closed) and decision.reason in ("unknock", "revoked"):
                 kind = "close"
             else:
                 continue
             reason = decision.reason if isinstance(decision, Closed) else ""
-            told.append(
-                Entry(
-                    kind,
-                    grant.door,
-                    grant.address,
-                    grant.ports,
-                    until,
-                    grant.user,
-                    self.node,
-                    wall,
-                    new_id(),
-                    reason,
-                )
-            )
+            told.append(self._entry(kind, grant, until, wall, reason))
         return told
+
+    def opening(self, admission: Admission, wall: float) -> Entry:
+        """The entry of what ``admission`` will open, told with the claim that lets it
+        (it reaches the other nodes only if the claim is made); its deadline is
+        ``seconds`` from ``wall``."""
+        grant = Grant(
+            admission.door, admission.address, admission.ports, admission.seconds, admission.user
+        )
+        return self._entry("open", grant, round(wall + admission.seconds, 3), wall, "")
+
+    def _entry(self, kind: Kind, grant: Grant, until: float, wall: float, reason: str) -> Entry:
+        return Entry(
+            kind,
+            grant.door,
+            grant.address,
+            grant.ports,
+            until,
+            grant.user,
+            self.node,
+            wall,
+            new_id(),
+            reason,
+        )
 
     def judge(self, entry: Entry, wall: float) -> Admission | Closing:
         """What an entry from another node does here; RemoteError when it may not."""
