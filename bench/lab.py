@@ -86,11 +86,12 @@ def usage(pid: int) -> Usage:
 
 def machine_cpu() -> float:
     """Seconds the whole machine's CPUs were busy, kernel time and interrupts included
-    (/proc/stat: user, nice, system, irq, softirq, steal), whichever task they ran in."""
+    (/proc/stat: user, nice, system, irq, softirq), whichever task they ran in. Not
+    steal: that is the time the hypervisor gave to other machines."""
     with open("/proc/stat") as handle:
-        fields = [int(x) for x in handle.readline().split()[1:9]]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+        fields = [int(x) for x in handle.readline().split()[1:8]]
+    user, nice, system, _idle, _iowait, irq, softirq = fields
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
 
 
 def reset_hwm(pid: int) -> None:

@@ -36,6 +36,7 @@ NFTA_SET_ELEM_USERDATA = 6
 NFTA_DATA_VALUE = 1
 NFTA_GEN_PROC_PID = 2
 NFTNL_UDATA_SET_ELEM_COMMENT = 0  # libnftnl's tag for an element comment in its user data
+COMMENT = NFTNL_UDATA_SET_ELEM_COMMENT
 
 IPPROTO: dict[Proto, int] = {"tcp": 6, "udp": 17}
 PROTO: dict[int, Proto] = {6: "tcp", 17: "udp"}
@@ -109,31 +110,51 @@ class Elem:
     comment: str | None = None
 
 
+_ATTR = struct.Struct("=HH").unpack_from
+_U64 = struct.Struct(">Q").unpack_from
+
+
 def elements(body: bytes) -> Iterator[Elem]:
-    """The elements of one NEWSETELEM message's payload (after its netlink header)."""
-    for kind, value in nl.attrs(body[nl.NFGENMSG.size :]):
-        if kind != NFTA_SET_ELEM_LIST_ELEMENTS:
-            continue
-        for _, item in nl.attrs(value):
-            fields = dict(nl.attrs(item))
-            key = dict(nl.attrs(fields.get(NFTA_SET_ELEM_KEY, b""))).get(NFTA_DATA_VALUE, b"")
-            data = dict(nl.attrs(fields.get(NFTA_SET_ELEM_DATA, b""))).get(NFTA_DATA_VALUE, b"")
-            udata = fields.get(NFTA_SET_ELEM_USERDATA, b"")
-            comment = None
-            if udata[:1] == bytes([NFTNL_UDATA_SET_ELEM_COMMENT]) and len(udata) >= 2:
-                comment = udata[2 : 2 + udata[1]].rstrip(b"\0").decode("utf-8", "replace")
-            yield Elem(
-                key,
-                data,
-                _u64(fields, NFTA_SET_ELEM_TIMEOUT),
-                _u64(fields, NFTA_SET_ELEM_EXPIRATION),
-                comment,
-            )
+    """The elements of one NEWSETELEM message's payload (after its netlink header), in
+    one pass: a dump (:func:`dump`) of a grant set can hold 100,000 of them."""
+    end, offset = len(body), nl.NFGENMSG.size
+    while offset + 4 <= end:  # the list's attributes: table, set, elements
+        size, kind = _ATTR(body, offset)
+        if size < 4 or offset + size > end:
+            return
+        if kind & nl.NLA_TYPE_MASK == NFTA_SET_ELEM_LIST_ELEMENTS:
+            yield from _items(body, offset + 4, offset + size)
+        offset += (size + 3) & ~3
 
 
-def _u64(fields: dict[int, bytes], kind: int) -> int | None:
-    value = fields.get(kind)
-    return int.from_bytes(value[:8], "big") if value is not None and len(value) >= 8 else None
+def _items(body: bytes, offset: int, end: int) -> Iterator[Elem]:
+    while offset + 4 <= end:  # each NFTA_LIST_ELEM
+        size, _ = _ATTR(body, offset)
+        if size < 4 or offset + size > end:
+            return
+        at, stop = offset + 4, offset + size
+        key = data = b""
+        timeout = expiration = None
+        comment = None
+        while at + 4 <= stop:
+            length, kind = _ATTR(body, at)
+            if length < 4 or at + length > stop:
+                break
+            kind &= nl.NLA_TYPE_MASK
+            if kind in (NFTA_SET_ELEM_KEY, NFTA_SET_ELEM_DATA):
+                inner, _ = _ATTR(body, at + 4)  # its NFTA_DATA_VALUE
+                value = body[at + 8 : at + 4 + min(inner, length - 4)]
+                key, data = (value, data) if kind == NFTA_SET_ELEM_KEY else (key, value)
+            elif kind == NFTA_SET_ELEM_TIMEOUT and length >= 12:
+                timeout = _U64(body, at + 4)[0]
+            elif kind == NFTA_SET_ELEM_EXPIRATION and length >= 12:
+                expiration = _U64(body, at + 4)[0]
+            elif kind == NFTA_SET_ELEM_USERDATA and length >= 6 and body[at + 4] == COMMENT:
+                text = body[at + 6 : at + 6 + min(body[at + 5], length - 6)]
+                comment = text.rstrip(b"\0").decode("utf-8", "replace")
+            at += (length + 3) & ~3
+        yield Elem(key, data, timeout, expiration, comment)
+        offset += (size + 3) & ~3
 
 
 def parse_hit(body: bytes) -> tuple[Port | None, float] | None:
