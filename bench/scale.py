@@ -8,7 +8,8 @@ with what it is configured for, in a lab of its own.
 - fwknop's format with 1, 100 and 1,000 access.conf stanzas (SOURCE ANY): the same.
   Its datagrams name no user: each stanza's HMAC is tried in turn, so the cost of a
   rejected datagram grows with the stanzas a source may use;
-- start-up with 100,000 live grants in the table to adopt (10,000 users).
+- start-up with 100,000 live grants in the table to adopt (10,000 users): to ready
+  (the daemon then adopts them while it serves), and to all adopted; then a reload.
 """
 
 from __future__ import annotations
@@ -182,12 +183,17 @@ class Scale:
             )
             lines.append(f"add element inet sesame grants4 {{ {items} }}")
         nft(self.server.netns, "\n".join(lines) + "\n")
+        begun = time.perf_counter()
         daemon, started = self.start(text)
         try:
+            # Ready, it adopts them while serving; reload once it holds them all.
+            daemon.wait_for(rf"kept {GRANTS} grants", 120)
+            adopted = time.perf_counter() - begun
             kept = len(daemon.lines)
             return {
                 "grants": GRANTS,
                 "start_s": round(started, 3),
+                "adopted_s": round(adopted, 3),
                 "reload_s": round(self.reload(daemon), 3),
                 "log_lines": kept,
             }
@@ -233,9 +239,10 @@ def markdown(result: dict[str, Any], level: str = "##") -> list[str]:
                 f" {e['start_s']} s | {e['reload_s']} s |"
             )
     a = result["adopt"]
+    adopted = f" (all adopted {a['adopted_s']} s)" if "adopted_s" in a else ""
     lines.append(
         f"| {max(USERS):,} users and {a['grants']:,} live grants to adopt | - | - |"
-        f" {a['start_s']} s | {a['reload_s']} s |"
+        f" {a['start_s']} s{adopted} | {a['reload_s']} s |"
     )
     return lines
 
@@ -257,6 +264,7 @@ def targets(result: dict[str, Any]) -> list[tuple[str, bool | None, str]]:
             f"start-up and reload under 2 s at {max(USERS):,} users and {GRANTS:,} grants",
             slowest < 2,
             f"start {big['start_s']} s, reload {big['reload_s']} s; with grants start"
-            f" {a['start_s']} s, reload {a['reload_s']} s",
+            f" {a['start_s']} s (all adopted {a.get('adopted_s', '-')} s), reload"
+            f" {a['reload_s']} s",
         ),
     ]

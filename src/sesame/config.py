@@ -10,6 +10,7 @@ its object takes; every rule about a value lives in the object it belongs to
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import tomllib
@@ -36,12 +37,26 @@ class Lines:
     _HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_-]+)\s*\]\]?")
     _KEY = re.compile(r"^\s*([A-Za-z0-9_-]+|\"[^\"]*\")\s*=")
 
+    _STRING = re.compile(r"\"(?:[^\"\\]|\\.)*\"|'[^']*'")
+
     def __init__(self, text: str) -> None:
-        self.where: dict[tuple[str, int, str], int] = {}
+        self.text = text
+        self._where: dict[tuple[str, int, str], int] | None = None
+
+    @property
+    def where(self) -> dict[tuple[str, int, str], int]:
+        """(table, index, key) -> line, found when first asked (a file that loads
+        never asks: 10,000 users are 40,000 lines)."""
+        if self._where is None:
+            self._where = self._find(self.text)
+        return self._where
+
+    def _find(self, text: str) -> dict[tuple[str, int, str], int]:
+        where: dict[tuple[str, int, str], int] = {}
         table, index, depth = "", 0, 0
         counts: dict[str, int] = {}
         for number, line in enumerate(text.splitlines(), 1):
-            code = re.sub(r"\"(?:[^\"\\]|\\.)*\"|'[^']*'", '""', line).split("#", 1)[0]
+            code = self._STRING.sub('""', line).split("#", 1)[0]
             if depth == 0:
                 header = self._HEADER.match(code)
                 if header:
@@ -51,12 +66,13 @@ class Lines:
                         counts[table] = index
                     else:
                         index = 0
-                    self.where.setdefault((table, index, ""), number)
+                    where.setdefault((table, index, ""), number)
                     continue
                 key = self._KEY.match(code)
                 if key:
-                    self.where.setdefault((table, index, key.group(1).strip('"')), number)
+                    where.setdefault((table, index, key.group(1).strip('"')), number)
             depth = max(0, depth + code.count("[") - code.count("]"))
+        return where
 
     def line(self, table: str, index: int = 0, key: str = "") -> int:
         return self.where.get((table, index, key)) or self.where.get((table, index, ""), 1)
@@ -222,9 +238,17 @@ USER: dict[str, Convert] = {"name": _text, "doors": _names, "allow_other_address
 INTERNAL = {"knockd_mode", "key"}  # fields no TOML key sets directly
 
 
-def known(cls: type, extra: frozenset[str] = frozenset()) -> set[str]:
+@functools.cache
+def known(cls: type, extra: frozenset[str] = frozenset()) -> frozenset[str]:
     """The keys a table of ``cls`` takes: its fields, and ``extra``."""
-    return ({f.name for f in fields(cls)} - INTERNAL) | extra
+    return frozenset({f.name for f in fields(cls)} - INTERNAL) | extra
+
+
+@functools.cache
+def _required(cls: type) -> tuple[str, ...]:
+    return tuple(
+        f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING
+    )
 
 
 def _build(
@@ -239,15 +263,14 @@ def _build(
     values converted (``given``: those the caller converted); the object checks the
     rest."""
     _no_unknown(raw, known(cls, extra), what)
-    for f in fields(cls):
-        required = f.default is MISSING and f.default_factory is MISSING
-        if required and f.name not in raw and f.name not in given:
-            raise FieldError("", f"{what.strip('[]')} is missing {f.name!r}")
+    for name in _required(cls):
+        if name not in raw and name not in given:
+            raise FieldError("", f"{what.strip('[]')} is missing {name!r}")
     values = {k: convert[k](v, k) for k, v in raw.items() if k in convert}
     return cls(**values, **given)
 
 
-def _no_unknown(raw: dict[str, Any], allowed: set[str], what: str) -> None:
+def _no_unknown(raw: dict[str, Any], allowed: frozenset[str], what: str) -> None:
     for key in raw:
         if key not in allowed:
             listed = ", ".join(sorted(allowed))

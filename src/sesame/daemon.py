@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
+from sesame.basics import Address
 from sesame.cluster.store import Store
 from sesame.config import Config
 from sesame.engine import Action, Decision, Engine, Spent
@@ -31,7 +32,7 @@ from sesame.firewall.gate import Gate
 from sesame.firewall.ruleset import FULL, NOISE
 from sesame.firewall.watch import Verdict
 from sesame.service import audit, cluster, onetime, report
-from sesame.service.keeper import Keeper, adopt
+from sesame.service.keeper import AT_ONCE, Adoption, Keeper, adopt
 from sesame.service.record import Record, store_for
 from sesame.service.stage import Stage
 from sesame.state import ReplayStore
@@ -82,12 +83,30 @@ class Daemon:
         self.metrics: Metrics | None = None  # set by the loop when [server] metrics asks
         self.cluster = cluster.of(config, self.engine, self.warn, store)
         self.debug = log.isEnabledFor(logging.DEBUG)
+        self.adoption: Adoption | None = None  # grants from before, adopted while serving
+
+    def adopt(self, now: float, source: Address | None = None, user: bool = False) -> None:
+        """While grants from before are adopted: those of ``source`` now (before
+        anything is decided about it), or, with ``user`` (a user's grants at every
+        address count) or no source, all that are left."""
+        adoption = self.adoption
+        if adoption is None:
+            return
+        if source is None or user:
+            adoption.all(self.config, now)
+        else:
+            adoption.source(source, self.config, now)
+        if adoption.done:
+            self.adoption = None
 
     def start(self) -> None:
-        """Install the table (keeping live grants) and adopt the grants it holds."""
+        """Install the table (keeping live grants) and adopt the grants it holds: at
+        once if they are few, else while serving (:class:`Adoption`)."""
         now, wall = self.clock(), self.wall()
         self.record.start(self.engine, wall, now)
-        keep, stale, mixed = adopt(self.gate.entries(), self.config)
+        listed = self.gate.listed()
+        many = listed.left > AT_ONCE
+        keep, stale, mixed = ([], [], []) if many else adopt(listed.rest(), self.config)
         self.one_time.load(self.config)
         self.engine.roll(wall)
         ports = self.engine.knock_ports()
@@ -97,6 +116,9 @@ class Daemon:
         self.engine.restore(to_grants(keep, now))
         if mixed:  # some holders are gone: the rest hold it until their own deadline
             self.gate.apply([self.engine.element(e.address, e.port) for e in mixed], now)
+        if many:
+            self.adoption = Adoption(listed, self.engine, self.gate, now)
+            log.info("adopting %d grant elements from before while serving", listed.left)
         self.interface.look(self.config.server.interface, now)
         if self.cluster is not None:
             self.cluster.start()
@@ -129,6 +151,8 @@ class Daemon:
             if isinstance(item, RemoteError):
                 raise item
             packet = decode(item.payload)
+            if self.adoption is not None:  # a knock decides for its source, maybe its user
+                self.adopt(now, packet.source, self.config.one_address_per_user)
             prefix = item.prefix
             if prefix and prefix != FULL:
                 if prefix == NOISE:  # from a source with a knock attempt in progress
@@ -158,6 +182,7 @@ class Daemon:
                 if admit is not None and self.cluster is not None:  # opens once claimed
                     admit = self.cluster.claim(action, now, self.wall(), len(spent) == 1)
                 if admit is not None:
+                    self.adopt(now, admit.address, admit.one_address)
                     decisions += self.engine.admit(admit, now)
             elif isinstance(action, SequenceUsed):
                 self.one_time.used(action)
@@ -181,6 +206,9 @@ class Daemon:
                 self.runner.start(argv, now)
 
     def tick(self, now: float) -> None:
+        if self.adoption is not None:
+            self.adoption.some(self.config, now)
+            self.adoption = None if self.adoption.done else self.adoption
         self.carry_out(self.engine.tick(now), now)
         if self.engine.roll(self.wall()) is not None:
             self.stage.run(self.engine.ports(now), now)
@@ -197,13 +225,14 @@ class Daemon:
     def heard(self, now: float) -> None:
         """The cluster's store said something: claims made, other nodes' entries."""
         assert self.cluster is not None
+        self.adopt(now)  # what other nodes tell may concern any source
         mine, told = self.cluster.events(now, self.wall())
         self.carry_out(mine, now)
         self.carry_out(told, now, share=False)
 
     def reload(self, load: Callable[[], Config]) -> str | None:
         """Apply a new config; refuse it whole on any fault (returned, and logged)."""
-        store: ReplayStore | None = None
+        store: ReplayStore | None = None  # (grants from before yet to adopt: by the new config)
         try:
             new = load()
             for field in RELOAD_FIXED:
@@ -258,15 +287,17 @@ class Daemon:
             waits.append(oldest - wall + 1.0)
         if self.runner.pending():
             waits.append(0.5)
-        if self.engine.over_rate:
+        if self.engine.over_rate or self.adoption is not None:
             waits.append(0.0)
         return max(0.0, min([*waits, MAX_WAIT]))
 
     def changed(self, verdict: Verdict, now: float) -> None:
         """Another process changed sesame's table (see :mod:`sesame.service.keeper`)."""
+        self.adopt(now)
         self.keeper.changed(self.config, verdict, now)
 
     def reconcile(self, now: float) -> None:
+        self.adopt(now)
         self.keeper.reconcile(now)
 
     def counts(self) -> dict[str, int]:

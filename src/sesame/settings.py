@@ -136,6 +136,11 @@ class Config:
         return {d.name: d.one_time_sequences for d in self.doors if d.one_time_sequences}
 
     @property
+    def one_address_per_user(self) -> bool:
+        """Does a door keep one address per user (a user's grants elsewhere close)?"""
+        return any(d.one_address_per_user for d in self.doors)
+
+    @property
     def doors_by_name(self) -> dict[str, Door]:
         return {door.name: door for door in self.doors}
 

@@ -134,6 +134,11 @@ def check_gate(gate: Gate, config: Config, clock: Callable[[], float]) -> None:
     holders = live()[a, alt]
     assert [h[:2] for h in holders] == [("admin", "bob"), ("ssh", "")], holders
     assert 58 < holders[0][2] <= 60 and 18 < holders[1][2] <= 20.5, holders
+    listed = gate.listed()
+    mine = {(e.address, e.port, e.held()) for e in listed.take(a)}
+    assert mine == {(e.address, e.port, e.held()) for e in gate.entries() if e.address == a}
+    assert listed.left == 1 and [e.address for e in listed.rest()] == [b], "listed by source"
+    assert listed.take(a) == [] and listed.left == 0, "each source is taken once"
     gate.install(config)
     assert set(live()) == {(a, ssh), (b, ssh), (a, alt)}, "a reinstall keeps live grants"
     stale = [e for e in gate.entries() if e.address == b]

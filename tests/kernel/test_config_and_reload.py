@@ -90,6 +90,38 @@ def test_restart_adopts_live_grants(lab):
     assert lab.grants() == {}
 
 
+def test_a_restart_with_thousands_of_grants_adopts_them_while_serving(lab):
+    """More grant elements than a restart adopts at once: the daemon is ready first and
+    adopts them while it serves. The user's grant is adopted before the user's un-knock
+    is judged (so it closes), an element no door opens any more is deleted, and every
+    other one is kept."""
+    import subprocess
+
+    from sesame.service.keeper import AT_ONCE
+
+    daemon = lab.serve()
+    lab.knock_open()
+    assert daemon.stop() == 0
+    n = AT_ONCE + 1000
+    items = [f'10.0.{i >> 8}.{i & 255} . tcp . 22 timeout 1h comment "ssh"' for i in range(n)]
+    items.append('198.51.100.77 . tcp . 2222 timeout 1h comment "gone"')
+    subprocess.run(
+        ["ip", "netns", "exec", lab.server.netns, "nft", "-f", "-"],
+        input=f"add element inet sesame grants4 {{ {', '.join(items)} }}\n",
+        text=True,
+        check=True,
+    )
+    again = DaemonProcess(lab.server.netns, os.path.join(lab.tmp, "sesame.toml"), "-v").start()
+    lab.daemon = again
+    again.wait_for(rf"adopting {n + 2} grant elements from before while serving", 5)
+    knock_from(lab.user.netns, lab.server.ipv4, "9000/tcp", "8000/tcp", "7000/tcp")
+    again.wait_for(rf"closed door ssh for {lab.user.ipv4} \(unknock\)", 10)
+    again.wait_for(rf"kept {n + 1} grants \(door ssh: {n + 1}\), adopted while serving", 30)
+    left = lab.grants()
+    assert len(left) == n and f"{lab.user.ipv4} 22/tcp" not in left
+    assert "198.51.100.77 2222/tcp" not in left
+
+
 def test_start_and_stop_commands_run_as_argv(lab):
     flag = os.path.join(lab.tmp, "opened")
     name = flag + "-{ip}-{port}-{proto}-{door}"

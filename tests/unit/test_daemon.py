@@ -322,3 +322,46 @@ def test_many_grants_kept_at_start_are_counted_in_one_line_a_few_one_by_one(capl
         adopt(entries[:KEPT_SHOWN], cfg)
     assert len(caplog.records) == KEPT_SHOWN
     assert caplog.records[0].getMessage().startswith(f"kept grant of door {door} for ")
+
+
+def test_many_grants_from_before_are_adopted_while_serving_a_sources_own_first(caplog):
+    """A restart that finds more grant elements than it adopts at once is ready before
+    adopting them. A source's are adopted before anything is decided about it: a knock
+    for a short door leaves a longer door's hold on the same port as it was, and an
+    un-knock closes a grant from before. The rest are adopted a slice at each tick;
+    stale elements (no door opens their port any more) are deleted."""
+    import logging
+
+    from sesame.service.keeper import AT_ONCE, SLICE
+
+    text = EXAMPLE + '\n[[door]]\nname = "long"\nsequence = ["6000/udp"]\nopen = ["22/tcp"]\n'
+    cfg = config.parse(text + "open_for = 600\n", "t.toml")
+    clock = FakeClock()
+    gate = MemoryGate(clock)
+    sources = [ip_address(0x0A000000 + i) for i in range(1, AT_ONCE + 2 * SLICE)]
+    for source in sources:
+        gate.elements[source, SSH] = ("ssh", clock() + 25.0, "")
+    held, closing, stale = sources[7], sources[8], sources[9]
+    gate.elements[held, SSH] = ("long", clock() + 500.0, "")
+    gate.elements[stale, Port("tcp", 1)] = ("gone", clock() + 25.0, "")
+    daemon = Daemon(cfg, gate, clock)
+    with caplog.at_level(logging.INFO, logger="sesame"):
+        daemon.start()
+        assert len(daemon.engine.grants) == 0 and daemon.adoption is not None
+        send(daemon, clock, *OPEN, source=str(held))
+        assert gate.elements[held, SSH][0] == "long", "the longer hold stays"
+        assert {g.door for g in daemon.engine.grants.all()} == {"long", "ssh"}
+        send(daemon, clock, (9000, "tcp"), (8000, "tcp"), (7000, "tcp"), source=str(closing))
+        assert not gate.allows(closing, SSH, clock()), "an un-knock closes a grant from before"
+        ticks = 0
+        while daemon.adoption is not None:
+            daemon.tick(clock())
+            ticks += 1
+    assert ticks <= len(sources) // SLICE + 1
+    # Every one from before but the one un-knocked, and the short door's new grant.
+    assert len(daemon.engine.grants) == len(sources) - 1 + 1
+    assert (stale, Port("tcp", 1)) not in gate.elements
+    assert any(
+        r.getMessage().startswith(f"kept {len(sources)} grants (door long: 1, door ssh: ")
+        for r in caplog.records
+    )

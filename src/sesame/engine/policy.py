@@ -24,7 +24,7 @@ from sesame.engine.events import (
     Grant,
     Opened,
 )
-from sesame.engine.grants import GrantBook
+from sesame.engine.grants import GrantBook, key_of
 
 
 def admission(door: Door, address: Address, user: str) -> Admission:
@@ -102,8 +102,8 @@ class Policy:
 
     def restore(self, grants: Iterable[Grant]) -> None:
         """Adopt grants found in the kernel at start-up (no actions: they are live)."""
-        for grant in grants:
-            if grant.door in self.names:
+        for grant in grants:  # (a live grant of the same key is newer: it stays)
+            if grant.door in self.names and self.grants.get(*key_of(grant)) is None:
                 self.grants.grant(grant)
 
     def expire(self, now: float) -> list[Closed]:

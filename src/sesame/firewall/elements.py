@@ -5,9 +5,10 @@ and ``revoke``."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from ipaddress import IPv4Address
+from typing import Generic, TypeVar
 
 from sesame.basics import Address, Port
 from sesame.engine.events import Element, Grant
@@ -136,3 +137,36 @@ def to_grants(entries: Iterable[Entry], now: float) -> list[Grant]:
         for key in ports
         for door, address, user, _ in [key]
     ]
+
+
+T = TypeVar("T")
+
+
+class Listed(Generic[T]):
+    """The grant elements a table held, by source (the address's bytes), each group
+    read into entries only when it is taken: a restart may find 100,000 of them, and
+    what a daemon needs first is the few of one source."""
+
+    def __init__(self, groups: dict[bytes, list[T]], read: Callable[[list[T]], list[Entry]]):
+        self._groups, self._read = groups, read
+        self.left = sum(len(group) for group in groups.values())  # elements not taken
+
+    def take(self, address: Address) -> list[Entry]:
+        """The elements of ``address`` (none if taken before)."""
+        group = self._groups.pop(address.packed, None)
+        if group is None:
+            return []
+        self.left -= len(group)
+        return self._read(group)
+
+    def take_some(self, n: int) -> list[Entry]:
+        """The elements of some sources, about ``n`` of them (whole sources)."""
+        taken: list[T] = []
+        while self._groups and len(taken) < n:
+            taken += self._groups.popitem()[1]
+        self.left -= len(taken)
+        return self._read(taken) if taken else []
+
+    def rest(self) -> list[Entry]:
+        """Every element not taken yet."""
+        return self.take_some(self.left)

@@ -10,12 +10,12 @@ firewall refuses, and then leaves the firewall as it was.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from sesame.basics import Address, Port
 from sesame.config import Config
 from sesame.engine.events import Element
-from sesame.firewall.elements import Entry
+from sesame.firewall.elements import Entry, Listed
 
 
 class Gate(Protocol):
@@ -41,6 +41,10 @@ class Gate(Protocol):
     def entries(self) -> list[Entry]:
         """The live grant elements with their holders and the time each has left;
         empty when the table is not there."""
+
+    def listed(self) -> Listed[Any]:
+        """The same elements by source, each group read when taken (a daemon that
+        restarts reads the few it needs first)."""
 
     def set_knock_ports(
         self,

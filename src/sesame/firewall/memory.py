@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable, Sequence
 from sesame.basics import Address, Port
 from sesame.config import Config
 from sesame.engine.events import Element
-from sesame.firewall.elements import Entry, Holder
+from sesame.firewall.elements import Entry, Holder, Listed
 
 
 class MemoryGate:
@@ -86,6 +86,13 @@ class MemoryGate:
         """Would the kernel let a new connection from ``address`` to ``port`` in?"""
         entry = self.elements.get((address, port))
         return entry is not None and entry[1] > now
+
+    def listed(self) -> Listed[Entry]:
+        """The live elements by source, as the kernel would list them."""
+        groups: dict[bytes, list[Entry]] = {}
+        for entry in self.entries():
+            groups.setdefault(entry.address.packed, []).append(entry)
+        return Listed(groups, list)
 
     def entries(self) -> list[Entry]:
         """The live elements, as the kernel would list them."""

@@ -14,6 +14,7 @@ plans; :class:`Netlink` only sends and receives.
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import socket
 from collections.abc import Iterable, Sequence
@@ -22,8 +23,9 @@ from ipaddress import IPv4Address, IPv6Address
 from sesame.basics import Address, Port
 from sesame.engine.events import Element
 from sesame.errors import FirewallError
-from sesame.firewall.elements import Entry, Holder, comment, holders, set_of
+from sesame.firewall.elements import Entry, Holder, Listed, comment, holders, set_of
 from sesame.wire import netlink as nl
+from sesame.wire import nftables
 from sesame.wire.nftables import (
     NFT_MSG_DELSETELEM,
     NFT_MSG_GETSETELEM,
@@ -33,7 +35,6 @@ from sesame.wire.nftables import (
     batch,
     dump,
     element,
-    elements,
     parse_hit,
     port_value,
     setelem,
@@ -138,24 +139,44 @@ def entries(name: str, listed: Iterable[Elem]) -> list[Entry]:
     """The elements of grant set ``name`` as entries (those of no known shape left out):
     its holders from its comment, its time left from the kernel's expiration."""
     out: list[Entry] = []
-    known: dict[tuple[bytes, bytes], tuple[Address, Port] | None] = {}
-    noted: dict[str, tuple[Holder, ...]] = {}
+    size = 4 if name.endswith("4") else 16
+    kind = IPv4Address if size == 4 else IPv6Address
     for elem in listed:
-        size = 4 if name.endswith("4") else 16  # one port's many sources: parse it once
-        tail = (elem.key[size:], elem.data)
-        if tail not in known:
-            known[tail] = unlocated(name, elem.key, elem.data)
-        where = known[tail]
-        if where is None:
+        port = _port_of(name, elem.key[size:], elem.data)  # one port's many sources
+        if port is None or len(elem.key) < size:
             continue
-        source = (IPv4Address if size == 4 else IPv6Address)(elem.key[:size])
-        note = elem.comment or ""
-        if note not in noted:
-            noted[note] = holders(note) or (Holder(""),)
-        held = noted[note]
+        held = _holders(elem.comment or "")
         left = (elem.expiration if elem.expiration is not None else elem.timeout or 0) / 1000
-        out.append(Entry(source, where[1], held[0].door, left, held[0].user, held))
+        out.append(Entry(kind(elem.key[:size]), port, held[0].door, left, held[0].user, held))
     return out
+
+
+@functools.lru_cache(maxsize=1024)
+def _port_of(name: str, tail: bytes, data: bytes) -> Port | None:
+    found = unlocated(name, bytes(4 if name.endswith("4") else 16) + tail, data)
+    return None if found is None else found[1]
+
+
+@functools.lru_cache(maxsize=4096)
+def _holders(note: str) -> tuple[Holder, ...]:
+    return holders(note) or (Holder(""),)
+
+
+def listed(sets: dict[str, list[bytes]]) -> Listed[tuple[str, bytes]]:
+    """The elements of grant sets (name -> the messages of its dump), by source; each
+    read when taken."""
+    groups: dict[bytes, list[tuple[str, bytes]]] = {}
+    for name, bodies in sets.items():
+        for body in bodies:
+            nftables.group(body, 4 if name.endswith("4") else 16, groups, name)
+    return Listed(groups, _read)
+
+
+def _read(group: list[tuple[str, bytes]]) -> list[Entry]:
+    by_set: dict[str, list[Elem]] = {}
+    for name, item in group:
+        by_set.setdefault(name, []).append(nftables.read(item))
+    return [entry for name, found in by_set.items() for entry in entries(name, found)]
 
 
 def follow_steps(addresses: Iterable[Address], seconds: float, forget: bool) -> list[Step]:
@@ -240,11 +261,12 @@ class Netlink:
         if errors:
             raise FirewallError(", ".join(os.strerror(e) for e in errors))
 
-    def listing(self, name: str) -> list[Elem]:
-        """Every element of set ``name``, in one dump; FirewallError if the kernel
-        refuses (ENOENT: no such table or set)."""
+    def listing(self, name: str) -> list[bytes]:
+        """The NEWSETELEM messages (after their netlink header) that hold every element
+        of set ``name``, in one dump; FirewallError if the kernel refuses (ENOENT: no
+        such table or set)."""
         seq = self._next()
-        out: list[Elem] = []
+        out: list[bytes] = []
         try:
             self.sock.send(dump(self.table, name, seq))
             while True:
@@ -259,7 +281,7 @@ class Netlink:
                         error = nl.error_code(body)
                         raise FirewallError(f"listing {name}: {os.strerror(-error)}")
                     if head.type & 0xFF == NEWSETELEM:
-                        out += elements(body)
+                        out.append(body)
         except OSError as exc:
             raise FirewallError(f"netlink: {exc}") from None
 

@@ -11,7 +11,7 @@ from sesame.config import Config
 from sesame.engine.events import Element
 from sesame.errors import FirewallError
 from sesame.firewall import elements, netlink, ruleset
-from sesame.firewall.elements import Entry
+from sesame.firewall.elements import Entry, Listed
 from sesame.firewall.libnft import Nft
 from sesame.firewall.watch import GRANT_SETS
 
@@ -97,15 +97,19 @@ class NftGate:
         self.netlink.apply(netlink.forget_steps(address), missing_ok=True)
 
     def entries(self) -> list[Entry]:
-        """Live grant elements; empty when the table does not exist. Read over netlink:
-        libnftables takes seconds to list 100,000 elements."""
-        out: list[Entry] = []
+        """Live grant elements; empty when the table does not exist."""
+        return self.listed().rest()
+
+    def listed(self) -> Listed[tuple[str, bytes]]:
+        """Live grant elements by source, read when taken; none when the table does not
+        exist. Over netlink: libnftables takes seconds to list 100,000 elements."""
+        sets: dict[str, list[bytes]] = {}
         for name in sorted(GRANT_SETS):
             try:
-                out += netlink.entries(name, self.netlink.listing(name))
+                sets[name] = self.netlink.listing(name)
             except FirewallError:
-                return []
-        return out
+                return netlink.listed({})
+        return netlink.listed(sets)
 
     def remove(self, entries: Iterable[Entry]) -> None:
         """Delete grant elements now (idempotent), in one transaction."""

@@ -9,19 +9,24 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from typing import Any
 
+from sesame.basics import Address
 from sesame.config import Config
 from sesame.engine import Action, Engine, Refreshed
+from sesame.engine.events import Element
 from sesame.errors import FirewallError
-from sesame.firewall.elements import Entry
+from sesame.firewall.elements import Entry, Listed, to_grants
 from sesame.firewall.gate import Gate
 from sesame.firewall.watch import Verdict
 
 log = logging.getLogger("sesame")
 KEPT_SHOWN = 100  # grants kept at start-up logged one by one; beyond, counted per door
+AT_ONCE = 1000  # grant elements adopted before start-up is done; beyond, while serving
+SLICE = 200  # elements adopted at one turn of the loop, while serving (10 ms or so)
 
 
-def adopt(entries: list[Entry], config: Config) -> tuple[list[Entry], list[Entry], list[Entry]]:
+def sort(entries: list[Entry], config: Config) -> tuple[list[Entry], list[Entry], list[Entry]]:
     """The grant elements found in the kernel at start-up, sorted: those to keep (with
     only the holders whose door still opens the port), the stale ones (no holder's
     door opens it any more) and, of those kept, the ones that lost a holder."""
@@ -37,13 +42,14 @@ def adopt(entries: list[Entry], config: Config) -> tuple[list[Entry], list[Entry
             entry = replace(entry, holders=held)
             mixed.append(entry)
         keep.append(entry)
+    return keep, stale, mixed
+
+
+def adopt(entries: list[Entry], config: Config) -> tuple[list[Entry], list[Entry], list[Entry]]:
+    """:func:`sort`, and what is kept logged (one line a grant, or a count a door)."""
+    keep, stale, mixed = sort(entries, config)
     if len(keep) > KEPT_SHOWN:  # a line each would flood the log at start-up
-        doors = Counter(h.door for entry in keep for h in entry.held())
-        log.info(
-            "kept %d grants (%s)",
-            len(keep),
-            ", ".join(f"door {door}: {n}" for door, n in sorted(doors.items())),
-        )
+        log.info("kept %d grants (%s)", len(keep), _per_door(keep))
         return keep, stale, mixed
     for entry in keep:
         for h in entry.held():
@@ -52,6 +58,58 @@ def adopt(entries: list[Entry], config: Config) -> tuple[list[Entry], list[Entry
                 *(h.door, entry.address, entry.port, entry.left - h.before),
             )
     return keep, stale, mixed
+
+
+def _per_door(entries: list[Entry]) -> str:
+    doors = Counter(h.door for entry in entries for h in entry.held())
+    return ", ".join(f"door {door}: {n}" for door, n in sorted(doors.items()))
+
+
+class Adoption:
+    """The grant elements found at start-up when there are many, adopted while the
+    daemon serves: the kernel enforces them all the while; the elements of a source
+    are adopted before anything is decided about it (:meth:`source`), and the rest a
+    slice at each turn of the loop (:meth:`some`)."""
+
+    def __init__(self, listed: Listed[Any], engine: Engine, gate: Gate, at: float) -> None:
+        self.listed, self.engine, self.gate = listed, engine, gate
+        self.at = at  # when the elements were listed (their time left counts from then)
+        self.kept: list[Entry] = []
+        self.started = time.monotonic()
+
+    @property
+    def done(self) -> bool:
+        return self.listed.left == 0
+
+    def source(self, address: Address, config: Config, now: float) -> None:
+        self._adopt(self.listed.take(address), config, now)
+
+    def some(self, config: Config, now: float) -> None:
+        self._adopt(self.listed.take_some(SLICE), config, now)
+
+    def all(self, config: Config, now: float) -> None:
+        self._adopt(self.listed.rest(), config, now)
+
+    def _adopt(self, entries: list[Entry], config: Config, now: float) -> None:
+        keep, stale, mixed = sort(entries, config)
+        self.engine.restore(to_grants(keep, self.at))
+        self.kept += keep
+        # The stale go; where some holders are gone, the rest hold until their deadline.
+        changed = [Element(e.address, e.port, None) for e in stale]
+        changed += [self.engine.element(e.address, e.port) for e in mixed]
+        try:
+            if changed:
+                self.gate.apply(changed, now)
+        except FirewallError as exc:
+            log.error("cannot update grants kept from before: %s", exc)
+        if self.done:
+            log.info(
+                "kept %d grants (%s), adopted while serving in %.1f s",
+                len(self.kept),
+                _per_door(self.kept),
+                time.monotonic() - self.started,
+            )
+            self.kept = []
 
 
 class Keeper:

@@ -18,6 +18,8 @@ def answer(daemon: Daemon, request: Request, reload: Callable[[], str | None]) -
     """The answer to a valid request; ``reload`` reloads (as SIGHUP does) and returns
     why the new config was refused, or None."""
     command = request["command"]
+    if command in ("status", "revoke"):
+        daemon.adopt(daemon.clock())  # every grant from before, if some are left
     if command == "status":
         now, cluster = daemon.clock(), daemon.cluster
         node = {} if cluster is None else {"cluster": cluster.status(now, daemon.wall())}
