@@ -3,10 +3,10 @@
     python -m bench.flood NETNS DEST KIND COUNT [RATE]
 
 KIND: syn (random ports), first (SYNs to port 7000: the first knock of a sequence),
-junk-udp:PORT (random bytes; from a pool of POOL sources, in turn), sesame-wrong:PORT,
-fwknop-wrong:PORT (well formed, wrong key), sesame-valid:PORT (valid SPA, each source
-its own, from USERS users in turn: a user's share of SPA is bounded). Sources are
-distinct addresses in 100.64.0.0/10 (but for junk's pool).
+junk-udp:PORT (random bytes), sesame-wrong:PORT, fwknop-wrong:PORT (well formed, wrong
+key), sesame-valid:PORT (valid SPA, each source its own, from USERS users in turn: a
+user's share of SPA is bounded). Sources are distinct addresses in 100.64.0.0/10; junk
+and wrongly keyed datagrams come from a pool of POOL of them, over and over.
 Prints the seconds it took.
 """
 
@@ -79,8 +79,10 @@ def main() -> None:
     rate = float(sys.argv[5]) if len(sys.argv) > 5 else None
     raw = Raw(netns, destination)
     total = int(count)
-    # Random junk from a pool of sources, over and over: a long flood costs no memory.
-    pool = min(total, POOL) if kind.startswith("junk-udp") else total
+    # Junk and wrongly keyed datagrams from a pool of sources, over and over: a long
+    # flood costs no memory, and takes no longer to make.
+    pooled = kind.startswith(("junk-udp", "sesame-wrong", "fwknop-wrong"))
+    pool = min(total, POOL) if pooled else total
     batch = packets(raw, kind, pool)
     if os.environ.get("FLOOD_READY"):  # say when the packets are made and sending starts
         print("sending", flush=True)
