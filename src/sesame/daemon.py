@@ -152,7 +152,8 @@ class Daemon:
                 raise item
             packet = decode(item.payload)
             if self.adoption is not None:  # a knock decides for its source, maybe its user
-                self.adopt(now, packet.source, self.config.one_address_per_user)
+                user = self.config.one_address_per_user and self.engine.kind(packet) == "knock"
+                self.adopt(now, packet.source, user)
             prefix = item.prefix
             if prefix and prefix != FULL:
                 if prefix == NOISE:  # from a source with a knock attempt in progress

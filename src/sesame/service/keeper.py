@@ -61,8 +61,11 @@ def adopt(entries: list[Entry], config: Config) -> tuple[list[Entry], list[Entry
 
 
 def _per_door(entries: list[Entry]) -> str:
-    doors = Counter(h.door for entry in entries for h in entry.held())
-    return ", ".join(f"door {door}: {n}" for door, n in sorted(doors.items()))
+    return _doors(Counter(h.door for entry in entries for h in entry.held()))
+
+
+def _doors(counts: Counter[str]) -> str:
+    return ", ".join(f"door {door}: {n}" for door, n in sorted(counts.items()))
 
 
 class Adoption:
@@ -74,8 +77,9 @@ class Adoption:
     def __init__(self, listed: Listed[Any], engine: Engine, gate: Gate, at: float) -> None:
         self.listed, self.engine, self.gate = listed, engine, gate
         self.at = at  # when the elements were listed (their time left counts from then)
-        self.kept: list[Entry] = []
+        self.kept: Counter[str] = Counter()  # grants kept, by door
         self.started = time.monotonic()
+        self.said = False  # the line that says they are all adopted
 
     @property
     def done(self) -> bool:
@@ -91,25 +95,26 @@ class Adoption:
         self._adopt(self.listed.rest(), config, now)
 
     def _adopt(self, entries: list[Entry], config: Config, now: float) -> None:
-        keep, stale, mixed = sort(entries, config)
-        self.engine.restore(to_grants(keep, self.at))
-        self.kept += keep
-        # The stale go; where some holders are gone, the rest hold until their deadline.
-        changed = [Element(e.address, e.port, None) for e in stale]
-        changed += [self.engine.element(e.address, e.port) for e in mixed]
-        try:
-            if changed:
-                self.gate.apply(changed, now)
-        except FirewallError as exc:
-            log.error("cannot update grants kept from before: %s", exc)
-        if self.done:
+        if entries:
+            keep, stale, mixed = sort(entries, config)
+            self.engine.restore(to_grants(keep, self.at))
+            self.kept.update(h.door for entry in keep for h in entry.held())
+            # The stale go; where some holders are gone, the rest hold until their deadline.
+            changed = [Element(e.address, e.port, None) for e in stale]
+            changed += [self.engine.element(e.address, e.port) for e in mixed]
+            try:
+                if changed:
+                    self.gate.apply(changed, now)
+            except FirewallError as exc:
+                log.error("cannot update grants kept from before: %s", exc)
+        if self.done and not self.said:
+            self.said = True
             log.info(
                 "kept %d grants (%s), adopted while serving in %.1f s",
-                len(self.kept),
-                _per_door(self.kept),
+                self.kept.total(),
+                _doors(self.kept),
                 time.monotonic() - self.started,
             )
-            self.kept = []
 
 
 class Keeper:
