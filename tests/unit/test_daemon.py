@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from ipaddress import ip_address
 from pathlib import Path
 
@@ -10,7 +11,7 @@ from hypothesis import strategies as st
 
 from sesame import config
 from sesame.basics import Port
-from sesame.daemon import Daemon
+from sesame.daemon import FLUSH_EVERY, Daemon
 from sesame.errors import RemoteError
 from sesame.testing import FakeClock, KernelFirstStage, MemoryGate, check_gate, gate_config
 from sesame.wire.nflog import Logged
@@ -365,3 +366,46 @@ def test_many_grants_from_before_are_adopted_while_serving_a_sources_own_first(c
         r.getMessage().startswith(f"kept {len(sources)} grants (door long: 1, door ssh: ")
         for r in caplog.records
     )
+
+
+def test_a_source_that_opened_lately_is_judged_before_a_flood_in_the_same_batch(tmp_path):
+    """A batch of 500 wrongly keyed datagrams naming alice from strangers, then alice's
+    own from the address she opened from before: hers is judged first (her grant is in
+    the gate before the flood's datagrams are refused), and every one is still judged."""
+    import time as wall_time
+
+    from sesame.wire import spa
+    from tests.helpers.configs import SERVER as SPA_SERVER
+
+    text = SPA_SERVER.replace("/tmp/sesame-test-state", str(tmp_path / "state"))
+    daemon, gate, clock = make(text)
+    key, wrong = spa.cipher(bytes(range(32))), spa.cipher(bytes(32))
+
+    def datagram(aead, source: str) -> Logged:
+        sealed = spa.encode(
+            "alice", aead, "ssh", ip_address(source), int(wall_time.time()), os.urandom(12)
+        )
+        return Logged(5155, b"", ipv4(source, SERVER, 17, udp(62201, sealed)))
+
+    daemon.packets([datagram(key, USER)], clock())  # alice opens: her address is known
+    daemon.engine.revoke("ssh", ip_address(USER))
+    refused_when_opened = []
+    apply = gate.apply
+
+    def spy(elements, now):
+        if any(e.until is not None and str(e.address) == USER for e in elements):
+            refused_when_opened.append(sum(daemon.drops.values()))
+        apply(elements, now)
+
+    gate.apply = spy
+    flood = [datagram(wrong, f"100.64.{i // 256}.{i % 256}") for i in range(500)]
+    daemon.packets([*flood, datagram(key, USER)], clock())
+    # Judged first, and carried out with the first FLUSH_EVERY packets (not after 500).
+    [refused] = refused_when_opened
+    assert refused < FLUSH_EVERY
+    assert sum(daemon.drops.values()) == 500
+    clock.advance(3601)  # an hour on, her address is not known any more
+    daemon.tick(clock())
+    daemon.engine.revoke("ssh", ip_address(USER))
+    daemon.packets([*flood, datagram(key, USER)], clock())
+    assert refused_when_opened[1] >= 1000
