@@ -10,6 +10,7 @@ and live grants expire in the kernel.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections import Counter, OrderedDict
@@ -47,6 +48,7 @@ FLUSH_EVERY = 16  # a grant waits for 16 packets at most
 MAX_WAIT = 60.0  # the loop wakes at least this often, whatever a deadline says
 RELOAD_FIXED = ("table", "log_group", "state_dir")  # a restart changes these
 KNOWN, KNOWN_FOR = 4096, 3600.0  # sources that opened lately, whose packets go first
+AHEAD = 2048  # packets of a batch looked through for theirs
 
 
 def _source(packet: bytes) -> bytes:
@@ -160,12 +162,13 @@ class Daemon:
         as the kernel's budget for one source lets through."""
         if not self.known:
             return items
-        batch = list(items)
+        stream = iter(items)  # at most AHEAD at once: a read can hold 100,000 packets
+        batch = list(itertools.islice(stream, AHEAD))
         first = [i for i in batch if isinstance(i, Logged) and _source(i.payload) in self.known]
         if not first or len(first) == len(batch):
-            return batch
+            return itertools.chain(batch, stream)
         chosen = {id(i) for i in first}
-        return first + [i for i in batch if id(i) not in chosen]
+        return itertools.chain(first, (i for i in batch if id(i) not in chosen), stream)
 
     def _opened(self, decisions: Sequence[Decision], now: float) -> None:
         """Note the sources that opened (see :meth:`known_first`), for KNOWN_FOR."""

@@ -409,3 +409,22 @@ def test_a_source_that_opened_lately_is_judged_before_a_flood_in_the_same_batch(
     daemon.engine.revoke("ssh", ip_address(USER))
     daemon.packets([*flood, datagram(key, USER)], clock())
     assert refused_when_opened[1] >= 1000
+
+
+def test_sources_that_opened_are_looked_for_in_a_bounded_part_of_a_batch():
+    """A read can hold 100,000 packets: only the first AHEAD are held at once to look
+    for known sources' packets; the rest stream through, in order."""
+    from sesame.daemon import AHEAD
+
+    daemon, _, clock = make()
+    send(daemon, clock, *OPEN)  # the user's address is known now
+    taken = []
+
+    def read():
+        for i in range(3 * AHEAD):
+            taken.append(i)
+            yield RemoteError(str(i))
+
+    judged = daemon.known_first(read())
+    assert len(taken) == AHEAD
+    assert [e.reason for e in judged] == [str(i) for i in range(3 * AHEAD)]
