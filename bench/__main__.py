@@ -38,6 +38,7 @@ from bench.lab import (
     nft,
     reset_hwm,
     run,
+    sending,
     settle,
     stop,
     udp,
@@ -209,8 +210,8 @@ class Bench:
             cwd=Path(__file__).parent.parent,
             env=dict(os.environ, FLOOD_READY="1") if ready else None,
         )
-        if ready and (flood.stdout is None or flood.stdout.readline().strip() != "sending"):
-            raise RuntimeError(f"the {kind} flood did not start")
+        if ready:
+            sending(flood, kind)
         return flood
 
     def during(

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.lab import latency, run, stop
+from bench.lab import latency, run, sending, stop
 
 RATES = (20_000, 50_000, 100_000, 200_000)  # junk datagrams a second
 PER_SENDER = 100_000  # what one Python sender keeps up (2 cores: 2 senders at most)
@@ -53,9 +53,7 @@ def point(
     ]
     try:
         for flood in floods:  # each has made its packets and started sending
-            assert flood.stdout is not None
-            if flood.stdout.readline().strip() != "sending":
-                raise RuntimeError("a flood did not start")
+            sending(flood, "junk")
         time.sleep(0.5)  # and is under way
         before, start = sent(flood_ns), time.perf_counter()
         figures = latency(user_ns, server, send, reset, trials, limit=WAIT)

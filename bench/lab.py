@@ -84,6 +84,12 @@ def usage(pid: int) -> Usage:
     return Usage(cpu, hwm)
 
 
+def sending(flood: subprocess.Popen, what: str) -> None:
+    """Wait until a flood started with FLOOD_READY has made its packets and sends."""
+    if flood.stdout is None or flood.stdout.readline().strip() != "sending":
+        raise RuntimeError(f"the {what} flood did not start")
+
+
 def machine_cpu() -> float:
     """Seconds the whole machine's CPUs were busy, kernel time and interrupts included
     (/proc/stat: user, nice, system, irq, softirq), whichever task they ran in. Not

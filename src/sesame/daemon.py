@@ -163,12 +163,12 @@ class Daemon:
         if not self.known:
             return items
         stream = iter(items)  # at most AHEAD at once: a read can hold 100,000 packets
-        batch = list(itertools.islice(stream, AHEAD))
-        first = [i for i in batch if isinstance(i, Logged) and _source(i.payload) in self.known]
-        if not first or len(first) == len(batch):
-            return itertools.chain(batch, stream)
-        chosen = {id(i) for i in first}
-        return itertools.chain(first, (i for i in batch if id(i) not in chosen), stream)
+        first: list[Logged | RemoteError] = []
+        rest: list[Logged | RemoteError] = []
+        for item in itertools.islice(stream, AHEAD):
+            known = isinstance(item, Logged) and _source(item.payload) in self.known
+            (first if known else rest).append(item)
+        return itertools.chain(first, rest, stream)
 
     def _opened(self, decisions: Sequence[Decision], now: float) -> None:
         """Note the sources that opened (see :meth:`known_first`), for KNOWN_FOR."""

@@ -104,10 +104,15 @@ def located(address: Address, port: Port) -> tuple[str, bytes, bytes | None] | N
 PAD = (b"", b"\0\0")  # the end of a map's data: none, or a port's padding
 
 
+def _width(name: str) -> int:
+    """The bytes of a source address in grant set ``name`` (``*4`` or ``*6``)."""
+    return 4 if name.endswith("4") else 16
+
+
 def unlocated(name: str, key: bytes, data: bytes) -> tuple[Address, Port] | None:
     """The source and port of an element of grant set ``name`` (:func:`located`
     backwards); None for a key or data of the wrong size or an unknown protocol."""
-    size = 4 if name.endswith("4") else 16
+    size = _width(name)
     kind = IPv4Address if size == 4 else IPv6Address
     if len(key) < size:
         return None
@@ -139,7 +144,7 @@ def entries(name: str, listed: Iterable[Elem]) -> list[Entry]:
     """The elements of grant set ``name`` as entries (those of no known shape left out):
     its holders from its comment, its time left from the kernel's expiration."""
     out: list[Entry] = []
-    size = 4 if name.endswith("4") else 16
+    size = _width(name)
     kind = IPv4Address if size == 4 else IPv6Address
     for elem in listed:
         port = _port_of(name, elem.key[size:], elem.data)  # one port's many sources
@@ -153,7 +158,7 @@ def entries(name: str, listed: Iterable[Elem]) -> list[Entry]:
 
 @functools.lru_cache(maxsize=1024)
 def _port_of(name: str, tail: bytes, data: bytes) -> Port | None:
-    found = unlocated(name, bytes(4 if name.endswith("4") else 16) + tail, data)
+    found = unlocated(name, bytes(_width(name)) + tail, data)
     return None if found is None else found[1]
 
 
@@ -168,7 +173,7 @@ def listed(sets: dict[str, list[bytes]]) -> Listed[tuple[str, bytes]]:
     groups: dict[bytes, list[tuple[str, bytes]]] = {}
     for name, bodies in sets.items():
         for body in bodies:
-            nftables.group(body, 4 if name.endswith("4") else 16, groups, name)
+            nftables.group(body, _width(name), groups, name)
     return Listed(groups, _read)
 
 

@@ -36,7 +36,6 @@ NFTA_SET_ELEM_USERDATA = 6
 NFTA_DATA_VALUE = 1
 NFTA_GEN_PROC_PID = 2
 NFTNL_UDATA_SET_ELEM_COMMENT = 0  # libnftnl's tag for an element comment in its user data
-COMMENT = NFTNL_UDATA_SET_ELEM_COMMENT
 
 IPPROTO: dict[Proto, int] = {"tcp": 6, "udp": 17}
 PROTO: dict[int, Proto] = {6: "tcp", 17: "udp"}
@@ -124,27 +123,14 @@ def elements(body: bytes) -> Iterator[Elem]:
 def group(body: bytes, size: int, into: dict[bytes, list[tuple[str, bytes]]], name: str) -> None:
     """Each element of one NEWSETELEM message of set ``name``, its attributes unread,
     into ``into`` by the first ``size`` bytes of its key (a grant element's source), as
-    (``name``, attributes): a listing of
-    100,000 is sorted so in a fraction of a second; :func:`read` reads one when it is
-    needed. An element without a key that long is left out."""
-    end, offset = len(body), nl.NFGENMSG.size
-    while offset + 4 <= end:  # the list's attributes: table, set, elements
-        size_, kind = _ATTR(body, offset)
-        if size_ < 4 or offset + size_ > end:
-            return
-        at, stop = offset + 4, offset + size_
-        offset += (size_ + 3) & ~3
-        if kind & nl.NLA_TYPE_MASK != NFTA_SET_ELEM_LIST_ELEMENTS:
-            continue
-        while at + 4 <= stop:  # each NFTA_LIST_ELEM: the key comes first
-            length, _ = _ATTR(body, at)
-            if length < 4 or at + length > stop:
-                break
-            first, kind = _ATTR(body, at + 4) if length >= 8 else (0, 0)
-            if kind & nl.NLA_TYPE_MASK == NFTA_SET_ELEM_KEY and first >= 8 + size:
-                key = body[at + 12 : at + 12 + size]  # inside its NFTA_DATA_VALUE
-                into.setdefault(key, []).append((name, body[at + 4 : at + length]))
-            at += (length + 3) & ~3
+    (``name``, attributes): a listing of 100,000 is sorted so in a fraction of a second;
+    :func:`read` reads one when it is needed. An element without a key that long (the
+    kernel puts the key first) is left out."""
+    for start, stop in _regions(body):
+        first, kind = _ATTR(body, start) if stop - start >= 4 else (0, 0)
+        if kind & nl.NLA_TYPE_MASK == NFTA_SET_ELEM_KEY and first >= 8 + size:
+            key = body[start + 8 : start + 8 + size]  # inside its NFTA_DATA_VALUE
+            into.setdefault(key, []).append((name, body[start:stop]))
 
 
 def read(item: bytes) -> Elem:
@@ -187,7 +173,11 @@ def _elem(body: bytes, at: int, stop: int) -> Elem:
             timeout = _U64(body, at + 4)[0]
         elif kind == NFTA_SET_ELEM_EXPIRATION and length >= 12:
             expiration = _U64(body, at + 4)[0]
-        elif kind == NFTA_SET_ELEM_USERDATA and length >= 6 and body[at + 4] == COMMENT:
+        elif (
+            kind == NFTA_SET_ELEM_USERDATA
+            and length >= 6
+            and body[at + 4] == NFTNL_UDATA_SET_ELEM_COMMENT
+        ):
             text = body[at + 6 : at + 6 + min(body[at + 5], length - 6)]
             comment = text.rstrip(b"\0").decode("utf-8", "replace")
         at += (length + 3) & ~3
