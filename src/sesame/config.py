@@ -195,6 +195,7 @@ SERVER: dict[str, Convert] = {
     "public": _ports,
     "scanner_hold": _whole,
     "log_group": _whole,
+    "known_log_group": _whole,
     "max_sources": _whole,
     "table": _text,
     "state_dir": _text,

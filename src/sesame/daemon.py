@@ -10,10 +10,9 @@ and live grants expire in the kernel.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import time
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
@@ -45,15 +44,10 @@ if TYPE_CHECKING:  # imported only when [server] metrics asks: it costs memory
 
 log = logging.getLogger("sesame")
 FLUSH_EVERY = 16  # a grant waits for 16 packets at most
+HEED_EVERY = 4  # packets judged between two looks at the group of known sources
 MAX_WAIT = 60.0  # the loop wakes at least this often, whatever a deadline says
-RELOAD_FIXED = ("table", "log_group", "state_dir")  # a restart changes these
-KNOWN, KNOWN_FOR = 4096, 3600.0  # sources that opened lately, whose packets go first
-AHEAD = 2048  # packets of a batch looked through for theirs
-
-
-def _source(packet: bytes) -> bytes:
-    """The source address of an IP packet, as its bytes (b"" if it is too short)."""
-    return packet[12:16] if packet[:1] < b"\x60" else packet[8:24]
+RELOAD_FIXED = ("table", "log_group", "known_log_group", "state_dir")  # a restart changes these
+KNOWN_FOR = 3600.0  # seconds a source that opened has its SPA heard first
 
 
 class Daemon:
@@ -92,7 +86,9 @@ class Daemon:
         self.cluster = cluster.of(config, self.engine, self.warn, store)
         self.debug = log.isEnabledFor(logging.DEBUG)
         self.adoption: Adoption | None = None  # grants from before, adopted while serving
-        self.known: OrderedDict[bytes, float] = OrderedDict()  # source -> known until
+        # The packets waiting in the group of sources that opened lately (set by the
+        # loop): read before each batch and between its parts, to be judged first.
+        self.heed: Callable[[], Iterable[Logged | RemoteError]] | None = None
 
     def adopt(self, now: float, source: Address | None = None, user: bool = False) -> None:
         """While grants from before are adopted: those of ``source`` now (before
@@ -137,49 +133,41 @@ class Daemon:
         self.packets((item,), now)
         self.stage.take()
 
-    def packets(self, items: Iterable[Logged | RemoteError], now: float) -> None:
+    def packets(self, items: Iterable[Logged | RemoteError], now: float, heed: bool = True) -> None:
         """Judge a batch of packets, then carry out what follows in one firewall
         transaction (a flood of valid SPA costs one nft call per batch, not per packet).
-        Packets from sources that opened lately go first (see :meth:`known_first`)."""
+        With ``heed``, the SPA of sources that opened lately (:attr:`heed`) goes first,
+        and again every HEED_EVERY packets: a flood that reaches sesame (datagrams
+        naming a user, with a wrong key) fills a batch with hundreds, and a key holder
+        who opened before should not wait behind them. What those sources send is
+        judged as any other's; a stranger who forges such an address gets no more
+        judged first than the kernel's budget for one source lets through."""
+        if heed and self.heed is not None:
+            self.packets(self.heed(), now, heed=False)
         actions: list[Action] = []
-        for n, item in enumerate(self.known_first(items), 1):
+        for n, item in enumerate(items, 1):
             outputs = self.judge(item, now)
             if outputs:
                 actions += self.stage.run(outputs, now)
             if actions and n % FLUSH_EVERY == 0:
                 self.carry_out(actions, now)
                 actions = []
+            if heed and n % HEED_EVERY == 0 and self.heed is not None:
+                self.packets(self.heed(), now, heed=False)
         self.carry_out(actions, now)
         if self.engine.other_address:
             report.other_addresses(self.engine.other_address)
 
-    def known_first(self, items: Iterable[Logged | RemoteError]) -> Iterable[Logged | RemoteError]:
-        """The batch with the packets of sources that opened lately first, each source's
-        in the order they came: a flood that reaches sesame (datagrams naming a user,
-        with a wrong key) fills a batch with hundreds, and a key holder who opened
-        before should not wait behind them. What it sends is judged as any other's; a
-        stranger who forges its address has its datagrams judged first, at most as many
-        as the kernel's budget for one source lets through."""
-        if not self.known:
-            return items
-        stream = iter(items)  # at most AHEAD at once: a read can hold 100,000 packets
-        first: list[Logged | RemoteError] = []
-        rest: list[Logged | RemoteError] = []
-        for item in itertools.islice(stream, AHEAD):
-            known = isinstance(item, Logged) and _source(item.payload) in self.known
-            (first if known else rest).append(item)
-        return itertools.chain(first, rest, stream)
-
     def _opened(self, decisions: Sequence[Decision], now: float) -> None:
-        """Note the sources that opened (see :meth:`known_first`), for KNOWN_FOR."""
-        known = self.known
-        for decision in decisions:
-            if isinstance(decision, (Opened, Refreshed)):
-                packed = decision.grant.address.packed
-                known.pop(packed, None)
-                known[packed] = now + KNOWN_FOR
-                if len(known) > KNOWN:
-                    known.popitem(last=False)
+        """Have the kernel pass the SPA of the sources that opened to the group read
+        first (:meth:`packets`), for KNOWN_FOR; a full set leaves them with the rest."""
+        opened = {d.grant.address for d in decisions if isinstance(d, (Opened, Refreshed))}
+        if not opened:
+            return
+        try:
+            self.gate.know(opened, KNOWN_FOR)
+        except FirewallError as exc:
+            self.warn("known", now, "sources that opened are not heard first: %s", exc)
 
     def judge(self, item: Logged | RemoteError, now: float) -> Sequence[Output]:
         """The one entry point for remote input: faults are counted and dropped, and
@@ -228,8 +216,13 @@ class Daemon:
                 self.stage.run(self.engine.ports(self.clock()), now)
             else:
                 decisions.append(action)
-        if not decisions:
-            return
+        if decisions:
+            self._decided(decisions, now, share)
+        if self.cluster is not None:
+            self.cluster.store.send()  # the claims and entries of this batch, at once
+
+    def _decided(self, decisions: list[Decision], now: float, share: bool) -> None:
+        """Put decisions in the kernel, tell the cluster, audit, run commands."""
         self._opened(decisions, now)
         if share and self.cluster is not None:
             self.cluster.share(decisions, now, self.wall())
@@ -246,8 +239,6 @@ class Daemon:
                 self.runner.start(argv, now)
 
     def tick(self, now: float) -> None:
-        while self.known and next(iter(self.known.values())) < now:  # the oldest first
-            self.known.popitem(last=False)
         if self.adoption is not None:
             self.adoption.some(self.config, now)
             self.adoption = None if self.adoption.done else self.adoption

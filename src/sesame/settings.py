@@ -36,6 +36,7 @@ class Server:
     public: tuple[Port, ...] = ()
     scanner_hold: int = 60
     log_group: int = 5155
+    known_log_group: int = 5156  # SPA of sources that opened in the last hour: read first
     max_sources: int = 40_000
     table: str = "sesame"
     state_dir: str = "/var/lib/sesame"
@@ -66,6 +67,8 @@ class Server:
         for key, lo, hi in RANGES:
             if not lo <= getattr(self, key) <= hi:
                 raise FieldError(key, f"{key} must be a whole number from {lo} to {hi}")
+        if self.known_log_group == self.log_group:
+            raise FieldError("known_log_group", "known_log_group must differ from log_group")
         if not 0.01 <= self.spa_rate <= 1e6:
             raise FieldError(
                 "spa_rate", "spa_rate must be a number of datagrams a second, 0.01 to 1000000"
@@ -84,6 +87,7 @@ class Server:
 RANGES = (  # [server] whole numbers: key, least, most
     ("scanner_hold", 1, 86400),
     ("log_group", 1, 65535),
+    ("known_log_group", 1, 65535),
     ("max_sources", 1, MAX_SOURCES),
     ("spa_window", 5, 3600),
     ("spa_burst", 1, 1_000_000),

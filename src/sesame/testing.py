@@ -152,6 +152,9 @@ def check_gate(gate: Gate, config: Config, clock: Callable[[], float]) -> None:
     gate.forget_hit(b)  # nothing to forget: no fault
     gate.take([], 5.0)
     assert set(live()) == {(a, alt)}, "knock ports leave grants alone"
+    gate.know([a, b], 3600.0)
+    gate.know([a], 3600.0)  # known already: no fault
+    assert set(live()) == {(a, alt)}, "sources heard first leave grants alone"
 
 
 def check_store(make: Callable[[], Store], prefix: str = "sesame", timeout: float = 10.0) -> None:
@@ -171,6 +174,7 @@ def check_store(make: Callable[[], Store], prefix: str = "sesame", timeout: floa
         ]
         for store, token, outcome in rounds:
             store.claim(token, key, 30_000)
+            store.send()
             seen = _until(store, _claimed(token), timeout)
             assert Claimed(token, outcome) in seen, (token, seen)
         until = time.time() + 30
@@ -179,15 +183,19 @@ def check_store(make: Callable[[], Store], prefix: str = "sesame", timeout: floa
         key = f"{prefix}:seen:check-{os.urandom(8).hex()}"
         made, lost = ((f'{{"check":{n}}}'.encode(), os.urandom(32).hex().encode()) for n in (2, 3))
         first.claim(4, key, 30_000, (*made, until))
+        first.send()
         assert Claimed(4, "claimed") in _until(first, _claimed(4), timeout)
         second.claim(5, key, 30_000, (*lost, until))
+        second.send()
         seen = _until(second, _claimed(5), timeout)
         assert Claimed(5, "taken") in seen, seen
         marker = (b'{"check":4}', os.urandom(32).hex().encode())
         second.tell(*marker, until)  # after what the taken claim would have told
+        second.send()
         heard = _until(first, lambda e: isinstance(e, Heard) and e.body == marker[0], timeout)
         assert not any(isinstance(e, Heard) and e.body == lost[0] for e in heard), heard
         first.tell(body, mac, until)
+        first.send()
         seen += _until(second, lambda e: isinstance(e, Heard) and e.body == body, timeout)
         assert Heard(body, mac, False) in seen, seen
         assert Heard(*made, False) in seen, "the entry of a claim made is told"

@@ -463,3 +463,29 @@ def test_a_stranger_flooding_with_a_users_name_is_held_to_its_share(lab):
         lab.user.netns, "knock", "home", "--door", "ssh", "--client-config", client_config(lab)
     )
     daemon.wait_for(rf"opened door ssh to {lab.user.ipv4}", 10, since=mark)
+
+
+def test_a_source_that_opened_is_heard_in_a_group_of_its_own(lab):
+    """alice opens: the kernel passes her address's SPA to known_log_group for an hour,
+    and sesame opens from there; a stranger's datagram naming alice still goes to
+    log_group, and is refused."""
+    daemon = serve(lab)
+    mark = daemon.mark()
+    send(lab.user.netns, lab.server.ipv4, forge(address=lab.user.ipv4))
+    daemon.wait_for(rf"opened door ssh to {lab.user.ipv4}", 10, since=mark)
+    known = lab.nft("list", "set", "inet", "sesame", "known4")
+    assert lab.user.ipv4 in known and lab.stranger.ipv4 not in known
+    assert re.search(r"expires (59m|1h)", known), known
+    send(lab.stranger.netns, lab.server.ipv4, forge(key=BOB, address=lab.stranger.ipv4))
+    dropped(daemon, "bad tag", mark)
+    assert heard_first(lab) == 0
+    mark = daemon.mark()
+    send(lab.user.netns, lab.server.ipv4, forge(address=lab.user.ipv4))
+    daemon.wait_for(rf"refreshed door ssh for {lab.user.ipv4}", 10, since=mark)
+    assert heard_first(lab) == 1
+
+
+def heard_first(lab) -> int:
+    """Packets the rule that passes known sources' SPA to known_log_group counted."""
+    chain = lab.nft("list", "chain", "inet", "sesame", "spa_known")
+    return int(re.search(r"@known4 counter packets (\d+)", chain).group(1))

@@ -369,6 +369,7 @@ def test_a_forged_entry_opens_nothing_and_is_counted(node):
     a = node(backend, "a", clock)
     body, _ = Signer(os.urandom(32), "sesame").seal([entry(address=ip_address(STRANGER))])
     backend.stores[0].tell(body, b"0" * 64, time.time() + 60)
+    backend.stores[0].send()
     a.heard(clock())
     assert held(a) == set()
     assert a.cluster is not None and a.cluster.counts["cluster entries refused: forged"] == 1

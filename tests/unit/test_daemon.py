@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from sesame import config
 from sesame.basics import Port
-from sesame.daemon import FLUSH_EVERY, Daemon
+from sesame.daemon import FLUSH_EVERY, HEED_EVERY, Daemon
 from sesame.errors import RemoteError
 from sesame.testing import FakeClock, KernelFirstStage, MemoryGate, check_gate, gate_config
 from sesame.wire.nflog import Logged
@@ -368,10 +368,11 @@ def test_many_grants_from_before_are_adopted_while_serving_a_sources_own_first(c
     )
 
 
-def test_a_source_that_opened_lately_is_judged_before_a_flood_in_the_same_batch(tmp_path):
-    """A batch of 500 wrongly keyed datagrams naming alice from strangers, then alice's
-    own from the address she opened from before: hers is judged first (her grant is in
-    the gate before the flood's datagrams are refused), and every one is still judged."""
+def test_a_source_that_opened_lately_is_heard_before_a_flood(tmp_path):
+    """alice opens: the gate passes her address's SPA apart, for an hour. A batch of
+    500 wrongly keyed datagrams naming alice from strangers is being judged when her
+    own comes in that group: hers is judged within HEED_EVERY packets (her grant is
+    in the gate before the rest of the flood is refused), and every one is judged."""
     import time as wall_time
 
     from sesame.wire import spa
@@ -387,8 +388,18 @@ def test_a_source_that_opened_lately_is_judged_before_a_flood_in_the_same_batch(
         )
         return Logged(5155, b"", ipv4(source, SERVER, 17, udp(62201, sealed)))
 
+    assert not gate.knows(ip_address(USER))
     daemon.packets([datagram(key, USER)], clock())  # alice opens: her address is known
+    assert gate.knows(ip_address(USER))
     daemon.engine.revoke("ssh", ip_address(USER))
+    lane: list[Logged] = []  # the group of sources that opened lately
+
+    def heed() -> list[Logged]:
+        taken = lane[:]
+        lane.clear()
+        return taken
+
+    daemon.heed = heed
     refused_when_opened = []
     apply = gate.apply
 
@@ -399,32 +410,39 @@ def test_a_source_that_opened_lately_is_judged_before_a_flood_in_the_same_batch(
 
     gate.apply = spy
     flood = [datagram(wrong, f"100.64.{i // 256}.{i % 256}") for i in range(500)]
-    daemon.packets([*flood, datagram(key, USER)], clock())
-    # Judged first, and carried out with the first FLUSH_EVERY packets (not after 500).
+
+    def arriving(items):  # hers comes while the 101st of the flood is judged
+        for n, item in enumerate(items):
+            if n == 100:
+                lane.append(datagram(key, USER))
+            yield item
+
+    daemon.packets(arriving(flood), clock())
     [refused] = refused_when_opened
-    assert refused < FLUSH_EVERY
+    assert 100 < refused <= 100 + HEED_EVERY
     assert sum(daemon.drops.values()) == 500
     clock.advance(3601)  # an hour on, her address is not known any more
-    daemon.tick(clock())
-    daemon.engine.revoke("ssh", ip_address(USER))
-    daemon.packets([*flood, datagram(key, USER)], clock())
-    assert refused_when_opened[1] >= 1000
+    assert not gate.knows(ip_address(USER))
 
 
-def test_sources_that_opened_are_looked_for_in_a_bounded_part_of_a_batch():
-    """A read can hold 100,000 packets: only the first AHEAD are held at once to look
-    for known sources' packets; the rest stream through, in order."""
-    from sesame.daemon import AHEAD
-
+def test_a_batch_streams_and_the_known_group_is_heard_before_and_between_its_parts():
+    """A read can hold 100,000 packets: they are judged as they come, and the group
+    of sources that opened lately is read before the first and after every
+    HEED_EVERY of them."""
     daemon, _, clock = make()
-    send(daemon, clock, *OPEN)  # the user's address is known now
-    taken = []
+    taken: list[int] = []
+    heard_at: list[int] = []
 
     def read():
-        for i in range(3 * AHEAD):
+        for i in range(5 * FLUSH_EVERY):
             taken.append(i)
             yield RemoteError(str(i))
 
-    judged = daemon.known_first(read())
-    assert len(taken) == AHEAD
-    assert [e.reason for e in judged] == [str(i) for i in range(3 * AHEAD)]
+    def heed() -> list[Logged]:
+        heard_at.append(len(taken))
+        return []
+
+    daemon.heed = heed
+    daemon.packets(read(), clock())
+    assert heard_at == list(range(0, 5 * FLUSH_EVERY + 1, HEED_EVERY))
+    assert daemon.drops == {str(i): 1 for i in range(5 * FLUSH_EVERY)}

@@ -127,18 +127,22 @@ def serve(args: argparse.Namespace) -> int:
     config = load()
     _log_outputs(config.server)
     sensor = NflogSensor(config.server.log_group)
+    known: NflogSensor | None = None
     try:
+        known = NflogSensor(config.server.known_log_group, "known_log_group")
         gate = NftGate(config.server.table)
         monitor = TableMonitor(config.server.table, gate.portid)
     except SesameError:
         sensor.close()
+        if known is not None:
+            known.close()
         raise
     pid_file = config.server.pid_file
     if pid_file:
         with open(open_owned(pid_file, truncate=True), "w") as handle:
             handle.write(f"{os.getpid()}\n")
     try:
-        return serve(load, gate, sensor, monitor, args.control, config)
+        return serve(load, gate, sensor, monitor, args.control, config, known)
     finally:
         if pid_file:
             with contextlib.suppress(OSError):

@@ -51,6 +51,7 @@ class MemoryStore:
         self.events: list[Event] = []
         self.epoch: bytes | None = None
         self.untold: list[tuple[bytes, bytes, float]] = []
+        self.held: list[Callable[[], None]] = []  # claims and entries, until sent
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
 
@@ -70,12 +71,23 @@ class MemoryStore:
         self.report(*(Heard(b, m, True) for b, m, until in self.backend.live if until > now))
         untold, self.untold = self.untold, []
         for body, mac, until in untold:
-            self.tell(body, mac, until)
+            self._tell(body, mac, until)
 
     def fileno(self) -> int:
         return self._wake_r.fileno()
 
     def claim(self, token: int, key: str, ttl_ms: int, entry: Told | None = None) -> None:
+        self.held.append(lambda: self._claim(token, key, ttl_ms, entry))
+
+    def tell(self, body: bytes, mac: bytes, until: float) -> None:
+        self.held.append(lambda: self._tell(body, mac, until))
+
+    def send(self) -> None:
+        held, self.held = self.held, []
+        for step in held:
+            step()
+
+    def _claim(self, token: int, key: str, ttl_ms: int, entry: Told | None) -> None:
         backend = self.backend
         if not backend.up:
             self.report(Claimed(token, "failed"))
@@ -91,10 +103,10 @@ class MemoryStore:
             return
         backend.claims[key] = now + max(1, ttl_ms) / 1000
         if entry is not None:
-            self.tell(*entry)
+            self._tell(*entry)
         self.report(Claimed(token, "claimed"))
 
-    def tell(self, body: bytes, mac: bytes, until: float) -> None:
+    def _tell(self, body: bytes, mac: bytes, until: float) -> None:
         if not self.backend.up:
             self.untold.append((body, mac, until))
             return

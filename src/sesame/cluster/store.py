@@ -40,7 +40,7 @@ from sesame.engine.cluster import Outcome
 log = logging.getLogger("sesame")
 BEAT = 2.0  # seconds between heartbeats (and probes while the store is down)
 BACKOFF = (0.25, 8.0)  # reconnection back-off, least and most seconds
-BATCH = 512  # jobs in one pipeline, at most
+BATCH = 512  # claims and entries in one round trip (whole jobs: about)
 STREAM_LEN = 100_000
 UNTOLD = 10_000  # entries kept while the store is down, to tell when it is back
 TIMEOUT = 1.0  # seconds a command may take before the store counts as down
@@ -180,6 +180,10 @@ class Store(Protocol):
         """An entry for every node (this one too), until ``until`` (Unix time); kept
         and told when the store answers again."""
 
+    def send(self) -> None:
+        """Hand the store what :meth:`claim` and :meth:`tell` gathered since the last
+        send, in their order: nothing goes before (a batch of packets is one step)."""
+
     def take(self) -> list[Event]:
         """The events since last asked, in order."""
 
@@ -200,7 +204,10 @@ class RedisStore:
             "node": f"{prefix}:node:{cluster.node}",
         }
         self.snapshot = b"{}"  # what the heartbeat says; the loop replaces it
-        self._jobs: queue.SimpleQueue[_Claim | _Tell | None] = queue.SimpleQueue()
+        # A batch's claims and entries go to the writer as one job: a job per claim
+        # woke the writer thread for each, and the two threads took turns at the GIL.
+        self._held: list[_Claim | _Tell] = []
+        self._jobs: queue.SimpleQueue[list[_Claim | _Tell] | None] = queue.SimpleQueue()
         self._events: deque[Event] = deque()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -224,11 +231,16 @@ class RedisStore:
     def claim(self, token: int, key: str, ttl_ms: int, entry: Told | None = None) -> None:
         """Claim ``key`` for ``ttl_ms``; :class:`Claimed` follows. ``entry`` goes to
         the stream in the same round trip if the claim is made."""
-        self._jobs.put(_Claim(token, key, max(1, ttl_ms), entry))
+        self._held.append(_Claim(token, key, max(1, ttl_ms), entry))
 
     def tell(self, body: bytes, mac: bytes, until: float) -> None:
         """Tell the other nodes an entry (kept and told later if the store is down)."""
-        self._jobs.put(_Tell(body, mac, until))
+        self._held.append(_Tell(body, mac, until))
+
+    def send(self) -> None:
+        if self._held:
+            self._jobs.put(self._held)
+            self._held = []
 
     def take(self) -> list[Event]:
         """What happened since last asked."""
@@ -292,7 +304,7 @@ class RedisStore:
         except queue.Empty:
             return batch
         while job is not None:
-            batch.append(job)
+            batch += job
             if len(batch) >= BATCH:
                 break
             try:

@@ -56,6 +56,11 @@ class Gate(Protocol):
         every knock), in one transaction. ``tracked``: sources whose knocks must keep
         coming (followed first), when the firewall takes first knocks over."""
 
+    def know(self, addresses: Iterable[Address], seconds: float) -> None:
+        """Pass the SPA datagrams of ``addresses`` (sources that opened) to sesame
+        apart from the rest, for ``seconds``, to be heard first. One that is known
+        already keeps its time."""
+
     def first_hit(self, address: Address) -> tuple[Port | None, float] | None:
         """The first knock the firewall remembers of ``address``: its port (None if
         what it holds is not a port) and its age in seconds; None if it has none."""

@@ -25,6 +25,7 @@ class MemoryGate:
         self.first: frozenset[Port] | None = None  # the kernel has no first stage here
         self.installed: Config | None = None
         self.transactions = 0
+        self.known: dict[Address, float] = {}  # sources heard first, until (clock time)
 
     def install(
         self,
@@ -64,6 +65,17 @@ class MemoryGate:
         self.knock = frozenset(ports)
         self.first = None if first is None else frozenset(first)
         self.transactions += 1
+
+    def know(self, addresses: Iterable[Address], seconds: float) -> None:
+        now = self.clock()
+        for address in addresses:
+            if self.known.get(address, 0.0) <= now:  # one known already keeps its time
+                self.known[address] = now + seconds
+        self.transactions += 1
+
+    def knows(self, address: Address) -> bool:
+        """Would the kernel pass ``address``'s SPA datagrams apart, to be heard first?"""
+        return self.known.get(address, 0.0) > self.clock()
 
     def first_hit(self, address: Address) -> tuple[Port | None, float] | None:
         """Every knock reaches the engine here: there is never a first knock to read."""

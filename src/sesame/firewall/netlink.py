@@ -197,6 +197,20 @@ def follow_steps(addresses: Iterable[Address], seconds: float, forget: bool) -> 
     return steps
 
 
+def known_steps(addresses: Iterable[Address], seconds: float) -> list[Step]:
+    """Have these sources' SPA datagrams come to sesame's own group for ``seconds``
+    (an element there already keeps its time)."""
+    timeout = max(1, round(seconds * 1000))
+    families: dict[str, list[bytes]] = {}
+    for address in addresses:
+        families.setdefault(f"known{_family(address)}", []).append(element(address.packed, timeout))
+    return [
+        (NEWSETELEM, name, found[first : first + CHUNK])
+        for name, found in sorted(families.items())
+        for first in range(0, len(found), CHUNK)
+    ]
+
+
 def forget_steps(address: Address) -> list[Step]:
     """Delete the first knock of ``address`` from the hits map of its family."""
     return [(DELSETELEM, f"hits{_family(address)}", [element(address.packed)])]

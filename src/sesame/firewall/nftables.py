@@ -75,6 +75,11 @@ class NftGate:
             lines += ruleset.knocks(self.config, first)
         self.nft.run("\n".join(lines) + "\n")
 
+    def know(self, addresses: Iterable[Address], seconds: float) -> None:
+        """Hear the SPA datagrams of ``addresses`` first, for ``seconds`` (one
+        transaction; a full set leaves them with the rest)."""
+        self.netlink.apply(netlink.known_steps(addresses, seconds))
+
     def first_hit(self, address: Address) -> tuple[Port | None, float] | None:
         """The first knock the kernel remembers of ``address``: (its port, its age in
         seconds), or None."""

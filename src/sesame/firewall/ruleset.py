@@ -24,7 +24,10 @@ Layout of ``table inet <name>`` (``sesame`` by default):
   second (``spa_source_burst`` at once) is dropped (counter ``spa_over_source``;
   when the set of sources is full, sources it has no room for are not limited
   here); the rest go to userspace over NFLOG, whole, and are dropped (no reply, no
-  ICMP).
+  ICMP): a source in ``known4``/``known6`` (sesame adds a source that opens, for an
+  hour) to the group ``known_log_group``, which sesame reads before ``log_group``
+  and between its batches, so a user who opened before is not queued behind a flood
+  of datagrams that name a user; any other source to ``log_group``.
 - ``knock``: sources marked noisy are dropped unseen, and so are packets conntrack
   finds invalid (a bad checksum; where a door judges TCP flags, as knockd's TCPFlags
   do, only for UDP: a FIN is invalid to conntrack); TCP SYNs and UDP datagrams from
@@ -88,6 +91,7 @@ NEW_NOT_ESTABLISHED = "ct state new,invalid,untracked"
 GUARD_PRIORITY = -150  # mangle: conntrack (-200) has run, DNAT (dstnat, -100) has not
 T = TypeVar("T")
 SPA_SOURCES = 1 << 16  # sources held to the per-source SPA budget at once
+KNOWN_SIZE = 1 << 16  # sources that opened lately, whose SPA has a group of its own
 # The table's named counters of what the kernel dropped at the SPA ports.
 SPA_COUNTERS = ("spa_invalid", "spa_unknown", "spa_over_source")
 
@@ -155,6 +159,7 @@ def _sets(config: Config, knock: Iterable[Port] | None) -> list[str]:
             f"add set {t} spa_sources{n} {{ type {addr}; flags dynamic, timeout;"
             f" size {SPA_SOURCES}; timeout 60s; }}"
         )
+        lines.append(f"add set {t} known{n} {{ type {addr}; flags timeout; size {KNOWN_SIZE}; }}")
     lines += [f"add counter {t} {name}" for name in SPA_COUNTERS]
     lines.append(f"add set {t} first {{ type inet_proto . inet_service; }}")
     lines.append(f"add set {t} spa {{ type inet_service; }}")
@@ -345,6 +350,11 @@ def _spa(config: Config) -> list[str]:
             " counter name spa_over_source drop"
             for n, source in (("4", "ip saddr"), ("6", "ip6 saddr & ffff:ffff:ffff:ffff::"))
         ),
+        *(
+            f"add rule {t} spa_known {ip} saddr @known{n} counter"
+            f" {_log(config, group=config.server.known_log_group)} drop"
+            for n, ip in (("4", "ip"), ("6", "ip6"))
+        ),
         f"add rule {t} spa_known counter {_log(config)} drop",
     ]
 
@@ -424,11 +434,12 @@ def knocks(config: Config, first: Iterable[Port] | None) -> list[str]:
 _SELDOM = "limit rate 1/minute burst 1 packets"  # what tells sesame a set is full
 
 
-def _log(config: Config, prefix: str = "") -> str:
-    """The statement that hands a packet to sesame's NFLOG group, whole. No queue
-    threshold here: the sensor sets it on the group (1, or 8 under a flood)."""
+def _log(config: Config, prefix: str = "", group: int | None = None) -> str:
+    """The statement that hands a packet to sesame's NFLOG group (``log_group``
+    unless ``group`` says), whole. No queue threshold here: the sensor sets it on the
+    group (1, or 8 under a flood)."""
     labelled = f'prefix "{prefix}" ' if prefix else ""
-    return f"log {labelled}group {config.server.log_group} snaplen {SNAPLEN}"
+    return f"log {labelled}group {group or config.server.log_group} snaplen {SNAPLEN}"
 
 
 def fill(table: str, name: str, ports: Iterable[Port]) -> list[str]:

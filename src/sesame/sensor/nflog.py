@@ -49,8 +49,8 @@ class NflogSensor:
     system call and a netlink message per packet; once it is over, one at a time again.
     """
 
-    def __init__(self, group: int) -> None:
-        self.group = group
+    def __init__(self, group: int, key: str = "log_group") -> None:
+        self.group, self.key = group, key  # the config key that names the group
         self._seq = 0
         self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
         try:
@@ -88,7 +88,7 @@ class NflogSensor:
                     if item.error == -errno.EBUSY:
                         raise SensorError(
                             f"NFLOG group {self.group} is taken by another process"
-                            " (another sesame, ulogd?); set [server] log_group"
+                            f" (another sesame, ulogd?); set [server] {self.key}"
                         )
                     if item.error == -errno.EPERM:
                         raise SensorError(self._refused())
@@ -107,7 +107,7 @@ class NflogSensor:
         return (
             f"NFLOG group {self.group} is taken by another process"
             f"{f' ({holder})' if holder else ''} (another sesame, ulogd?): stop it, or set"
-            " [server] log_group to a free group"
+            f" [server] {self.key} to a free group"
         )
 
     def read(self) -> Iterator[nflog.Logged | RemoteError]:

@@ -55,25 +55,28 @@ def serve(
     monitor: TableMonitor | None = None,
     control: str | None = None,
     config: Config | None = None,
+    known: NflogSensor | None = None,
 ) -> int:
     """Run the daemon loop until SIGTERM/SIGINT; ``load`` reads the config (again on
     SIGHUP; ``config``: the one it read already); ``monitor`` tells of other processes'
     changes to the table; ``control``: the path of the control socket (none without
-    it). Returns the exit status."""
+    it); ``known``: the group of sources that opened lately, read first. Returns the
+    exit status."""
     config = config or load()
     daemon = Daemon(config, gate)
     daemon.start()
-    loop = Loop(daemon, load, sensor, monitor)
+    loop = Loop(daemon, load, sensor, monitor, known)
     try:
         if control is not None:
             loop.listen(control)
         if config.server.metrics is not None:
             loop.export(config.server.metrics, gate)
         log.info(
-            "ready: table inet %s, %s, NFLOG group %d",
+            "ready: table inet %s, %s, NFLOG group %d (known sources: %d)",
             config.server.table,
             counts(config),
             config.server.log_group,
+            config.server.known_log_group,
         )
         loop.notifier.ready(status(daemon.engine))
         return loop.run()
@@ -95,8 +98,10 @@ class Loop:
         load: Callable[[], Config],
         sensor: NflogSensor,
         monitor: TableMonitor | None,
+        known: NflogSensor | None = None,
     ) -> None:
         self.daemon, self.load, self.sensor, self.monitor = daemon, load, sensor, monitor
+        self.sensors = (sensor,) if known is None else (sensor, known)
         self.watch = Watch(daemon.config.server.table, os.getpid())
         if monitor is not None:  # what happened while starting (sesame's own install)
             self.changed()
@@ -106,6 +111,12 @@ class Loop:
         self.poller = select.epoll()  # directly: the selectors layer costs a flood per wake
         self.handlers: dict[int, Callable[[int], None]] = {}
         self.on(sensor.fileno(), lambda _: daemon.packets(sensor.read(), time.monotonic()))
+        if known is not None:  # read before each batch of the other, and between its parts
+            daemon.heed = known.read
+            self.on(
+                known.fileno(),
+                lambda _: daemon.packets(known.read(), time.monotonic(), heed=False),
+            )
         self.on(self.wake_r.fileno(), lambda _: drain(self.wake_r))
         if monitor is not None:
             self.on(monitor.fileno(), lambda _: self.changed())
@@ -162,14 +173,14 @@ class Loop:
         return refused
 
     def run(self) -> int:
-        daemon, sensor, notifier = self.daemon, self.sensor, self.notifier
+        daemon, sensors, notifier = self.daemon, self.sensors, self.notifier
         while True:
             now = time.monotonic()
             wait = _least(daemon.timeout(now), notifier.wait(now))
             for listener in (self.control, self.endpoint):
                 expiry = None if listener is None else listener.next_expiry()
                 wait = _least(wait, None if expiry is None else max(0.0, expiry - now))
-            if sensor.batched:  # look again soon: back to one packet at a time when calm
+            if any(s.batched for s in sensors):  # look again soon: one at a time when calm
                 wait = _least(wait, 0.2)
             due = math.inf if wait is None else now + wait
             logs.write_held()  # what this turn logged, in one write, before the loop waits
@@ -188,7 +199,8 @@ class Loop:
                 if listener is not None:
                     listener.expire(now)
             if now >= due:  # not on every wake: a flood wakes the loop thousands of times
-                sensor.relax()
+                for sensor in sensors:
+                    sensor.relax()
                 daemon.tick(now)
                 notifier.ping(now, lambda: status(daemon.engine))
 
@@ -213,7 +225,8 @@ class Loop:
             if listener is not None:
                 listener.close()
         self.poller.close()
-        self.sensor.close()
+        for sensor in self.sensors:
+            sensor.close()
         if self.monitor is not None:
             self.monitor.close()
         self.wake_r.close()
