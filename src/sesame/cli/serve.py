@@ -155,6 +155,11 @@ def _log_outputs(server: configuration.Server) -> None:
     following a link, and must be sesame's own."""
     root = logging.getLogger("sesame")
     json = server.log_format == "json"
+    # No output of sesame's names the caller's file or thread: don't look them up for
+    # every line (the logging HOWTO's "Optimization"; a grant logs one line).
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logMultiprocessing = False
     if under_journal(os.environ):  # under systemd: to the journal, with the fields
         top = logging.getLogger()
         for output in list(top.handlers):
