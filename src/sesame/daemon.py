@@ -222,8 +222,8 @@ class Daemon:
             self.cluster.store.send()  # the claims and entries of this batch, at once
 
     def _decided(self, decisions: list[Decision], now: float, share: bool) -> None:
-        """Put decisions in the kernel, tell the cluster, audit, run commands."""
-        self._opened(decisions, now)
+        """Put decisions in the kernel, tell the cluster, audit, run commands; then
+        have the sources that opened heard first (not before their grants)."""
         if share and self.cluster is not None:
             self.cluster.share(decisions, now, self.wall())
         try:  # a door with gate = false only runs commands: its grants hold no element
@@ -237,6 +237,7 @@ class Daemon:
             door = self.config.doors_by_name.get(decision.grant.door)
             for argv in commands.plan(decision, door):
                 self.runner.start(argv, now)
+        self._opened(decisions, now)
 
     def tick(self, now: float) -> None:
         if self.adoption is not None:
