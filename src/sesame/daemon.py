@@ -88,7 +88,7 @@ class Daemon:
         self.adoption: Adoption | None = None  # grants from before, adopted while serving
         # The packets waiting in the group of sources that opened lately (set by the
         # loop): read before each batch and between its parts, to be judged first.
-        self.heed: Callable[[], Iterable[Logged | RemoteError]] | None = None
+        self.known: Callable[[], Iterable[Logged | RemoteError]] | None = None
 
     def adopt(self, now: float, source: Address | None = None, user: bool = False) -> None:
         """While grants from before are adopted: those of ``source`` now (before
@@ -136,14 +136,15 @@ class Daemon:
     def packets(self, items: Iterable[Logged | RemoteError], now: float, heed: bool = True) -> None:
         """Judge a batch of packets, then carry out what follows in one firewall
         transaction (a flood of valid SPA costs one nft call per batch, not per packet).
-        With ``heed``, the SPA of sources that opened lately (:attr:`heed`) goes first,
+        With ``heed``, the SPA of sources that opened lately (:attr:`known`) goes first,
         and again every HEED_EVERY packets: a flood that reaches sesame (datagrams
         naming a user, with a wrong key) fills a batch with hundreds, and a key holder
         who opened before should not wait behind them. What those sources send is
         judged as any other's; a stranger who forges such an address gets no more
         judged first than the kernel's budget for one source lets through."""
-        if heed and self.heed is not None:
-            self.packets(self.heed(), now, heed=False)
+        known = self.known if heed else None
+        if known is not None:
+            self.packets(known(), now, heed=False)
         actions: list[Action] = []
         for n, item in enumerate(items, 1):
             outputs = self.judge(item, now)
@@ -152,8 +153,8 @@ class Daemon:
             if actions and n % FLUSH_EVERY == 0:
                 self.carry_out(actions, now)
                 actions = []
-            if heed and n % HEED_EVERY == 0 and self.heed is not None:
-                self.packets(self.heed(), now, heed=False)
+            if known is not None and n % HEED_EVERY == 0:
+                self.packets(known(), now, heed=False)
         self.carry_out(actions, now)
         if self.engine.other_address:
             report.other_addresses(self.engine.other_address)

@@ -399,7 +399,7 @@ def test_a_source_that_opened_lately_is_heard_before_a_flood(tmp_path):
         lane.clear()
         return taken
 
-    daemon.heed = heed
+    daemon.known = heed
     refused_when_opened = []
     apply = gate.apply
 
@@ -442,7 +442,7 @@ def test_a_batch_streams_and_the_known_group_is_heard_before_and_between_its_par
         heard_at.append(len(taken))
         return []
 
-    daemon.heed = heed
+    daemon.known = heed
     daemon.packets(read(), clock())
     assert heard_at == list(range(0, 5 * FLUSH_EVERY + 1, HEED_EVERY))
     assert daemon.drops == {str(i): 1 for i in range(5 * FLUSH_EVERY)}

@@ -61,7 +61,12 @@ def adopt(entries: list[Entry], config: Config) -> tuple[list[Entry], list[Entry
 
 
 def _per_door(entries: list[Entry]) -> str:
-    return _doors(Counter(h.door for entry in entries for h in entry.held()))
+    return _doors(_by_door(entries))
+
+
+def _by_door(entries: list[Entry]) -> Counter[str]:
+    """The grants these elements hold, by door."""
+    return Counter(h.door for entry in entries for h in entry.held())
 
 
 def _doors(counts: Counter[str]) -> str:
@@ -98,7 +103,7 @@ class Adoption:
         if entries:
             keep, stale, mixed = sort(entries, config)
             self.engine.restore(to_grants(keep, self.at))
-            self.kept.update(h.door for entry in keep for h in entry.held())
+            self.kept += _by_door(keep)
             # The stale go; where some holders are gone, the rest hold until their deadline.
             changed = [Element(e.address, e.port, None) for e in stale]
             changed += [self.engine.element(e.address, e.port) for e in mixed]

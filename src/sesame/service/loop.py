@@ -100,7 +100,7 @@ class Loop:
         monitor: TableMonitor | None,
         known: NflogSensor | None = None,
     ) -> None:
-        self.daemon, self.load, self.sensor, self.monitor = daemon, load, sensor, monitor
+        self.daemon, self.load, self.monitor = daemon, load, monitor
         self.sensors = (sensor,) if known is None else (sensor, known)
         self.watch = Watch(daemon.config.server.table, os.getpid())
         if monitor is not None:  # what happened while starting (sesame's own install)
@@ -112,7 +112,7 @@ class Loop:
         self.handlers: dict[int, Callable[[int], None]] = {}
         self.on(sensor.fileno(), lambda _: daemon.packets(sensor.read(), time.monotonic()))
         if known is not None:  # read before each batch of the other, and between its parts
-            daemon.heed = known.read
+            daemon.known = known.read
             self.on(
                 known.fileno(),
                 lambda _: daemon.packets(known.read(), time.monotonic(), heed=False),
