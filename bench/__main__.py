@@ -229,8 +229,10 @@ class Bench:
         legitimate knocks, and how fast they open."""
         reset_hwm(pid)
         seen = handled() if handled else 0
-        before, whole = usage(pid), machine_cpu()
-        elapsed = float(self.flood(kind, count).communicate()[0].strip() or 0)
+        before = usage(pid)
+        flood = self.flood(kind, count, ready=True)  # not the sender making its packets
+        whole = machine_cpu()
+        elapsed = float(flood.communicate()[0].strip() or 0)
         time.sleep(1.0)  # let the daemon work off its backlog before reading its CPU
         after, whole = usage(pid), machine_cpu() - whole
         cpu = after.cpu - before.cpu
@@ -265,8 +267,9 @@ class Bench:
         so that what a daemon adds can be told apart (once a run, for each flood)."""
         if (kind, count) not in self.baselines:
             nft(self.server.netns, BASELINE)
+            flood = self.flood(kind, count, ready=True)
             whole = machine_cpu()
-            self.flood(kind, count).communicate()
+            flood.communicate()
             time.sleep(1.0)
             self.baselines[kind, count] = machine_cpu() - whole
             nft(self.server.netns, "delete table inet baseline\n")
