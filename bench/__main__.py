@@ -230,11 +230,8 @@ class Bench:
         reset_hwm(pid)
         seen = handled() if handled else 0
         before = usage(pid)
-        flood = self.flood(kind, count, ready=True)  # not the sender making its packets
-        whole = machine_cpu()
-        elapsed = float(flood.communicate()[0].strip() or 0)
-        time.sleep(1.0)  # let the daemon work off its backlog before reading its CPU
-        after, whole = usage(pid), machine_cpu() - whole
+        elapsed, whole = self.measured(kind, count)
+        after = usage(pid)
         cpu = after.cpu - before.cpu
         added = whole - self.baseline(kind, count)
         out: dict[str, object] = {
@@ -261,17 +258,24 @@ class Bench:
         stop(again)
         return out
 
+    def measured(self, kind: str, count: int) -> tuple[float, float]:
+        """Send a flood, then wait a second (for a daemon to work off its backlog): the
+        seconds the sender took, and the whole machine's busy seconds from its first
+        packet to then (not the sender making its packets: seconds of CPU for wrongly
+        keyed fwknop datagrams, and noisier than what fwknopd adds)."""
+        flood = self.flood(kind, count, ready=True)
+        start = machine_cpu()
+        elapsed = float(flood.communicate()[0].strip() or 0)
+        time.sleep(1.0)
+        return elapsed, machine_cpu() - start
+
     def baseline(self, kind: str, count: int) -> float:
         """The whole machine's CPU for the same flood into a server that drops it on
         arrival (before conntrack, no daemon): what sending and receiving it costs,
         so that what a daemon adds can be told apart (once a run, for each flood)."""
         if (kind, count) not in self.baselines:
             nft(self.server.netns, BASELINE)
-            flood = self.flood(kind, count, ready=True)
-            whole = machine_cpu()
-            flood.communicate()
-            time.sleep(1.0)
-            self.baselines[kind, count] = machine_cpu() - whole
+            self.baselines[kind, count] = self.measured(kind, count)[1]
             nft(self.server.netns, "delete table inet baseline\n")
         return self.baselines[kind, count]
 
@@ -294,15 +298,16 @@ class Bench:
         """Between trials: take the grants away behind the daemon's back and, if the
         last trial made one, wait until the daemon has seen it go (it logs the grant as
         revoked and checks its table): that work is the reset's, not the next trial's."""
-        since = [daemon.mark()]
+        since = daemon.mark()
 
         def reset() -> None:
-            opened = any("opened door" in line for line in daemon.lines[since[0] :])
-            since[0] = daemon.mark()
+            nonlocal since
+            opened = any("opened door" in line for line in daemon.lines[since:])
+            since = daemon.mark()
             nft(self.server.netns, "flush set inet sesame grants4\n")
             if opened:  # (a line logged late is waited for at the next reset, briefly)
                 with contextlib.suppress(TimeoutError):
-                    daemon.wait_for(r"closed door .*\(revoked\)", 2, since=since[0])
+                    daemon.wait_for(r"closed door .*\(revoked\)", 2, since=since)
 
         return reset
 
