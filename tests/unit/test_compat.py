@@ -8,6 +8,9 @@ import time
 from ipaddress import ip_address, ip_network
 
 import pytest
+from cryptography.hazmat.primitives import padding
+from hypothesis import given
+from hypothesis import strategies as st
 
 from sesame import config
 from sesame.basics import Port
@@ -74,6 +77,19 @@ class TestFwknopWire:
     def test_legacy_datagrams_without_hmac(self):
         data = wire.encode("alice", "198.51.100.2,tcp/22", KEY, None, timestamp=STAMP)
         assert wire.decode(data, KEY, None).user == "alice"
+
+    @given(st.integers(1, 8).flatmap(lambda n: st.binary(min_size=16 * n, max_size=16 * n)))
+    def test_padding_comes_off_as_the_library_takes_it_off(self, padded):
+        unpadder = padding.PKCS7(128).unpadder()
+        try:
+            expected: bytes | None = unpadder.update(padded) + unpadder.finalize()
+        except ValueError:
+            expected = None
+        try:
+            got: bytes | None = wire._unpad(padded)
+        except ValueError:
+            got = None
+        assert got == expected
 
 
 ACCESS = f"""\

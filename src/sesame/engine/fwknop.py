@@ -122,12 +122,17 @@ class FwknopJudge:
             if wrong is not None:
                 reason = reason if reason == DENIED else wrong
                 continue
+            # fwknopd's replay check: the datagram's digest, remembered for the age
+            # window; asked once the HMAC holds, before anything is decrypted.
+            digest = hashlib.sha256(payload).digest()
+            if digest in self.replay:
+                reason = reason if reason == DENIED else "replay"
+                continue
             try:
-                message = verifier.open(payload, stanza.key, self._replayed)
+                message = verifier.open(payload, stanza.key)
             except RemoteError as exc:
                 reason = reason if reason == DENIED else exc.reason
                 continue
-            digest = hashlib.sha256(payload).digest()
             try:
                 admit = self._admission(stanza, message, source, destination, now, wall, not_before)
             except RemoteError as exc:
@@ -141,11 +146,6 @@ class FwknopJudge:
             self.counters["fwknop accepted"] += 1
             return [Spent(digest, until, admit)]
         raise RemoteError(reason)
-
-    def _replayed(self, payload: bytes) -> bool:
-        """fwknopd's replay check, the digest of the datagram, remembered for the age
-        window: run once the HMAC is verified, before anything is decrypted."""
-        return hashlib.sha256(payload).digest() in self.replay
 
     def _admission(
         self,
