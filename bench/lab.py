@@ -14,7 +14,7 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -217,20 +217,40 @@ def latency(
     limit: float = 3.0,
 ) -> dict[str, float | int]:
     """``trials`` times: ``reset``, ``send``, and how long until ``address``'s guarded
-    port answers a connection from ``netns`` (a failure after ``limit`` seconds)."""
+    port answers a connection from ``netns`` (a failure after ``limit`` seconds). The
+    sending and probing run first in line (:func:`first_in_line`)."""
     samples, failures = [], 0
     for _ in range(trials):
         reset()
         prober = Prober(netns, address)
-        send()
-        start = time.perf_counter()
-        done = prober.wait(limit=limit)
+        with first_in_line():
+            send()
+            start = time.perf_counter()
+            done = prober.wait(limit=limit)
         if done is None:
             failures += 1
         else:
             samples.append(done - start)
     reset()
     return summary(samples, failures)
+
+
+@contextlib.contextmanager
+def first_in_line() -> Iterator[None]:
+    """The calling thread at real-time priority (SCHED_FIFO 1) for the block, as a
+    latency instrument runs: a probe's answer came within 0.2 ms of the probe, yet
+    knocks timed during floods read 4 to 7 ms, because the prober itself had waited 4
+    to 5 ms for a CPU the flood's sender and the daemon held. It sleeps between probes,
+    so it takes little from them. Without the right to, the block runs as it is."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+    except OSError:
+        yield
+        return
+    try:
+        yield
+    finally:
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
 
 
 class Listener:
