@@ -146,13 +146,11 @@ class Verifier:
                 return "fwknop bad hmac"
         return None
 
-    def open(
-        self, wire: bytes, key: bytes, replayed: Callable[[bytes], bool] | None = None
-    ) -> Message:
-        """Decrypt a datagram :meth:`fault` passed. ``replayed`` is asked first
-        whether the datagram was seen before."""
+    def open(self, wire: bytes, key: bytes) -> Message:
+        """Decrypt a datagram :meth:`fault` passed (whether it was seen before is the
+        caller's to ask first)."""
         tagless = wire[: -self._tag] if self._keyed is not None else wire
-        return _open(wire, _PREFIX + tagless, key, self._mode, replayed)
+        return _open(_PREFIX + tagless, key, self._mode)
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,28 +172,18 @@ def decode(
     key: bytes,
     hmac_key: bytes | None,
     hmac_type: str = "sha256",
-    replayed: Callable[[bytes], bool] | None = None,
     mode: str = "cbc",
 ) -> Message:
-    """Verify and decrypt one datagram for one stanza's keys. ``replayed`` is asked,
-    once the HMAC holds and before decryption, whether the datagram was seen before."""
+    """Verify and decrypt one datagram for one stanza's keys."""
     verifier = Verifier(hmac_key, hmac_type, mode)
     reason = verifier.fault(wire)
     if reason is not None:
         raise RemoteError(reason)
-    return verifier.open(wire, key, replayed)
+    return verifier.open(wire, key)
 
 
-def _open(
-    wire: bytes,
-    body: bytes,
-    key: bytes,
-    mode: str,
-    replayed: Callable[[bytes], bool] | None,
-) -> Message:
-    """Decrypt ``body`` (the base64 ciphertext of ``wire``) once its HMAC holds."""
-    if replayed is not None and replayed(wire):
-        raise RemoteError("replay")
+def _open(body: bytes, key: bytes, mode: str) -> Message:
+    """Decrypt ``body`` (a datagram's base64 ciphertext) once its HMAC holds."""
     raw = unb64(body.decode("ascii"))
     if len(raw) < 32 or not raw.startswith(b"Salted__") or (len(raw) - 16) % 16:
         raise RemoteError("fwknop ciphertext")
