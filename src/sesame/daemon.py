@@ -134,10 +134,11 @@ class Daemon:
         self.stage.take()
 
     def packets(self, items: Iterable[Logged | RemoteError], now: float, heed: bool = True) -> None:
-        """Judge a batch of packets, then carry out what follows in one firewall
-        transaction (a flood of valid SPA costs one nft call per batch, not per packet).
-        With ``heed``, the SPA of sources that opened lately (:attr:`known`) goes first,
-        and again every HEED_EVERY packets: a flood that reaches sesame (datagrams
+        """Judge a batch of packets and carry out what follows FLUSH_EVERY packets at a
+        time, in one firewall transaction (a flood of valid SPA costs one nft call per
+        FLUSH_EVERY grants, not per packet). With ``heed``, the SPA of sources that
+        opened lately (:attr:`known`) goes first, and again every HEED_EVERY packets,
+        before the grants judged meanwhile are carried out: a flood that reaches sesame (datagrams
         naming a user, with a wrong key) fills a batch with hundreds, and a key holder
         who opened before should not wait behind them. What those sources send is
         judged as any other's; a stranger who forges such an address gets no more
@@ -150,11 +151,11 @@ class Daemon:
             outputs = self.judge(item, now)
             if outputs:
                 actions += self.stage.run(outputs, now)
+            if known is not None and n % HEED_EVERY == 0:  # before a flush, not behind it
+                self.packets(known(), now, heed=False)
             if actions and n % FLUSH_EVERY == 0:
                 self.carry_out(actions, now)
                 actions = []
-            if known is not None and n % HEED_EVERY == 0:
-                self.packets(known(), now, heed=False)
         self.carry_out(actions, now)
         if self.engine.other_address:
             report.other_addresses(self.engine.other_address)

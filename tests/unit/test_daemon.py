@@ -446,3 +446,48 @@ def test_a_batch_streams_and_the_known_group_is_heard_before_and_between_its_par
     daemon.packets(read(), clock())
     assert heard_at == list(range(0, 5 * FLUSH_EVERY + 1, HEED_EVERY))
     assert daemon.drops == {str(i): 1 for i in range(5 * FLUSH_EVERY)}
+
+
+def test_a_known_source_is_heard_before_the_grants_of_a_flood_are_carried_out(tmp_path):
+    """Valid SPA from FLUSH_EVERY strangers is being judged (the grants wait to be
+    carried out together) when alice's comes in the group of known sources: her grant
+    is in the gate before theirs, not behind them."""
+    import time as wall_time
+
+    from sesame.wire import spa
+    from tests.helpers.configs import KEY
+    from tests.helpers.configs import SERVER as SPA_SERVER
+
+    users = "".join(
+        f'\n[[user]]\nname = "u{i}"\nkey = "{KEY}"\ndoors = ["ssh"]\n' for i in range(FLUSH_EVERY)
+    )
+    text = SPA_SERVER.replace("/tmp/sesame-test-state", str(tmp_path / "state")) + users
+    daemon, gate, clock = make(text)
+    aead = spa.cipher(bytes(range(32)))
+
+    def datagram(user: str, source: str) -> Logged:
+        sealed = spa.encode(
+            user, aead, "ssh", ip_address(source), int(wall_time.time()), os.urandom(12)
+        )
+        return Logged(5155, b"", ipv4(source, SERVER, 17, udp(62201, sealed)))
+
+    lane: list[Logged] = []
+    daemon.known = lambda: [lane.pop()] if lane else []
+    applied: list[set[str]] = []
+    apply = gate.apply
+
+    def spy(elements, now):
+        applied.append({str(e.address) for e in elements if e.until is not None})
+        apply(elements, now)
+
+    gate.apply = spy
+
+    def arriving():  # hers comes while the last of theirs is judged
+        for i in range(FLUSH_EVERY):
+            if i == FLUSH_EVERY - 1:
+                lane.append(datagram("alice", USER))
+            yield datagram(f"u{i}", f"100.64.0.{i + 1}")
+
+    daemon.packets(arriving(), clock())
+    assert applied[0] == {USER}
+    assert applied[1] == {f"100.64.0.{i + 1}" for i in range(FLUSH_EVERY)}
