@@ -18,8 +18,8 @@ from bench.lab import latency, run, sending, stop
 
 RATES = (20_000, 50_000, 100_000, 200_000)  # junk datagrams a second
 PER_SENDER = 100_000  # what one Python sender keeps up (2 cores: 2 senders at most)
-LONGEST = 40.0  # seconds a flood may last (its count: rate x this); trials end it first
 WAIT = 1.0  # seconds a legitimate SPA has to open before it counts as lost
+PEERS = {"fwknopd": "fwknopd", "fwknopd_every": "fwknopd, every datagram"}  # key: column
 
 
 def sent(netns: str) -> int:
@@ -40,10 +40,13 @@ def point(
     """One rate: the flood, ``trials`` legitimate datagrams during it, the figures."""
     senders = math.ceil(rate / PER_SENDER)
     each = rate / senders
+    # Long enough to outlast every trial even if each is lost (a datagram that opens
+    # only after the flood ended must not count); the trials end it first.
+    longest = trials * (WAIT + 0.25) + 5
     argv = [sys.executable, "-m", "bench.flood", flood_ns, server, f"junk-udp:{port}"]
     floods = [
         subprocess.Popen(
-            [*argv, str(int(each * LONGEST)), str(each)],
+            [*argv, str(int(each * longest)), str(each)],
             stdout=subprocess.PIPE,
             text=True,
             env=dict(os.environ, FLOOD_READY="1"),
@@ -86,36 +89,37 @@ def curve(
 
 
 def markdown(results: dict[str, Any], level: str = "##") -> list[str]:
-    """The curve's table, sesame's and fwknopd's side by side."""
+    """The curve's table: sesame's, fwknopd's as installed, and fwknopd's set to judge
+    every datagram, side by side."""
     mine = (results.get("sesame") or {}).get("curve") or []
-    theirs = (results.get("fwknopd") or {}).get("curve") or []
-    if not mine and not theirs:
+    peers = [(results.get(key) or {}).get("curve") or [] for key in PEERS]
+    if not mine and not any(peers):
         return []
-    by_rate = {p["rate"]: p for p in theirs}
+    by_rate = [{p["rate"]: p for p in points} for points in peers]
     lines = [
         "",
         f"{level} Flood curve (random junk to the SPA port from spoofed sources; legitimate"
         f" SPA one at a time, no retries, {WAIT:g} s to open)",
         "",
         "| junk a second (achieved) | sesame: opened | sesame: latency median / p95 |"
-        " fwknopd: opened | fwknopd: latency median / p95 |",
-        "|---|---|---|---|---|",
+        + "".join(f" {name}: opened | {name}: latency median / p95 |" for name in PEERS.values()),
+        "|---|---|---|" + "---|---|" * len(PEERS),
     ]
-    for p in mine or theirs:
-        other = by_rate.get(p["rate"], {})
-
-        def cell(x: dict[str, Any]) -> tuple[str, str]:
-            if not x:
-                return "-", "-"
-            lat = x["latency"]
-            figure = f"{lat['median']} / {lat['p95']} ms" if lat.get("trials") else "-"
-            return f"{x['opened_pct']}% ({x['opened']} of {x['sent']})", figure
-
-        a, b = cell(p if mine else {}), cell(other)
-        lines.append(
-            f"| {p['rate']:,} ({p['achieved_rate']:,}) | {a[0]} | {a[1]} | {b[0]} | {b[1]} |"
-        )
+    for p in mine or next(points for points in peers if points):
+        cells = [_cell(p if mine else {})] + [_cell(rates.get(p["rate"], {})) for rates in by_rate]
+        row = " | ".join(f"{a} | {b}" for a, b in cells)
+        lines.append(f"| {p['rate']:,} ({p['achieved_rate']:,}) | {row} |")
     return lines
+
+
+def _cell(x: dict[str, Any]) -> tuple[str, str]:
+    """A point's share opened and its latency."""
+    if not x:
+        return "-", "-"
+    lat = x["latency"]
+    figure = f"{lat['median']} / {lat['p95']} ms" if lat.get("trials") else "-"
+    ended = "" if x["flood_lasted"] else ", the flood ended first"
+    return f"{x['opened_pct']}% ({x['opened']} of {x['sent']}{ended})", figure
 
 
 def targets(results: dict[str, Any]) -> list[tuple[str, bool | None, str]]:
@@ -124,10 +128,12 @@ def targets(results: dict[str, Any]) -> list[tuple[str, bool | None, str]]:
     if not top:
         return []
     p = top[0]
-    theirs = [
-        x for x in (results.get("fwknopd") or {}).get("curve") or [] if x["rate"] == p["rate"]
-    ]
-    beside = f"; fwknopd {theirs[0]['opened_pct']}%" if theirs else ""
+    beside = "".join(
+        f"; {name} {x['opened_pct']}%"
+        for key, name in PEERS.items()
+        for x in (results.get(key) or {}).get("curve") or []
+        if x["rate"] == p["rate"]
+    )
     reached = p["achieved_rate"] >= 0.9 * p["rate"] and p["flood_lasted"]
     return [
         (
