@@ -22,12 +22,16 @@ PACKAGES = [  # what the package needs, so it installs offline in the machine
 
 
 def mirror() -> str:
-    """The Debian mirror of this machine's apt sources."""
+    """The Debian mirror of this machine's apt sources (a ``deb`` line's or a
+    ``URIs:`` field's, never a comment's: a commented snapshot address may not answer)."""
     for source in [Path("/etc/apt/sources.list"), *Path("/etc/apt/sources.list.d").glob("*")]:
         if source.is_file():
-            found = re.search(r"(https?://\S+/debian)\b(?!-security)", source.read_text())
-            if found:
-                return found.group(1)
+            for line in (raw.strip() for raw in source.read_text().splitlines()):
+                if not line.startswith(("deb ", "URIs:")):
+                    continue
+                found = re.search(r"(https?://\S+/debian)\b(?!-security)", line)
+                if found:
+                    return found.group(1)
     return "http://deb.debian.org/debian"
 
 
