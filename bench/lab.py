@@ -310,14 +310,18 @@ class Raw:
         over and over); returns the seconds it took."""
         start = time.perf_counter()
         sendto, target = self.sock.sendto, (self.destination, 0)
-        n = len(packets)
-        for i in range(total or n):
-            if rate and i % 16 == 0:
-                ahead = start + i / rate - time.perf_counter()
+        n, total = len(packets), total or len(packets)
+        for first in range(0, total, 16):  # the pace is kept 16 packets at a time
+            if rate:
+                ahead = start + first / rate - time.perf_counter()
                 if ahead > 0:
                     time.sleep(ahead)
-            with contextlib.suppress(BlockingIOError):
-                sendto(packets[i % n], target)
+            for i in range(first, min(first + 16, total)):
+                # A try costs nothing until it catches; suppress() cost 0.5 µs a packet.
+                try:  # noqa: SIM105
+                    sendto(packets[i % n], target)
+                except BlockingIOError:
+                    pass
         return time.perf_counter() - start
 
     def close(self) -> None:
