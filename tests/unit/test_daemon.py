@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time as wall_time
 from ipaddress import ip_address
 from pathlib import Path
 
@@ -14,8 +15,10 @@ from sesame.basics import Port
 from sesame.daemon import FLUSH_EVERY, HEED_EVERY, Daemon
 from sesame.errors import RemoteError
 from sesame.testing import FakeClock, KernelFirstStage, MemoryGate, check_gate, gate_config
+from sesame.wire import spa
 from sesame.wire.nflog import Logged
 from tests.helpers.configs import EXAMPLE
+from tests.helpers.configs import SERVER as SPA_SERVER
 from tests.helpers.packets import ipv4, tcp, udp
 
 USER = "198.51.100.2"
@@ -29,6 +32,19 @@ def make(text=EXAMPLE):
     daemon = Daemon(config.parse(text, "t.toml"), gate, clock)
     daemon.start()
     return daemon, gate, clock
+
+
+def sealed(user, aead, door, source=USER, nonce=None) -> Logged:
+    """``user``'s SPA datagram for ``door``, from ``source`` to port 62201, as logged."""
+    payload = spa.encode(
+        user, aead, door, ip_address(source), int(wall_time.time()), nonce or os.urandom(12)
+    )
+    return Logged(5155, b"", ipv4(source, SERVER, 17, udp(62201, payload)))
+
+
+def spa_server(tmp_path, more=""):
+    """The SPA test server (alice, door ssh on 62201), its state under ``tmp_path``."""
+    return SPA_SERVER.replace("/tmp/sesame-test-state", str(tmp_path / "state")) + more
 
 
 def send(daemon, clock, *knocks, source=USER):
@@ -228,21 +244,9 @@ def test_doors_that_open_the_same_port_hold_it_each_for_themselves(tmp_path):
     """alice's SPA grant (door admin, 60 s) and a plain knock (door ssh, 30 s) on 22/tcp:
     one kernel element, held until the latest deadline; the plain door's un-knock and
     expiry release only its own hold; status lists both holders."""
-    import time as wall_time
-
-    from sesame.wire import spa
-
     shipped = Path("examples/sesame.toml").read_text()
     daemon, gate, clock = make(shipped.replace("[server]", f'[server]\nstate_dir = "{tmp_path}/s"'))
-    payload = spa.encode(
-        "alice",
-        spa.cipher(bytes(range(32))),
-        "admin",
-        ip_address(USER),
-        int(wall_time.time()),
-        bytes(12),
-    )
-    daemon.packet(Logged(5155, b"", ipv4(USER, SERVER, 17, udp(62201, payload))), clock())
+    daemon.packet(sealed("alice", spa.cipher(bytes(range(32))), "admin", nonce=bytes(12)), clock())
     send(daemon, clock, *OPEN)
     element = (ip_address(USER), SSH)
     assert gate.elements[element][0] == "admin"
@@ -373,20 +377,11 @@ def test_a_source_that_opened_lately_is_heard_before_a_flood(tmp_path):
     500 wrongly keyed datagrams naming alice from strangers is being judged when her
     own comes in that group: hers is judged within HEED_EVERY packets (her grant is
     in the gate before the rest of the flood is refused), and every one is judged."""
-    import time as wall_time
-
-    from sesame.wire import spa
-    from tests.helpers.configs import SERVER as SPA_SERVER
-
-    text = SPA_SERVER.replace("/tmp/sesame-test-state", str(tmp_path / "state"))
-    daemon, gate, clock = make(text)
+    daemon, gate, clock = make(spa_server(tmp_path))
     key, wrong = spa.cipher(bytes(range(32))), spa.cipher(bytes(32))
 
     def datagram(aead, source: str) -> Logged:
-        sealed = spa.encode(
-            "alice", aead, "ssh", ip_address(source), int(wall_time.time()), os.urandom(12)
-        )
-        return Logged(5155, b"", ipv4(source, SERVER, 17, udp(62201, sealed)))
+        return sealed("alice", aead, "ssh", source)
 
     assert not gate.knows(ip_address(USER))
     daemon.packets([datagram(key, USER)], clock())  # alice opens: her address is known
@@ -452,24 +447,16 @@ def test_a_known_source_is_heard_before_the_grants_of_a_flood_are_carried_out(tm
     """Valid SPA from FLUSH_EVERY strangers is being judged (the grants wait to be
     carried out together) when alice's comes in the group of known sources: her grant
     is in the gate before theirs, not behind them."""
-    import time as wall_time
-
-    from sesame.wire import spa
     from tests.helpers.configs import KEY
-    from tests.helpers.configs import SERVER as SPA_SERVER
 
     users = "".join(
         f'\n[[user]]\nname = "u{i}"\nkey = "{KEY}"\ndoors = ["ssh"]\n' for i in range(FLUSH_EVERY)
     )
-    text = SPA_SERVER.replace("/tmp/sesame-test-state", str(tmp_path / "state")) + users
-    daemon, gate, clock = make(text)
+    daemon, gate, clock = make(spa_server(tmp_path, users))
     aead = spa.cipher(bytes(range(32)))
 
     def datagram(user: str, source: str) -> Logged:
-        sealed = spa.encode(
-            user, aead, "ssh", ip_address(source), int(wall_time.time()), os.urandom(12)
-        )
-        return Logged(5155, b"", ipv4(source, SERVER, 17, udp(62201, sealed)))
+        return sealed(user, aead, "ssh", source)
 
     lane: list[Logged] = []
     daemon.known = lambda: [lane.pop()] if lane else []
