@@ -167,10 +167,11 @@ def targets(report: dict[str, Any]) -> list[tuple[str, bool | None, str]]:
     met is None where the run has no figures for it."""
     r = report["results"]
     s, k, f = r.get("sesame", {}), r.get("knockd", {}), r.get("fwknopd", {})
+    e = r.get("fwknopd_every", {})
     out: list[tuple[str, bool | None, str]] = []
     modes = [s.get(m) or {} for m in ("latency_plain", "latency_spa", "latency_fwknop_spa")]
-    every = r.get("fwknopd_every", {}).get("latency_fwknop_spa")
-    peers = [p["median"] for p in (k.get("latency_plain"), f.get("latency_fwknop_spa"), every) if p]
+    lats = (k.get("latency_plain"), f.get("latency_fwknop_spa"), e.get("latency_fwknop_spa"))
+    peers = [p["median"] for p in lats if p]
     if all(m.get("median") is not None for m in modes) and peers:
         worst = max(m["median"] for m in modes)
         out.append(
@@ -194,8 +195,7 @@ def targets(report: dict[str, Any]) -> list[tuple[str, bool | None, str]]:
                 f" {b['machine_added_us_per_sent']} µs a packet)",
             )
         )
-    mine = s.get("fwknop_flood") or {}
-    theirs = r.get("fwknopd_every", {}).get("fwknop_flood") or {}
+    mine, theirs = s.get("fwknop_flood") or {}, e.get("fwknop_flood") or {}
     if mine.get("handled_per_s") and theirs.get("handled_per_s"):
         ok = (
             mine["handled_per_s"] >= theirs["handled_per_s"]

@@ -138,9 +138,9 @@ class Daemon:
         time, in one firewall transaction (a flood of valid SPA costs one nft call per
         FLUSH_EVERY grants, not per packet). With ``heed``, the SPA of sources that
         opened lately (:attr:`known`) goes first, and again every HEED_EVERY packets,
-        before the grants judged meanwhile are carried out: a flood that reaches sesame (datagrams
-        naming a user, with a wrong key) fills a batch with hundreds, and a key holder
-        who opened before should not wait behind them. What those sources send is
+        before the grants judged meanwhile are carried out: a flood that reaches sesame
+        (datagrams naming a user, with a wrong key) fills a batch with hundreds, and a
+        key holder who opened before should not wait behind them. What those sources send is
         judged as any other's; a stranger who forges such an address gets no more
         judged first than the kernel's budget for one source lets through."""
         known = self.known if heed else None
