@@ -44,7 +44,9 @@ if TYPE_CHECKING:  # imported only when [server] metrics asks: it costs memory
 
 log = logging.getLogger("sesame")
 FLUSH_EVERY = 16  # a grant waits for 16 packets at most
-HEED_EVERY = 4  # packets judged between two looks at the group of known sources
+# Seconds of judging between two looks at the group of known sources (a look is a
+# system call: after every few packets it cost a flood more than judging them).
+HEED_AFTER = 0.00025
 MAX_WAIT = 60.0  # the loop wakes at least this often, whatever a deadline says
 RELOAD_FIXED = ("table", "log_group", "known_log_group", "state_dir")  # a restart changes these
 KNOWN_FOR = 3600.0  # seconds a source that opened has its SPA heard first
@@ -87,8 +89,10 @@ class Daemon:
         self.debug = log.isEnabledFor(logging.DEBUG)
         self.adoption: Adoption | None = None  # grants from before, adopted while serving
         # The packets waiting in the group of sources that opened lately (set by the
-        # loop): read before each batch and between its parts, to be judged first.
+        # loop): read before each batch and between its parts, to be judged first;
+        # ``timer`` says how long a batch has been judged (not a decision's clock).
         self.known: Callable[[], Iterable[Logged | RemoteError]] | None = None
+        self.timer: Callable[[], float] = time.perf_counter
 
     def adopt(self, now: float, source: Address | None = None, user: bool = False) -> None:
         """While grants from before are adopted: those of ``source`` now (before
@@ -137,23 +141,29 @@ class Daemon:
         """Judge a batch of packets and carry out what follows FLUSH_EVERY packets at a
         time, in one firewall transaction (a flood of valid SPA costs one nft call per
         FLUSH_EVERY grants, not per packet). With ``heed``, the SPA of sources that
-        opened lately (:attr:`known`) goes first, and again every HEED_EVERY packets,
-        before the grants judged meanwhile are carried out: a flood that reaches sesame
-        (datagrams naming a user, with a wrong key) fills a batch with hundreds, and a
-        key holder who opened before should not wait behind them. What those sources send is
-        judged as any other's; a stranger who forges such an address gets no more
-        judged first than the kernel's budget for one source lets through."""
-        known = self.known if heed else None
+        opened lately (:attr:`known`) goes first, and again after every HEED_AFTER
+        seconds of judging and before the grants judged meanwhile are carried out: a
+        flood that reaches sesame (datagrams naming a user, with a wrong key) fills a
+        batch with hundreds, and a key holder who opened before should not wait behind
+        them. What those sources send is judged as any other's; a stranger who forges
+        such an address gets no more judged first than the kernel's budget for one
+        source lets through."""
+        known, timer, look = self.known if heed else None, self.timer, 0.0
         if known is not None:
             self.packets(known(), now, heed=False)
+            look = timer() + HEED_AFTER
         actions: list[Action] = []
         for n, item in enumerate(items, 1):
             outputs = self.judge(item, now)
             if outputs:
                 actions += self.stage.run(outputs, now)
-            if known is not None and n % HEED_EVERY == 0:  # before a flush, not behind it
-                self.packets(known(), now, heed=False)
-            if actions and n % FLUSH_EVERY == 0:
+            flush = actions and n % FLUSH_EVERY == 0
+            if known is not None:
+                at = timer()
+                if flush or at >= look:  # before a flush, not behind it
+                    self.packets(known(), now, heed=False)
+                    look = at + HEED_AFTER
+            if flush:
                 self.carry_out(actions, now)
                 actions = []
         self.carry_out(actions, now)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import time as wall_time
 from ipaddress import ip_address
@@ -12,7 +13,7 @@ from hypothesis import strategies as st
 
 from sesame import config
 from sesame.basics import Port
-from sesame.daemon import FLUSH_EVERY, HEED_EVERY, Daemon
+from sesame.daemon import FLUSH_EVERY, HEED_AFTER, Daemon
 from sesame.errors import RemoteError
 from sesame.testing import FakeClock, KernelFirstStage, MemoryGate, check_gate, gate_config
 from sesame.wire import spa
@@ -45,6 +46,13 @@ def sealed(user, aead, door, source=USER, nonce=None) -> Logged:
 def spa_server(tmp_path, more=""):
     """The SPA test server (alice, door ssh on 62201), its state under ``tmp_path``."""
     return SPA_SERVER.replace("/tmp/sesame-test-state", str(tmp_path / "state")) + more
+
+
+def judging(daemon, packets_per_look: int) -> None:
+    """Have each packet take a 1/``packets_per_look`` of HEED_AFTER to judge (the
+    daemon asks its timer once a packet, and once before the first)."""
+    ticks, step = itertools.count(), HEED_AFTER / packets_per_look * (1 + 1e-9)  # (rounding)
+    daemon.timer = lambda: next(ticks) * step
 
 
 def send(daemon, clock, *knocks, source=USER):
@@ -375,9 +383,11 @@ def test_many_grants_from_before_are_adopted_while_serving_a_sources_own_first(c
 def test_a_source_that_opened_lately_is_heard_before_a_flood(tmp_path):
     """alice opens: the gate passes her address's SPA apart, for an hour. A batch of
     500 wrongly keyed datagrams naming alice from strangers is being judged when her
-    own comes in that group: hers is judged within HEED_EVERY packets (her grant is
-    in the gate before the rest of the flood is refused), and every one is judged."""
+    own comes in that group: hers is judged within HEED_AFTER of judging (here, 5
+    packets: her grant is in the gate before the rest of the flood is refused), and
+    every one is judged."""
     daemon, gate, clock = make(spa_server(tmp_path))
+    judging(daemon, 5)
     key, wrong = spa.cipher(bytes(range(32))), spa.cipher(bytes(32))
 
     def datagram(aead, source: str) -> Logged:
@@ -414,7 +424,7 @@ def test_a_source_that_opened_lately_is_heard_before_a_flood(tmp_path):
 
     daemon.packets(arriving(flood), clock())
     [refused] = refused_when_opened
-    assert 100 < refused <= 100 + HEED_EVERY
+    assert 100 < refused <= 100 + 5
     assert sum(daemon.drops.values()) == 500
     clock.advance(3601)  # an hour on, her address is not known any more
     assert not gate.knows(ip_address(USER))
@@ -423,8 +433,9 @@ def test_a_source_that_opened_lately_is_heard_before_a_flood(tmp_path):
 def test_a_batch_streams_and_the_known_group_is_heard_before_and_between_its_parts():
     """A read can hold 100,000 packets: they are judged as they come, and the group
     of sources that opened lately is read before the first and after every
-    HEED_EVERY of them."""
+    HEED_AFTER of judging them (here, every 4 packets)."""
     daemon, _, clock = make()
+    judging(daemon, 4)
     taken: list[int] = []
     heard_at: list[int] = []
 
@@ -439,14 +450,14 @@ def test_a_batch_streams_and_the_known_group_is_heard_before_and_between_its_par
 
     daemon.known = heed
     daemon.packets(read(), clock())
-    assert heard_at == list(range(0, 5 * FLUSH_EVERY + 1, HEED_EVERY))
+    assert heard_at == list(range(0, 5 * FLUSH_EVERY + 1, 4))
     assert daemon.drops == {str(i): 1 for i in range(5 * FLUSH_EVERY)}
 
 
 def test_a_known_source_is_heard_before_the_grants_of_a_flood_are_carried_out(tmp_path):
     """Valid SPA from FLUSH_EVERY strangers is being judged (the grants wait to be
     carried out together) when alice's comes in the group of known sources: her grant
-    is in the gate before theirs, not behind them."""
+    is in the gate before theirs, not behind them, however little time has passed."""
     from tests.helpers.configs import KEY
 
     users = "".join(
@@ -460,6 +471,7 @@ def test_a_known_source_is_heard_before_the_grants_of_a_flood_are_carried_out(tm
 
     lane: list[Logged] = []
     daemon.known = lambda: [lane.pop()] if lane else []
+    daemon.timer = lambda: 0.0  # no time passes: only the flush has her heard
     applied: list[set[str]] = []
     apply = gate.apply
 
