@@ -254,6 +254,7 @@ class TestFwknopEngine:
                 "fwknop no stanza for source",
             ),
             ({}, b"A" * 100, USER, STAMP, "fwknop size or charset"),
+            ({}, datagram() + b"\n", USER, STAMP, "fwknop size or charset"),  # (regex $)
             ({}, b"A" * 200, USER, STAMP, "fwknop bad hmac"),
         ],
     )
