@@ -157,7 +157,7 @@ class Daemon:
             outputs = self.judge(item, now)
             if outputs:
                 actions += self.stage.run(outputs, now)
-            flush = actions and n % FLUSH_EVERY == 0
+            flush = bool(actions) and n % FLUSH_EVERY == 0
             if known is not None:
                 at = timer()
                 if flush or at >= look:  # before a flush, not behind it

@@ -387,7 +387,8 @@ def test_a_source_that_opened_lately_is_heard_before_a_flood(tmp_path):
     packets: her grant is in the gate before the rest of the flood is refused), and
     every one is judged."""
     daemon, gate, clock = make(spa_server(tmp_path))
-    judging(daemon, 5)
+    per_look = 5
+    judging(daemon, per_look)
     key, wrong = spa.cipher(bytes(range(32))), spa.cipher(bytes(32))
 
     def datagram(aead, source: str) -> Logged:
@@ -424,7 +425,7 @@ def test_a_source_that_opened_lately_is_heard_before_a_flood(tmp_path):
 
     daemon.packets(arriving(flood), clock())
     [refused] = refused_when_opened
-    assert 100 < refused <= 100 + 5
+    assert 100 < refused <= 100 + per_look
     assert sum(daemon.drops.values()) == 500
     clock.advance(3601)  # an hour on, her address is not known any more
     assert not gate.knows(ip_address(USER))
@@ -435,7 +436,8 @@ def test_a_batch_streams_and_the_known_group_is_heard_before_and_between_its_par
     of sources that opened lately is read before the first and after every
     HEED_AFTER of judging them (here, every 4 packets)."""
     daemon, _, clock = make()
-    judging(daemon, 4)
+    per_look = 4
+    judging(daemon, per_look)
     taken: list[int] = []
     heard_at: list[int] = []
 
@@ -450,7 +452,7 @@ def test_a_batch_streams_and_the_known_group_is_heard_before_and_between_its_par
 
     daemon.known = heed
     daemon.packets(read(), clock())
-    assert heard_at == list(range(0, 5 * FLUSH_EVERY + 1, 4))
+    assert heard_at == list(range(0, 5 * FLUSH_EVERY + 1, per_look))
     assert daemon.drops == {str(i): 1 for i in range(5 * FLUSH_EVERY)}
 
 
