@@ -17,6 +17,7 @@ from sesame.client import one_time_sequence
 from sesame.crypto import decode_key
 from sesame.lab import DaemonProcess, blocked, knock_from, reachable
 from sesame.netns import inside
+from sesame.sensor.nflog import QTHRESH_BUSY
 from sesame.wire import spa
 from tests.helpers.spa import ALICE, BOB, SERVER_CONFIG, client_config, send, serve
 
@@ -295,7 +296,7 @@ def test_a_flood_switches_the_sensor_to_batches_and_back(lab):
             sock.sendto(junk[i % 100], (lab.server.ipv4, 62201))
             if i % 100 == 0:
                 time.sleep(max(0.0, start + i / 30_000 - time.monotonic()))
-    daemon.wait_for(r"flood: the kernel now delivers packets 8 at a time", 10)
+    daemon.wait_for(rf"flood: the kernel now delivers packets {QTHRESH_BUSY} at a time", 10)
     daemon.wait_for(r"flood over: the kernel delivers each packet at once again", 10)
     mark = daemon.mark()
     send(lab.user.netns, lab.server.ipv4, forge())

@@ -18,7 +18,9 @@ from sesame.wire.netlink import NETLINK_NETFILTER
 
 RCVBUF = 4 << 20
 BATCH = 256
-QTHRESH_BUSY = 8
+QTHRESH_BUSY = 64  # packets the kernel gathers before it delivers them, during a flood
+BUFSIZE_BUSY = 32 << 10  # bytes it gathers them in then (by default, a page: about 10)
+BUFSIZE_CALM = 4096  # a page: the kernel's default (and least)
 FLOOD_RATE = 10_000  # packets a second
 
 log = logging.getLogger("sesame")
@@ -45,8 +47,10 @@ class NflogSensor:
 
     Each packet is delivered at once (queue threshold 1: a knock opens in a fraction of
     a millisecond). Under a flood (more than FLOOD_RATE packets a second), the kernel is
-    asked to deliver them eight at a time (or after 10 ms), which saves a wake-up, a
-    system call and a netlink message per packet; once it is over, one at a time again.
+    asked to deliver them QTHRESH_BUSY at a time (or after 10 ms) in buffers of
+    BUFSIZE_BUSY (a page would hold only about ten), which saves wake-ups, system calls
+    and netlink messages; once it is over, one at a time again. A source that opened
+    lately is not kept waiting by this: its SPA has a group of its own, seldom busy.
     """
 
     def __init__(self, group: int, key: str = "log_group") -> None:
@@ -153,9 +157,11 @@ class NflogSensor:
         # kernel would drop the acknowledgement. If this request is lost, the next
         # window asks again.
         self._seq += 1
-        qthresh, timeout = (QTHRESH_BUSY, 1) if busy else (1, 0)
+        qthresh, timeout, bufsize = (
+            (QTHRESH_BUSY, 1, BUFSIZE_BUSY) if busy else (1, 0, BUFSIZE_CALM)
+        )
         message = nflog.config_message(
-            self.group, self._seq, qthresh=qthresh, timeout=timeout, ack=False
+            self.group, self._seq, qthresh=qthresh, timeout=timeout, bufsize=bufsize, ack=False
         )
         try:
             self.sock.send(message)
