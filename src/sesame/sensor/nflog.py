@@ -20,7 +20,7 @@ RCVBUF = 4 << 20
 BATCH = 256
 QTHRESH_BUSY = 64  # packets the kernel gathers before it delivers them, during a flood
 BUFSIZE_BUSY = 32 << 10  # bytes it gathers them in then (by default, a page: about 10)
-BUFSIZE_CALM = 4096  # a page: the kernel's default (and least)
+BUFSIZE_CALM = 4096  # a page: not below the default (the kernel ignores less, silently)
 FLOOD_RATE = 10_000  # packets a second
 
 log = logging.getLogger("sesame")
