@@ -14,7 +14,7 @@ from sesame.basics import Port
 from sesame.errors import RemoteError
 from sesame.wire import decode, fwknop, nflog
 from sesame.wire import netlink as nl
-from tests.helpers.packets import ipv4, ipv6, tcp, udp
+from tests.helpers.packets import ipv4, ipv6, logged_message, tcp, udp
 
 
 def test_ipv4_tcp_syn():
@@ -122,19 +122,6 @@ def test_malformed_packets_raise_remote_errors(data, reason):
 def test_arbitrary_bytes_never_raise_anything_else(data):
     with contextlib.suppress(RemoteError):
         decode(data)
-
-
-def logged_message(group, payload, prefix=b"sesame"):
-    def attr(kind, value):
-        size = 4 + len(value)
-        return struct.pack("=HH", size, kind) + value + b"\0" * (-size % 4)
-
-    body = struct.pack("=BB", 2, 0) + group.to_bytes(2, "big")
-    body += attr(nflog.NFULA_PACKET_HDR, b"\x08\x00\x01\x00")
-    body += attr(nflog.NFULA_PREFIX, prefix + b"\0")
-    body += attr(nflog.NFULA_PAYLOAD, payload)
-    header = struct.pack("=IHHII", 16 + len(body), nflog.NFNL_SUBSYS_ULOG << 8, 0, 0, 0)
-    return header + body
 
 
 def test_nflog_packet_messages_are_split_and_decoded():

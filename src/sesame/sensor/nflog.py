@@ -17,7 +17,7 @@ from sesame.wire import nflog
 from sesame.wire.netlink import NETLINK_NETFILTER
 
 RCVBUF = 4 << 20
-BATCH = 256
+BATCH = 2048  # packets one read hands on at most: then the loop sees to its other work
 QTHRESH_BUSY = 64  # packets the kernel gathers before it delivers them, during a flood
 BUFSIZE_BUSY = 32 << 10  # bytes it gathers them in then (by default, a page: about 10)
 BUFSIZE_CALM = 4096  # a page: not below the default (the kernel ignores less, silently)
@@ -121,13 +121,14 @@ class NflogSensor:
             self._early = []
         buffer, view = self._buffer, self._view
         count = 0
-        for _ in range(BATCH):
+        while count < BATCH:  # bounded in packets: a flood's reads hold QTHRESH_BUSY each
             try:
                 size = self.sock.recv_into(buffer)  # no fresh 64 KiB buffer per packet
             except BlockingIOError:
                 break
             except OSError as exc:
                 if exc.errno == errno.ENOBUFS:
+                    count += 1
                     yield RemoteError("sensor overrun")
                     continue
                 raise
