@@ -83,7 +83,7 @@ def main() -> None:
     # flood costs no memory, and takes no longer to make.
     pooled = kind.startswith(("junk-udp", "sesame-wrong", "fwknop-wrong"))
     pool = min(total, POOL) if pooled else total
-    batch = packets(raw, kind, pool)
+    batch = raw.batch(packets(raw, kind, pool))
     if os.environ.get("FLOOD_READY"):  # say when the packets are made and sending starts
         print("sending", flush=True)
     print(f"{raw.send(batch, rate, total):.3f}", flush=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import random
 import re
@@ -305,27 +306,65 @@ class Raw:
             + body
         )
 
-    def send(self, packets: list[bytes], rate: float | None = None, total: int = 0) -> float:
+    def send(
+        self, packets: list[bytes] | Batch, rate: float | None = None, total: int = 0
+    ) -> float:
         """Send packets (at most ``rate`` per second; ``total``: that many, the list
-        over and over); returns the seconds it took."""
+        over and over); returns the seconds it took. They go PACE at a time in one
+        sendmmsg(2): a sendto() a packet kept one sender under 120,000 a second here,
+        short of the flood curve's 100,000 each once the machine is busy."""
+        batch = packets if isinstance(packets, Batch) else self.batch(packets)
         start = time.perf_counter()
-        sendto, target = self.sock.sendto, (self.destination, 0)
-        n, total = len(packets), total or len(packets)
-        for first in range(0, total, 16):  # the pace is kept 16 packets at a time
+        n, total = batch.count, total or batch.count
+        for first in range(0, total, PACE):
             if rate:
                 ahead = start + first / rate - time.perf_counter()
                 if ahead > 0:
                     time.sleep(ahead)
-            for i in range(first, min(first + 16, total)):
-                # A try costs nothing until it catches; suppress() cost 0.5 µs a packet.
-                try:  # noqa: SIM105
-                    sendto(packets[i % n], target)
-                except BlockingIOError:
-                    pass
+            # A packet the kernel had no room for (ENOBUFS) is not sent again: a flood.
+            at, left = first % n, min(PACE, total - first)
+            while left:  # at the list's end, on from its start
+                count = min(left, n - at)
+                batch.send(at, count)
+                at, left = 0, left - count
         return time.perf_counter() - start
+
+    def batch(self, packets: list[bytes]) -> Batch:
+        """``packets`` made ready to send (a second for 100,000: before a flood starts)."""
+        return Batch(self.sock, packets, self.destination)
 
     def close(self) -> None:
         self.sock.close()
+
+
+PACE = 16  # a flood's packets in one system call, and how finely its rate is kept
+_IOVEC = struct.Struct("@PN")  # struct iovec
+_MMSGHDR = struct.Struct("@PIPNPNi4xI4x")  # struct mmsghdr: a msghdr, then the bytes sent
+_sendmmsg = ctypes.CDLL(None, use_errno=True).sendmmsg
+
+
+class Batch:
+    """Packets laid out once for sendmmsg(2) on a raw socket, to one destination."""
+
+    def __init__(self, sock: socket.socket, packets: list[bytes], destination: str) -> None:
+        self.fd, self.count = sock.fileno(), len(packets)
+        name = struct.pack("=H2x4s8x", socket.AF_INET, socket.inet_aton(destination))
+        self.name = ctypes.create_string_buffer(name, len(name))
+        self.data = ctypes.create_string_buffer(b"".join(packets))
+        self.iovecs = ctypes.create_string_buffer(_IOVEC.size * self.count)
+        self.headers = ctypes.create_string_buffer(_MMSGHDR.size * self.count)
+        address = ctypes.addressof(self.name)
+        data, iovec = ctypes.addressof(self.data), ctypes.addressof(self.iovecs)
+        for i, packet in enumerate(packets):
+            _IOVEC.pack_into(self.iovecs, i * _IOVEC.size, data, len(packet))
+            header = (address, len(name), iovec, 1, 0, 0, 0, 0)  # one iovec, no control
+            _MMSGHDR.pack_into(self.headers, i * _MMSGHDR.size, *header)
+            data, iovec = data + len(packet), iovec + _IOVEC.size
+        self.base = ctypes.addressof(self.headers)
+
+    def send(self, first: int, count: int) -> int:
+        """Send packets ``first`` to ``first + count - 1``; how many the kernel took."""
+        return int(_sendmmsg(self.fd, ctypes.c_void_p(self.base + first * _MMSGHDR.size), count, 0))
 
 
 def spoofed(n: int, seed: int) -> list[int]:
