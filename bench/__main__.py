@@ -54,7 +54,7 @@ from sesame.netns import inside
 from sesame.wire import fwknop, spa
 
 RESULTS = Path(__file__).with_name("results")
-ROUNDS, SAMPLES = 3, 5  # the gate's sizes in turn, 3 times; 5 loops of 500 connections each
+ROUNDS, SAMPLES = 10, 5  # the gate's sizes in turn, 10 times; 5 loops of 500 connections each
 KEY = bytes(range(32))
 FW_KEY = b"K" * 32
 FW_HMAC = b"H" * 64
