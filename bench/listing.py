@@ -18,23 +18,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.lab import build, nft, write
-from bench.scale import users_config
+from bench.lab import build, write
+from bench.scale import fill, users_config
 from sesame.firewall import NftGate
 from sesame.lab import DaemonProcess
 from sesame.netns import inside
-
-
-def fill(netns: str, size: int) -> None:
-    lines = ["flush set inet sesame grants4"]
-    for first in range(0, size, 5000):
-        items = ", ".join(
-            f"100.{64 + i // 65536}.{i // 256 % 256}.{i % 256} . tcp . 22"
-            f' timeout 1h comment "spa u{i % 100}"'
-            for i in range(first, min(size, first + 5000))
-        )
-        lines.append(f"add element inet sesame grants4 {{ {items} }}")
-    nft(netns, "\n".join(lines) + "\n")
 
 
 def main() -> int:
@@ -52,7 +40,7 @@ def main() -> int:
             gate = NftGate("sesame")
             gate.netlink  # noqa: B018 - its socket made here, in the server's namespace
         for size in sizes:
-            fill(netns, size)
+            fill(netns, size, 100)
             best = float("inf")
             for _ in range(3):
                 begun = time.perf_counter()

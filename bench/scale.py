@@ -83,6 +83,20 @@ def stanzas_config(tmp: Path, n: int) -> str:
     return "".join(out)
 
 
+def fill(netns: str, size: int, users: int) -> None:
+    """sesame's grant set holds ``size`` live grants (an hour left), of users u0 to
+    u``users - 1`` in turn, as a daemon before this one left them."""
+    lines = ["flush set inet sesame grants4"]
+    for first in range(0, size, 5000):
+        items = ", ".join(
+            f"100.{64 + i // 65536}.{i // 256 % 256}.{i % 256} . tcp . 22"
+            f' timeout 1h comment "spa u{i % users}"'
+            for i in range(first, min(size, first + 5000))
+        )
+        lines.append(f"add element inet sesame grants4 {{ {items} }}")
+    nft(netns, "\n".join(lines) + "\n")
+
+
 class Scale:
     def __init__(self, trials: int) -> None:
         self.trials = trials
@@ -202,15 +216,7 @@ class Scale:
         text = users_config(self.tmp, max(USERS))
         daemon, _ = self.start(text)
         daemon.stop()  # its table stays: fill it with grants, as a daemon before it did
-        lines = []
-        for first in range(0, GRANTS, 5000):
-            items = ", ".join(
-                f"100.{64 + i // 65536}.{i // 256 % 256}.{i % 256} . tcp . 22"
-                f' timeout 1h comment "spa u{i % max(USERS)}"'
-                for i in range(first, min(GRANTS, first + 5000))
-            )
-            lines.append(f"add element inet sesame grants4 {{ {items} }}")
-        nft(self.server.netns, "\n".join(lines) + "\n")
+        fill(self.server.netns, GRANTS, max(USERS))
         begun = time.perf_counter()
         daemon, started = self.start(text)
         try:
