@@ -321,7 +321,8 @@ class Raw:
                 ahead = start + first / rate - time.perf_counter()
                 if ahead > 0:
                     time.sleep(ahead)
-            # A packet the kernel had no room for (ENOBUFS) is not sent again: a flood.
+            # What the kernel did not take (a full buffer: the rest of that call) is
+            # not sent again: a flood.
             at, left = first % n, min(PACE, total - first)
             while left:  # at the list's end, on from its start
                 count = min(left, n - at)
