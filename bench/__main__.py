@@ -34,6 +34,7 @@ from bench.lab import (
     Listener,
     build,
     counters,
+    fill_grants,
     latency,
     machine_cpu,
     nft,
@@ -564,14 +565,7 @@ class Bench:
 
     def grants(self, size: int) -> None:
         """Fill sesame's grant set with ``size`` elements and the user's."""
-        elements = [
-            f"100.{64 + i // 65536}.{i // 256 % 256}.{i % 256} . tcp . 22" for i in range(size)
-        ] + [f"{self.user.ipv4} . tcp . 22"]
-        lines = ["flush set inet sesame grants4"]
-        for i in range(0, len(elements), 5000):
-            chunk = ", ".join(e + " timeout 1h" for e in elements[i : i + 5000])
-            lines.append(f"add element inet sesame grants4 {{ {chunk} }}")
-        nft(self.server.netns, "\n".join(lines) + "\n")
+        fill_grants(self.server.netns, size, also=[self.user.ipv4])
 
     def gate_scale(self) -> None:
         srv, sizes = self.server.netns, self.args.grants

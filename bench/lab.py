@@ -15,7 +15,7 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +41,23 @@ def nft(netns: str, script: str) -> str:
     if result.returncode:
         raise RuntimeError(result.stderr)
     return result.stdout
+
+
+def fill_grants(netns: str, size: int, users: int = 0, also: Sequence[str] = ()) -> None:
+    """sesame's grant set holds ``size`` live grants to port 22 (an hour left) from
+    spoofed addresses, and those of the addresses ``also``; with ``users``, each noted as
+    a grant of users u0 to u``users - 1`` in turn, as a daemon before this one left them."""
+    elements = [
+        f"100.{64 + i // 65536}.{i // 256 % 256}.{i % 256} . tcp . 22 timeout 1h"
+        + (f' comment "spa u{i % users}"' if users else "")
+        for i in range(size)
+    ] + [f"{address} . tcp . 22 timeout 1h" for address in also]
+    lines = ["flush set inet sesame grants4"]
+    for first in range(0, len(elements), 5000):
+        lines.append(
+            f"add element inet sesame grants4 {{ {', '.join(elements[first : first + 5000])} }}"
+        )
+    nft(netns, "\n".join(lines) + "\n")
 
 
 def run(netns: str, *argv: str, check: bool = True) -> str:

@@ -13,13 +13,14 @@ than the set.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from bench.lab import build, write
-from bench.scale import fill, users_config
+from bench.lab import build, fill_grants, write
+from bench.scale import users_config
 from sesame.firewall import NftGate
 from sesame.lab import DaemonProcess
 from sesame.netns import inside
@@ -30,17 +31,17 @@ def main() -> int:
         print("needs root (namespaces, nftables)", file=sys.stderr)
         return 1
     sizes = [int(a) for a in sys.argv[1:]] or [25_000, 50_000, 100_000]
+    tmp = Path(tempfile.mkdtemp(prefix="sesame-listing-"))
     topo = build(f"l{os.getpid() % 100000}")
     try:
         netns = topo["server"].netns
-        tmp = Path(tempfile.mkdtemp(prefix="sesame-listing-"))
         daemon = DaemonProcess(netns, write(tmp / "sesame.toml", users_config(tmp, 100))).start()
         daemon.stop()  # the table stays
         with inside(netns):
             gate = NftGate("sesame")
             gate.netlink  # noqa: B018 - its socket made here, in the server's namespace
         for size in sizes:
-            fill(netns, size, 100)
+            fill_grants(netns, size, 100)
             best = float("inf")
             for _ in range(3):
                 begun = time.perf_counter()
@@ -49,6 +50,7 @@ def main() -> int:
             print(f"{size:>8,} grants: listed in {best:.3f} s ({listed.left:,} by source)")
     finally:
         topo.close()
+        shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 

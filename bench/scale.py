@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.flood import user_key
-from bench.lab import build, counters, latency, nft, settle, udp, usage, write
+from bench.lab import build, counters, fill_grants, latency, nft, settle, udp, usage, write
 from sesame.lab import DaemonProcess
 from sesame.wire import fwknop, spa
 
@@ -81,20 +81,6 @@ def stanzas_config(tmp: Path, n: int) -> str:
             f'key_base64 = "{B64(key).decode()}"\nhmac_key_base64 = "{B64(mac).decode()}"\n'
         )
     return "".join(out)
-
-
-def fill(netns: str, size: int, users: int) -> None:
-    """sesame's grant set holds ``size`` live grants (an hour left), of users u0 to
-    u``users - 1`` in turn, as a daemon before this one left them."""
-    lines = ["flush set inet sesame grants4"]
-    for first in range(0, size, 5000):
-        items = ", ".join(
-            f"100.{64 + i // 65536}.{i // 256 % 256}.{i % 256} . tcp . 22"
-            f' timeout 1h comment "spa u{i % users}"'
-            for i in range(first, min(size, first + 5000))
-        )
-        lines.append(f"add element inet sesame grants4 {{ {items} }}")
-    nft(netns, "\n".join(lines) + "\n")
 
 
 class Scale:
@@ -216,7 +202,7 @@ class Scale:
         text = users_config(self.tmp, max(USERS))
         daemon, _ = self.start(text)
         daemon.stop()  # its table stays: fill it with grants, as a daemon before it did
-        fill(self.server.netns, GRANTS, max(USERS))
+        fill_grants(self.server.netns, GRANTS, max(USERS))
         begun = time.perf_counter()
         daemon, started = self.start(text)
         try:
