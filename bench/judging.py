@@ -1,0 +1,133 @@
+"""What judging a datagram costs in the daemon's own process, stage by stage, with no
+kernel and no root:
+
+    python -m bench.judging [COUNT]     # default: 131072 datagrams of each kind
+
+The datagrams of the benchmark's floods that reach sesame (``bench.flood``'s
+``fwknop-wrong`` and ``sesame-wrong``: well formed, a wrong key, from a pool of
+spoofed sources), each in an NFLOG message laid out as the kernel sends one for a
+packet that came in over a bridge port (ten attributes: the packet header, the prefix,
+two interface indexes, the hardware address, type, length and header, the timestamp,
+then the packet), 64 to a netlink datagram as during a flood. For each kind, the
+microseconds a datagram, the fastest of five rounds (the stages in turn):
+
+- split: the netlink datagram into logged packets (``sesame.wire.nflog.messages``);
+- decode: the IP and UDP headers (``sesame.wire.packet.decode``);
+- all: what the daemon does with the netlink datagram (``Daemon.packets``: split,
+  decode, judge, count, audit; an in-memory gate);
+- judge: all, less split and decode.
+
+In the daemon during a flood the same work takes longer, and more is done: the
+system calls and the loop around them (the benchmark's "daemon's own CPU").
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import struct
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from bench.__main__ import FLOOD_USERS, SESAME_CONFIG
+from bench.flood import packets
+from bench.lab import Raw
+from sesame import config
+from sesame.daemon import Daemon
+from sesame.testing import FakeClock, MemoryGate
+from sesame.wire import nflog
+from sesame.wire.packet import decode
+
+KINDS = ("fwknop-wrong:62201", "sesame-wrong:62202")
+PER_READ = 64  # packets in one netlink datagram: the sensor's queue threshold in a flood
+ROUNDS = 5
+GROUP = 5155
+
+
+def _attr(kind: int, value: bytes) -> bytes:
+    size = 4 + len(value)
+    return struct.pack("=HH", size, kind) + value + b"\0" * (-size % 4)
+
+
+def logged(packet: bytes) -> bytes:
+    """One NFULNL_MSG_PACKET as the kernel builds it (attributes in its order)."""
+    body = struct.pack("=BB", 2, 0) + GROUP.to_bytes(2, "big")  # nfgenmsg: family, version, group
+    body += _attr(1, b"\x08\x00\x01\x00")  # NFULA_PACKET_HDR: IPv4, hook input
+    body += _attr(10, b"\0")  # NFULA_PREFIX: none
+    body += _attr(4, struct.pack(">I", 2))  # NFULA_IFINDEX_INDEV: the bridge
+    body += _attr(6, struct.pack(">I", 3))  # NFULA_IFINDEX_PHYSINDEV: its port
+    body += _attr(8, struct.pack(">H2x6s2x", 6, b"\x02\0\0\0\0\x01"))  # NFULA_HWADDR
+    body += _attr(15, struct.pack(">H", 1))  # NFULA_HWTYPE: ethernet
+    body += _attr(17, struct.pack(">H", 14))  # NFULA_HWLEN
+    body += _attr(16, bytes(12) + b"\x08\x00")  # NFULA_HWHEADER
+    body += _attr(3, struct.pack(">QQ", 1_800_000_000, 0))  # NFULA_TIMESTAMP
+    body += _attr(9, packet)  # NFULA_PAYLOAD
+    head = struct.pack("=IHHII", 16 + len(body), nflog.NFNL_SUBSYS_ULOG << 8, 0, 0, 0)
+    return head + body
+
+
+def fastest(stages: dict[str, Callable[[], None]], count: int) -> dict[str, float]:
+    """Microseconds a datagram for each stage: the fastest of ROUNDS rounds, the stages
+    taking turns (this machine's pace drifts: stages timed a minute apart differ)."""
+    best = dict.fromkeys(stages, float("inf"))
+    for _ in range(ROUNDS):
+        for name, work in stages.items():
+            begun = time.perf_counter()
+            work()
+            best[name] = min(best[name], time.perf_counter() - begun)
+    return {name: seconds / count * 1e6 for name, seconds in best.items()}
+
+
+def measure(kind: str, count: int, state: Path) -> dict[str, float]:
+    text = SESAME_CONFIG.format(tmp=state, users=FLOOD_USERS)
+    clock = FakeClock()
+    daemon = Daemon(config.parse(text, "bench.toml"), MemoryGate(clock), clock)
+    daemon.start()
+    made = packets(Raw(None, "10.0.0.1"), kind, count)
+    reads = [b"".join(logged(p) for p in made[i : i + PER_READ]) for i in range(0, count, PER_READ)]
+    items = [item for read in reads for item in nflog.messages(read)]
+    payloads = [item.payload for item in items if isinstance(item, nflog.Logged)]
+
+    def split() -> None:
+        for read in reads:
+            for _ in nflog.messages(read):
+                pass
+
+    def decoding() -> None:
+        for payload in payloads:
+            decode(payload)
+
+    def everything() -> None:
+        for read in reads:
+            daemon.packets(nflog.messages(read), clock())
+
+    costs = fastest({"split": split, "decode": decoding, "all": everything}, count)
+    costs["judge"] = costs["all"] - costs["split"] - costs["decode"]
+    refused = sum(daemon.drops.values())
+    if refused != ROUNDS * count:  # each datagram judged, and each refused
+        raise SystemExit(f"{kind}: {refused} refused of {ROUNDS * count}")
+    return costs
+
+
+def main() -> int:
+    count = int(sys.argv[1]) if len(sys.argv) > 1 else 1 << 17
+    logging.getLogger("sesame").addHandler(logging.NullHandler())  # refusals: not printed
+    logging.getLogger("sesame").propagate = False
+    state = Path(tempfile.mkdtemp(prefix="sesame-judging-"))
+    try:
+        for kind in KINDS:
+            c = measure(kind, count, state)
+            print(
+                f"{kind.split(':')[0]}: split {c['split']:.2f} µs, decode {c['decode']:.2f},"
+                f" judge {c['judge']:.2f}; in all {c['all']:.2f} µs a datagram"
+            )
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
