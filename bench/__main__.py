@@ -38,11 +38,13 @@ from bench.lab import (
     latency,
     machine_cpu,
     nft,
+    pace,
     reset_hwm,
     run,
     sending,
     settle,
     stop,
+    ticks,
     udp,
     usage,
     write,
@@ -679,6 +681,8 @@ def machine() -> dict[str, str]:
 def one_run(args: argparse.Namespace, number: int) -> dict[str, object]:
     """One run of the sections asked for, in a lab of its own."""
     bench = Bench(args)
+    steal, every = ticks()
+    paced = pace()
     try:
         if {"sesame", "knockd", "fwknopd"} & set(args.only):
             print(f"== run {number + 1} of {args.runs}: baselines", flush=True)
@@ -702,6 +706,12 @@ def one_run(args: argparse.Namespace, number: int) -> dict[str, object]:
                 )
     finally:
         bench.close()
+    now_steal, now_every = ticks()
+    bench.results["pace"] = {  # how fast the machine was at the start and the end
+        "start_ms": paced,
+        "end_ms": pace(),
+        "steal_pct": round(100 * (now_steal - steal) / max(1, now_every - every), 2),
+    }
     return bench.results
 
 

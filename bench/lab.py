@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.craft import fold, sum16
+from bench.guard import calibrate
 from sesame.lab import DaemonProcess
 from sesame.netns import Topology, inside
 
@@ -122,6 +123,24 @@ def machine_cpu() -> float:
     idle, iowait, steal = fields[3], fields[4], fields[7]
     cpus = os.sysconf("SC_NPROCESSORS_ONLN")
     return up * cpus - (idle + iowait + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def ticks() -> tuple[int, int]:
+    """(steal, all) of the machine's CPU time since boot, in ticks (/proc/stat)."""
+    with open("/proc/stat") as handle:
+        fields = [int(x) for x in handle.readline().split()[1:9]]
+    return fields[7], sum(fields)
+
+
+def pace(rounds: int = 15) -> float:
+    """How fast this machine runs Python now: the median milliseconds of a fixed loop
+    (the regression guard's calibration), in this process."""
+    times = []
+    for _ in range(rounds):
+        begun = time.perf_counter()
+        calibrate()
+        times.append((time.perf_counter() - begun) * 1000)
+    return round(statistics.median(times), 2)
 
 
 def reset_hwm(pid: int) -> None:

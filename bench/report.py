@@ -38,6 +38,24 @@ def _lat(entry: dict[str, Any] | None) -> str:
     )
 
 
+def _paces(report: dict[str, Any]) -> list[str]:
+    """A line on how fast the machine ran in each run: a fixed Python loop timed at the
+    run's start and end (bench.lab.pace), and the share of CPU time the hypervisor
+    gave to other machines (steal) meanwhile."""
+    paces = [run.get("pace") for run in report.get("runs") or []]
+    if not paces or None in paces:
+        return []
+    each = "; ".join(
+        f"run {n}: {p['start_ms']} ms then {p['end_ms']} ms, steal {p['steal_pct']}%"
+        for n, p in enumerate(paces, 1)
+    )
+    return [
+        "",
+        "The machine's pace (a fixed Python loop, the median of 15, at each run's start and"
+        f" end: lower is faster) and the CPU time stolen by the hypervisor: {each}.",
+    ]
+
+
 def markdown(report: dict[str, Any], title: bool = True, level: str = "##") -> str:
     m, r = report["machine"], report["results"]
     s, k, f = r.get("sesame", {}), r.get("knockd", {}), r.get("fwknopd", {})
@@ -46,6 +64,7 @@ def markdown(report: dict[str, Any], title: bool = True, level: str = "##") -> s
         *(["# sesame benchmark", ""] if title else []),
         f"{m['date']} · kernel {m['kernel']} · {m['cpus']} CPUs · Python {m['python']} · "
         f"{m['nft']} · {m['knockd']} · {m['fwknopd']} · {m['sesame']}",
+        *_paces(report),
         "",
         f"{level} Knock → open latency (median / p95 / fastest-slowest)",
         "",
@@ -153,6 +172,7 @@ def summary(report: dict[str, Any]) -> str:
         f"{m['date']} · kernel {m['kernel']} · {m['cpus']} CPUs · {m['sesame']} ·"
         f" {runs} runs: each figure is the median of the runs, with the least and the most"
         " in brackets; a target is met only if it was met in every run.",
+        *_paces(report),
         "",
         "| target | met in every run | each run's figures |",
         "|---|---|---|",
