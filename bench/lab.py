@@ -118,17 +118,21 @@ def machine_cpu() -> float:
     their sum read 36% of a core while the daemon and the sender ran at 94%."""
     with open("/proc/uptime") as handle:
         up = float(handle.readline().split()[0])
-    with open("/proc/stat") as handle:
-        fields = [int(x) for x in handle.readline().split()[1:9]]
+    fields = _cpu_ticks()
     idle, iowait, steal = fields[3], fields[4], fields[7]
     cpus = os.sysconf("SC_NPROCESSORS_ONLN")
     return up * cpus - (idle + iowait + steal) / os.sysconf("SC_CLK_TCK")
 
 
-def ticks() -> tuple[int, int]:
-    """(steal, all) of the machine's CPU time since boot, in ticks (/proc/stat)."""
+def _cpu_ticks() -> list[int]:
+    """/proc/stat's first line: user, nice, system, idle, iowait, irq, softirq, steal."""
     with open("/proc/stat") as handle:
-        fields = [int(x) for x in handle.readline().split()[1:9]]
+        return [int(x) for x in handle.readline().split()[1:9]]
+
+
+def ticks() -> tuple[int, int]:
+    """(steal, all) of the machine's CPU time since boot, in ticks."""
+    fields = _cpu_ticks()
     return fields[7], sum(fields)
 
 
