@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import socket
 import struct
 import sys
 import tempfile
@@ -38,6 +39,7 @@ from bench.lab import Raw
 from sesame import config
 from sesame.daemon import Daemon
 from sesame.testing import FakeClock, MemoryGate
+from sesame.wire import netlink as nl
 from sesame.wire import nflog
 from sesame.wire.packet import decode
 
@@ -47,26 +49,22 @@ ROUNDS = 5
 GROUP = 5155
 
 
-def _attr(kind: int, value: bytes) -> bytes:
-    size = 4 + len(value)
-    return struct.pack("=HH", size, kind) + value + b"\0" * (-size % 4)
-
-
 def logged(packet: bytes) -> bytes:
     """One NFULNL_MSG_PACKET as the kernel builds it (attributes in its order)."""
-    body = struct.pack("=BB", 2, 0) + GROUP.to_bytes(2, "big")  # nfgenmsg: family, version, group
-    body += _attr(1, b"\x08\x00\x01\x00")  # NFULA_PACKET_HDR: IPv4, hook input
-    body += _attr(10, b"\0")  # NFULA_PREFIX: none
-    body += _attr(4, struct.pack(">I", 2))  # NFULA_IFINDEX_INDEV: the bridge
-    body += _attr(6, struct.pack(">I", 3))  # NFULA_IFINDEX_PHYSINDEV: its port
-    body += _attr(8, struct.pack(">H2x6s2x", 6, b"\x02\0\0\0\0\x01"))  # NFULA_HWADDR
-    body += _attr(15, struct.pack(">H", 1))  # NFULA_HWTYPE: ethernet
-    body += _attr(17, struct.pack(">H", 14))  # NFULA_HWLEN
-    body += _attr(16, bytes(12) + b"\x08\x00")  # NFULA_HWHEADER
-    body += _attr(3, struct.pack(">QQ", 1_800_000_000, 0))  # NFULA_TIMESTAMP
-    body += _attr(9, packet)  # NFULA_PAYLOAD
-    head = struct.pack("=IHHII", 16 + len(body), nflog.NFNL_SUBSYS_ULOG << 8, 0, 0, 0)
-    return head + body
+    attrs = [
+        (nflog.NFULA_PACKET_HDR, b"\x08\x00\x01\x00"),  # IPv4, hook input
+        (nflog.NFULA_PREFIX, b"\0"),  # none
+        (nflog.NFULA_IFINDEX_INDEV, struct.pack(">I", 2)),  # the bridge
+        (6, struct.pack(">I", 3)),  # NFULA_IFINDEX_PHYSINDEV: its port
+        (8, struct.pack(">H2x6s2x", 6, b"\x02\0\0\0\0\x01")),  # NFULA_HWADDR
+        (15, struct.pack(">H", 1)),  # NFULA_HWTYPE: ethernet
+        (17, struct.pack(">H", 14)),  # NFULA_HWLEN
+        (16, bytes(12) + b"\x08\x00"),  # NFULA_HWHEADER
+        (3, struct.pack(">QQ", 1_800_000_000, 0)),  # NFULA_TIMESTAMP
+        (nflog.NFULA_PAYLOAD, packet),
+    ]
+    body = nl.nfgenmsg(socket.AF_INET, GROUP) + b"".join(nl.attr(k, v) for k, v in attrs)
+    return nl.message(nl.subsystem(nflog.NFNL_SUBSYS_ULOG, nflog.NFULNL_MSG_PACKET), 0, 0, body)
 
 
 def fastest(stages: dict[str, Callable[[], None]], count: int) -> dict[str, float]:
