@@ -17,6 +17,7 @@ import os
 import platform
 import shutil
 import socket
+import statistics
 import struct
 import subprocess
 import sys
@@ -65,6 +66,9 @@ B64 = base64.b64encode
 # fwknopd set to judge every datagram: all that waits (not 100 at most), every 10 ms
 # (not 0.1 s), so what a datagram costs it can be measured; it does not spin.
 EVERY_DATAGRAM = "PCAP_DISPATCH_COUNT 100000\nPCAP_LOOP_SLEEP 10000\n"
+# Rounds of the fwknop-format CPU comparison, each a flood into no daemon, sesame and
+# fwknopd judging every datagram, in turn.
+TURNS = 5
 
 
 SESAME_CONFIG = f"""\
@@ -499,6 +503,61 @@ class Bench:
                     self.flood_ns, self.user.netns, self.server.ipv4, 62201, trials, send, reset
                 )
             self.results[key] = out
+        self.results["fwknop_turns"] = self.fwknop_turns()
+
+    def fwknop_turns(self) -> dict[str, object]:
+        """The machine's CPU a wrongly keyed fwknop-format datagram costs with sesame and
+        with fwknopd set to judge every datagram, taken in turn: TURNS rounds, each a
+        flood dropped on arrival (that round's baseline), then the same flood into sesame,
+        then into fwknopd. Each daemon's figure is the median of its rounds. (This
+        machine's pace moves by half within minutes: the two daemons' sections, minutes
+        apart, compared the pace as much as the daemons.)"""
+        kind, count = "fwknop-wrong:62201", self.args.flood // 2
+        config = write(
+            self.tmp / "turns.toml", SESAME_CONFIG.format(tmp=self.tmp, users=FLOOD_USERS)
+        )
+        rounds: dict[str, list[dict[str, float | None]]] = {"sesame": [], "fwknopd_every": []}
+        for turn in range(TURNS):
+            nft(self.server.netns, BASELINE)
+            base = self.measured(kind, count)[1]
+            nft(self.server.netns, "delete table inet baseline\n")
+            daemon = DaemonProcess(self.server.netns, config).start()
+            try:
+                handled = lambda d=daemon: counters(d).get("dropped fwknop bad hmac", 0)  # noqa: E731
+                rounds["sesame"].append(self.turn(daemon.process.pid, kind, count, base, handled))
+            finally:
+                daemon.stop()
+                nft(self.server.netns, "delete table inet sesame\n")
+            with self.fwknopd_up(f"fwknopd_turn{turn}", EVERY_DATAGRAM) as (pid, handled, _):
+                rounds["fwknopd_every"].append(self.turn(pid, kind, count, base, handled))
+        out: dict[str, object] = {}
+        for name, taken in rounds.items():
+            figures: dict[str, object] = {"rounds": taken}
+            for key in (
+                "handled",
+                "handled_per_s",
+                "machine_added_us_per_packet",
+                "cpu_us_per_packet",
+            ):
+                values = [r[key] for r in taken if r[key] is not None]
+                figures[key] = statistics.median(values) if values else None
+            out[name] = figures
+        return out
+
+    def turn(
+        self, pid: int, kind: str, count: int, base: float, handled: Callable[[], int]
+    ) -> dict[str, float | None]:
+        """One flood into the daemon ``pid``: what it handled (in all, and a second), and
+        the CPU a datagram it handled (its own; the machine's above ``base``)."""
+        seen, before = handled(), usage(pid).cpu
+        elapsed, whole = self.measured(kind, count)
+        n, cpu = handled() - seen, usage(pid).cpu - before
+        return {
+            "handled": n,
+            "handled_per_s": round(n / elapsed) if elapsed else 0,
+            "machine_added_us_per_packet": round((whole - base) / n * 1e6, 1) if n else None,
+            "cpu_us_per_packet": round(cpu / n * 1e6, 1) if n else None,
+        }
 
     @contextlib.contextmanager
     def fwknopd_up(
