@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Iterator
 from ipaddress import IPv4Address
 from pathlib import Path
+from typing import Any
 
 import sesame
 from bench.curve import curve
@@ -240,13 +241,40 @@ class Bench:
         legitimate knocks, and how fast they open. With ``forget`` (between trials, the
         daemon made to forget that the user's address opened), a third: the same
         knocks from an address that never opened."""
+        out = self.flooded(pid, kind, count, self.baseline(kind, count), handled)
+        # Long enough for every trial (about 0.1 s each), and stopped after them.
+        trials = self.args.flood_trials
+        longer = max(count, int(self.args.flood_rate * (trials * 0.2 + 2)))
+        series = [("legit_during_flood", reset)]
+        if forget is not None:
+            series.append(("legit_during_flood_new", lambda: (reset(), forget())))
+        for key, between in series:
+            again = self.flood(kind, longer, ready=True)
+            time.sleep(0.5)  # the flood is under way
+            out[key] = self.latency(send, between, trials)
+            lasted = again.poll() is None
+            out["flood_lasted_the_trials"] = out.get("flood_lasted_the_trials", True) and lasted
+            stop(again)
+        return out
+
+    def flooded(
+        self,
+        pid: int,
+        kind: str,
+        count: int,
+        base: float,
+        handled: Callable[[], int] | None = None,
+    ) -> dict[str, object]:
+        """One flood into the daemon ``pid``: its CPU and peak memory, the machine's CPU
+        above ``base`` (the same flood dropped on arrival), and, where ``handled`` tells,
+        what it handled (in all, and a second) and the CPU a datagram it handled."""
         reset_hwm(pid)
         seen = handled() if handled else 0
         before = usage(pid)
         elapsed, whole = self.measured(kind, count)
         after = usage(pid)
         cpu = after.cpu - before.cpu
-        added = whole - self.baseline(kind, count)
+        added = whole - base
         out: dict[str, object] = {
             "cpu_s": round(cpu, 6),
             "peak_rss_mb": round(after.hwm_kb / 1024, 1),
@@ -261,19 +289,6 @@ class Bench:
             out["handled_per_s"] = round(n / elapsed) if elapsed else 0
             out["cpu_us_per_packet"] = round(cpu / n * 1e6, 1) if n else None
             out["machine_added_us_per_packet"] = round(added / n * 1e6, 1) if n else None
-        # Long enough for every trial (about 0.1 s each), and stopped after them.
-        trials = self.args.flood_trials
-        longer = max(count, int(self.args.flood_rate * (trials * 0.2 + 2)))
-        series = [("legit_during_flood", reset)]
-        if forget is not None:
-            series.append(("legit_during_flood_new", lambda: (reset(), forget())))
-        for key, between in series:
-            again = self.flood(kind, longer, ready=True)
-            time.sleep(0.5)  # the flood is under way
-            out[key] = self.latency(send, between, trials)
-            lasted = again.poll() is None
-            out["flood_lasted_the_trials"] = out.get("flood_lasted_the_trials", True) and lasted
-            stop(again)
         return out
 
     def measured(self, kind: str, count: int) -> tuple[float, float]:
@@ -292,10 +307,16 @@ class Bench:
         arrival (before conntrack, no daemon): what sending and receiving it costs,
         so that what a daemon adds can be told apart (once a run, for each flood)."""
         if (kind, count) not in self.baselines:
-            nft(self.server.netns, BASELINE)
-            self.baselines[kind, count] = self.measured(kind, count)[1]
-            nft(self.server.netns, "delete table inet baseline\n")
+            self.baselines[kind, count] = self.dropped(kind, count)
         return self.baselines[kind, count]
+
+    def dropped(self, kind: str, count: int) -> float:
+        """The whole machine's CPU for a flood that the server drops on arrival."""
+        nft(self.server.netns, BASELINE)
+        try:
+            return self.measured(kind, count)[1]
+        finally:
+            nft(self.server.netns, "delete table inet baseline\n")
 
     def baselines_first(self) -> None:
         """Every flood's baseline, before any daemon runs (knockd's and fwknopd's
@@ -516,20 +537,20 @@ class Bench:
         config = write(
             self.tmp / "turns.toml", SESAME_CONFIG.format(tmp=self.tmp, users=FLOOD_USERS)
         )
-        rounds: dict[str, list[dict[str, float | None]]] = {"sesame": [], "fwknopd_every": []}
+        rounds: dict[str, list[dict[str, Any]]] = {"sesame": [], "fwknopd_every": []}
         for turn in range(TURNS):
-            nft(self.server.netns, BASELINE)
-            base = self.measured(kind, count)[1]
-            nft(self.server.netns, "delete table inet baseline\n")
+            base = self.dropped(kind, count)
             daemon = DaemonProcess(self.server.netns, config).start()
             try:
                 handled = lambda d=daemon: counters(d).get("dropped fwknop bad hmac", 0)  # noqa: E731
-                rounds["sesame"].append(self.turn(daemon.process.pid, kind, count, base, handled))
+                rounds["sesame"].append(
+                    self.flooded(daemon.process.pid, kind, count, base, handled)
+                )
             finally:
                 daemon.stop()
                 nft(self.server.netns, "delete table inet sesame\n")
             with self.fwknopd_up(f"fwknopd_turn{turn}", EVERY_DATAGRAM) as (pid, handled, _):
-                rounds["fwknopd_every"].append(self.turn(pid, kind, count, base, handled))
+                rounds["fwknopd_every"].append(self.flooded(pid, kind, count, base, handled))
         out: dict[str, object] = {}
         for name, taken in rounds.items():
             figures: dict[str, object] = {"rounds": taken}
@@ -543,21 +564,6 @@ class Bench:
                 figures[key] = statistics.median(values) if values else None
             out[name] = figures
         return out
-
-    def turn(
-        self, pid: int, kind: str, count: int, base: float, handled: Callable[[], int]
-    ) -> dict[str, float | None]:
-        """One flood into the daemon ``pid``: what it handled (in all, and a second), and
-        the CPU a datagram it handled (its own; the machine's above ``base``)."""
-        seen, before = handled(), usage(pid).cpu
-        elapsed, whole = self.measured(kind, count)
-        n, cpu = handled() - seen, usage(pid).cpu - before
-        return {
-            "handled": n,
-            "handled_per_s": round(n / elapsed) if elapsed else 0,
-            "machine_added_us_per_packet": round((whole - base) / n * 1e6, 1) if n else None,
-            "cpu_us_per_packet": round(cpu / n * 1e6, 1) if n else None,
-        }
 
     @contextlib.contextmanager
     def fwknopd_up(
