@@ -38,6 +38,7 @@ from sesame.service.stage import Stage
 from sesame.state import ReplayStore
 from sesame.wire import decode
 from sesame.wire.nflog import Logged
+from sesame.wire.packet import plain_udp
 
 if TYPE_CHECKING:  # imported only when [server] metrics asks: it costs memory
     from sesame.service.metrics import Metrics
@@ -87,6 +88,9 @@ class Daemon:
         self.metrics: Metrics | None = None  # set by the loop when [server] metrics asks
         self.cluster = cluster.of(config, self.engine, self.warn, store)
         self.debug = log.isEnabledFor(logging.DEBUG)
+        # A flood's datagrams that are refused at sight are not decoded (debug: each
+        # refusal is logged, so every datagram is judged whole).
+        self.first_look = not self.debug
         self.adoption: Adoption | None = None  # grants from before, adopted while serving
         # The packets waiting in the group of sources that opened lately (set by the
         # loop): read before each batch and between its parts, to be judged first;
@@ -188,6 +192,13 @@ class Daemon:
         try:
             if isinstance(item, RemoteError):
                 raise item
+            if (
+                self.first_look
+                and self.adoption is None
+                and not item.prefix
+                and self.refused_at_sight(item.payload, now)
+            ):
+                return ()
             packet = decode(item.payload)
             if self.adoption is not None:  # a knock decides for its source, maybe its user
                 user = self.config.one_address_per_user and self.engine.kind(packet) == "knock"
@@ -208,6 +219,21 @@ class Daemon:
             if packet is not None and (kind := self.engine.kind(packet)) != "knock":
                 self.refusals.refused(kind, packet.source, exc, packet.payload, now)
             return []
+
+    def refused_at_sight(self, data: bytes, now: float) -> bool:
+        """The first look at what a flood sends: a plain UDP datagram that the engine
+        refuses from its bytes alone, while the audit trail writes no line (its budget
+        of all is spent), is counted as :meth:`judge` counts it, and that is all; True
+        then. False: judge it whole. (A wrongly keyed fwknop datagram costs half as
+        much so; what it changes is the same: tests/unit/test_daemon.py.)"""
+        found = plain_udp(data)
+        if found is None:
+            return False
+        reason = self.engine.refusal(*found)
+        if reason is None or not self.refusals.hushed("fwknop", reason, now):
+            return False
+        self.drops[reason] = self.drops.get(reason, 0) + 1
+        return True
 
     def carry_out(self, actions: Sequence[Action], now: float, share: bool = True) -> None:
         """Carry out the engine's actions; ``share``: tell the cluster's other nodes

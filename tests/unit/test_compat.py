@@ -268,6 +268,8 @@ class TestFwknopEngine:
             e.fwknop(source, SERVER, SPA, data, 0.0, wall)
         assert caught.value.reason == reason
         assert len(e.grants) == 0 and len(e.replay) == 0
+        at_sight = reason in ("fwknop size or charset", "fwknop bad hmac") and not options
+        assert e.refusal(SPA.number, data) == (reason if at_sight else None)
 
     def test_client_timeout_capped_and_source_any_where_allowed(self):
         e = fw_engine(allow_source_any=True, max_fw_timeout=60)
@@ -275,6 +277,64 @@ class TestFwknopEngine:
             e, e.fwknop(USER, SERVER, SPA, datagram("0.0.0.0,tcp/22", timeout=500), 0.0, STAMP), 0.0
         )
         assert opened.grant.address == USER and opened.grant.expires == 60.0
+
+
+B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
+B64_TEXT = st.text(B64, max_size=700)
+
+
+@st.composite
+def stanzas_and_datagram(draw):
+    """One to three stanzas on the port, each with one of a few HMAC keys (or none) and
+    digests; a datagram keyed right, wrongly, base64 text or any bytes. And whether a
+    stanza's HMAC holds for it."""
+    hmacs = st.sampled_from([HMAC, b"w" * 64, b"v" * 32, None])
+    digests = st.sampled_from(["sha256", "sha512", "sha1"])
+    stanzas = [
+        FwknopStanza(
+            name=f"s{n}",
+            key=KEY,
+            hmac_key=draw(hmacs),
+            hmac_type=draw(digests),
+            open_ports=(Port("tcp", 22),),
+        )
+        for n in range(draw(st.integers(1, 3)))
+    ]
+    kind, digest = draw(st.sampled_from(["right", "wrong", "text", "bytes"])), draw(digests)
+    if kind in ("right", "wrong"):
+        hmac = HMAC if kind == "right" else b"h" * 64
+        access = "198.51.100.2,tcp/22"
+        data = wire.encode("alice", access, KEY, hmac, timestamp=STAMP, hmac_type=digest)
+    else:
+        data = draw(B64_TEXT).encode() if kind == "text" else draw(st.binary(max_size=700))
+    holds = kind == "right" and any(s.hmac_key == HMAC and s.hmac_type == digest for s in stanzas)
+    return stanzas, data, holds
+
+
+@given(stanzas_and_datagram())
+def test_a_refusal_at_sight_is_the_refusal_judging_gives(case):
+    """Engine.refusal (the daemon's first look at a flood) names a refusal only where
+    judging the whole datagram refuses it for that reason; a datagram some stanza's
+    HMAC holds is never refused at sight."""
+    stanzas, data, holds = case
+    e = Engine([], fwknop=stanzas)
+    reason = e.refusal(SPA.number, data)
+    if holds:
+        assert reason is None
+    if reason is not None:
+        with pytest.raises(RemoteError) as caught:
+            e.fwknop(USER, SERVER, SPA, data, 0.0, STAMP)
+        assert caught.value.reason == reason
+        assert len(e.grants) == 0 and len(e.replay) == 0
+
+
+def test_no_refusal_at_sight_where_the_source_or_the_time_decides():
+    restricted = fw_engine(sources=(ip_network("203.0.113.0/24"),))
+    expiring = fw_engine(access_expire=STAMP + 3600.0)
+    for e in (restricted, expiring):
+        assert e.refusal(SPA.number, b"A" * 100) is None
+    assert fw_engine().refusal(SPA.number, b"A" * 100) == "fwknop size or charset"
+    assert fw_engine().refusal(62202, b"A" * 100) is None  # not a port of a stanza
 
 
 KNOCKD = """\

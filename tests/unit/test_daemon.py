@@ -492,3 +492,67 @@ def test_a_known_source_is_heard_before_the_grants_of_a_flood_are_carried_out(tm
     daemon.packets(arriving(), clock())
     assert applied[0] == {USER}
     assert applied[1] == {f"100.64.0.{i + 1}" for i in range(FLUSH_EVERY)}
+
+
+def test_what_is_refused_at_sight_is_counted_as_if_judged_whole(tmp_path, caplog):
+    """The first look at a flood (Daemon.refused_at_sight) changes nothing but cost: the
+    same datagrams, judged with it and without, leave the same counts of what was
+    dropped and refused, the same audit lines and the same grants."""
+    import base64
+
+    from sesame.wire import fwknop
+    from tests.helpers import fwknop as keys
+
+    key, hmac = base64.b64decode(keys.KEY), base64.b64decode(keys.HMAC)
+    stamp = int(wall_time.time())
+    stanza = (
+        f'\n[[fwknop]]\nname = "fw"\nsource = "ANY"\nopen_ports = "tcp/22"\n'
+        f'key_base64 = "{keys.KEY}"\nhmac_key_base64 = "{keys.HMAC}"\n'
+    )
+
+    def fw(source, key=key, hmac=hmac):
+        data = fwknop.encode("alice", f"{source},tcp/22", key, hmac, timestamp=stamp)
+        return Logged(5155, b"", ipv4(source, SERVER, 17, udp(62201, data)))
+
+    wrong = [fw(f"10.0.{n // 250}.{n % 250 + 1}", b"k" * 32, b"h" * 64) for n in range(600)]
+    items = [
+        *wrong[:300],
+        sealed("alice", spa.cipher(bytes(32)), "ssh", source="10.9.0.1"),  # sesame's, wrong key
+        Logged(5155, b"", ipv4("10.9.0.2", SERVER, 17, udp(62201, b"A" * 100))),
+        Logged(5155, b"", ipv4("10.9.0.3", SERVER, 17, udp(62201, b"A" * 200), frag=0x2000)),
+        fw(USER),  # keyed right: opens
+        *wrong[300:],
+        RemoteError("sensor overrun"),
+    ]
+    seen: list[bool] = []
+    results = []
+    for first_look in (True, False):
+        state = tmp_path / str(first_look)
+        daemon, gate, clock = make(spa_server(state) + stanza)
+        daemon.first_look = first_look
+        look = daemon.refused_at_sight
+        daemon.refused_at_sight = lambda data, now, look=look: (
+            seen.append(look(data, now)) or (seen[-1])
+        )
+        caplog.clear()
+        with caplog.at_level("INFO", "sesame"):
+            for n in range(0, len(items), 64):  # as the sensor hands a flood on
+                daemon.packets(items[n : n + 64], clock())
+                clock.advance(0.001)
+            daemon.refusals.tick(clock())
+        lines = [r.getMessage() for r in caplog.records]
+        refusals = daemon.refusals
+        results.append(
+            (
+                daemon.drops,
+                refusals.counts,
+                refusals.unwritten,
+                lines,
+                sorted(map(str, gate.elements)),
+            )
+        )
+    assert results[0] == results[1]
+    drops, counts, _, lines, grants = results[0]
+    assert drops["fwknop bad hmac"] == 600 and counts[("fwknop", "fwknop bad hmac")] == 600
+    assert any(f"opened door fw to {USER}" in line for line in lines) and len(grants) == 1
+    assert sum(seen) >= 300  # most of the flood refused at sight, none judged so too

@@ -7,13 +7,14 @@ import struct
 from ipaddress import ip_address
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sesame.basics import Port
 from sesame.errors import RemoteError
 from sesame.wire import decode, fwknop, nflog
 from sesame.wire import netlink as nl
+from sesame.wire.packet import plain_udp
 from tests.helpers.packets import ipv4, ipv6, logged_message, tcp, udp
 
 
@@ -124,6 +125,56 @@ def test_arbitrary_bytes_never_raise_anything_else(data):
         decode(data)
 
 
+@st.composite
+def near_plain(draw):
+    """A plain UDP datagram (IPv4 or IPv6) with up to three of the bytes that decide
+    set to values that matter, maybe cut short."""
+    six = draw(st.booleans())
+    payload = draw(st.binary(max_size=40))
+    build = ipv6 if six else ipv4
+    data = bytearray(
+        build(
+            "2001:db8::2" if six else "192.0.2.1",
+            "2001:db8::1" if six else "192.0.2.2",
+            17,
+            udp(62201, payload),
+        )
+    )
+    at = 40 if six else 20  # the UDP header
+    fields = [0, 6, at + 2, at + 3, at + 4, at + 5] + ([] if six else [7, 9])
+    values = st.sampled_from([0, 1, 7, 8, 0x20, 0x40, 0x45, 0x46, 0x60, 6, 17, 44, 60, 255])
+    for _ in range(draw(st.integers(0, 3))):
+        data[draw(st.sampled_from(fields))] = draw(st.one_of(values, st.integers(0, 255)))
+    return bytes(data[: draw(st.integers(0, len(data)))] if draw(st.booleans()) else data)
+
+
+@settings(max_examples=1500)
+@given(st.one_of(near_plain(), st.binary(max_size=80)))
+def test_the_first_look_at_a_udp_datagram_agrees_with_decode(data):
+    """plain_udp takes a shortcut only where decode gives the same port and payload."""
+    found = plain_udp(data)
+    if found is not None:
+        packet = decode(data)
+        assert packet.port == Port("udp", found[0]) and packet.payload == found[1]
+
+
+@pytest.mark.parametrize(
+    ("data", "found"),
+    [
+        (ipv4("192.0.2.1", "192.0.2.2", 17, udp(62201, b"spa") + b"more"), (62201, b"spa")),
+        (ipv4("192.0.2.1", "192.0.2.2", 17, udp(62201, b"spa"), frag=0x4000), (62201, b"spa")),
+        (ipv6("2001:db8::2", "2001:db8::1", 17, udp(62201, b"spa")), (62201, b"spa")),
+        (ipv4("192.0.2.1", "192.0.2.2", 17, udp(62201), frag=0x2000), None),  # MF
+        (ipv4("192.0.2.1", "192.0.2.2", 17, udp(0)), None),  # decode's "port 0"
+        (ipv4("192.0.2.1", "192.0.2.2", 6, tcp(22)), None),
+        (b"\x46" + ipv4("192.0.2.1", "192.0.2.2", 17, udp(62201))[1:] + bytes(4), None),
+        (ipv6("2001:db8::2", "2001:db8::1", 60, ext(17, 60) + udp(62201, b"spa")), None),
+    ],
+)
+def test_the_first_look_takes_plain_udp_only(data, found):
+    assert plain_udp(data) == found
+
+
 def test_nflog_packet_messages_are_split_and_decoded():
     packet = ipv4("198.51.100.2", "198.51.100.1", 6, tcp(7000))
     data = logged_message(5155, packet) + logged_message(5155, packet, b"x")
@@ -132,6 +183,8 @@ def test_nflog_packet_messages_are_split_and_decoded():
     assert items[0].payload == packet
     assert items[0].group == 5155
     assert items[1].prefix == b"x"
+    [none] = nflog.messages(logged_message(5155, packet, b""))  # the kernel's "\\0"
+    assert none.prefix == b""
 
 
 def test_nflog_ack():

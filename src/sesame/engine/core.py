@@ -186,6 +186,16 @@ class Engine:
                 return read
         return self.knocks.knock(knock, now)
 
+    def refusal(self, number: int, payload: bytes) -> str | None:
+        """What :meth:`packet` refuses a UDP datagram to port ``number`` with this
+        payload for, when that needs neither its source nor the time: a datagram in
+        fwknop's format no stanza of the port passes before decryption (see
+        FwknopJudge.refusal); None otherwise: packet decides."""
+        kind = self.udp.get(number)
+        if kind == "fwknop" or (kind == "both" and payload[:1] != SPA_VERSION):
+            return self.stanzas.refusal(number, payload)
+        return None
+
     def first_knock(
         self, read: stage.ReadHit, hit: tuple[Port | None, float] | None, now: float
     ) -> list[Action]:

@@ -89,6 +89,9 @@ class FwknopJudge:
         self.ports: frozenset[int] = frozenset()
         self.destinations = False  # does a stanza need the packet's destination?
         self.by_port: dict[int, list[tuple[FwknopStanza, wire.Verifier]]] = {}
+        # Ports whose stanzas all take any source and never expire: their checks
+        # before decryption decide alone whether a datagram is refused (refusal()).
+        self.plain: dict[int, tuple[wire.Verifier, ...]] = {}
 
     def configure(self, stanzas: Sequence[FwknopStanza]) -> None:
         self.ports = frozenset(s.spa_port for s in stanzas)
@@ -97,6 +100,26 @@ class FwknopJudge:
         for stanza in stanzas:
             verifier = wire.Verifier(stanza.hmac_key, stanza.hmac_type, stanza.encryption_mode)
             self.by_port.setdefault(stanza.spa_port, []).append((stanza, verifier))
+        self.plain = {
+            port: tuple(verifier for _, verifier in pairs)
+            for port, pairs in self.by_port.items()
+            if not any(s.sources or s.destinations or s.access_expire is not None for s, _ in pairs)
+        }
+
+    def refusal(self, number: int, payload: bytes) -> str | None:
+        """What :meth:`judge` refuses a datagram to port ``number`` for, when its bytes
+        alone decide that: on a port whose stanzas all take any source and never
+        expire, no stanza's checks before decryption pass (the reason is the last
+        stanza's fault, as judge gives it). None otherwise: judge decides."""
+        verifiers = self.plain.get(number)
+        if verifiers is None:
+            return None
+        reason = None
+        for verifier in verifiers:
+            reason = verifier.fault(payload)
+            if reason is None:
+                return None
+        return reason
 
     def judge(
         self,

@@ -107,6 +107,17 @@ class Refusals:
             extra={"fields": fields},
         )
 
+    def hushed(self, kind: str, reason: str, now: float) -> bool:
+        """While the budget of all is spent, count a refusal of ``kind`` for ``reason``
+        as :meth:`refused` would and say True: nothing else of it is needed. False
+        otherwise: call refused."""
+        if now >= self.quiet_until:
+            return False
+        key = (kind, reason)
+        self.counts[key] = self.counts.get(key, 0) + 1
+        self.unwritten += 1
+        return True
+
     def tick(self, now: float) -> None:
         """Say how many lines were held back for sources whose minute is over, and
         for the budget of all."""

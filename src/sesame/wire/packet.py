@@ -103,6 +103,27 @@ def decode(data: bytes) -> Packet:
     return Packet(source, _port("udp", dport), 0, data[offset + 8 : offset + length], destination)
 
 
+def plain_udp(data: bytes) -> tuple[int, bytes] | None:
+    """The destination port and payload of a plain UDP datagram (IPv4 without options
+    or fragmentation, IPv6 without extension headers), as :func:`decode` gives them;
+    None for anything else, and for what decode would refuse: then decode decides.
+    (The cheap first look at a flood's datagrams: no addresses or ports built.)"""
+    size = len(data)
+    if size >= 28 and data[0] == 0x45:  # IPv4, a 20-byte header
+        if data[9] != UDP or data[6] & 0x3F or data[7]:  # MF, an offset (DF may be set)
+            return None
+        offset = 20
+    elif size >= 48 and data[0] >> 4 == 6 and data[6] == UDP:
+        offset = 40
+    else:
+        return None
+    dport = data[offset + 2] << 8 | data[offset + 3]
+    length = data[offset + 4] << 8 | data[offset + 5]
+    if dport == 0 or length < 8:
+        return None
+    return dport, data[offset + 8 : offset + length]
+
+
 _PORTS: dict[tuple[str, int], Port] = {}
 
 
