@@ -70,11 +70,10 @@ class Refusals:
     def refused(
         self, kind: str, source: Address, error: RemoteError, payload: bytes, now: float
     ) -> None:
+        if self.hushed(kind, error.reason, now):  # the budget of all is spent
+            return
         key = (kind, error.reason)
         self.counts[key] = self.counts.get(key, 0) + 1
-        if now < self.quiet_until:  # the budget of all is spent: the cheapest way out
-            self.unwritten += 1
-            return
         if not self.budget.take("", now):
             self.quiet_until = now + 1.0 / RATE  # when the next line may be written
             self.unwritten += 1
@@ -109,7 +108,7 @@ class Refusals:
 
     def hushed(self, kind: str, reason: str, now: float) -> bool:
         """While the budget of all is spent, count a refusal of ``kind`` for ``reason``
-        as :meth:`refused` would and say True: nothing else of it is needed. False
+        and say True: nothing else of it is needed (the cheapest way out). False
         otherwise: call refused."""
         if now >= self.quiet_until:
             return False

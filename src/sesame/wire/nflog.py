@@ -10,7 +10,7 @@ split the kernel's messages, in the kernel's names
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -96,32 +96,28 @@ def messages(data: bytes | memoryview) -> Iterator[Logged | Ack | RemoteError]:
     caller counts it and carries on with the next.
     """
     view = memoryview(data)
-    offset, end = 0, len(view)
-    header, attribute = nl.NLMSGHDR.unpack_from, nl.NLATTR.unpack_from
-    while offset + 16 <= end:  # a netlink header
-        length, kind, _flags, seq, _pid = header(view, offset)
-        stop = offset + length
-        if length < 16 or stop > end:
+    offset, end, unpack = 0, len(view), nl.NLMSGHDR.unpack_from
+    while offset + nl.NLMSGHDR.size <= end:
+        length, kind, _flags, seq, _pid = unpack(view, offset)
+        if length < nl.NLMSGHDR.size or offset + length > end:
             yield RemoteError("bad netlink length")
             return
-        if kind == _PACKET:  # the nfgenmsg header, then attributes (payload last)
-            yield _packet(view, offset + 16, stop, attribute)
+        if kind == _PACKET:
+            yield _packet(view, offset + nl.NLMSGHDR.size, offset + length)
         elif kind == nl.NLMSG_ERROR:
-            yield Ack(seq, nl.error_code(view[offset + 16 : stop]))
+            yield Ack(seq, nl.error_code(view[offset + nl.NLMSGHDR.size : offset + length]))
         offset += (length + 3) & ~3
 
 
-def _packet(
-    view: memoryview, start: int, end: int, attribute: Callable[[memoryview, int], tuple[int, int]]
-) -> Logged | RemoteError:
+def _packet(view: memoryview, start: int, end: int) -> Logged | RemoteError:
     """One NFULNL_MSG_PACKET: the nfgenmsg header, then attributes (payload last)."""
     if end - start < 4:
         return RemoteError("short nflog message")
-    group = view[start + 2] << 8 | view[start + 3]
+    group = _GROUP.unpack_from(view, start + 2)[0]
     prefix = b""
-    offset = start + 4
+    offset, unpack = start + nl.NFGENMSG.size, nl.NLATTR.unpack_from
     while offset + 4 <= end:
-        size, kind = attribute(view, offset)
+        size, kind = unpack(view, offset)
         if size < 4 or offset + size > end:
             return RemoteError("bad nflog attribute")
         kind &= nl.NLA_TYPE_MASK
