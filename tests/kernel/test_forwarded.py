@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import time
 from pathlib import Path
 
 from sesame.lab import EchoServer, blocked, connect, echo, knock_from, reachable
+from sesame.netns import inside
 from tests.helpers.lab import require
+from tests.helpers.spa import client_config, send, serve
 
 # The rules Docker 24 writes through iptables-nft for `docker run -p 8080:80` with the
 # container at 172.17.0.2 on the bridge docker0 (`iptables-save` on a Docker host):
@@ -206,6 +209,31 @@ def test_masquerade_for_an_internal_host_without_a_route_back(lab):
         assert blocked(lab.user.netns, lab.server.ipv4, 2222)  # its reply cannot come back
         assert reachable(lab.user.netns, lab.server.ipv4, 2223)  # masqueraded, it can
         assert blocked(lab.stranger.netns, lab.server.ipv4, 2223)
+    finally:
+        for service in services:
+            service.close()
+
+
+def test_an_spa_port_is_judged_on_arrival_for_this_host_alone(lab):
+    """The SPA port's datagrams are judged in prerouting, before routing: those to this
+    host are sesame's (a knock opens), those passing through to a host behind it on the
+    same port reach that host, as before."""
+    services = gateway(lab, route_back=True)
+    try:
+        daemon = serve(lab)
+        with inside(lab.topo["internal"].netns):
+            listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        with listener:
+            listener.settimeout(10)
+            listener.bind(("10.0.5.20", 62201))
+            send(lab.user.netns, "10.0.5.20", b"passing through")
+            data, (address, _port) = listener.recvfrom(100)
+            assert (data, address) == (b"passing through", lab.user.ipv4)
+        mark = daemon.mark()
+        cfg = client_config(lab)
+        lab.sesame(lab.user.netns, "knock", "home", "--door", "ssh", "--client-config", cfg)
+        daemon.wait_for(rf"opened door ssh to {lab.user.ipv4}: 22/tcp", 10, since=mark)
+        assert reachable(lab.user.netns, lab.server.ipv4, 22)
     finally:
         for service in services:
             service.close()

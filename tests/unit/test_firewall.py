@@ -211,6 +211,12 @@ def test_noise_of_any_conntrack_state_marks_and_ends_attempts():
     # Invalid packets are never knocks nor SPA datagrams.
     assert "add rule inet sesame knock ct state invalid counter drop" in text
     assert "add rule inet sesame spa ct state invalid counter name spa_invalid drop" in text
+    # SPA datagrams to this host are judged on arrival (conntrack has run: "invalid"
+    # still means something), before routing and the input hook; broadcast in input.
+    spa = 'prerouting udp dport @spa iif != "lo" fib daddr type local jump spa'
+    assert f"add rule inet sesame {spa}" in text
+    assert text.index(spa) < text.index("prerouting meta l4proto { tcp, udp }")
+    assert "add rule inet sesame input udp dport @spa jump spa" in text
 
 
 def test_parse_kernel_paths_and_rewrites():

@@ -12,7 +12,10 @@ Layout of ``table inet <name>`` (``sesame`` by default):
   are full. Then the source is marked in ``noisy4``/``noisy6`` for the scanner hold;
   when those are full the kernel cannot mark it, and says so (prefix ``noisy-full``,
   at most once a minute).
-- ``spa``: only what could be a datagram of a configured key holder reaches sesame.
+- ``spa``: an SPA port's datagrams to an address of this host jump here from
+  ``prerouting`` (below), before routing and the input hook (those to a broadcast
+  address, from ``input``). Only what could be a datagram of a configured key holder
+  reaches sesame.
   Datagrams conntrack finds invalid (a bad checksum) are dropped (counter
   ``spa_invalid``). sesame's own format carries its version and the user's name in
   clear: per SPA port and per name length, one rule matches both against the names
@@ -49,14 +52,15 @@ Layout of ``table inet <name>`` (``sesame`` by default):
 - ``guard``: established/related traffic passes; a packet whose (source, proto,
   port) is in ``grants4``/``grants6`` passes; everything else is dropped.
 - ``prerouting`` (hook prerouting, priority mangle: after conntrack, before any DNAT):
-  a packet from outside to an address of this host and a guarded port jumps to
-  ``guard`` too. So a guarded port the host forwards (Docker's published ports,
-  libvirt's, the operator's own DNAT) is gated by the port the client asked for,
-  before any table rewrites it, and a grant opens it as it opens a local one. A
-  packet to another host's port a door opens (in ``forwarded4``/``forwarded6``: this
-  host is its gateway) jumps to ``passage``: established/related traffic passes, a
-  (source, destination, proto, port) in ``paths4``/``paths6`` passes, the rest is
-  dropped.
+  a datagram from outside to an address of this host and an SPA port jumps to
+  ``spa``, which decides it there; a packet from outside to an address of this host
+  and a guarded port jumps to ``guard``, as in ``input``. So a guarded port the host
+  forwards (Docker's published ports, libvirt's, the operator's own DNAT) is gated by
+  the port the client asked for, before any table rewrites it, and a grant opens it
+  as it opens a local one. A packet to another host's port a door opens (in
+  ``forwarded4``/``forwarded6``: this host is its gateway) jumps to ``passage``:
+  established/related traffic passes, a (source, destination, proto, port) in
+  ``paths4``/``paths6`` passes, the rest is dropped.
 - ``dstnat`` and ``srcnat`` (nat, only while a door or stanza asks for them): a
   grant's DNAT (a door's ``dnat``, fwknop's NAT) is an element of ``dnat4/6``
   (source . proto . port : destination . port) with a timeout, so it rewrites that
@@ -191,6 +195,9 @@ def _input(config: Config) -> list[str]:
         f"flush chain {t} spa",
         f"flush chain {t} spa_known",
         f"flush chain {t} guard",
+        # An SPA datagram to this host is judged on arrival, not after routing and the
+        # input hook: a flood of them costs the kernel less (measured: 1.5-2 µs each).
+        f'add rule {t} prerouting udp dport @spa iif != "lo" fib daddr type local jump spa',
         f"add rule {t} prerouting meta l4proto {{ tcp, udp }} meta l4proto . th dport @guarded"
         ' iif != "lo" fib daddr type local jump guard',  # the set first: a fib lookup costs
         f"add rule {t} prerouting meta l4proto {{ tcp, udp }}"
@@ -198,7 +205,7 @@ def _input(config: Config) -> list[str]:
         f"add rule {t} prerouting meta l4proto {{ tcp, udp }}"
         " ip6 daddr . meta l4proto . th dport @forwarded6 jump passage",
         f'add rule {t} input iif "lo" accept',
-        f"add rule {t} input udp dport @spa jump spa",
+        f"add rule {t} input udp dport @spa jump spa",  # what prerouting did not (broadcast)
         f"add rule {t} input meta l4proto {{ tcp, udp }} meta l4proto . th dport @knock jump knock",
         f"add rule {t} input meta l4proto {{ tcp, udp }} meta l4proto . th dport @guarded"
         " jump guard",
@@ -437,7 +444,7 @@ _SELDOM = "limit rate 1/minute burst 1 packets"  # what tells sesame a set is fu
 def _log(config: Config, prefix: str = "", group: int | None = None) -> str:
     """The statement that hands a packet to sesame's NFLOG group (``log_group``
     unless ``group`` says), whole. No queue threshold here: the sensor sets it on the
-    group (1, or 8 under a flood)."""
+    group (1, or QTHRESH_BUSY under a flood)."""
     labelled = f'prefix "{prefix}" ' if prefix else ""
     return f"log {labelled}group {group or config.server.log_group} snaplen {SNAPLEN}"
 
