@@ -14,9 +14,10 @@ microseconds a datagram, the fastest of five rounds (the stages in turn):
 - split: the netlink datagram into logged packets (``sesame.wire.nflog.messages``);
 - decode: the IP and UDP headers (``sesame.wire.packet.decode``), on its own: what a
   datagram the daemon judges whole costs first;
-- all: what the daemon does with the netlink datagram (``Daemon.packets``: split, then
-  the first look that refuses a wrongly keyed fwknop datagram at sight, or decode,
-  judge, count, audit; an in-memory gate);
+- all: what the daemon does with the netlink datagram (split, the first look
+  refusing a wrongly keyed fwknop datagram at sight as it is split, ``Daemon.sieve``;
+  what it does not refuse, ``Daemon.packets``: decode, judge, count, audit; an
+  in-memory gate);
 - judge: all, less split;
 - close and apart: all again for the first SPACED netlink datagrams, in turn back to
   back and each begun MS milliseconds after the one before, as the kernel hands a
@@ -125,8 +126,9 @@ def measure(kind: str, count: int, state: Path, apart: float = 0.0) -> dict[str,
         for payload in payloads:
             decode(payload)
 
-    def judged(read: bytes) -> None:
-        daemon.packets(nflog.messages(read), clock())
+    def judged(read: bytes) -> None:  # as the daemon's loop and sensor do
+        now = clock()
+        daemon.packets((i for i in nflog.messages(read, daemon.sieve(now)) if i), now)
 
     def everything() -> None:
         for read in reads:

@@ -14,6 +14,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
+from functools import partial
 from typing import TYPE_CHECKING
 
 from sesame.basics import Address
@@ -37,7 +38,7 @@ from sesame.service.record import Record, store_for
 from sesame.service.stage import Stage
 from sesame.state import ReplayStore
 from sesame.wire import decode
-from sesame.wire.nflog import Logged
+from sesame.wire.nflog import Logged, Sieve
 from sesame.wire.packet import plain_udp
 
 if TYPE_CHECKING:  # imported only when [server] metrics asks: it costs memory
@@ -192,13 +193,6 @@ class Daemon:
         try:
             if isinstance(item, RemoteError):
                 raise item
-            if (
-                self.first_look
-                and self.adoption is None
-                and not item.prefix
-                and self.refused_at_sight(item.payload, now)
-            ):
-                return ()
             packet = decode(item.payload)
             if self.adoption is not None:  # a knock decides for its source, maybe its user
                 user = self.config.one_address_per_user and self.engine.kind(packet) == "knock"
@@ -220,12 +214,21 @@ class Daemon:
                 self.refusals.refused(kind, packet.source, exc, packet.payload, now)
             return []
 
-    def refused_at_sight(self, data: bytes, now: float) -> bool:
+    def sieve(self, now: float) -> Sieve | None:
+        """The first look, for the sensor to take as it splits what it read (no
+        Logged is made of what is refused at sight); None while the first look is
+        off: with debug logging (each refusal is logged), and while grants from
+        before are adopted (each source's packets decide for it)."""
+        if not self.first_look or self.adoption is not None:
+            return None
+        return partial(self.refused_at_sight, now)
+
+    def refused_at_sight(self, now: float, data: bytes) -> bool:
         """The first look at what a flood sends: a plain UDP datagram that the engine
         refuses from its bytes alone, while the audit trail writes no line (its budget
         of all is spent), is counted as :meth:`judge` counts it, and that is all; True
-        then. False: judge it whole. (A wrongly keyed fwknop datagram costs half as
-        much so; what it changes is the same: tests/unit/test_daemon.py.)"""
+        then. False: judge it whole. (A wrongly keyed fwknop datagram costs less than
+        half as much so; what it changes is the same: tests/unit/test_daemon.py.)"""
         found = plain_udp(data)
         if found is None:
             return False

@@ -16,11 +16,11 @@ from sesame.basics import Port
 from sesame.daemon import FLUSH_EVERY, HEED_AFTER, Daemon
 from sesame.errors import RemoteError
 from sesame.testing import FakeClock, KernelFirstStage, MemoryGate, check_gate, gate_config
-from sesame.wire import spa
+from sesame.wire import nflog, spa
 from sesame.wire.nflog import Logged
 from tests.helpers.configs import EXAMPLE
 from tests.helpers.configs import SERVER as SPA_SERVER
-from tests.helpers.packets import ipv4, tcp, udp
+from tests.helpers.packets import ipv4, logged_message, tcp, udp
 
 USER = "198.51.100.2"
 SERVER = "198.51.100.1"
@@ -495,9 +495,10 @@ def test_a_known_source_is_heard_before_the_grants_of_a_flood_are_carried_out(tm
 
 
 def test_what_is_refused_at_sight_is_counted_as_if_judged_whole(tmp_path, caplog):
-    """The first look at a flood (Daemon.refused_at_sight) changes nothing but cost: the
-    same datagrams, judged with it and without, leave the same counts of what was
-    dropped and refused, the same audit lines and the same grants."""
+    """The first look at a flood (Daemon.sieve, taken as the netlink datagrams are
+    split) changes nothing but cost: the same datagrams, judged with it and without,
+    leave the same counts of what was dropped and refused, the same audit lines and the
+    same grants."""
     import base64
 
     from sesame.wire import fwknop
@@ -531,13 +532,13 @@ def test_what_is_refused_at_sight_is_counted_as_if_judged_whole(tmp_path, caplog
         daemon, gate, clock = make(spa_server(state) + stanza)
         daemon.first_look = first_look
         look = daemon.refused_at_sight
-        daemon.refused_at_sight = lambda data, now, look=look: (
-            seen.append(look(data, now)) or (seen[-1])
+        daemon.refused_at_sight = lambda now, data, look=look: (
+            seen.append(look(now, data)) or (seen[-1])
         )
         caplog.clear()
         with caplog.at_level("INFO", "sesame"):
             for n in range(0, len(items), 64):  # as the sensor hands a flood on
-                daemon.packets(items[n : n + 64], clock())
+                daemon.packets(read(items[n : n + 64], daemon.sieve(clock())), clock())
                 clock.advance(0.001)
             daemon.refusals.tick(clock())
         lines = [r.getMessage() for r in caplog.records]
@@ -556,3 +557,15 @@ def test_what_is_refused_at_sight_is_counted_as_if_judged_whole(tmp_path, caplog
     assert drops["fwknop bad hmac"] == 600 and counts[("fwknop", "fwknop bad hmac")] == 600
     assert any(f"opened door fw to {USER}" in line for line in lines) and len(grants) == 1
     assert sum(seen) >= 300  # most of the flood refused at sight, none judged so too
+
+
+def read(items, sieve):
+    """What NflogSensor.read hands on of these, logged 64 to a netlink datagram."""
+    faults = [item for item in items if isinstance(item, RemoteError)]
+    whole = b"".join(
+        logged_message(item.group, item.payload, item.prefix)
+        for item in items
+        if isinstance(item, Logged)
+    )
+    yield from (item for item in nflog.messages(whole, sieve) if item is not None)
+    yield from faults

@@ -187,6 +187,24 @@ def test_nflog_packet_messages_are_split_and_decoded():
     assert none.prefix == b""
 
 
+def test_a_sieve_is_shown_the_packets_without_a_prefix_and_what_it_takes_is_none():
+    packets = [ipv4("198.51.100.2", "198.51.100.1", 17, udp(62201, bytes([n]))) for n in range(4)]
+    data = b"".join(
+        logged_message(5155, packet, b"noise" if n == 2 else b"")
+        for n, packet in enumerate(packets)
+    )
+    shown: list[bytes] = []
+
+    def sieve(payload: bytes) -> bool:
+        shown.append(payload)
+        return payload == packets[1]
+
+    items = list(nflog.messages(data, sieve))
+    assert shown == [packets[0], packets[1], packets[3]]  # the prefixed one is not shown
+    assert items[1] is None
+    assert [i.payload for i in items if i is not None] == [packets[0], packets[2], packets[3]]
+
+
 def test_nflog_ack():
     ack = struct.pack("=IHHII", 36, nl.NLMSG_ERROR, 0, 7, 0) + struct.pack("=i", -16)
     ack += b"\0" * 16

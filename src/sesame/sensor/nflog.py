@@ -114,8 +114,10 @@ class NflogSensor:
             f" [server] {self.key} to a free group"
         )
 
-    def read(self) -> Iterator[nflog.Logged | RemoteError]:
-        """Logged packets waiting now (at most a batch); faults as RemoteError."""
+    def read(self, sieve: nflog.Sieve | None = None) -> Iterator[nflog.Logged | RemoteError]:
+        """Logged packets waiting now (at most a batch); faults as RemoteError. What
+        ``sieve`` takes (see nflog.messages) is not handed on, but counts in the batch
+        and in the rate that decides whether the kernel batches."""
         if self._early:
             yield from self._early
             self._early = []
@@ -132,8 +134,10 @@ class NflogSensor:
                     yield RemoteError("sensor overrun")
                     continue
                 raise
-            for item in nflog.messages(view[:size]):
-                if not isinstance(item, nflog.Ack):
+            for item in nflog.messages(view[:size], sieve):
+                if item is None:  # the sieve's
+                    count += 1
+                elif not isinstance(item, nflog.Ack):
                     count += 1
                     yield item
         self._adapt(count)

@@ -110,7 +110,7 @@ class Loop:
         self.received, self.old_fd = _catch_signals(self.wake_r, self.wake_w)
         self.poller = select.epoll()  # directly: the selectors layer costs a flood per wake
         self.handlers: dict[int, Callable[[int], None]] = {}
-        self.on(sensor.fileno(), lambda _: daemon.packets(sensor.read(), time.monotonic()))
+        self.on(sensor.fileno(), lambda _: self.packets(sensor))
         if known is not None:  # read before each batch of the other, and between its parts
             daemon.known = known.read
             self.on(
@@ -158,6 +158,13 @@ class Loop:
     def _request(self, fd: int) -> None:
         assert self.control is not None
         self.control.serve(fd, lambda request: answer(self.daemon, request, self.reload))
+
+    def packets(self, sensor: NflogSensor) -> None:
+        """What the sensor read, judged; what the daemon's first look refuses (see
+        Daemon.sieve) as the sensor splits it. (The group of sources that opened
+        lately has none: what they send is judged whole.)"""
+        now = time.monotonic()
+        self.daemon.packets(sensor.read(self.daemon.sieve(now)), now)
 
     def changed(self) -> None:
         assert self.monitor is not None

@@ -10,9 +10,9 @@ split the kernel's messages, in the kernel's names
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, overload
 
 from sesame.errors import RemoteError
 from sesame.wire import netlink as nl
@@ -89,11 +89,24 @@ class Ack:
 _PACKET = nl.subsystem(NFNL_SUBSYS_ULOG, NFULNL_MSG_PACKET)
 
 
-def messages(data: bytes | memoryview) -> Iterator[Logged | Ack | RemoteError]:
+Sieve = Callable[[bytes], bool]
+
+
+@overload
+def messages(data: bytes | memoryview) -> Iterator[Logged | Ack | RemoteError]: ...
+@overload
+def messages(
+    data: bytes | memoryview, sieve: Sieve | None
+) -> Iterator[Logged | Ack | RemoteError | None]: ...
+def messages(
+    data: bytes | memoryview, sieve: Sieve | None = None
+) -> Iterator[Logged | Ack | RemoteError | None]:
     """Split one netlink datagram into logged packets and acks.
 
     A malformed message is yielded as a :class:`RemoteError` (not raised), so the
-    caller counts it and carries on with the next.
+    caller counts it and carries on with the next. ``sieve`` is shown each packet
+    logged without a prefix, as it comes; for one it takes (True: it has dealt with
+    it), None is yielded (only with a sieve).
     """
     view = memoryview(data)
     offset, end, unpack = 0, len(view), nl.NLMSGHDR.unpack_from
@@ -103,14 +116,17 @@ def messages(data: bytes | memoryview) -> Iterator[Logged | Ack | RemoteError]:
             yield RemoteError("bad netlink length")
             return
         if kind == _PACKET:
-            yield _packet(view, offset + nl.NLMSGHDR.size, offset + length)
+            yield _packet(view, offset + nl.NLMSGHDR.size, offset + length, sieve)
         elif kind == nl.NLMSG_ERROR:
             yield Ack(seq, nl.error_code(view[offset + nl.NLMSGHDR.size : offset + length]))
         offset += (length + 3) & ~3
 
 
-def _packet(view: memoryview, start: int, end: int) -> Logged | RemoteError:
-    """One NFULNL_MSG_PACKET: the nfgenmsg header, then attributes (payload last)."""
+def _packet(
+    view: memoryview, start: int, end: int, sieve: Sieve | None
+) -> Logged | RemoteError | None:
+    """One NFULNL_MSG_PACKET: the nfgenmsg header, then attributes (payload last);
+    None if ``sieve`` took it."""
     if end - start < 4:
         return RemoteError("short nflog message")
     group = _GROUP.unpack_from(view, start + 2)[0]
@@ -122,7 +138,10 @@ def _packet(view: memoryview, start: int, end: int) -> Logged | RemoteError:
             return RemoteError("bad nflog attribute")
         kind &= nl.NLA_TYPE_MASK
         if kind == NFULA_PAYLOAD:
-            return Logged(group, prefix, bytes(view[offset + 4 : offset + size]))
+            payload = bytes(view[offset + 4 : offset + size])
+            if sieve is not None and not prefix and sieve(payload):
+                return None
+            return Logged(group, prefix, payload)
         if kind == NFULA_PREFIX and (size > 5 or (size == 5 and view[offset + 4])):
             prefix = bytes(view[offset + 4 : offset + size]).rstrip(b"\0")  # (else none)
         offset += (size + 3) & ~3
