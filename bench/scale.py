@@ -39,7 +39,7 @@ B64 = base64.b64encode
 USERS = (1, 100, 10_000)
 STANZAS = (1, 100, 1_000)
 GRANTS = 100_000
-ROUNDS = 5
+ROUNDS = 9
 # Datagrams a second in the floods: clear of the sensor's FLOOD_RATE (10,000), above
 # which the kernel batches what it delivers. A flood at that very rate had the daemon
 # switch batching on and off as it went, and its cost a datagram moved by a third.
