@@ -98,6 +98,7 @@ class Daemon:
         # ``timer`` says how long a batch has been judged (not a decision's clock).
         self.known: Callable[[], Iterable[Logged | RemoteError]] | None = None
         self.timer: Callable[[], float] = time.perf_counter
+        self.look = 0.0  # when the group of sources that opened lately is due (timer)
 
     def adopt(self, now: float, source: Address | None = None, user: bool = False) -> None:
         """While grants from before are adopted: those of ``source`` now (before
@@ -153,21 +154,17 @@ class Daemon:
         them. What those sources send is judged as any other's; a stranger who forges
         such an address gets no more judged first than the kernel's budget for one
         source lets through."""
-        known, timer, look = self.known if heed else None, self.timer, 0.0
+        known, timer = self.known if heed else None, self.timer
         if known is not None:
-            self.packets(known(), now, heed=False)
-            look = timer() + HEED_AFTER
+            self.judge_known(now)
         actions: list[Action] = []
         for n, item in enumerate(items, 1):
             outputs = self.judge(item, now)
             if outputs:
                 actions += self.stage.run(outputs, now)
             flush = bool(actions) and n % FLUSH_EVERY == 0
-            if known is not None:
-                at = timer()
-                if flush or at >= look:  # before a flush, not behind it
-                    self.packets(known(), now, heed=False)
-                    look = at + HEED_AFTER
+            if known is not None and (flush or timer() >= self.look):  # before a flush
+                self.judge_known(now)
             if flush:
                 self.carry_out(actions, now)
                 actions = []
@@ -214,14 +211,32 @@ class Daemon:
                 self.refusals.refused(kind, packet.source, exc, packet.payload, now)
             return []
 
+    def judge_known(self, now: float) -> None:
+        """The SPA of sources that opened lately, judged now (see :meth:`packets`);
+        the next look at them is due HEED_AFTER seconds of judging later."""
+        assert self.known is not None
+        self.packets(self.known(), now, heed=False)
+        self.look = self.timer() + HEED_AFTER
+
     def sieve(self, now: float) -> Sieve | None:
         """The first look, for the sensor to take as it splits what it read (no
         Logged is made of what is refused at sight); None while the first look is
         off: with debug logging (each refusal is logged), and while grants from
-        before are adopted (each source's packets decide for it)."""
+        before are adopted (each source's packets decide for it). The SPA of sources
+        that opened lately is heeded as :meth:`packets` heeds it, every HEED_AFTER
+        seconds, also while the sieve takes all (a flood refused at sight)."""
         if not self.first_look or self.adoption is not None:
             return None
-        return partial(self.refused_at_sight, now)
+        if self.known is None:
+            return partial(self.refused_at_sight, now)
+        timer = self.timer
+
+        def sieve(data: bytes) -> bool:
+            if timer() >= self.look:
+                self.judge_known(now)
+            return self.refused_at_sight(now, data)
+
+        return sieve
 
     def refused_at_sight(self, now: float, data: bytes) -> bool:
         """The first look at what a flood sends: a plain UDP datagram that the engine

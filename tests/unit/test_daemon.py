@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import itertools
 import os
 import time as wall_time
@@ -16,8 +17,9 @@ from sesame.basics import Port
 from sesame.daemon import FLUSH_EVERY, HEED_AFTER, Daemon
 from sesame.errors import RemoteError
 from sesame.testing import FakeClock, KernelFirstStage, MemoryGate, check_gate, gate_config
-from sesame.wire import nflog, spa
+from sesame.wire import fwknop, nflog, spa
 from sesame.wire.nflog import Logged
+from tests.helpers import fwknop as fwknop_keys
 from tests.helpers.configs import EXAMPLE
 from tests.helpers.configs import SERVER as SPA_SERVER
 from tests.helpers.packets import ipv4, logged_message, tcp, udp
@@ -499,22 +501,6 @@ def test_what_is_refused_at_sight_is_counted_as_if_judged_whole(tmp_path, caplog
     split) changes nothing but cost: the same datagrams, judged with it and without,
     leave the same counts of what was dropped and refused, the same audit lines and the
     same grants."""
-    import base64
-
-    from sesame.wire import fwknop
-    from tests.helpers import fwknop as keys
-
-    key, hmac = base64.b64decode(keys.KEY), base64.b64decode(keys.HMAC)
-    stamp = int(wall_time.time())
-    stanza = (
-        f'\n[[fwknop]]\nname = "fw"\nsource = "ANY"\nopen_ports = "tcp/22"\n'
-        f'key_base64 = "{keys.KEY}"\nhmac_key_base64 = "{keys.HMAC}"\n'
-    )
-
-    def fw(source, key=key, hmac=hmac):
-        data = fwknop.encode("alice", f"{source},tcp/22", key, hmac, timestamp=stamp)
-        return Logged(5155, b"", ipv4(source, SERVER, 17, udp(62201, data)))
-
     wrong = [fw(f"10.0.{n // 250}.{n % 250 + 1}", b"k" * 32, b"h" * 64) for n in range(600)]
     items = [
         *wrong[:300],
@@ -529,7 +515,7 @@ def test_what_is_refused_at_sight_is_counted_as_if_judged_whole(tmp_path, caplog
     results = []
     for first_look in (True, False):
         state = tmp_path / str(first_look)
-        daemon, gate, clock = make(spa_server(state) + stanza)
+        daemon, gate, clock = make(spa_server(state) + FW_ANY)
         daemon.first_look = first_look
         look = daemon.refused_at_sight
         daemon.refused_at_sight = lambda now, data, look=look: (
@@ -557,6 +543,56 @@ def test_what_is_refused_at_sight_is_counted_as_if_judged_whole(tmp_path, caplog
     assert drops["fwknop bad hmac"] == 600 and counts[("fwknop", "fwknop bad hmac")] == 600
     assert any(f"opened door fw to {USER}" in line for line in lines) and len(grants) == 1
     assert sum(seen) >= 300  # most of the flood refused at sight, none judged so too
+
+
+def test_the_known_group_is_heard_while_the_first_look_takes_a_flood(tmp_path):
+    """The first look refuses a flood as the sensor splits it, and the group of sources
+    that opened lately is still read every HEED_AFTER of judging (here, 5 datagrams):
+    alice's SPA, come while the 400th is refused at sight, opens before the 406th."""
+    daemon, gate, clock = make(spa_server(tmp_path) + FW_ANY)
+    per_look = 5
+    judging(daemon, per_look)
+    lane: list[Logged] = []
+    daemon.known = lambda: [lane.pop()] if lane else []
+    taken: list[bool] = []
+    look = daemon.refused_at_sight
+
+    def counted(now, data):
+        taken.append(look(now, data))
+        if len(taken) == 400:
+            lane.append(fw(USER))
+        return taken[-1]
+
+    daemon.refused_at_sight = counted
+    opened_at = []
+    apply = gate.apply
+
+    def spy(elements, now):
+        if any(str(e.address) == USER for e in elements):
+            opened_at.append(len(taken))
+        apply(elements, now)
+
+    gate.apply = spy
+    wrong = [fw(f"10.0.{n // 250}.{n % 250 + 1}", b"k" * 32, b"h" * 64) for n in range(600)]
+    daemon.packets(read(wrong, daemon.sieve(clock())), clock())
+    assert all(taken[300:])  # by then the flood is refused at sight
+    [at] = opened_at
+    assert 400 <= at <= 400 + per_look
+    assert daemon.drops["fwknop bad hmac"] == 600
+
+
+FW_ANY = (
+    f'\n[[fwknop]]\nname = "fw"\nsource = "ANY"\nopen_ports = "tcp/22"\n'
+    f'key_base64 = "{fwknop_keys.KEY}"\nhmac_key_base64 = "{fwknop_keys.HMAC}"\n'
+)
+
+
+def fw(source, key=None, hmac=None):
+    """alice's fwknop SPA from ``source`` (keyed right unless told), logged."""
+    key = key or base64.b64decode(fwknop_keys.KEY)
+    hmac = hmac or base64.b64decode(fwknop_keys.HMAC)
+    data = fwknop.encode("alice", f"{source},tcp/22", key, hmac, timestamp=int(wall_time.time()))
+    return Logged(5155, b"", ipv4(source, SERVER, 17, udp(62201, data)))
 
 
 def read(items, sieve):
