@@ -14,7 +14,6 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from functools import partial
 from typing import TYPE_CHECKING
 
 from sesame.basics import Address
@@ -227,12 +226,10 @@ class Daemon:
         seconds, also while the sieve takes all (a flood refused at sight)."""
         if not self.first_look or self.adoption is not None:
             return None
-        if self.known is None:
-            return partial(self.refused_at_sight, now)
-        timer = self.timer
+        heeding, timer = self.known is not None, self.timer
 
         def sieve(data: bytes) -> bool:
-            if timer() >= self.look:
+            if heeding and timer() >= self.look:
                 self.judge_known(now)
             return self.refused_at_sight(now, data)
 

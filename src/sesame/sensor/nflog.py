@@ -135,10 +135,10 @@ class NflogSensor:
                     continue
                 raise
             for item in nflog.messages(view[:size], sieve):
-                if item is None:  # the sieve's
-                    count += 1
-                elif not isinstance(item, nflog.Ack):
-                    count += 1
+                if isinstance(item, nflog.Ack):
+                    continue
+                count += 1
+                if item is not None:  # (None: the sieve took it)
                     yield item
         self._adapt(count)
 
