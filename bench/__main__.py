@@ -16,6 +16,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import socket
 import statistics
 import struct
@@ -39,6 +40,8 @@ from bench.lab import (
     fill_grants,
     latency,
     machine_cpu,
+    moved,
+    named_counters,
     nft,
     pace,
     reset_hwm,
@@ -152,8 +155,11 @@ class Bench:
         self.results: dict[str, object] = {}
         self.listener = Listener(self.server.netns)
         self.baselines: dict[tuple[str, int], float] = {}
+        self.floods: list[subprocess.Popen] = []  # stopped on close, if still sending
 
     def close(self) -> None:
+        for flood in self.floods:
+            stop(flood)
         self.listener.close()
         self.topo.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
@@ -222,6 +228,7 @@ class Bench:
             cwd=Path(__file__).parent.parent,
             env=dict(os.environ, FLOOD_READY="1") if ready else None,
         )
+        self.floods = [f for f in self.floods if f.poll() is None] + [flood]
         if ready:
             sending(flood, kind)
         return flood
@@ -430,7 +437,8 @@ class Bench:
             ("sesame-valid:62202", "spa accepted", 20_000),
             ("sesame-wrong:62202", None, 100_000),
         ):
-            before = counters(daemon)
+            before, kernel = counters(daemon), named_counters(self.server.netns)
+            mark = daemon.mark()
             sent = self.flood(kind, n, None).communicate()[0]
             start = time.perf_counter() - float(sent.strip() or 0)  # the first was sent then
 
@@ -444,7 +452,15 @@ class Bench:
             last, settled = settle(total, 0.5, 0.05)
             elapsed = settled - start
             label = "valid_granted" if key else "invalid_rejected"
-            out[label] = {"sent": n, "handled": last, "per_second": round(last / elapsed)}
+            out[label] = {
+                "sent": n,
+                "handled": last,
+                "per_second": round(last / elapsed),
+                # Where the datagrams went: what the daemon counted, what the kernel did.
+                "daemon": moved(before, counters(daemon)),
+                "kernel": moved(kernel, named_counters(self.server.netns)),
+                "log": [line for line in daemon.lines[mark:] if not _chatter(line)][:12],
+            }
         nft(self.server.netns, "flush set inet sesame grants4\n")
         return out
 
@@ -849,6 +865,10 @@ def main() -> int:
         # sesame anew where nothing may write it (PYTHONDONTWRITEBYTECODE), a tenth of
         # a second and more of every start-up.
         compileall.compile_dir(Path(sesame.__file__).parent, quiet=1)
+        # Stopped (SIGTERM, SIGHUP): unwind as after Ctrl-C, so that the daemons are
+        # stopped and the namespaces deleted (each section's finally).
+        for stopping in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(stopping, _stopped)
         runs = [one_run(args, i) for i in range(args.runs)]
         report = {"machine": machine(), "args": vars(args), "runs": runs}
         RESULTS.mkdir(exist_ok=True)
@@ -865,6 +885,15 @@ def main() -> int:
         write_between(README, "bench", summary(report))
     print((RESULTS / "latest.md").read_text())
     return 0
+
+
+def _chatter(line: str) -> bool:
+    """A daemon's log line about one datagram or grant, or its counters."""
+    return any(word in line for word in (" opened", "refused", "closed", "revoked", "counters:"))
+
+
+def _stopped(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
 import random
 import re
@@ -42,6 +43,16 @@ def nft(netns: str, script: str) -> str:
     if result.returncode:
         raise RuntimeError(result.stderr)
     return result.stdout
+
+
+def named_counters(netns: str, table: str = "inet sesame") -> dict[str, int]:
+    """The packets each named counter of ``table`` has counted."""
+    listed = json.loads(run(netns, "nft", "-j", "list", "counters", "table", *table.split()))
+    return {
+        item["counter"]["name"]: item["counter"]["packets"]
+        for item in listed["nftables"]
+        if "counter" in item
+    }
 
 
 def fill_grants(netns: str, size: int, users: int = 0, also: Sequence[str] = ()) -> None:
@@ -215,6 +226,11 @@ def counters(daemon: DaemonProcess) -> dict[str, int]:
     daemon.signal(signal.SIGUSR1)
     line = daemon.wait_for(r"counters: (.*)", 10, since=mark).group(1)
     return {k.strip(): int(v) for k, v in re.findall(r"([a-z ]+)=(\d+)", line)}
+
+
+def moved(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    """The counts that rose from ``before`` to ``after``, by how much."""
+    return {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)}
 
 
 def settle(read: Callable[[], int], quiet: float, every: float) -> tuple[int, float]:
