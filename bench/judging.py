@@ -11,7 +11,8 @@ two interface indexes, the hardware address, type, length and header, the timest
 then the packet), 64 to a netlink datagram as during a flood. For each kind, the
 microseconds a datagram, the fastest of five rounds (the stages in turn):
 
-- split: the netlink datagram into logged packets (``sesame.wire.nflog.messages``);
+- split: the netlink datagram into logged packets (``sesame.wire.nflog.messages``,
+  with the socket's ``Shapes`` as the sensor splits them);
 - decode: the IP and UDP headers (``sesame.wire.packet.decode``), on its own: what a
   datagram the daemon judges whole costs first;
 - all: what the daemon does with the netlink datagram (split, the first look
@@ -115,11 +116,12 @@ def measure(kind: str, count: int, state: Path, apart: float = 0.0) -> dict[str,
     made = packets(Raw(None, "10.0.0.1"), kind, count)
     reads = [b"".join(logged(p) for p in made[i : i + PER_READ]) for i in range(0, count, PER_READ)]
     items = [item for read in reads for item in nflog.messages(read)]
+    shapes = nflog.Shapes()  # as the sensor splits what it reads
     payloads = [item.payload for item in items if isinstance(item, nflog.Logged)]
 
     def split() -> None:
         for read in reads:
-            for _ in nflog.messages(read):
+            for _ in nflog.messages(read, None, shapes):
                 pass
 
     def decoding() -> None:
@@ -128,7 +130,7 @@ def measure(kind: str, count: int, state: Path, apart: float = 0.0) -> dict[str,
 
     def judged(read: bytes) -> None:  # as the daemon's loop and sensor do
         now = clock()
-        daemon.packets((i for i in nflog.messages(read, daemon.sieve(now)) if i), now)
+        daemon.packets((i for i in nflog.messages(read, daemon.sieve(now), shapes) if i), now)
 
     def everything() -> None:
         for read in reads:

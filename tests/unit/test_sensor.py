@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from sesame.sensor import nflog as sensor
+from sesame.wire import nflog
 from tests.helpers.packets import ipv4, logged_message, udp
 
 
@@ -30,6 +31,7 @@ def test_a_read_hands_on_at_most_a_batch_of_packets_whatever_the_kernel_gathers(
     reader.sock = flooded = Flooded()  # type: ignore[assignment]
     reader._early, reader.batched = [], True
     reader._window, reader._seen = time.monotonic(), 0
+    reader._shapes = nflog.Shapes()
     reader._buffer = bytearray(65536)
     reader._view = memoryview(reader._buffer)
     assert len(list(reader.read())) == sensor.BATCH

@@ -205,6 +205,122 @@ def test_a_sieve_is_shown_the_packets_without_a_prefix_and_what_it_takes_is_none
     assert [i.payload for i in items if i is not None] == [packets[0], packets[2], packets[3]]
 
 
+def _attribute(kind: int, value: bytes, size: int | None = None) -> bytes:
+    size = 4 + len(value) if size is None else size
+    return struct.pack("=HH", size, kind) + value + b"\0" * (-(4 + len(value)) % 4)
+
+
+_ATTRIBUTES = st.one_of(
+    st.tuples(st.sampled_from([1, 3, 4, 6, 8, 15, 16, 17]), st.binary(max_size=20)),
+    st.tuples(  # a prefix: none (the kernel's "\0"), empty, or one
+        st.just(nflog.NFULA_PREFIX), st.sampled_from([b"\0", b"", b"k\0", b"\x01", b"noise\0"])
+    ),
+    st.tuples(  # kinds with flags the kernel never sets
+        st.sampled_from([nflog.NFULA_PAYLOAD | 0x8000, nflog.NFULA_PREFIX | 0x4000]),
+        st.sampled_from([b"\0", b"xy"]),
+    ),
+)
+
+
+def _message(
+    group: int,
+    before: list[tuple[int, bytes]],
+    payload: bytes | None,
+    size: int | None,
+    cut: int | None,
+) -> bytes:
+    """An NFULNL_MSG_PACKET: attributes, then maybe a payload (``size``: one that is
+    not its own), maybe cut short after ``cut`` bytes of attributes."""
+    body = b"".join(_attribute(k, v) for k, v in before)
+    if payload is not None:
+        body += _attribute(nflog.NFULA_PAYLOAD, payload, size)
+    body = struct.pack("=BB", 2, 0) + group.to_bytes(2, "big") + body[:cut]
+    return struct.pack("=IHHII", 16 + len(body), nflog.NFNL_SUBSYS_ULOG << 8, 0, 0, 0) + body
+
+
+_PREFIXES = st.sampled_from([None, b"\0", b"", b"k\0", b"\x01", b"noise\0"])
+_VARIANTS = st.tuples(  # what messages of one shape differ in
+    st.sampled_from([5155, 5156]),
+    _PREFIXES,
+    st.one_of(st.binary(max_size=30), st.binary(max_size=30), st.none()),  # the payload
+    st.one_of(*[st.none()] * 5, st.integers(0, 80)),  # its size, if not its own
+    st.one_of(*[st.none()] * 5, st.integers(0, 60)),  # cut short
+)
+
+
+def _shaped(skeleton: list[tuple[int, bytes]], variants: list[tuple]) -> list[bytes]:
+    """Messages with the same attributes before the payload but for the prefix."""
+    return [
+        _message(
+            group,
+            skeleton[:1] + ([] if p is None else [(nflog.NFULA_PREFIX, p)]) + skeleton[1:],
+            *rest,
+        )
+        for group, p, *rest in variants
+    ]
+
+
+_POOLS = st.builds(
+    lambda *pools: [m for pool in pools for m in pool],
+    st.builds(
+        _shaped, st.lists(_ATTRIBUTES, max_size=4), st.lists(_VARIANTS, min_size=2, max_size=5)
+    ),
+    st.builds(_shaped, st.lists(_ATTRIBUTES, max_size=4), st.lists(_VARIANTS, max_size=2)),
+)
+
+
+@settings(max_examples=500)
+@given(_POOLS, st.data())
+def test_a_sockets_shapes_split_as_the_walk_does(pool, data):
+    """Shapes (one unpack for a message shaped as the last learned) yields what the
+    walk yields, and shows the sieve what the walk shows it, whatever the messages:
+    of one shape over and over (a flood), of others between, malformed."""
+    _split_alike(
+        [b"".join(data.draw(st.lists(st.sampled_from(pool), max_size=70))) for _ in range(4)]
+    )
+
+
+def test_a_learned_shape_is_not_taken_for_a_packet_with_a_prefix_or_other_attributes():
+    """What a flood without a prefix teaches is not applied to packets that differ
+    only where the walk would see it: a one-character prefix in the place of none,
+    a longer one in the same room, a hardware address of another length."""
+    hw = (8, bytes(8))
+    flood = _message(5155, [(1, bytes(4)), (nflog.NFULA_PREFIX, b"\0"), hw], b"flood", None, None)
+    others = [
+        _message(5155, [(1, bytes(4)), (nflog.NFULA_PREFIX, prefix), hw], b"knock", None, None)
+        for prefix in (b"\x01", b"k\0", b"kn\0", b"")
+    ]
+    others.append(
+        _message(
+            5156, [(1, bytes(4)), (nflog.NFULA_PREFIX, b"\0"), (8, bytes(4))], b"x", None, None
+        )
+    )
+    shown = _split_alike([flood * 3 + other + flood for other in others])
+    assert shown.count(b"flood") == 4 * len(others) and b"knock" in shown and b"x" in shown
+    items = list(nflog.messages(flood + b"".join(others), None, nflog.Shapes()))
+    assert [i.prefix for i in items] == [b"", b"\x01", b"k", b"kn", b"", b""]
+
+
+def _split_alike(datagrams: list[bytes]) -> list[bytes]:
+    """Split the datagrams in turn with one Shapes and with the walk: the same items,
+    the same payloads shown to the sieve (returned)."""
+    shapes, walked, shaped = nflog.Shapes(), list[bytes](), list[bytes]()
+
+    def sieve(into: list[bytes]) -> nflog.Sieve:
+        def look(payload: bytes) -> bool:
+            into.append(payload)
+            return len(payload) % 2 == 0
+
+        return look
+
+    for datagram in datagrams:
+        assert list(map(repr, nflog.messages(datagram, sieve(shaped), shapes))) == list(
+            map(repr, nflog.messages(datagram, sieve(walked)))
+        )  # (repr: errors are equal when their reasons are)
+    assert shaped == walked
+    return walked
+
+
 def test_nflog_ack():
     ack = struct.pack("=IHHII", 36, nl.NLMSG_ERROR, 0, 7, 0) + struct.pack("=i", -16)
     ack += b"\0" * 16

@@ -75,6 +75,7 @@ class NflogSensor:
             self.sock.close()
             raise
         self.sock.setblocking(False)
+        self._shapes = nflog.Shapes()
         self._buffer = bytearray(65536)
         self._view = memoryview(self._buffer)
 
@@ -134,7 +135,7 @@ class NflogSensor:
                     yield RemoteError("sensor overrun")
                     continue
                 raise
-            for item in nflog.messages(view[:size], sieve):
+            for item in nflog.messages(view[:size], sieve, self._shapes):
                 if isinstance(item, nflog.Ack):
                     continue
                 count += 1

@@ -96,18 +96,20 @@ Sieve = Callable[[bytes], bool]
 def messages(data: bytes | memoryview) -> Iterator[Logged | Ack | RemoteError]: ...
 @overload
 def messages(
-    data: bytes | memoryview, sieve: Sieve | None
+    data: bytes | memoryview, sieve: Sieve | None, shapes: Shapes | None = None
 ) -> Iterator[Logged | Ack | RemoteError | None]: ...
 def messages(
-    data: bytes | memoryview, sieve: Sieve | None = None
+    data: bytes | memoryview, sieve: Sieve | None = None, shapes: Shapes | None = None
 ) -> Iterator[Logged | Ack | RemoteError | None]:
     """Split one netlink datagram into logged packets and acks.
 
     A malformed message is yielded as a :class:`RemoteError` (not raised), so the
     caller counts it and carries on with the next. ``sieve`` is shown each packet
     logged without a prefix, as it comes; for one it takes (True: it has dealt with
-    it), None is yielded (only with a sieve).
+    it), None is yielded (only with a sieve). ``shapes``: the socket's :class:`Shapes`
+    (what is yielded is the same).
     """
+    packet = _packet if shapes is None else shapes.packet
     view = memoryview(data)
     offset, end, unpack = 0, len(view), nl.NLMSGHDR.unpack_from
     while offset + nl.NLMSGHDR.size <= end:
@@ -116,7 +118,7 @@ def messages(
             yield RemoteError("bad netlink length")
             return
         if kind == _PACKET:
-            yield _packet(view, offset + nl.NLMSGHDR.size, offset + length, sieve)
+            yield packet(view, offset + nl.NLMSGHDR.size, offset + length, sieve)
         elif kind == nl.NLMSG_ERROR:
             yield Ack(seq, nl.error_code(view[offset + nl.NLMSGHDR.size : offset + length]))
         offset += (length + 3) & ~3
@@ -146,3 +148,70 @@ def _packet(
             prefix = bytes(view[offset + 4 : offset + size]).rstrip(b"\0")  # (else none)
         offset += (size + 3) & ~3
     return RemoteError("nflog message without payload")
+
+
+LEARN_AFTER = 64  # packets of other shapes before a socket's shape is learned anew
+
+
+class Shapes:
+    """What a socket's packets look like. The kernel gives every packet that came in
+    over one interface the same attributes before its payload (about ten), so the
+    walk to the payload of one without a prefix is learned as a single struct: then
+    one ``unpack_from`` reads every attribute header that walk would read, and where
+    each is the same, so is what the walk would find (the payload's place; no
+    prefix). Anything else is walked (a flood comes in over one interface; packets of
+    other shapes make it learn anew only after LEARN_AFTER of them, so a stranger who
+    sends over two interfaces in turn cannot have it learn at every packet).
+    """
+
+    def __init__(self) -> None:
+        self._shape: struct.Struct | None = None
+        self._headers: tuple[int, ...] = ()  # what the shape reads, less group and payload
+        self._at = 0  # the payload attribute's offset in the message
+        self._walked = LEARN_AFTER  # packets walked since the shape was learned
+
+    def packet(
+        self, view: memoryview, start: int, end: int, sieve: Sieve | None
+    ) -> Logged | RemoteError | None:
+        """As :func:`_packet`."""
+        shape = self._shape
+        if shape is not None and start + self._at + 4 <= end:
+            read = shape.unpack_from(view, start)
+            offset, size = start + self._at, read[-2]
+            if (
+                read[-1] == NFULA_PAYLOAD
+                and 4 <= size <= end - offset
+                and read[2:-2] == self._headers
+            ):
+                payload = bytes(view[offset + 4 : offset + size])
+                if sieve is not None and sieve(payload):
+                    return None
+                return Logged(read[0] << 8 | read[1], b"", payload)
+        self._walked += 1
+        if self._walked >= LEARN_AFTER:
+            self._learn(view, start, end)
+        return _packet(view, start, end, sieve)
+
+    def _learn(self, view: memoryview, start: int, end: int) -> None:
+        """The walk of :func:`_packet` to the payload of this message, as a struct, if
+        it is a well-formed one without a prefix."""
+        form, headers = ["=2xBB"], list[int]()  # the nfgenmsg header: the group, big-endian
+        offset, unpack = start + nl.NFGENMSG.size, nl.NLATTR.unpack_from
+        while offset + 4 <= end:
+            size, kind = unpack(view, offset)
+            if size < 4 or offset + size > end:
+                return
+            step = (size + 3) & ~3
+            if kind & nl.NLA_TYPE_MASK == NFULA_PAYLOAD:  # (with flags: never matched)
+                self._shape = struct.Struct("".join(form) + "HH")
+                self._headers, self._at, self._walked = tuple(headers), offset - start, 0
+                return
+            if kind & nl.NLA_TYPE_MASK == NFULA_PREFIX and size > 4:
+                if size > 5 or view[offset + 4]:
+                    return  # a prefix: not the shape of a flood's packets
+                form.append(f"HHB{step - 5}x")
+                headers += (size, kind, 0)
+            else:
+                form.append(f"HH{step - 4}x")
+                headers += (size, kind)
+            offset += step
