@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import socket
 import struct
 from ipaddress import ip_address
 
@@ -205,11 +206,6 @@ def test_a_sieve_is_shown_the_packets_without_a_prefix_and_what_it_takes_is_none
     assert [i.payload for i in items if i is not None] == [packets[0], packets[2], packets[3]]
 
 
-def _attribute(kind: int, value: bytes, size: int | None = None) -> bytes:
-    size = 4 + len(value) if size is None else size
-    return struct.pack("=HH", size, kind) + value + b"\0" * (-(4 + len(value)) % 4)
-
-
 _ATTRIBUTES = st.one_of(
     st.tuples(st.sampled_from([1, 3, 4, 6, 8, 15, 16, 17]), st.binary(max_size=20)),
     st.tuples(  # a prefix: none (the kernel's "\0"), empty, or one
@@ -231,11 +227,12 @@ def _message(
 ) -> bytes:
     """An NFULNL_MSG_PACKET: attributes, then maybe a payload (``size``: one that is
     not its own), maybe cut short after ``cut`` bytes of attributes."""
-    body = b"".join(_attribute(k, v) for k, v in before)
+    body = b"".join(nl.attr(k, v) for k, v in before)
     if payload is not None:
-        body += _attribute(nflog.NFULA_PAYLOAD, payload, size)
-    body = struct.pack("=BB", 2, 0) + group.to_bytes(2, "big") + body[:cut]
-    return struct.pack("=IHHII", 16 + len(body), nflog.NFNL_SUBSYS_ULOG << 8, 0, 0, 0) + body
+        made = nl.attr(nflog.NFULA_PAYLOAD, payload)
+        body += made if size is None else struct.pack("=H", size) + made[2:]
+    body = nl.nfgenmsg(socket.AF_INET, group) + body[:cut]
+    return nl.message(nl.subsystem(nflog.NFNL_SUBSYS_ULOG, nflog.NFULNL_MSG_PACKET), 0, 0, body)
 
 
 _PREFIXES = st.sampled_from([None, b"\0", b"", b"k\0", b"\x01", b"noise\0"])
