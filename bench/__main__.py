@@ -38,6 +38,7 @@ from bench.lab import (
     build,
     counters,
     fill_grants,
+    flush_grants,
     latency,
     machine_cpu,
     moved,
@@ -350,7 +351,7 @@ class Bench:
             nonlocal since
             opened = any("opened door" in line for line in daemon.lines[since:])
             since = daemon.mark()
-            nft(self.server.netns, "flush set inet sesame grants4\n")
+            flush_grants(self.server.netns)
             if opened:  # (a line logged late is waited for at the next reset, briefly)
                 with contextlib.suppress(TimeoutError):
                     daemon.wait_for(r"closed door .*\(revoked\)", 2, since=since)
@@ -461,7 +462,7 @@ class Bench:
                 "kernel": moved(kernel, named_counters(self.server.netns)),
                 "log": [line for line in daemon.lines[mark:] if not _chatter(line)][:12],
             }
-        nft(self.server.netns, "flush set inet sesame grants4\n")
+        flush_grants(self.server.netns)
         return out
 
     def knockd(self) -> None:

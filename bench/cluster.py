@@ -27,8 +27,9 @@ from bench import lab
 from bench.flood import USERS, user_key
 from bench.lab import Listener, settle, stop, sysctl, udp, usage, write
 from sesame import client
-from sesame.basics import parse_port
+from sesame.basics import Port, parse_port
 from sesame.cli import common
+from sesame.firewall.elements import set_of
 from sesame.lab import DaemonProcess
 from sesame.netns import Topology, inside
 from sesame.wire import spa
@@ -172,10 +173,9 @@ class ClusterBench:
         """Wait until a node holds no grant for the user."""
         end = time.monotonic() + limit
         user = self.topo["user"].ipv4
+        home = set_of(IPv4Address(user), Port("tcp", 22))  # the user's shard of the grants
         while time.monotonic() < end:
-            listed = lab.run(
-                self.topo[node].netns, "nft", "list", "set", "inet", "sesame", "grants4"
-            )
+            listed = lab.run(self.topo[node].netns, "nft", "list", "set", "inet", "sesame", home)
             if user + " " not in listed:
                 return
             time.sleep(0.02)

@@ -18,14 +18,22 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from ipaddress import IPv4Address
 from pathlib import Path
 
 from bench.craft import fold, sum16
 from bench.guard import calibrate
+from sesame.basics import Port
+from sesame.firewall.elements import set_of
+from sesame.firewall.watch import SHARDS, grant_set
 from sesame.lab import DaemonProcess
 from sesame.netns import Topology, inside
 
 GUARDED = 22
+
+
+SSH = Port("tcp", 22)
+GRANTS4 = [grant_set("4", shard) for shard in range(SHARDS)]
 
 
 def sysctl(netns: str, *settings: str) -> None:
@@ -59,17 +67,25 @@ def fill_grants(netns: str, size: int, users: int = 0, also: Sequence[str] = ())
     """sesame's grant set holds ``size`` live grants to port 22 (an hour left) from
     spoofed addresses, and those of the addresses ``also``; with ``users``, each noted as
     a grant of users u0 to u``users - 1`` in turn, as a daemon before this one left them."""
-    elements = [
-        f"100.{64 + i // 65536}.{i // 256 % 256}.{i % 256} . tcp . 22 timeout 1h"
-        + (f' comment "spa u{i % users}"' if users else "")
-        for i in range(size)
-    ] + [f"{address} . tcp . 22 timeout 1h" for address in also]
-    lines = ["flush set inet sesame grants4"]
-    for first in range(0, len(elements), 5000):
-        lines.append(
-            f"add element inet sesame grants4 {{ {', '.join(elements[first : first + 5000])} }}"
-        )
+    spoofed = [
+        (IPv4Address(f"100.{64 + i // 65536}.{i // 256 % 256}.{i % 256}"), i) for i in range(size)
+    ]
+    by_set: dict[str, list[str]] = {}
+    for address, i in [*spoofed, *((IPv4Address(a), -1) for a in also)]:
+        note = f' comment "spa u{i % users}"' if users and i >= 0 else ""
+        name = set_of(address, SSH)  # each in its shard's set, as sesame puts it
+        by_set.setdefault(name or "", []).append(f"{address} . tcp . 22 timeout 1h{note}")
+    lines = [f"flush set inet sesame {name}" for name in GRANTS4]
+    for name, elements in by_set.items():
+        for first in range(0, len(elements), 5000):
+            chunk = ", ".join(elements[first : first + 5000])
+            lines.append(f"add element inet sesame {name} {{ {chunk} }}")
     nft(netns, "\n".join(lines) + "\n")
+
+
+def flush_grants(netns: str) -> None:
+    """Empty sesame's IPv4 grant sets (every shard)."""
+    nft(netns, "".join(f"flush set inet sesame {name}\n" for name in GRANTS4))
 
 
 def run(netns: str, *argv: str, check: bool = True) -> str:

@@ -31,7 +31,18 @@ from pathlib import Path
 from typing import Any
 
 from bench.flood import user_key
-from bench.lab import build, counters, fill_grants, latency, nft, settle, udp, usage, write
+from bench.lab import (
+    build,
+    counters,
+    fill_grants,
+    flush_grants,
+    latency,
+    nft,
+    settle,
+    udp,
+    usage,
+    write,
+)
 from sesame.lab import DaemonProcess
 from sesame.wire import fwknop, spa
 
@@ -99,7 +110,7 @@ class Scale:
         udp(self.user.netns, self.server.ipv4, port, payload)
 
     def reset(self) -> None:
-        nft(self.server.netns, "flush set inet sesame grants4\n")
+        flush_grants(self.server.netns)
 
     def start(self, text: str) -> tuple[DaemonProcess, float]:
         """A daemon on ``text``: it, and the seconds from its start to ready."""

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from bench.lab import nft, run, sysctl
 from sesame import client
+from sesame.firewall.watch import GRANT_SHARDS
 from sesame.lab import DaemonProcess, EchoServer, knock_from
 from sesame.netns import Host, Topology, inside
 
@@ -204,7 +205,7 @@ class Lab:
     def grants(self) -> dict[str, float]:
         """Live grant elements ``ADDR PROTO PORT`` -> seconds left."""
         out: dict[str, float] = {}
-        for name in ("grants4", "grants6"):
+        for name in GRANT_SHARDS:
             text = self.nft("list", "set", "inet", "sesame", name)
             for m in re.finditer(r"([0-9a-f:.]+) \. (tcp|udp) \. (\d+) [^,}]*?expires (\S+)", text):
                 out[f"{m.group(1)} {m.group(2)} {m.group(3)}"] = _duration(m.group(4))

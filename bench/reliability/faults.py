@@ -17,6 +17,7 @@ from pathlib import Path
 from bench.lab import Prober, Raw, spoofed
 from bench.reliability.base import ALICE, OPEN_FOR, SESAME, SPA_PORT, Lab, Row, udp
 from sesame import client
+from sesame.firewall.watch import GRANT_SHARDS
 from sesame.lab import knock_from
 from sesame.wire import spa
 
@@ -202,8 +203,8 @@ def kill_loop(lab: Lab) -> None:
             stop.wait(0.2)
 
     lab.stop()  # grants of earlier parts would blur what this one measures
-    lab.nft("flush", "set", "inet", "sesame", "grants4")
-    lab.nft("flush", "set", "inet", "sesame", "grants6")
+    for name in GRANT_SHARDS:
+        lab.nft("flush", "set", "inet", "sesame", name)
     thread = threading.Thread(target=knocker)
     thread.start()
     lost, longest, kept = 0, 0.0, 0

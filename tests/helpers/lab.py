@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from sesame.firewall.watch import GRANT_SHARDS
 from sesame.lab import DaemonProcess, EchoServer
 from sesame.netns import Topology
 
@@ -150,7 +151,7 @@ def grants(netns: str) -> dict[str, float]:
     """The live grant elements of sesame's table in ``netns``: ``ADDR PORT/PROTO`` ->
     seconds left, with ms precision."""
     out = {}
-    for name in ("grants4", "grants6"):
+    for name in GRANT_SHARDS:
         text = run(netns, "nft", "list", "set", "inet", "sesame", name).stdout
         for m in re.finditer(
             r"([0-9a-f:.]+) \. (tcp|udp) \. (\d+) timeout \S+ expires (\S+)", text

@@ -94,7 +94,8 @@ def test_a_restart_with_thousands_of_grants_adopts_them_while_serving(lab):
     """More grant elements than a restart adopts at once: the daemon is ready first and
     adopts them while it serves. The user's grant is adopted before the user's un-knock
     is judged (so it closes), an element no door opens any more is deleted, and every
-    other one is kept."""
+    other one is kept. They were all put in ``grants4``, as a daemon from before grants
+    were sharded kept them: those of other shards are moved to their own sets."""
     import subprocess
 
     from sesame.service.keeper import AT_ONCE
@@ -114,12 +115,20 @@ def test_a_restart_with_thousands_of_grants_adopts_them_while_serving(lab):
     again = DaemonProcess(lab.server.netns, os.path.join(lab.tmp, "sesame.toml"), "-v").start()
     lab.daemon = again
     again.wait_for(rf"adopting {n + 2} grant elements from before while serving", 5)
+    strays = sum(1 for i in range(n) if i & 3) + 1  # and 198.51.100.77's
+    assert any(f"moving {strays} grant elements to their shard's set" in x for x in again.lines)
     knock_from(lab.user.netns, lab.server.ipv4, "9000/tcp", "8000/tcp", "7000/tcp")
     again.wait_for(rf"closed door ssh for {lab.user.ipv4} \(unknock\)", 10)
     again.wait_for(rf"kept {n + 1} grants \(door ssh: {n + 1}\), adopted while serving", 30)
     left = lab.grants()
     assert len(left) == n and f"{lab.user.ipv4} 22/tcp" not in left
     assert "198.51.100.77 2222/tcp" not in left
+    for name, present, absent in (
+        ("grants4", "10.0.0.4 ", "10.0.0.5 "),
+        ("grants4_1", "10.0.0.5 ", "10.0.0.4 "),
+    ):
+        listed = lab.nft("list", "set", "inet", "sesame", name)
+        assert present in listed and absent not in listed
 
 
 def test_start_and_stop_commands_run_as_argv(lab):

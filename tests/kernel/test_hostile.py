@@ -10,14 +10,16 @@ import re
 import socket
 import subprocess
 import time
-from ipaddress import ip_address
+from ipaddress import IPv4Address, ip_address
 from pathlib import Path
 
 import pytest
 from bench import craft
 
+from sesame.basics import Port
 from sesame.client import spa_packet
 from sesame.crypto import decode_key
+from sesame.firewall.elements import set_of
 from sesame.lab import blocked, knock_from, reachable
 from sesame.netns import inside
 from sesame.state import RECORD
@@ -295,7 +297,9 @@ def test_a_grant_deleted_by_hand_is_revoked_at_once(lab):
     """No pid file, no signal: the deletion itself tells sesame."""
     daemon = lab.serve()
     mark = lab.knock_open()
-    lab.nft("delete", "element", "inet", "sesame", "grants4", f"{{ {lab.user.ipv4} . tcp . 22 }}")
+    home = set_of(IPv4Address(lab.user.ipv4), Port("tcp", 22))  # its shard's set
+    assert home is not None
+    lab.nft("delete", "element", "inet", "sesame", home, f"{{ {lab.user.ipv4} . tcp . 22 }}")
     daemon.wait_for(rf"closed door ssh for {lab.user.ipv4} \(revoked\)", 5, since=mark)
     assert "restored" not in "\n".join(daemon.lines[mark:])
 

@@ -13,8 +13,9 @@ from sesame.basics import Port
 from sesame.doors import Door
 from sesame.engine import Closed, Grant, Opened
 from sesame.engine.events import Element
-from sesame.firewall import commands, elements, netlink, ruleset
+from sesame.firewall import commands, elements, netlink, ruleset, watch
 from sesame.firewall.watch import GRANT_SETS
+from sesame.wire import nftables
 from sesame.wire.nftables import Elem, element
 from tests.helpers.configs import EXAMPLE
 
@@ -43,15 +44,15 @@ def test_opened_grant_replaces_any_same_element_in_one_transaction():
     key = A.packed + bytes([6, 0, 0, 0, 0, 22, 0, 0])  # address . tcp . 22, as nft lays it out
     assert steps == [
         [
-            (netlink.NEWSETELEM, "grants4", [element(key)]),
-            (netlink.DELSETELEM, "grants4", [element(key)]),
-            (netlink.NEWSETELEM, "grants4", [element(key, 30000, "ssh")]),
+            (netlink.NEWSETELEM, "grants4_2", [element(key)]),  # its shard (.2)
+            (netlink.DELSETELEM, "grants4_2", [element(key)]),
+            (netlink.NEWSETELEM, "grants4_2", [element(key, 30000, "ssh")]),
         ]
     ]
 
 
 def test_closing_is_idempotent_and_v6_goes_to_grants6():
-    address = ip_address("2001:db8::2")
+    address = ip_address("2001:db8::4")
     steps = netlink.grant_steps([Element(address, Port("tcp", 22), None)], now=0.0)
     key = address.packed + bytes([6, 0, 0, 0, 0, 22, 0, 0])
     assert steps == [
@@ -285,10 +286,11 @@ def test_each_spa_port_passes_the_names_of_the_users_with_a_door_on_it():
 
 
 def test_many_grants_go_64_to_a_message_and_the_later_decision_wins():
-    many = [
-        Element(ip_address(f"198.51.100.{i}"), Port("tcp", 22), 30.0, (GRANT,)) for i in range(200)
+    many = [  # one shard's sources: their elements go to one set
+        Element(ip_address(f"198.51.{100 + i // 64}.{i % 64 * 4}"), Port("tcp", 22), 30.0, (GRANT,))
+        for i in range(200)
     ]
-    twice = Element(ip_address("198.51.100.1"), Port("tcp", 22), None)  # closed after all
+    twice = Element(ip_address("198.51.100.4"), Port("tcp", 22), None)  # closed after all
     units = netlink.grant_steps([*many, twice], now=0.0)
     assert [len(u) for u in units] == [3, 3, 3, 3]
     assert [len(u[0][2]) for u in units] == [64, 64, 64, 8]
@@ -324,3 +326,47 @@ def test_an_element_of_no_known_shape_is_left_out_not_a_crash(name, key, value):
     found = netlink.unlocated(name, key, value)
     if found is not None:  # a shape that fits: it writes back as the same bytes
         assert netlink.located(*found) == (name, key, value or None)
+
+
+def test_a_hosts_grants_are_kept_in_four_sets_by_the_last_byte_of_their_source():
+    ssh = Port("tcp", 22)
+    homes = [elements.set_of(ip_address(f"192.0.2.{i}"), ssh) for i in range(8)]
+    assert homes == ["grants4", "grants4_1", "grants4_2", "grants4_3"] * 2
+    assert elements.set_of(ip_address("2001:db8::7"), ssh) == "grants6_3"
+    assert {watch.shard_of(name) for name in GRANT_SETS} == {None, 0, 1, 2, 3}
+    text = ruleset.install(config.parse(EXAMPLE))
+    for n, ip, low in (("4", "ip", "0.0.0."), ("6", "ip6", "::")):
+        for shard, name in enumerate(watch.grant_set(n, k) for k in range(watch.SHARDS)):
+            assert f"add set inet sesame {name} {{ type ipv{n}_addr . inet_proto" in text
+            assert (
+                f"guard {ip} saddr & {low}3 == {low}{shard}"
+                f" {ip} saddr . meta l4proto . th dport @{name} accept"
+            ) in text
+
+
+def test_grant_elements_in_another_shards_set_are_moved_to_theirs():
+    """A table from before grants were sharded holds them all in grants4: the listing
+    finds those of other shards, and moving them keeps each one's time and holders."""
+    ssh = Port("tcp", 22)
+
+    def body(name: str, *sources: str) -> bytes:
+        found = [
+            element(netlink.located(ip_address(s), ssh)[1], 5000, "ssh alice") for s in sources
+        ]
+        return nftables.setelem(netlink.NEWSETELEM, "sesame", name, found, 1)[16:]
+
+    old, home = body("grants4", "192.0.2.4", "192.0.2.5"), body("grants4_1", "192.0.2.9")
+    listed = netlink.listed({"grants4": [old], "grants4_1": [home]})
+    assert listed.left == 3 and [name for name, _ in listed.strays] == ["grants4"]
+    key = netlink.located(ip_address("192.0.2.5"), ssh)[1]
+    assert netlink.move_steps(listed.strays) == [
+        [
+            (netlink.NEWSETELEM, "grants4_1", [element(key, 5000, "ssh alice")]),
+            (netlink.DELSETELEM, "grants4", [element(key)]),
+        ]
+    ]
+    assert {(str(e.address), e.user) for e in listed.rest()} == {
+        ("192.0.2.4", "alice"),
+        ("192.0.2.5", "alice"),
+        ("192.0.2.9", "alice"),
+    }

@@ -1,4 +1,4 @@
-"""Grant elements in the kernel: where each lives (``grants4/6``, ``paths4/6``,
+"""Grant elements in the kernel: where each lives (``grants4/6`` and their shards, ``paths4/6``,
 ``dnat4/6``), the comment that records who holds it, and the entries read back
 (:func:`sesame.firewall.netlink.entries`) grouped as grants, for a restart, ``status``
 and ``revoke``."""
@@ -12,11 +12,13 @@ from typing import Generic, TypeVar
 
 from sesame.basics import Address, Port
 from sesame.engine.events import Element, Grant
+from sesame.firewall.watch import SHARD_MASK, grant_set
 
 
 def set_of(address: Address, port: Port) -> str | None:
     """The set (or map) the element of ``address`` for ``port`` lives in: ``grants``
-    (this host's port), ``paths`` (another host's), ``dnat`` (a rewrite), ``anywhere``
+    (this host's port; one of SHARDS sets by the address, see :func:`grant_set`),
+    ``paths`` (another host's), ``dnat`` (a rewrite), ``anywhere``
     and ``everything`` (FORWARD_ALL's, by source alone), with the family's 4 or 6;
     None for another host of the other family (there is nothing to hold)."""
     n = "4" if isinstance(address, IPv4Address) else "6"
@@ -24,7 +26,7 @@ def set_of(address: Address, port: Port) -> str | None:
     if port.every and not port.to:
         return f"anywhere{n}"
     if target is None:
-        return f"grants{n}"
+        return grant_set(n, address.packed[-1] & SHARD_MASK)
     if target.version != address.version:
         return None
     if port.every:
@@ -147,9 +149,17 @@ class Listed(Generic[T]):
     read into entries only when it is taken: a restart may find 100,000 of them, and
     what a daemon needs first is the few of one source."""
 
-    def __init__(self, groups: dict[bytes, list[T]], read: Callable[[list[T]], list[Entry]]):
+    def __init__(
+        self,
+        groups: dict[bytes, list[T]],
+        read: Callable[[list[T]], list[Entry]],
+        strays: list[T] | None = None,
+    ):
         self._groups, self._read = groups, read
         self.left = sum(len(group) for group in groups.values())  # elements not taken
+        # Elements found in another shard's set than their source's (see set_of): a
+        # table from before grants were sharded, or an element added by hand.
+        self.strays: list[T] = strays or []
 
     def take(self, address: Address) -> list[Entry]:
         """The elements of ``address`` (none if taken before)."""

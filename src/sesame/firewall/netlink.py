@@ -24,6 +24,7 @@ from sesame.basics import Address, Port
 from sesame.engine.events import Element
 from sesame.errors import FirewallError
 from sesame.firewall.elements import Entry, Holder, Listed, comment, holders, set_of
+from sesame.firewall.watch import SHARD_MASK, grant_set, shard_of
 from sesame.wire import netlink as nl
 from sesame.wire import nftables
 from sesame.wire.nftables import (
@@ -105,8 +106,9 @@ PAD = (b"", b"\0\0")  # the end of a map's data: none, or a port's padding
 
 
 def _width(name: str) -> int:
-    """The bytes of a source address in grant set ``name`` (``*4`` or ``*6``)."""
-    return 4 if name.endswith("4") else 16
+    """The bytes of a source address in grant set ``name`` (``*4`` or ``*6``, a
+    shard's ``*4_K`` or ``*6_K``)."""
+    return 4 if name.split("_")[0].endswith("4") else 16
 
 
 def unlocated(name: str, key: bytes, data: bytes) -> tuple[Address, Port] | None:
@@ -169,12 +171,37 @@ def _holders(note: str) -> tuple[Holder, ...]:
 
 def listed(sets: dict[str, list[bytes]]) -> Listed[tuple[str, bytes]]:
     """The elements of grant sets (name -> the messages of its dump), by source; each
-    read when taken."""
+    read when taken; those of this host's grants found in another shard's set than
+    their source's also as strays (:func:`move_steps`)."""
     groups: dict[bytes, list[tuple[str, bytes]]] = {}
+    strays: list[tuple[str, bytes]] = []
     for name, bodies in sets.items():
+        shard = shard_of(name)
+        home = None if shard is None else (SHARD_MASK, shard, strays)
         for body in bodies:
-            nftables.group(body, _width(name), groups, name)
-    return Listed(groups, _read)
+            nftables.group(body, _width(name), groups, name, home)
+    return Listed(groups, _read, strays)
+
+
+def move_steps(strays: Iterable[tuple[str, bytes]]) -> list[list[Step]]:
+    """What moves grant elements found in another shard's set (as :func:`listed` keeps
+    them) to their source's, each with its time left and comment: added there, deleted
+    where it was, one unit each."""
+    units: list[list[Step]] = []
+    for name, item in strays:
+        elem = nftables.read(item)
+        size = _width(name)
+        if len(elem.key) < size or elem.expiration == 0:
+            continue
+        home = grant_set("4" if size == 4 else "6", elem.key[size - 1] & SHARD_MASK)
+        left = elem.expiration if elem.expiration is not None else elem.timeout
+        units.append(
+            [
+                (NEWSETELEM, home, [element(elem.key, left, elem.comment)]),
+                (DELSETELEM, name, [element(elem.key)]),
+            ]
+        )
+    return units
 
 
 def _read(group: list[tuple[str, bytes]]) -> list[Entry]:

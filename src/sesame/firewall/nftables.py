@@ -4,6 +4,7 @@ path, go straight over netlink (:mod:`sesame.firewall.netlink`)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
 
 from sesame.basics import Address, Port
@@ -15,6 +16,8 @@ from sesame.firewall.elements import Entry, Listed
 from sesame.firewall.libnft import Nft
 from sesame.firewall.watch import GRANT_SETS
 
+log = logging.getLogger("sesame")
+
 
 class NftGate:
     """Installs the table, carries out grant decisions, reads live grants back."""
@@ -24,6 +27,7 @@ class NftGate:
         self.nft = nft or Nft()
         self.config: Config | None = None
         self._netlink: netlink.Netlink | None = None
+        self._strays: list[tuple[str, bytes]] = []  # grant elements in another shard's set
 
     @property
     def netlink(self) -> netlink.Netlink:
@@ -38,13 +42,21 @@ class NftGate:
         knock: Iterable[Port] | None = None,
         first: Iterable[Port] | None = None,
     ) -> None:
-        """Create or update the table atomically, deleting ``stale`` grant elements.
+        """Create or update the table atomically, deleting ``stale`` grant elements
+        (and moving those the last listing found in another shard's set to theirs).
         ``first``: the first ports the kernel remembers (None: it passes every knock)."""
         self.config = config
         commands = ruleset.install(config, knock, first)
+        if self._strays:  # their shards' sets first, then they move there
+            self.nft.run(commands)
+            commands = ""
+            log.info("moving %d grant elements to their shard's set", len(self._strays))
+            self.netlink.apply_units(netlink.move_steps(self._strays))
+            self._strays = []
         for entry in stale:
             commands += "\n".join(elements.remove(self.table, entry.address, [entry.port])) + "\n"
-        self.nft.run(commands)
+        if commands:
+            self.nft.run(commands)
 
     @property
     def portid(self) -> int:
@@ -103,17 +115,24 @@ class NftGate:
 
     def entries(self) -> list[Entry]:
         """Live grant elements; empty when the table does not exist."""
-        return self.listed().rest()
+        return self._listed().rest()
 
     def listed(self) -> Listed[tuple[str, bytes]]:
         """Live grant elements by source, read when taken; none when the table does not
-        exist. Over netlink: libnftables takes seconds to list 100,000 elements."""
+        exist. Over netlink: libnftables takes seconds to list 100,000 elements. Those
+        found in another shard's set are moved to theirs by the install that follows
+        (a start-up's)."""
+        listed = self._listed()
+        self._strays = listed.strays
+        return listed
+
+    def _listed(self) -> Listed[tuple[str, bytes]]:
         sets: dict[str, list[bytes]] = {}
         for name in sorted(GRANT_SETS):
             try:
                 sets[name] = self.netlink.listing(name)
-            except FirewallError:
-                return netlink.listed({})
+            except FirewallError:  # no such table, or a set a table from before lacks
+                continue
         return netlink.listed(sets)
 
     def remove(self, entries: Iterable[Entry]) -> None:

@@ -50,7 +50,10 @@ Layout of ``table inet <name>`` (``sesame`` by default):
   attempt); when that set is full, new sources' knocks are dropped unseen (fail
   closed, prefix ``follow-full`` at most once a minute) until it has room.
 - ``guard``: established/related traffic passes; a packet whose (source, proto,
-  port) is in ``grants4``/``grants6`` passes; everything else is dropped.
+  port) is in its source's shard of the grants passes (``grants4``/``grants6`` and
+  ``grants4_1``/``grants6_1`` to ``_3``, by the low two bits of the address's last
+  byte: four sets list in a seventh of the time one takes); everything else is
+  dropped.
 - ``prerouting`` (hook prerouting, priority mangle: after conntrack, before any DNAT):
   a datagram from outside to an address of this host and an SPA port jumps to
   ``spa``, which decides it there; a packet from outside to an address of this host
@@ -79,6 +82,7 @@ from typing import TypeVar
 
 from sesame.basics import FIRST_SIZE, MAX_SOURCES, Port
 from sesame.config import Config
+from sesame.firewall.watch import SHARD_MASK, SHARDS, grant_set
 from sesame.wire import fwknop, spa
 
 NOISY_SIZE = 1 << 18  # scanners remembered at once (a flood of more forged sources fills it)
@@ -120,8 +124,12 @@ def _sets(config: Config, knock: Iterable[Port] | None) -> list[str]:
     t = f"inet {config.server.table}"
     lines = [
         f"add table {t}",
-        f"add set {t} grants4 {{ type ipv4_addr . inet_proto . inet_service; flags timeout; }}",
-        f"add set {t} grants6 {{ type ipv6_addr . inet_proto . inet_service; flags timeout; }}",
+        *(
+            f"add set {t} {grant_set(n, shard)} {{ type ipv{n}_addr . inet_proto . inet_service;"
+            " flags timeout; }"
+            for n in "46"
+            for shard in range(SHARDS)
+        ),
         f"add set {t} noisy4 {{ type ipv4_addr; flags dynamic, timeout; size {NOISY_SIZE}; }}",
         f"add set {t} noisy6 {{ type ipv6_addr; flags dynamic, timeout; size {NOISY_SIZE}; }}",
         f"add map {t} hits4 {{ type ipv4_addr : inet_proto . inet_service;"
@@ -261,8 +269,12 @@ def _gates(config: Config) -> list[str]:
         f"add rule {t} knock meta l4proto udp jump knocks",
         f"add rule {t} knock counter drop",
         f"add rule {t} guard ct state established,related accept",
-        f"add rule {t} guard ip saddr . meta l4proto . th dport @grants4 accept",
-        f"add rule {t} guard ip6 saddr . meta l4proto . th dport @grants6 accept",
+        *(  # each source looks in its own shard of the grants (see watch.SHARDS)
+            f"add rule {t} guard {ip} saddr & {low}{SHARD_MASK} == {low}{shard}"
+            f" {ip} saddr . meta l4proto . th dport @{grant_set(n, shard)} accept"
+            for n, ip, low in (("4", "ip", "0.0.0."), ("6", "ip6", "::"))
+            for shard in range(SHARDS)
+        ),
         f"add rule {t} guard ip saddr @everything4 accept",  # FORWARD_ALL: rewritten away
         f"add rule {t} guard ip6 saddr @everything6 accept",
         f"add rule {t} guard counter drop",

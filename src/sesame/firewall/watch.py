@@ -36,7 +36,27 @@ from sesame.wire.nftables import NFT_MSG_NEWSETELEM as NEWSETELEM
 # Where grants live: this host's ports, paths and rewrites to other hosts, and a
 # source's every path and rewrite (fwknop's FORWARD_ALL); the ``*6`` of IPv6.
 GRANT_NAMES = ("grants", "paths", "dnat", "anywhere", "everything")
-GRANT_SETS = frozenset(f"{name}{n}" for name in GRANT_NAMES for n in "46")
+# This host's grants of a family are SHARDS sets, a source's set chosen by the low bits
+# of its address's last byte: ``grants4`` (0) and ``grants4_1`` to ``grants4_3``. The
+# kernel lists a set 32 KiB at a time, walking it from its start for each part, so a
+# set of 100,000 takes about a second to list and four of 25,000 a seventh of that.
+SHARDS = 4
+SHARD_MASK = SHARDS - 1
+
+
+def grant_set(n: str, shard: int) -> str:
+    """The set of this host's grants of family ``n`` ("4" or "6") for ``shard``."""
+    return f"grants{n}" if shard == 0 else f"grants{n}_{shard}"
+
+
+def shard_of(name: str) -> int | None:
+    """The shard of this host's grants that set ``name`` holds; None for another set."""
+    found = [shard for n in "46" for shard in range(SHARDS) if name == grant_set(n, shard)]
+    return found[0] if found else None
+
+
+GRANT_SHARDS = tuple(grant_set(n, shard) for n in "46" for shard in range(SHARDS))
+GRANT_SETS = frozenset(f"{name}{n}" for name in GRANT_NAMES for n in "46") | frozenset(GRANT_SHARDS)
 KERNEL_STATE = frozenset(("noisy4", "noisy6", "hits4", "hits6", "follow4", "follow6"))
 
 

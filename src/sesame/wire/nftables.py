@@ -120,17 +120,29 @@ def elements(body: bytes) -> Iterator[Elem]:
         yield _elem(body, start, stop)
 
 
-def group(body: bytes, size: int, into: dict[bytes, list[tuple[str, bytes]]], name: str) -> None:
+def group(
+    body: bytes,
+    size: int,
+    into: dict[bytes, list[tuple[str, bytes]]],
+    name: str,
+    home: tuple[int, int, list[tuple[str, bytes]]] | None = None,
+) -> None:
     """Each element of one NEWSETELEM message of set ``name``, its attributes unread,
     into ``into`` by the first ``size`` bytes of its key (a grant element's source), as
     (``name``, attributes): a listing of 100,000 is sorted so in a fraction of a second;
     :func:`read` reads one when it is needed. An element without a key that long (the
-    kernel puts the key first) is left out."""
+    kernel puts the key first) is left out. With ``home`` (mask, value, strays): an
+    element whose source's last byte under the mask is not the value is also put in
+    strays (it belongs in another set)."""
+    mask, value, strays = home if home is not None else (0, 0, [])
     for start, stop in _regions(body):
         first, kind = _ATTR(body, start) if stop - start >= 4 else (0, 0)
         if kind & nl.NLA_TYPE_MASK == NFTA_SET_ELEM_KEY and first >= 8 + size:
             key = body[start + 8 : start + 8 + size]  # inside its NFTA_DATA_VALUE
-            into.setdefault(key, []).append((name, body[start:stop]))
+            item = (name, body[start:stop])
+            into.setdefault(key, []).append(item)
+            if key[-1] & mask != value:
+                strays.append(item)
 
 
 def read(item: bytes) -> Elem:
