@@ -37,12 +37,12 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import ip_address
 from typing import Any
 
+from sesame import toml
 from sesame.basics import FWKNOP_PORT, Port, parse_port
 from sesame.config import Lines
 from sesame.crypto import decode_key, read_private
@@ -103,8 +103,8 @@ def _read(path: str | None) -> tuple[str, dict[str, Any], Lines]:
     except (ValueError, UnicodeDecodeError) as exc:
         raise ConfigError(path, 0, str(exc)) from None
     try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+        raw = toml.loads(text)
+    except toml.TOMLDecodeError as exc:
         found = re.search(r"line (\d+)", str(exc))
         raise ConfigError(path, int(found.group(1)) if found else 1, str(exc)) from None
     lines = Lines(text)

@@ -13,12 +13,12 @@ from __future__ import annotations
 import functools
 import os
 import re
-import tomllib
 from collections.abc import Callable
 from dataclasses import MISSING, fields
 from ipaddress import ip_address
 from typing import Any
 
+from sesame import toml
 from sesame.basics import parse_flags, parse_port, parse_target
 from sesame.cluster import settings as cluster_settings
 from sesame.compat import fwknop as fwknop_compat
@@ -32,7 +32,7 @@ __all__ = ["Config", "Lines", "Server", "load", "parse"]
 
 
 class Lines:
-    """Finds the line of a table or key in TOML text (tomllib gives no positions)."""
+    """Finds the line of a table or key in TOML text (the parser gives no positions)."""
 
     _HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_-]+)\s*\]\]?")
     _KEY = re.compile(r"^\s*([A-Za-z0-9_-]+|\"[^\"]*\")\s*=")
@@ -342,8 +342,8 @@ def load(path: str) -> Config:
 def parse(text: str, path: str = "<config>") -> Config:
     """Validate TOML ``text``; ``path`` is only used in error messages."""
     try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+        raw = toml.loads(text)
+    except toml.TOMLDecodeError as exc:
         found = re.search(r"line (\d+)", str(exc))
         reason = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
         raise ConfigError(path, int(found.group(1)) if found else 1, reason) from None
