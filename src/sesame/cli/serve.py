@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import gc
 import logging
 import logging.handlers
 import os
@@ -116,6 +117,10 @@ def _loader(args: argparse.Namespace) -> Callable[[], configuration.Config]:
 
 
 def serve(args: argparse.Namespace) -> int:
+    # The collector waits until the daemon has started (service.loop.settle): what it
+    # builds meanwhile (the config, 100,000 grant elements listed) is no garbage, and
+    # collecting as it grows only walks it again and again.
+    gc.disable()
     from sesame.firewall import NftGate
     from sesame.sensor import NflogSensor
     from sesame.sensor.monitor import TableMonitor

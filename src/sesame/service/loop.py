@@ -46,6 +46,7 @@ def settle() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
+    gc.enable()  # (off while starting: see cli.serve)
 
 
 def serve(
