@@ -211,13 +211,17 @@ def test_noise_of_any_conntrack_state_marks_and_ends_attempts():
     assert 'log prefix "noisy-full"' in text
     # Invalid packets are never knocks nor SPA datagrams.
     assert "add rule inet sesame knock ct state invalid counter drop" in text
-    assert "add rule inet sesame spa ct state invalid counter name spa_invalid drop" in text
-    # SPA datagrams to this host are judged on arrival (conntrack has run: "invalid"
-    # still means something), before routing and the input hook; broadcast in input.
-    spa = 'prerouting udp dport @spa iif != "lo" fib daddr type local jump spa'
+    invalid = "input udp dport @spa ct state invalid counter name spa_invalid drop"
+    assert f"add rule inet sesame {invalid}" in text
+    # SPA datagrams to this host are judged on arrival, before conntrack (each would be
+    # a connection made and freed for nothing), routing and the input hook; those to a
+    # broadcast address in input, tracked (an invalid one dropped first).
+    assert "add chain inet sesame raw { type filter hook prerouting priority raw;" in text
+    spa = 'raw udp dport @spa iif != "lo" fib daddr type local jump spa'
     assert f"add rule inet sesame {spa}" in text
-    assert text.index(spa) < text.index("prerouting meta l4proto { tcp, udp }")
-    assert "add rule inet sesame input udp dport @spa jump spa" in text
+    assert "prerouting udp dport @spa" not in text
+    assert "add rule inet sesame spa ct state" not in text
+    assert text.index(invalid) < text.index("add rule inet sesame input udp dport @spa jump spa")
 
 
 def test_parse_kernel_paths_and_rewrites():

@@ -13,11 +13,12 @@ Layout of ``table inet <name>`` (``sesame`` by default):
   when those are full the kernel cannot mark it, and says so (prefix ``noisy-full``,
   at most once a minute).
 - ``spa``: an SPA port's datagrams to an address of this host jump here from
-  ``prerouting`` (below), before routing and the input hook (those to a broadcast
-  address, from ``input``). Only what could be a datagram of a configured key holder
-  reaches sesame.
-  Datagrams conntrack finds invalid (a bad checksum) are dropped (counter
-  ``spa_invalid``). sesame's own format carries its version and the user's name in
+  ``raw`` (hook prerouting, priority raw), before conntrack, routing and the input
+  hook: every one is dropped here, and conntrack would make each a connection of its
+  own for nothing. Those to a broadcast address come from ``input``, where conntrack
+  has seen them: one it finds invalid (a bad checksum) is dropped first (counter
+  ``spa_invalid``). Only what could be a datagram of a configured key holder
+  reaches sesame. sesame's own format carries its version and the user's name in
   clear: per SPA port and per name length, one rule matches both against the names
   of the users with a door on that port (refilled on every reload). fwknop's format
   admits two exact checks: its sizes (base64 of whole cipher blocks plus the
@@ -55,8 +56,7 @@ Layout of ``table inet <name>`` (``sesame`` by default):
   byte: four sets list in a seventh of the time one takes); everything else is
   dropped.
 - ``prerouting`` (hook prerouting, priority mangle: after conntrack, before any DNAT):
-  a datagram from outside to an address of this host and an SPA port jumps to
-  ``spa``, which decides it there; a packet from outside to an address of this host
+  a packet from outside to an address of this host
   and a guarded port jumps to ``guard``, as in ``input``. So a guarded port the host
   forwards (Docker's published ports, libvirt's, the operator's own DNAT) is gated by
   the port the client asked for, before any table rewrites it, and a grant opens it
@@ -197,15 +197,20 @@ def _input(config: Config) -> list[str]:
         f"add chain {t} prerouting {{ type filter hook prerouting priority {GUARD_PRIORITY};"
         " policy accept; }",
         f"flush chain {t} prerouting",
+        f"add chain {t} raw {{ type filter hook prerouting priority raw; policy accept; }}",
+        f"flush chain {t} raw",
         f"flush chain {t} input",
         f"flush chain {t} knock",
         f"flush chain {t} noise",
         f"flush chain {t} spa",
         f"flush chain {t} spa_known",
         f"flush chain {t} guard",
-        # An SPA datagram to this host is judged on arrival, not after routing and the
-        # input hook: a flood of them costs the kernel less (measured: 1.5-2 µs each).
-        f'add rule {t} prerouting udp dport @spa iif != "lo" fib daddr type local jump spa',
+        # An SPA datagram to this host is judged on arrival, before conntrack (which
+        # would make each a connection of its own, made and freed for nothing: for
+        # every source of a spoofed flood), routing and the input hook: a flood of them
+        # costs the kernel less (measured: 1.5-2 µs each before routing, 1-1.5 more
+        # before conntrack).
+        f'add rule {t} raw udp dport @spa iif != "lo" fib daddr type local jump spa',
         f"add rule {t} prerouting meta l4proto {{ tcp, udp }} meta l4proto . th dport @guarded"
         ' iif != "lo" fib daddr type local jump guard',  # the set first: a fib lookup costs
         f"add rule {t} prerouting meta l4proto {{ tcp, udp }}"
@@ -213,7 +218,9 @@ def _input(config: Config) -> list[str]:
         f"add rule {t} prerouting meta l4proto {{ tcp, udp }}"
         " ip6 daddr . meta l4proto . th dport @forwarded6 jump passage",
         f'add rule {t} input iif "lo" accept',
-        f"add rule {t} input udp dport @spa jump spa",  # what prerouting did not (broadcast)
+        # What raw did not take (to a broadcast address): conntrack has seen it.
+        f"add rule {t} input udp dport @spa ct state invalid counter name spa_invalid drop",
+        f"add rule {t} input udp dport @spa jump spa",
         f"add rule {t} input meta l4proto {{ tcp, udp }} meta l4proto . th dport @knock jump knock",
         f"add rule {t} input meta l4proto {{ tcp, udp }} meta l4proto . th dport @guarded"
         " jump guard",
@@ -340,7 +347,7 @@ def _spa(config: Config) -> list[str]:
     holder is dropped and counted; a source over its budget too; the rest is logged."""
     t = f"inet {config.server.table}"
     known = "goto spa_known"
-    lines = [f"add rule {t} spa ct state invalid counter name spa_invalid drop"]
+    lines = []
     for ports, names in _spa_names(config).items():
         dport = f"udp dport {{ {', '.join(map(str, ports))} }}"
         size = f"udp length {8 + spa.MIN_SIZE}-{8 + spa.MAX_SIZE}"
