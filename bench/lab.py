@@ -236,11 +236,12 @@ def udp(netns: str, address: str, port: int, payload: bytes) -> None:
         sock.sendto(payload, (address, port))
 
 
-def counters(daemon: DaemonProcess) -> dict[str, int]:
-    """A daemon's counters, as it logs them on SIGUSR1."""
+def counters(daemon: DaemonProcess, timeout: float = 10.0) -> dict[str, int]:
+    """A daemon's counters, as it logs them on SIGUSR1 (at its next turn of the loop:
+    one with a backlog answers when it ends a batch, ``timeout`` at most)."""
     mark = daemon.mark()
     daemon.signal(signal.SIGUSR1)
-    line = daemon.wait_for(r"counters: (.*)", 10, since=mark).group(1)
+    line = daemon.wait_for(r"counters: (.*)", timeout, since=mark).group(1)
     return {k.strip(): int(v) for k, v in re.findall(r"([a-z ]+)=(\d+)", line)}
 
 
