@@ -185,8 +185,9 @@ def listed(sets: dict[str, list[bytes]]) -> Listed[tuple[str, bytes]]:
 
 def move_steps(strays: Iterable[tuple[str, bytes]]) -> list[list[Step]]:
     """What moves grant elements found in another shard's set (as :func:`listed` keeps
-    them) to their source's, each with its time left and comment: added there, deleted
-    where it was, one unit each."""
+    them) to their source's, each with its time left and comment: added there, and
+    added and deleted where it was (so that one which expired since it was listed is
+    no fault), one unit each."""
     units: list[list[Step]] = []
     for name, item in strays:
         elem = nftables.read(item)
@@ -198,6 +199,7 @@ def move_steps(strays: Iterable[tuple[str, bytes]]) -> list[list[Step]]:
         units.append(
             [
                 (NEWSETELEM, home, [element(elem.key, left, elem.comment)]),
+                (NEWSETELEM, name, [element(elem.key)]),
                 (DELSETELEM, name, [element(elem.key)]),
             ]
         )

@@ -49,10 +49,9 @@ class NftGate:
         commands = ruleset.install(config, knock, first)
         if self._strays:  # their shards' sets first, then they move there
             self.nft.run(commands)
-            commands = ""
-            log.info("moving %d grant elements to their shard's set", len(self._strays))
-            self.netlink.apply_units(netlink.move_steps(self._strays))
-            self._strays = []
+            commands, strays, self._strays = "", self._strays, []
+            log.info("moving %d grant elements to their shard's set", len(strays))
+            self.netlink.apply_units(netlink.move_steps(strays))
         for entry in stale:
             commands += "\n".join(elements.remove(self.table, entry.address, [entry.port])) + "\n"
         if commands:
