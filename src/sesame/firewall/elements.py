@@ -1,5 +1,5 @@
-"""Grant elements in the kernel: where each lives (``grants4/6`` and their shards, ``paths4/6``,
-``dnat4/6``), the comment that records who holds it, and the entries read back
+"""Grant elements in the kernel: where each lives (``grants4/6`` and their shards,
+``paths4/6``, ``dnat4/6``), the comment that records who holds it, and the entries read back
 (:func:`sesame.firewall.netlink.entries`) grouped as grants, for a restart, ``status``
 and ``revoke``."""
 
@@ -12,12 +12,12 @@ from typing import Generic, TypeVar
 
 from sesame.basics import Address, Port
 from sesame.engine.events import Element, Grant
-from sesame.firewall.watch import SHARD_MASK, grant_set
+from sesame.firewall.watch import home_of
 
 
 def set_of(address: Address, port: Port) -> str | None:
     """The set (or map) the element of ``address`` for ``port`` lives in: ``grants``
-    (this host's port; one of SHARDS sets by the address, see :func:`grant_set`),
+    (this host's port; one of SHARDS sets by the address, see :func:`home_of`),
     ``paths`` (another host's), ``dnat`` (a rewrite), ``anywhere``
     and ``everything`` (FORWARD_ALL's, by source alone), with the family's 4 or 6;
     None for another host of the other family (there is nothing to hold)."""
@@ -26,7 +26,7 @@ def set_of(address: Address, port: Port) -> str | None:
     if port.every and not port.to:
         return f"anywhere{n}"
     if target is None:
-        return grant_set(n, address.packed[-1] & SHARD_MASK)
+        return home_of(address.packed)
     if target.version != address.version:
         return None
     if port.every:

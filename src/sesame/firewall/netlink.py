@@ -24,7 +24,7 @@ from sesame.basics import Address, Port
 from sesame.engine.events import Element
 from sesame.errors import FirewallError
 from sesame.firewall.elements import Entry, Holder, Listed, comment, holders, set_of
-from sesame.firewall.watch import SHARD_MASK, grant_set, shard_of
+from sesame.firewall.watch import SHARD_MASK, home_of, shard_of
 from sesame.wire import netlink as nl
 from sesame.wire import nftables
 from sesame.wire.nftables import (
@@ -194,7 +194,7 @@ def move_steps(strays: Iterable[tuple[str, bytes]]) -> list[list[Step]]:
         size = _width(name)
         if len(elem.key) < size or elem.expiration == 0:
             continue
-        home = grant_set("4" if size == 4 else "6", elem.key[size - 1] & SHARD_MASK)
+        home = home_of(elem.key[:size])
         left = elem.expiration if elem.expiration is not None else elem.timeout
         units.append(
             [

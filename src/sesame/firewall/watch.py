@@ -49,13 +49,20 @@ def grant_set(n: str, shard: int) -> str:
     return f"grants{n}" if shard == 0 else f"grants{n}_{shard}"
 
 
+def home_of(source: bytes) -> str:
+    """The set of this host's grants for a source (its address's 4 or 16 bytes)."""
+    return grant_set("4" if len(source) == 4 else "6", source[-1] & SHARD_MASK)
+
+
+_SHARD_OF = {grant_set(n, shard): shard for n in "46" for shard in range(SHARDS)}
+GRANT_SHARDS = tuple(_SHARD_OF)
+
+
 def shard_of(name: str) -> int | None:
     """The shard of this host's grants that set ``name`` holds; None for another set."""
-    found = [shard for n in "46" for shard in range(SHARDS) if name == grant_set(n, shard)]
-    return found[0] if found else None
+    return _SHARD_OF.get(name)
 
 
-GRANT_SHARDS = tuple(grant_set(n, shard) for n in "46" for shard in range(SHARDS))
 GRANT_SETS = frozenset(f"{name}{n}" for name in GRANT_NAMES for n in "46") | frozenset(GRANT_SHARDS)
 KERNEL_STATE = frozenset(("noisy4", "noisy6", "hits4", "hits6", "follow4", "follow6"))
 
