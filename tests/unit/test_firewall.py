@@ -287,6 +287,17 @@ def test_each_spa_port_passes_the_names_of_the_users_with_a_door_on_it():
     assert not any("1001" in r and cyd in r for r in rules)
     assert "limit rate over 7/second burst 9 packets" in text
     assert text.index("goto spa_known") < text.index("spa counter name spa_unknown drop")
+    assert f"size {ruleset.SPA_SOURCES}; timeout 3000ms;" in text
+
+
+@given(st.integers(1, 1_000_000), st.integers(1, 1_000_000))
+def test_a_sources_budget_is_forgotten_only_once_it_would_be_whole_again(rate, burst):
+    """The kernel forgets a source's SPA budget after spa_forget milliseconds of silence:
+    never before its bucket has filled up again (burst / rate seconds), so forgetting
+    it lets no datagram more through; at least three seconds, at most one more."""
+    forget = ruleset.spa_forget(rate, burst)
+    assert forget >= 3000 and forget >= burst * 1000 / rate + 1000
+    assert forget <= max(3000, burst * 1000 / rate + 1001)
 
 
 def test_many_grants_go_64_to_a_message_and_the_later_decision_wins():

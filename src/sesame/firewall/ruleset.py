@@ -98,7 +98,12 @@ FOLLOW_FULL = b"follow-full"
 NEW_NOT_ESTABLISHED = "ct state new,invalid,untracked"
 GUARD_PRIORITY = -150  # mangle: conntrack (-200) has run, DNAT (dstnat, -100) has not
 T = TypeVar("T")
-SPA_SOURCES = 1 << 16  # sources held to the per-source SPA budget at once
+# Sources held to the per-source SPA budget at once: those heard in the last few
+# seconds (see spa_forget). Beyond, a source is not limited here (a flood of forged
+# sources fills it; one that keeps sending takes a place as soon as one is free, and
+# keeps it). Kept small: a flood of well-formed datagrams costs the kernel a look-up
+# in it each, and a large set's look-ups cost more than a second's worth of them.
+SPA_SOURCES = 1 << 12
 KNOWN_SIZE = 1 << 16  # sources that opened lately, whose SPA has a group of its own
 # The table's named counters of what the kernel dropped at the SPA ports.
 SPA_COUNTERS = ("spa_invalid", "spa_unknown", "spa_over_source")
@@ -166,10 +171,11 @@ def _sets(config: Config, knock: Iterable[Port] | None) -> list[str]:
     ):
         lines.append(f"add set {t} {name} {{ type inet_proto . inet_service; }}")
         lines += fill(config.server.table, name, ports)
+    forget = spa_forget(config.server.spa_source_rate, config.server.spa_source_burst)
     for n, addr in (("4", "ipv4_addr"), ("6", "ipv6_addr")):
         lines.append(
             f"add set {t} spa_sources{n} {{ type {addr}; flags dynamic, timeout;"
-            f" size {SPA_SOURCES}; timeout 60s; }}"
+            f" size {SPA_SOURCES}; timeout {forget}ms; }}"
         )
         lines.append(f"add set {t} known{n} {{ type {addr}; flags timeout; size {KNOWN_SIZE}; }}")
     lines += [f"add counter {t} {name}" for name in SPA_COUNTERS]
@@ -179,6 +185,14 @@ def _sets(config: Config, knock: Iterable[Port] | None) -> list[str]:
     if config.spa_ports:
         lines.append(f"add element {t} spa {{ {', '.join(map(str, config.spa_ports))} }}")
     return lines
+
+
+def spa_forget(rate: int, burst: int) -> int:
+    """Milliseconds of silence after which the kernel forgets a source's SPA budget
+    (each datagram starts them again): a second more than its bucket takes to fill up
+    from empty, at least three. By then it would let the whole burst through anyway,
+    so forgetting it changes nothing but the room it takes."""
+    return max(3000, -(-burst * 1000 // rate) + 1000)
 
 
 def _input(config: Config) -> list[str]:
@@ -348,6 +362,15 @@ def _spa(config: Config) -> list[str]:
     t = f"inet {config.server.table}"
     known = "goto spa_known"
     lines = []
+    # fwknop's rules first: one for each set of ports, against one for each name length
+    # of sesame's (a datagram of the other format costs the kernel a port compare each).
+    first = ", ".join(f"0x{c:02x}" for c in fwknop.FIRST)
+    for ports, sizes in _fwknop_sizes(config).items():
+        dport = f"udp dport {{ {', '.join(map(str, ports))} }}"
+        udp = ", ".join(str(8 + n) for n in sorted(sizes))
+        lines.append(
+            f"add rule {t} spa {dport} udp length {{ {udp} }} @th,64,8 {{ {first} }} {known}"
+        )
     for ports, names in _spa_names(config).items():
         dport = f"udp dport {{ {', '.join(map(str, ports))} }}"
         size = f"udp length {8 + spa.MIN_SIZE}-{8 + spa.MAX_SIZE}"
@@ -359,13 +382,6 @@ def _spa(config: Config) -> list[str]:
             lines.append(
                 f"add rule {t} spa {dport} {size} {head} @th,80,{8 * length} {{ {items} }} {known}"
             )
-    first = ", ".join(f"0x{c:02x}" for c in fwknop.FIRST)
-    for ports, sizes in _fwknop_sizes(config).items():
-        dport = f"udp dport {{ {', '.join(map(str, ports))} }}"
-        udp = ", ".join(str(8 + n) for n in sorted(sizes))
-        lines.append(
-            f"add rule {t} spa {dport} udp length {{ {udp} }} @th,64,8 {{ {first} }} {known}"
-        )
     rate, burst = config.server.spa_source_rate, config.server.spa_source_burst
     budget = f"limit rate over {rate}/second burst {burst} packets"
     return [
