@@ -360,12 +360,34 @@ def test_every_kind_of_grant_element_reads_back_as_it_was_written(lab):
     host's, a rewrite, fwknop's FORWARD_ALL with and without a rewrite), both families,
     read back over netlink with their port, holders and time left."""
     import time as clock
-    from ipaddress import ip_address
 
-    from sesame.basics import Port
     from sesame.engine.events import Element, Grant
     from sesame.firewall import NftGate
     from sesame.testing import gate_config
+
+    with inside(lab.server.netns):
+        gate = NftGate("kinds")
+        assert gate.netlink  # its socket, in the server's namespace
+    try:
+        gate.install(gate_config("kinds"))
+        now = clock.monotonic()
+        written = {}
+        for i, (source, port) in enumerate(_every_kind()):
+            held = (Grant("door", source, (port,), now + 100 + i, f"user{i}"),)
+            written[source, port] = ("door", f"user{i}", 100 + i)
+            gate.apply([Element(source, port, now + 100 + i, held)], now)
+        assert len(written) == 12
+        _read_back(gate, written)
+    finally:
+        gate.close()
+        lab.nft("delete", "table", "inet", "kinds")
+
+
+def _every_kind():
+    """(source, port) of every kind of grant element, both families."""
+    from ipaddress import ip_address
+
+    from sesame.basics import Port
 
     ports = [
         Port("tcp", 22),
@@ -379,25 +401,60 @@ def test_every_kind_of_grant_element_reads_back_as_it_was_written(lab):
         Port("tcp", 1, "2001:db8:5::20", 1, every=True),
     ]
     sources = [ip_address("198.51.100.2"), ip_address("2001:db8::2")]
+    return [
+        (source, port)
+        for port in ports
+        for source in sources
+        if port.address is None or port.address.version == source.version
+    ]
+
+
+def _read_back(gate, written) -> None:
+    """The gate's elements are exactly ``written``: (source, port) -> (door, user, left)."""
+    read = {(e.address, e.port): (e.door, e.user, e.left) for e in gate.entries()}
+    assert set(read) == set(written)
+    for where, (door, user, left) in written.items():
+        assert read[where][:2] == (door, user), where
+        assert left - 5 < read[where][2] <= left, (where, read[where])
+
+
+def test_new_grant_elements_are_created_and_replace_any_that_was_there(lab):
+    """An element the engine takes for new (a grant just opened, its only holder) is
+    only created, in every kind of grant set. Where one was there after all (kept from
+    before, added by hand), the kernel refuses the creation, the transaction changes
+    nothing, and the gate puts them all in place as any other: each with its new
+    holder and timeout, none kept as it was."""
+    import time as clock
+
+    from sesame.engine.events import Element, Grant
+    from sesame.firewall import NftGate, netlink
+    from sesame.testing import gate_config
+
     with inside(lab.server.netns):
-        gate = NftGate("kinds")
-        assert gate.netlink  # its socket, in the server's namespace
+        gate = NftGate("created")
+        assert gate.netlink
     try:
-        gate.install(gate_config("kinds"))
+        gate.install(gate_config("created"))
         now = clock.monotonic()
-        written = {}
-        for i, port in enumerate(ports):
-            for source in sources:
-                if port.address is not None and port.address.version != source.version:
-                    continue
-                held = (Grant("door", source, (port,), now + 100 + i, f"user{i}"),)
-                written[source, port] = ("door", f"user{i}", 100 + i)
-                gate.apply([Element(source, port, now + 100 + i, held)], now)
-        read = {(e.address, e.port): (e.door, e.user, e.left) for e in gate.entries()}
-        assert len(written) == 12 and set(read) == set(written)
-        for where, (door, user, left) in written.items():
-            assert read[where][:2] == (door, user), where
-            assert left - 5 < read[where][2] <= left, (where, read[where])
+        kinds = _every_kind()
+
+        def new(door: str, seconds: float) -> list[Element]:
+            out = []
+            for i, (source, port) in enumerate(kinds):
+                held = Grant(door, source, (port,), now + seconds + i, f"user{i}")
+                out.append(Element(source, port, held.expires, (held,), new=True))
+            return out
+
+        first = {(s, p): ("first", f"user{i}", 100 + i) for i, (s, p) in enumerate(kinds)}
+        gate.apply(new("first", 100), now)  # all created at once
+        _read_back(gate, first)
+        with pytest.raises(netlink.Existed):  # all there: the creation is refused whole
+            gate.netlink.apply_units(netlink.grant_steps(new("second", 300), now))
+        _read_back(gate, first)
+        gate.apply(new("second", 300), now)  # refused, then replaced
+        _read_back(
+            gate, {(s, p): ("second", f"user{i}", 300 + i) for i, (s, p) in enumerate(kinds)}
+        )
     finally:
         gate.close()
-        lab.nft("delete", "table", "inet", "kinds")
+        lab.nft("delete", "table", "inet", "created")

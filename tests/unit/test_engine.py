@@ -95,3 +95,39 @@ def test_counters():
     assert engine.counters["opened"] == 1
     assert engine.counters["refreshed"] == 1
     assert engine.counters["knocks"] == 6
+
+
+def test_an_element_is_new_only_where_a_grant_just_opened_holds_it_alone():
+    """What the firewall may just create (GrantBook.elements' ``new``): the element of a
+    grant that opened, held by it alone and touched by no other decision of the batch."""
+    from sesame.engine.grants import GrantBook
+
+    ssh, other = parse_port("22/tcp"), parse_port("2222/tcp")
+    a, b = IPv4Address("198.51.100.2"), IPv4Address("198.51.100.3")
+    book = GrantBook()
+    doors = {"ssh", "admin"}
+
+    def grant(door: str, address: IPv4Address, ports: tuple, until: float) -> object:
+        from sesame.engine.events import Grant
+
+        return book.grant(Grant(door, address, ports, until))
+
+    opened = grant("ssh", a, (ssh,), 30.0)
+    assert isinstance(opened, Opened)
+    [element] = book.elements([opened], doors)
+    assert element.new and element.holders == (opened.grant,)
+    refreshed = grant("ssh", a, (ssh,), 40.0)
+    assert isinstance(refreshed, Refreshed)
+    assert [e.new for e in book.elements([refreshed], doors)] == [False]
+    # Another door opens the same port to the same address: the element was there.
+    second = grant("admin", a, (ssh, other), 50.0)
+    assert isinstance(second, Opened)
+    news = {e.port: e.new for e in book.elements([second], doors)}
+    assert news == {ssh: False, other: True}
+    # Two grants opened in one batch on one element: neither alone decides it.
+    first, again = grant("ssh", b, (ssh,), 30.0), grant("admin", b, (ssh,), 60.0)
+    assert [e.new for e in book.elements([first, again], doors)] == [False]
+    # A door that holds no element in the kernel (gate = false) never makes one new.
+    assert [e.new for e in book.elements([opened], {"admin"})] == [False]
+    closed = book.close("ssh", a, "expired")
+    assert [e.new for e in book.elements(closed, doors)] == [False]

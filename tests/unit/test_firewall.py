@@ -51,6 +51,36 @@ def test_opened_grant_replaces_any_same_element_in_one_transaction():
     ]
 
 
+def test_a_new_element_is_only_created_and_without_trust_replaced():
+    """A grant just opened, its element's only holder: one message that creates it (and
+    that the kernel refuses if it is there); without ``trust``, the same as any other."""
+    held = Element(A, Port("tcp", 22), 30.0, (GRANT,), new=True)
+    closing = Element(ip_address("198.51.100.6"), Port("tcp", 22), None, new=True)
+    key = A.packed + bytes([6, 0, 0, 0, 0, 22, 0, 0])
+    gone = closing.address.packed + bytes([6, 0, 0, 0, 0, 22, 0, 0])
+    assert netlink.grant_steps([held, closing], now=0.0) == [
+        [(nftables.CREATE_SETELEM, "grants4_2", [element(key, 30000, "ssh")])],
+        [  # nobody holds it: never new
+            (netlink.NEWSETELEM, "grants4_2", [element(gone)]),
+            (netlink.DELSETELEM, "grants4_2", [element(gone)]),
+        ],
+    ]
+    assert netlink.grant_steps([held], now=0.0, trust=False) == netlink.grant_steps(
+        [dataclasses.replace(held, new=False)], now=0.0
+    )
+
+
+def test_create_is_a_newsetelem_the_kernel_refuses_where_the_element_is():
+    def flags(message: bytes) -> tuple[int, int]:
+        kind, flags = int.from_bytes(message[4:6], "little"), int.from_bytes(message[6:8], "little")
+        return kind & 0xFF, flags
+
+    create = nftables.setelem(nftables.CREATE_SETELEM, "sesame", "grants4", [element(b"k")], 1)
+    add = nftables.setelem(nftables.NFT_MSG_NEWSETELEM, "sesame", "grants4", [element(b"k")], 1)
+    assert flags(create) == (nftables.NFT_MSG_NEWSETELEM, flags(add)[1] | 0x200)  # NLM_F_EXCL
+    assert create[8:] == add[8:]
+
+
 def test_closing_is_idempotent_and_v6_goes_to_grants6():
     address = ip_address("2001:db8::4")
     steps = netlink.grant_steps([Element(address, Port("tcp", 22), None)], now=0.0)

@@ -91,12 +91,15 @@ class Element:
     """What the kernel must hold for one (address, port): an element that lasts until
     ``until`` (engine time), the latest deadline of the grants that hold it, listed in
     ``holders`` latest first; ``until`` None: nobody holds it, delete it. Doors may open
-    the same port to the same address; each grant's end releases only its own hold."""
+    the same port to the same address; each grant's end releases only its own hold.
+    ``new``: its one holder is a grant that just opened, so the kernel should not hold
+    it yet (the firewall may then just add it, and must check that it was not there)."""
 
     address: Address
     port: Port
     until: float | None
     holders: tuple[Grant, ...] = ()
+    new: bool = False
 
 
 Decision = Opened | Refreshed | Closed

@@ -106,12 +106,22 @@ class GrantBook:
     def elements(self, decisions: Iterable[Decision], doors: Container[str]) -> list[Element]:
         """What the kernel must hold after ``decisions``, for each (address, port) they
         touch, counting only the grants of ``doors`` (those that gate in the kernel):
-        held until the latest deadline among them, or deleted if none is left."""
-        touched: dict[tuple[Address, Port], None] = {}
+        held until the latest deadline among them, or deleted if none is left. One that
+        only a grant opened by these decisions holds, and no other decision touched,
+        is ``new``."""
+        touched: dict[tuple[Address, Port], Grant | None] = {}  # -> the grant opened
         for decision in decisions:
-            for port in decision.grant.ports:
-                touched[decision.grant.address, port] = None
-        return [self.element(address, port, doors) for address, port in touched]
+            grant = decision.grant
+            opened = grant if isinstance(decision, Opened) else None
+            for port in grant.ports:
+                where = (grant.address, port)
+                touched[where] = opened if where not in touched else None
+        out = []
+        for (address, port), opened in touched.items():
+            held = self.holders(address, port, doors)
+            new = opened is not None and len(held) == 1 and held[0] is opened
+            out.append(Element(address, port, held[0].expires if held else None, tuple(held), new))
+        return out
 
     def element(self, address: Address, port: Port, doors: Container[str]) -> Element:
         held = self.holders(address, port, doors)

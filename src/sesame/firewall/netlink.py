@@ -28,6 +28,7 @@ from sesame.firewall.watch import SHARD_MASK, home_of, shard_of
 from sesame.wire import netlink as nl
 from sesame.wire import nftables
 from sesame.wire.nftables import (
+    CREATE_SETELEM,
     NFT_MSG_DELSETELEM,
     NFT_MSG_GETSETELEM,
     NFT_MSG_NEWSETELEM,
@@ -48,29 +49,43 @@ def _family(address: Address) -> str:
     return "4" if isinstance(address, IPv4Address) else "6"
 
 
-Step = tuple[int, str, list[bytes]]  # (NEW/DELSETELEM, set name, elements)
+Step = tuple[int, str, list[bytes]]  # (NEW/DELSETELEM or CREATE_SETELEM, set, elements)
 
 
-def grant_steps(elements: Iterable[Element], now: float) -> list[list[Step]]:
+def grant_steps(elements: Iterable[Element], now: float, trust: bool = True) -> list[list[Step]]:
     """What puts grant elements in the state the engine decided: an element held until
     a deadline is replaced (add, delete, add with the fresh timeout and the holders as
     comment, so it works whether or not it exists); one nobody holds is added and
-    deleted. Elements of one set go together, ``CHUNK`` to a message (each keeps its
-    own timeout and holders); each chunk's messages are a unit that one transaction
-    carries whole. An element decided twice takes the later decision."""
-    latest: dict[tuple[str, bytes], tuple[bytes | None, int | None, str]] = {}
+    deleted. A ``new`` element (with ``trust``) is only created, a third of the work
+    for the kernel: the transaction then fails with EEXIST if the element was there
+    after all (from before, or put there by another process), and the caller carries
+    them out again without ``trust``. Elements of one set go together, ``CHUNK`` to a
+    message (each keeps its own timeout and holders); each chunk's messages are a unit
+    that one transaction carries whole. An element decided twice takes the later
+    decision (and is not new)."""
+    latest: dict[tuple[str, bytes], tuple[bytes | None, int | None, str, bool]] = {}
     for held in elements:
         where = located(held.address, held.port)
         if where is None:
             continue
         name, key, data = where
         timeout = None if held.until is None else max(1, round((held.until - now) * 1000))
+        note = comment(held) if timeout is not None else ""
+        new = trust and held.new and timeout is not None and (name, key) not in latest
         latest.pop((name, key), None)
-        latest[name, key] = (data, timeout, comment(held) if timeout is not None else "")
+        latest[name, key] = (data, timeout, note, new)
     by_set: dict[str, list[tuple[bytes, bytes | None, int | None, str]]] = {}
-    for (name, key), (data, timeout, note) in latest.items():
-        by_set.setdefault(name, []).append((key, data, timeout, note))
-    units: list[list[Step]] = []
+    created: dict[str, list[bytes]] = {}
+    for (name, key), (data, timeout, note, new) in latest.items():
+        if new:
+            created.setdefault(name, []).append(element(key, timeout, note, data))
+        else:
+            by_set.setdefault(name, []).append((key, data, timeout, note))
+    units: list[list[Step]] = [
+        [(CREATE_SETELEM, name, made[first : first + CHUNK])]
+        for name, made in created.items()
+        for first in range(0, len(made), CHUNK)
+    ]
     for name, items in by_set.items():
         for first in range(0, len(items), CHUNK):
             chunk = items[first : first + CHUNK]
@@ -247,6 +262,13 @@ def forget_steps(address: Address) -> list[Step]:
 
 SOL_NETLINK = 270
 NETLINK_CAP_ACK = 10
+
+
+class Existed(FirewallError):
+    """The kernel refused to create an element (CREATE_SETELEM) that was there: the
+    transaction changed nothing."""
+
+
 TRANSACTION = 96  # messages in one transaction, at most (each answer takes ~1 KiB of buffer)
 TRANSACTION_BYTES = 65536  # ... and bytes (a batch must fit the socket's send buffer)
 CHUNK = 64  # grant elements of one set in one message
@@ -306,6 +328,8 @@ class Netlink:
         errors = sorted({-e for e in answers.values() if e})
         if missing_ok and errors == [errno.ENOENT]:
             return
+        if errors == [errno.EEXIST]:
+            raise Existed(os.strerror(errno.EEXIST))
         if errors:
             raise FirewallError(", ".join(os.strerror(e) for e in errors))
 

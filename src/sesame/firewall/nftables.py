@@ -65,8 +65,15 @@ class NftGate:
 
     def apply(self, elements: Sequence[Element], now: float) -> None:
         """Put grant elements in the state the engine decided (many at once, as when
-        the table is restored, in transactions of netlink.TRANSACTION messages each)."""
-        self.netlink.apply_units(netlink.grant_steps(elements, now))
+        the table is restored, in transactions of netlink.TRANSACTION messages each).
+        Elements the engine takes for new are only created; if one was there after all
+        (kept from before and not adopted yet, or added by another process), they are
+        all put in place again as any other."""
+        try:
+            self.netlink.apply_units(netlink.grant_steps(elements, now))
+        except netlink.Existed:
+            log.debug("a grant element taken for new was there: replacing them all")
+            self.netlink.apply_units(netlink.grant_steps(elements, now, trust=False))
 
     def set_knock_ports(
         self,

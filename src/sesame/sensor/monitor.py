@@ -3,7 +3,7 @@ sesame notices at once when its table, a chain, a rule or a set is deleted or
 flushed, without polling. What a change means is :mod:`sesame.firewall.watch`'s call.
 
 A socket filter drops, in the kernel, the notifications of sesame's own netlink
-socket (every grant is three of them), so a flood of valid SPA costs nothing here.
+socket (every grant is one to three of them), so a flood of valid SPA costs nothing here.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ NLMSG_DONE = 3
 NLM_F_REQUEST = 0x001
 NLM_F_ACK = 0x004
 NLM_F_DUMP = 0x300  # NLM_F_ROOT | NLM_F_MATCH: every object, in as many messages as it takes
+NLM_F_EXCL = 0x200
 NLM_F_CREATE = 0x400
 NLA_F_NESTED = 0x8000
 NLA_TYPE_MASK = 0x3FFF

@@ -21,6 +21,9 @@ NFT_MSG_NEWTABLE = 0
 NFT_MSG_NEWSET = 9
 NFT_MSG_NEWSETELEM, NFT_MSG_GETSETELEM, NFT_MSG_DELSETELEM = 12, 13, 14
 NFT_MSG_NEWGEN = 15  # ends the notifications of one transaction; says which process made it
+# Not a message type: NEWSETELEM with NLM_F_EXCL, which the kernel refuses (EEXIST)
+# where an element of that key already is.
+CREATE_SETELEM = 0x100 | NFT_MSG_NEWSETELEM
 
 # enum nft_set_elem_list_attributes
 NFTA_SET_ELEM_LIST_TABLE = 1
@@ -68,7 +71,9 @@ def element(
 
 
 def setelem(kind: int, table: str, name: str, elements: Sequence[bytes], seq: int) -> bytes:
-    """A NEW/GET/DELSETELEM request for ``elements`` of set ``name``, acknowledged."""
+    """A NEW/GET/DELSETELEM request for ``elements`` of set ``name``, acknowledged
+    (CREATE_SETELEM: a NEWSETELEM that adds only elements that are not there)."""
+    exclusive, kind = kind == CREATE_SETELEM, kind & 0xFF
     body = (
         nl.nfgenmsg(NFPROTO_INET)
         + nl.attr(NFTA_SET_ELEM_LIST_TABLE, table.encode() + b"\0")
@@ -77,6 +82,7 @@ def setelem(kind: int, table: str, name: str, elements: Sequence[bytes], seq: in
     )
     flags = nl.NLM_F_REQUEST | nl.NLM_F_ACK
     flags |= nl.NLM_F_CREATE if kind == NFT_MSG_NEWSETELEM else 0
+    flags |= nl.NLM_F_EXCL if exclusive else 0
     return nl.message(nl.subsystem(NFNL_SUBSYS_NFTABLES, kind), flags, seq, body)
 
 
