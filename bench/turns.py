@@ -1,0 +1,107 @@
+"""The daemon's CPU a grant, for commits of sesame taken in turn (run as root, from a
+git checkout; a lab of its own):
+
+    python -m bench.turns [--rounds N] [--rate R] REV [REV...]    # e.g. HEAD~1 HEAD
+
+Each REV's ``src`` is taken out of git (``git archive``) and, round after round, each
+in turn serves the benchmark's config in the lab: a fresh daemon, then the benchmark's
+flood of valid SPA (20,000 datagrams from as many new sources, 1,000 users in turn) at
+R a second (default 4,000: slow enough that none is lost to a full socket; 0: as fast
+as Python sends, as the benchmark's throughput does, when the kernel drops what the
+daemon's socket cannot hold), and the daemon's CPU (user and system, from /proc) over
+the grants it made. For each REV, the
+median of the rounds with the least and the most. (Taken in turn: this machine's pace
+moves by half within minutes, and one run of each would measure the machine.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from io import BytesIO
+from pathlib import Path
+
+from bench.__main__ import FLOOD_USERS, SESAME_CONFIG, Bench
+from bench.lab import counters, nft, pace, write
+from sesame.lab import DaemonProcess
+
+KIND, COUNT = "sesame-valid:62202", 20_000
+
+
+def tree(rev: str, into: Path) -> str:
+    """``rev``'s src directory, unpacked under ``into``; its path."""
+    data = subprocess.run(["git", "archive", rev, "src"], capture_output=True, check=True).stdout
+    where = into / rev.replace("/", "_")
+    with tarfile.open(fileobj=BytesIO(data)) as archive:
+        archive.extractall(where, filter="data")
+    return str(where / "src")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def granted(daemon: DaemonProcess) -> int:
+    """The daemon's count of accepted SPA once it stops moving."""
+    last = -1
+    while True:
+        now = counters(daemon).get("spa accepted", 0)
+        if now == last:
+            return now
+        last = now
+        time.sleep(0.4)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.turns", description=__doc__)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rate", type=float, default=4000.0)
+    parser.add_argument("revs", nargs="+")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="sesame-turns-"))
+    trees = {rev: tree(rev, work) for rev in args.revs}
+    bench = Bench(argparse.Namespace(flood=COUNT, flood_rate=args.rate))
+    taken: dict[str, list[float]] = {rev: [] for rev in trees}
+    try:
+        config = write(work / "sesame.toml", SESAME_CONFIG.format(tmp=work, users=FLOOD_USERS))
+        print(f"pace {pace()} ms", flush=True)
+        for turn in range(args.rounds):
+            order = list(trees) if turn % 2 == 0 else list(trees)[::-1]
+            for rev in order:
+                daemon = DaemonProcess(bench.server.netns, config)
+                daemon.start(env={"PYTHONPATH": trees[rev]})
+                try:
+                    assert daemon.process is not None
+                    pid = daemon.process.pid
+                    cpu, before = cpu_seconds(pid), granted(daemon)
+                    bench.flood(KIND, COUNT, args.rate or None).communicate()
+                    made = granted(daemon) - before
+                    spent = cpu_seconds(pid) - cpu
+                finally:
+                    daemon.stop()
+                    nft(bench.server.netns, "delete table inet sesame\n")
+                taken[rev].append(1e6 * spent / max(1, made))
+                print(
+                    f"round {turn + 1}: {rev} {taken[rev][-1]:.1f} µs a grant ({made} granted)",
+                    flush=True,
+                )
+        print(f"pace {pace()} ms")
+        for rev, figures in taken.items():
+            print(
+                f"{rev}: {statistics.median(figures):.1f} µs a grant"
+                f" ({min(figures):.1f} to {max(figures):.1f}, {len(figures)} rounds)"
+            )
+    finally:
+        bench.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
