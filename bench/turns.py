@@ -9,8 +9,10 @@ flood of valid SPA (20,000 datagrams from as many new sources, 1,000 users in tu
 R a second (default 4,000: slow enough that none is lost to a full socket; 0: as fast
 as Python sends, as the benchmark's throughput does, when the kernel drops what the
 daemon's socket cannot hold), and the daemon's CPU (user and system, from /proc) over
-the grants it made. For each REV, the
-median of the rounds with the least and the most. (Taken in turn: this machine's pace
+the grants it made. With ``--lone N``, before the flood, N of alice's SPA one at a
+time, as the benchmark's latency measurement sends them: the median and p95 of knock →
+open (the path of a lone datagram, on a CPU that was idle). For each REV, the median of
+the rounds with the least and the most. (Taken in turn: this machine's pace
 moves by half within minutes, and one run of each would measure the machine.)
 """
 
@@ -24,6 +26,7 @@ import sys
 import tarfile
 import tempfile
 import time
+from collections.abc import Sequence
 from io import BytesIO
 from pathlib import Path
 
@@ -59,16 +62,24 @@ def granted(daemon: DaemonProcess) -> int:
         time.sleep(0.4)
 
 
+def spread(figures: Sequence[float], digits: int = 2) -> str:
+    """The median, with the least and the most in brackets."""
+    mid, low, high = statistics.median(figures), min(figures), max(figures)
+    return f"{mid:.{digits}f} ({low:.{digits}f} to {high:.{digits}f})"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.turns", description=__doc__)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--rate", type=float, default=4000.0)
+    parser.add_argument("--lone", type=int, default=0, help="lone SPA timed a round")
     parser.add_argument("revs", nargs="+")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="sesame-turns-"))
     trees = {rev: tree(rev, work) for rev in args.revs}
     bench = Bench(argparse.Namespace(flood=COUNT, flood_rate=args.rate))
     taken: dict[str, list[float]] = {rev: [] for rev in trees}
+    lone: dict[str, list[tuple[float, float]]] = {rev: [] for rev in trees}
     try:
         config = write(work / "sesame.toml", SESAME_CONFIG.format(tmp=work, users=FLOOD_USERS))
         print(f"pace {pace()} ms", flush=True)
@@ -80,6 +91,10 @@ def main() -> int:
                 try:
                     assert daemon.process is not None
                     pid = daemon.process.pid
+                    if args.lone:
+                        send = lambda: bench.udp(62202, bench.spa_packet())  # noqa: E731
+                        timed = bench.latency(send, bench.closer(daemon), args.lone)
+                        lone[rev].append((float(timed["median"]), float(timed["p95"])))
                     cpu, before = cpu_seconds(pid), granted(daemon)
                     bench.flood(KIND, COUNT, args.rate or None).communicate()
                     made = granted(daemon) - before
@@ -88,16 +103,21 @@ def main() -> int:
                     daemon.stop()
                     nft(bench.server.netns, "delete table inet sesame\n")
                 taken[rev].append(1e6 * spent / max(1, made))
+                alone = ""
+                if args.lone:
+                    median, p95 = lone[rev][-1]
+                    alone = f" · lone SPA {median:.2f} / {p95:.2f} ms"
                 print(
-                    f"round {turn + 1}: {rev} {taken[rev][-1]:.1f} µs a grant ({made} granted)",
+                    f"round {turn + 1}: {rev} {taken[rev][-1]:.1f} µs a grant ({made} granted)"
+                    + alone,
                     flush=True,
                 )
         print(f"pace {pace()} ms")
         for rev, figures in taken.items():
-            print(
-                f"{rev}: {statistics.median(figures):.1f} µs a grant"
-                f" ({min(figures):.1f} to {max(figures):.1f}, {len(figures)} rounds)"
-            )
+            print(f"{rev}: {spread(figures, 1)} µs a grant ({len(figures)} rounds)")
+            if args.lone:
+                medians, p95s = zip(*lone[rev], strict=True)
+                print(f"{rev}: lone SPA median {spread(medians)} ms, p95 {spread(p95s)} ms")
     finally:
         bench.close()
     return 0
