@@ -116,16 +116,16 @@ class GrantBook:
             for port in grant.ports:
                 where = (grant.address, port)
                 touched[where] = opened if where not in touched else None
-        out = []
-        for (address, port), opened in touched.items():
-            held = self.holders(address, port, doors)
-            new = opened is not None and len(held) == 1 and held[0] is opened
-            out.append(Element(address, port, held[0].expires if held else None, tuple(held), new))
-        return out
+        return [self.element(a, p, doors, opened) for (a, p), opened in touched.items()]
 
-    def element(self, address: Address, port: Port, doors: Container[str]) -> Element:
+    def element(
+        self, address: Address, port: Port, doors: Container[str], opened: Grant | None = None
+    ) -> Element:
+        """What the kernel must hold for (address, port); ``new`` if ``opened``, a grant
+        that just opened, is its one holder."""
         held = self.holders(address, port, doors)
-        return Element(address, port, held[0].expires if held else None, tuple(held))
+        new = opened is not None and len(held) == 1 and held[0] is opened
+        return Element(address, port, held[0].expires if held else None, tuple(held), new)
 
     def next_deadline(self) -> float | None:
         heap = self._deadlines
