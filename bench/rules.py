@@ -10,7 +10,7 @@ sources, each kept a minute), and without the per-source budget's rules, take tu
 round, the benchmark's wrongly keyed fwknop-format flood (100,000 datagrams at 20,000 a
 second, from a pool of spoofed sources) dropped on arrival (the round's baseline), then
 into each table. For each table, the machine's CPU a datagram above the baseline: the
-median of the rounds, with the least and the most. (Taken in turn: this machine's pace
+median of the rounds, with the least and the most in brackets. (Taken in turn: this machine's pace
 moves by half within minutes.)
 """
 
@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import argparse
 import re
-import statistics
 import sys
 
 from bench.__main__ import FLOOD_USERS, SESAME_CONFIG, Bench
 from bench.lab import nft, run, write
+from bench.runs import spread
 from sesame.lab import DaemonProcess
 
 KIND, COUNT, RATE = "fwknop-wrong:62201", 100_000, 20_000.0
@@ -69,10 +69,7 @@ def main() -> int:
     finally:
         bench.close()
     for name, figures in added.items():
-        print(
-            f"{name}: {statistics.median(figures):.2f} µs a datagram"
-            f" [{min(figures):.2f}, {max(figures):.2f}] over the baseline"
-        )
+        print(f"{name}: {spread(figures):.2f} µs a datagram over the baseline")
     return 0
 
 

@@ -8,7 +8,7 @@ in turn serves the benchmark's config in the lab: a fresh daemon, then the bench
 flood of valid SPA (20,000 datagrams from as many new sources, 1,000 users in turn) at
 R a second (default 4,000: slow enough that none is lost to a full socket; 0: as fast
 as Python sends, as the benchmark's throughput does, when the kernel drops what the
-daemon's socket cannot hold), and the daemon's CPU (user and system, from /proc) over
+daemon's socket cannot hold), and the daemon's CPU (all its threads, from /proc) over
 the grants it made. With ``--lone N``, before the flood, N of alice's SPA one at a
 time, as the benchmark's latency measurement sends them: the median and p95 of knock →
 open (the path of a lone datagram, on a CPU that was idle). For each REV, the median of
@@ -19,19 +19,16 @@ moves by half within minutes, and one run of each would measure the machine.)
 from __future__ import annotations
 
 import argparse
-import os
-import statistics
 import subprocess
 import sys
 import tarfile
 import tempfile
-import time
-from collections.abc import Sequence
 from io import BytesIO
 from pathlib import Path
 
 from bench.__main__ import FLOOD_USERS, SESAME_CONFIG, Bench
-from bench.lab import counters, nft, pace, write
+from bench.lab import counters, nft, pace, settle, usage, write
+from bench.runs import spread
 from sesame.lab import DaemonProcess
 
 KIND, COUNT = "sesame-valid:62202", 20_000
@@ -46,26 +43,10 @@ def tree(rev: str, into: Path) -> str:
     return str(where / "src")
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def granted(daemon: DaemonProcess) -> int:
-    """The daemon's count of accepted SPA once it stops moving."""
-    last = -1
-    while True:
-        now = counters(daemon).get("spa accepted", 0)
-        if now == last:
-            return now
-        last = now
-        time.sleep(0.4)
-
-
-def spread(figures: Sequence[float], digits: int = 2) -> str:
-    """The median, with the least and the most in brackets."""
-    mid, low, high = statistics.median(figures), min(figures), max(figures)
-    return f"{mid:.{digits}f} ({low:.{digits}f} to {high:.{digits}f})"
+    """The daemon's count of accepted SPA once it stops moving (as the benchmark's
+    throughput waits for it)."""
+    return settle(lambda: counters(daemon).get("spa accepted", 0), 0.5, 0.05)[0]
 
 
 def main() -> int:
@@ -95,10 +76,10 @@ def main() -> int:
                         send = lambda: bench.udp(62202, bench.spa_packet())  # noqa: E731
                         timed = bench.latency(send, bench.closer(daemon), args.lone)
                         lone[rev].append((float(timed["median"]), float(timed["p95"])))
-                    cpu, before = cpu_seconds(pid), granted(daemon)
+                    cpu, before = usage(pid).cpu, granted(daemon)
                     bench.flood(KIND, COUNT, args.rate or None).communicate()
                     made = granted(daemon) - before
-                    spent = cpu_seconds(pid) - cpu
+                    spent = usage(pid).cpu - cpu
                 finally:
                     daemon.stop()
                     nft(bench.server.netns, "delete table inet sesame\n")
@@ -114,10 +95,11 @@ def main() -> int:
                 )
         print(f"pace {pace()} ms")
         for rev, figures in taken.items():
-            print(f"{rev}: {spread(figures, 1)} µs a grant ({len(figures)} rounds)")
+            print(f"{rev}: {spread(figures):.1f} µs a grant ({len(figures)} rounds)")
             if args.lone:
-                medians, p95s = zip(*lone[rev], strict=True)
-                print(f"{rev}: lone SPA median {spread(medians)} ms, p95 {spread(p95s)} ms")
+                medians = spread([m for m, _ in lone[rev]])
+                p95s = spread([p for _, p in lone[rev]])
+                print(f"{rev}: lone SPA median {medians:.2f} ms, p95 {p95s:.2f} ms")
     finally:
         bench.close()
     return 0
