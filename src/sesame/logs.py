@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import socket
+import time
 from collections.abc import Mapping
 from typing import TextIO
 
@@ -34,7 +35,26 @@ def plural(count: int, word: str) -> str:
     return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
-class Escaping(logging.Formatter):
+class Clock(logging.Formatter):
+    """A formatter that reads the calendar once a second, not once a line (a flood
+    of grants writes thousands of lines a second, each with the same time to the
+    second); what it writes is the same as logging.Formatter writes."""
+
+    _second: tuple[int, str | None] | None = None
+    _text = ""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        second = (int(record.created), datefmt)
+        if second != self._second:
+            when = self.converter(record.created)
+            self._text = time.strftime(datefmt or self.default_time_format, when)
+            self._second = second
+        if datefmt or not self.default_msec_format:
+            return self._text
+        return self.default_msec_format % (self._text, record.msecs)
+
+
+class Escaping(Clock):
     """A formatter whose messages are escaped (tracebacks, sesame's own, are not)."""
 
     def formatMessage(self, record: logging.LogRecord) -> str:
@@ -42,7 +62,7 @@ class Escaping(logging.Formatter):
         return super().formatMessage(record)
 
 
-class Json(logging.Formatter):
+class Json(Clock):
     """One JSON object a line, for machines (``[server] log_format = "json"``): the
     time, the level, the message (escaped as in text) and the event's own fields
     (``extra={"fields": {...}}``: the source address, the door, the user, the reason).

@@ -10,11 +10,13 @@ import os
 from ipaddress import ip_address
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from sesame.basics import Port
 from sesame.engine import Closed, Grant, Opened
 from sesame.errors import RemoteError
-from sesame.logs import FORMAT, Escaping, Json
+from sesame.logs import FORMAT, Clock, Escaping, Json
 from sesame.service import audit
 from sesame.wire import spa
 
@@ -159,3 +161,17 @@ def test_held_lines_are_written_when_the_loop_turns_and_at_close():
     assert os.read(read, 4096) == b"last\n"
     assert held not in logs.HELD
     os.close(read)
+
+
+@given(
+    st.lists(st.floats(min_value=0, max_value=4e9), min_size=1, max_size=20),
+    st.sampled_from([None, "%Y-%m-%dT%H:%M:%S", "%H:%M"]),
+)
+def test_the_clock_read_once_a_second_writes_what_logging_writes(times, datefmt):
+    """Times in any order, some within one second of each other: each line's time is
+    the one logging.Formatter writes for it."""
+    clock, plain = Clock(FORMAT), logging.Formatter(FORMAT)
+    for created in sorted(times) + times + [t + 0.5 for t in times]:
+        record = logging.makeLogRecord({"msg": "m"})
+        record.created, record.msecs = created, int((created - int(created)) * 1000)
+        assert clock.formatTime(record, datefmt) == plain.formatTime(record, datefmt)

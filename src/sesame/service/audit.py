@@ -35,24 +35,25 @@ KINDS = {"spa": "SPA", "fwknop": "fwknop SPA"}
 def decision(decision: Decision) -> None:
     """One line for a grant opened, refreshed or closed."""
     grant = decision.grant
-    ports = ": " + " ".join(str(p) for p in grant.ports) if grant.ports else ""
+    address, listed = str(grant.address), [str(p) for p in grant.ports]
+    ports = ": " + " ".join(listed) if listed else ""
     by = f" (user {grant.user})" if grant.user else ""
     fields: dict[str, Any] = {
         "door": grant.door,
-        "address": str(grant.address),
+        "address": address,
         "user": grant.user,
-        "ports": [str(p) for p in grant.ports],
+        "ports": listed,
     }
     if isinstance(decision, Opened):
         fields["event"] = "opened"
-        text = f"opened door {grant.door} to {grant.address}{ports}{by}"
+        text = f"opened door {grant.door} to {address}{ports}{by}"
     elif isinstance(decision, Refreshed):
         fields["event"] = "refreshed"
-        text = f"refreshed door {grant.door} for {grant.address}{ports}{by}"
+        text = f"refreshed door {grant.door} for {address}{ports}{by}"
     else:
         assert isinstance(decision, Closed)
         fields |= {"event": "closed", "reason": decision.reason}
-        text = f"closed door {grant.door} for {grant.address} ({decision.reason}){by}"
+        text = f"closed door {grant.door} for {address} ({decision.reason}){by}"
     log.info("%s", text, extra={"fields": fields})
 
 
