@@ -98,6 +98,7 @@ class Daemon:
         self.known: Callable[[], Iterable[Logged | RemoteError]] | None = None
         self.timer: Callable[[], float] = time.perf_counter
         self.look = 0.0  # when the group of sources that opened lately is due (timer)
+        self.opening: set[Address] = set()  # sources that opened, to be heard first
 
     def adopt(self, now: float, source: Address | None = None, user: bool = False) -> None:
         """While grants from before are adopted: those of ``source`` now (before
@@ -145,7 +146,8 @@ class Daemon:
     def packets(self, items: Iterable[Logged | RemoteError], now: float, heed: bool = True) -> None:
         """Judge a batch of packets and carry out what follows FLUSH_EVERY packets at a
         time, in one firewall transaction (a flood of valid SPA costs one nft call per
-        FLUSH_EVERY grants, not per packet). With ``heed``, the SPA of sources that
+        FLUSH_EVERY grants, not per packet, and one more at the end for the batch's
+        sources that opened, to be heard first). With ``heed``, the SPA of sources that
         opened lately (:attr:`known`) goes first, and again after every HEED_AFTER
         seconds of judging and before the grants judged meanwhile are carried out: a
         flood that reaches sesame (datagrams naming a user, with a wrong key) fills a
@@ -165,18 +167,16 @@ class Daemon:
             if known is not None and (flush or timer() >= self.look):  # before a flush
                 self.judge_known(now)
             if flush:
-                self.carry_out(actions, now)
+                self.carry_out(actions, now, know=False)
                 actions = []
         self.carry_out(actions, now)
         if self.engine.other_address:
             report.other_addresses(self.engine.other_address)
 
-    def _opened(self, decisions: Sequence[Decision], now: float) -> None:
+    def _know(self, now: float) -> None:
         """Have the kernel pass the SPA of the sources that opened to the group read
         first (:meth:`packets`), for KNOWN_FOR; a full set leaves them with the rest."""
-        opened = {d.grant.address for d in decisions if isinstance(d, (Opened, Refreshed))}
-        if not opened:
-            return
+        opened, self.opening = self.opening, set()
         try:
             self.gate.know(opened, KNOWN_FOR)
         except FirewallError as exc:
@@ -250,9 +250,14 @@ class Daemon:
         self.drops[reason] = self.drops.get(reason, 0) + 1
         return True
 
-    def carry_out(self, actions: Sequence[Action], now: float, share: bool = True) -> None:
+    def carry_out(
+        self, actions: Sequence[Action], now: float, share: bool = True, know: bool = True
+    ) -> None:
         """Carry out the engine's actions; ``share``: tell the cluster's other nodes
-        what opens or closes at cluster doors (not what they told this one)."""
+        what opens or closes at cluster doors (not what they told this one). The
+        sources that opened are heard first from then on (:meth:`_know`); without
+        ``know``, from a later call's end on: a batch's parts make one transaction of
+        them (:meth:`packets`), not one each."""
         decisions: list[Decision] = []
         spent = [a for a in actions if isinstance(a, Spent)]
         recorded = self.record.recorded(spent, now)
@@ -273,10 +278,12 @@ class Daemon:
             self._decided(decisions, now, share)
         if self.cluster is not None:
             self.cluster.store.send()  # the claims and entries of this batch, at once
+        if know and self.opening:
+            self._know(now)
 
     def _decided(self, decisions: list[Decision], now: float, share: bool) -> None:
-        """Put decisions in the kernel, tell the cluster, audit, run commands; then
-        have the sources that opened heard first (not before their grants)."""
+        """Put decisions in the kernel, tell the cluster, audit, run commands; the
+        sources that opened are to be heard first (not before their grants)."""
         if share and self.cluster is not None:
             self.cluster.share(decisions, now, self.wall())
         try:  # a door with gate = false only runs commands: its grants hold no element
@@ -290,7 +297,9 @@ class Daemon:
             door = self.config.doors_by_name.get(decision.grant.door)
             for argv in commands.plan(decision, door):
                 self.runner.start(argv, now)
-        self._opened(decisions, now)
+        self.opening.update(
+            d.grant.address for d in decisions if isinstance(d, (Opened, Refreshed))
+        )
 
     def tick(self, now: float) -> None:
         if self.adoption is not None:

@@ -605,3 +605,30 @@ def read(items, sieve):
     )
     yield from (item for item in nflog.messages(whole, sieve) if item is not None)
     yield from faults
+
+
+def test_the_sources_a_batch_opened_are_known_in_one_transaction_after_their_grants(tmp_path):
+    """A batch of alice's SPA from 30 addresses (her budget's burst; grants carried
+    out 16 packets at a time): every address is heard first after it, in one change
+    to the gate, made after the last of their grants."""
+    daemon, gate, clock = make(spa_server(tmp_path))
+    key = spa.cipher(bytes(range(32)))
+    sources = [f"100.64.0.{i}" for i in range(1, 31)]
+    calls: list[tuple[str, set]] = []
+    apply, know = gate.apply, gate.know
+
+    def applying(elements, now):
+        calls.append(("apply", {e.address for e in elements}))
+        apply(elements, now)
+
+    def knowing(addresses, seconds):
+        calls.append(("know", set(addresses)))
+        know(addresses, seconds)
+
+    gate.apply, gate.know = applying, knowing
+    daemon.packets([sealed("alice", key, "ssh", s) for s in sources], clock())
+    opened = {ip_address(s) for s in sources}
+    assert [kind for kind, _ in calls] == ["apply", "apply", "know"]
+    assert set().union(*(a for kind, a in calls if kind == "apply")) == opened
+    assert calls[-1] == ("know", opened)
+    assert all(gate.knows(a) for a in opened)
