@@ -10,6 +10,47 @@ from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Literal
 
 Address = IPv4Address | IPv6Address
+
+
+class Host4(IPv4Address):
+    """An IPv4Address that works out its hash once: ipaddress does it anew each time
+    (through a hex string), and a grant looks its address up a dozen times, in the
+    engine's books and the gate's. Equal to, and hashed as, the IPv4Address of the
+    same address: either finds the other in a dict."""
+
+    __slots__ = ("_hash",)
+
+    def __hash__(self) -> int:
+        try:
+            return self._hash
+        except AttributeError:
+            self._hash: int = IPv4Address.__hash__(self)
+            return self._hash
+
+
+class Host6(IPv6Address):
+    """As Host4, for IPv6 (an address without a scope id)."""
+
+    __slots__ = ("_hash",)
+
+    def __hash__(self) -> int:
+        try:
+            return self._hash
+        except AttributeError:
+            self._hash: int = IPv6Address.__hash__(self)
+            return self._hash
+
+
+def host(address: Address) -> Address:
+    """``address`` as a Host4 or Host6 (its hash worked out once), unless it has a
+    scope id, which only IPv6Address keeps."""
+    if isinstance(address, IPv4Address):
+        return address if isinstance(address, Host4) else Host4(int(address))
+    if isinstance(address, Host6) or address.scope_id is not None:
+        return address
+    return Host6(int(address))
+
+
 Proto = Literal["tcp", "udp"]
 PROTOS: tuple[Proto, ...] = ("tcp", "udp")
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import contextlib
 import socket
 import struct
-from ipaddress import ip_address
+from ipaddress import IPv4Address, IPv6Address, ip_address
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sesame.basics import Port
+from sesame.basics import Host4, Host6, Port, host
 from sesame.errors import RemoteError
 from sesame.wire import decode, fwknop, nflog
 from sesame.wire import netlink as nl
@@ -372,3 +372,26 @@ def test_what_the_kernel_drops_of_fwknops_format_could_never_decrypt(size, first
         return
     with pytest.raises(RemoteError, match=r"fwknop (base64|ciphertext)"):
         verifier.open(text, b"k" * 32)
+
+
+@given(st.one_of(st.ip_addresses(v=4), st.ip_addresses(v=6)), st.integers(0, 2))
+def test_an_address_whose_hash_is_kept_is_the_same_key_as_ipaddress_s(address, looks):
+    """A packet's source (Host4, Host6) and the ipaddress object of the same address
+    are equal, hash alike (however often asked), and find each other in a set; str,
+    order and the family are ipaddress's."""
+    kept = host(address)
+    assert isinstance(kept, Host4 if address.version == 4 else Host6)
+    for _ in range(looks):
+        hash(kept)
+    assert kept == address and hash(kept) == hash(address)
+    assert kept in {address} and address in {kept}
+    assert str(kept) == str(address) and not kept < address and not address < kept
+    assert isinstance(kept, IPv4Address if address.version == 4 else IPv6Address)
+
+
+def test_decoded_sources_keep_their_hash_and_scoped_addresses_stay_as_they_are():
+    v4 = decode(ipv4("192.0.2.7", "192.0.2.1", 6, tcp(22)))
+    v6 = decode(ipv6("2001:db8::7", "2001:db8::1", 6, tcp(22)))
+    assert type(v4.source) is Host4 and type(v6.source) is Host6
+    scoped = ip_address("fe80::1%eth0")
+    assert host(scoped) is scoped

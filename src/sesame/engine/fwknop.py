@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Sequence
 from ipaddress import IPv4Address, ip_address
 
-from sesame.basics import Address, Port
+from sesame.basics import Address, Port, host
 from sesame.doors import NAME_RE, FwknopStanza
 from sesame.engine.events import Action, Admission, Spent
 from sesame.engine.limits import Shares
@@ -193,7 +193,7 @@ class FwknopJudge:
         try:
             if "%" in text:  # a scope id (any bytes after "%"): no address to open for
                 raise ValueError(text)
-            asked = ip_address(text)
+            asked = host(ip_address(text))
             listed = fwknop_ports(requested)
             ports = tuple(sorted(listed))
         except ValueError:

@@ -14,7 +14,7 @@ import struct
 from ipaddress import IPv4Address, IPv6Address
 from typing import NamedTuple
 
-from sesame.basics import Address, Port, Proto
+from sesame.basics import Address, Host4, Host6, Port, Proto
 from sesame.errors import RemoteError
 
 TCP, UDP = 6, 17
@@ -75,12 +75,12 @@ def decode(data: bytes) -> Packet:
         fragment, proto, packed, destination = _V4.unpack_from(data, 6)
         if fragment & (MORE_FRAGMENTS | 0x1FFF):
             raise RemoteError("ipv4 fragment")  # not reassembled: never a whole packet
-        source: Address = IPv4Address(packed)
+        source: Address = Host4(packed)
     elif version == 6:
         if len(data) < 40:
             raise RemoteError("short ipv6 header")
         proto, packed, destination = _V6.unpack_from(data, 6)
-        source = IPv6Address(packed)
+        source = Host6(packed)
         offset = 40
         if proto in _SKIPPED:
             proto, offset = _ipv6_transport(data, proto)

@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv6Address
+from ipaddress import IPv4Address
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
-from sesame.basics import Address
+from sesame.basics import Address, Host4, Host6
 from sesame.crypto import SPA_LABEL, derive
 from sesame.errors import RemoteError
 
@@ -100,9 +100,9 @@ def open_sealed(data: bytes, header_len: int, aead: ChaCha20Poly1305, user: str)
     rest = body[9 + m :]
     door = body[9 : 9 + m].decode("ascii", "replace")
     if len(rest) == 5 and rest[0] == 4:
-        address: Address = IPv4Address(rest[1:])
+        address: Address = Host4(rest[1:])
     elif len(rest) == 17 and rest[0] == 6:
-        address = IPv6Address(rest[1:])
+        address = Host6(rest[1:])
     else:
         raise RemoteError("spa body")
     return Request(user, timestamp, door, address, bytes(nonce))
