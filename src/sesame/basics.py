@@ -5,7 +5,7 @@ it imports nothing of sesame's."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Literal
 
@@ -69,8 +69,16 @@ class Port:
     host: str = ""
     to: int = 0
     every: bool = False  # every port of ``host`` (fwknop's FORWARD_ALL); ``to``: rewritten
+    # Worked out once: a grant's ports are keys in the engine's books and the gate's.
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __hash__(self) -> int:
+        return self._hash
 
     def __post_init__(self) -> None:
+        object.__setattr__(
+            self, "_hash", hash((self.proto, self.number, self.host, self.to, self.every))
+        )
         if self.proto not in PROTOS:
             raise ValueError(f"protocol must be tcp or udp, not {self.proto!r}")
         if not 1 <= self.number <= 65535:

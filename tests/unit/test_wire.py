@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import socket
 import struct
 from ipaddress import IPv4Address, IPv6Address, ip_address
@@ -11,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sesame.basics import Host4, Host6, Port, host
+from sesame.basics import Host4, Host6, Port, host, parse_port
 from sesame.errors import RemoteError
 from sesame.wire import decode, fwknop, nflog
 from sesame.wire import netlink as nl
@@ -395,3 +396,14 @@ def test_decoded_sources_keep_their_hash_and_scoped_addresses_stay_as_they_are()
     assert type(v4.source) is Host4 and type(v6.source) is Host6
     scoped = ip_address("fe80::1%eth0")
     assert host(scoped) is scoped
+
+
+@given(st.sampled_from(["tcp", "udp"]), st.integers(1, 65535), st.integers(1, 65535))
+def test_a_port_keeps_its_hash_and_equal_ports_hash_alike(proto, number, other):
+    port = Port(proto, number)
+    assert port == parse_port(f"{number}/{proto}") and hash(port) == hash(
+        parse_port(f"{number}/{proto}")
+    )
+    moved = dataclasses.replace(port, number=other)
+    assert (moved == Port(proto, other)) and hash(moved) == hash(Port(proto, other))
+    assert "_hash" not in repr(port)
