@@ -131,3 +131,21 @@ def test_an_element_is_new_only_where_a_grant_just_opened_holds_it_alone():
     assert [e.new for e in book.elements([opened], {"admin"})] == [False]
     closed = book.close("ssh", a, "expired")
     assert [e.new for e in book.elements(closed, doors)] == [False]
+
+
+def test_grants_with_one_deadline_expire_together_whatever_their_family():
+    """Deadlines that tie (one door, IPv4 and IPv6 addresses, the same ports) are
+    ordered as they were first pushed, never by comparing the grants' addresses; a
+    grant refreshed to the same deadline closes once."""
+    from sesame.engine.events import Grant
+    from sesame.engine.grants import GrantBook
+
+    ssh = parse_port("22/tcp")
+    book = GrantBook()
+    v4, v6 = IPv4Address("198.51.100.2"), IPv6Address("2001:db8::2")
+    for address in (v6, v4, v6):  # the second IPv6 grant refreshes the first
+        book.grant(Grant("ssh", address, (ssh,), 30.0))
+    assert book.next_deadline() == 30.0
+    closed = book.expire(30.0)
+    assert [c.grant.address for c in closed] == [v6, v4] and len(book) == 0
+    assert book.next_deadline() is None

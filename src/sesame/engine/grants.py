@@ -12,6 +12,7 @@ one. Deadlines are engine time (``now`` is passed in).
 from __future__ import annotations
 
 import heapq
+import itertools
 from collections.abc import Container, Iterable
 from typing import TypeVar
 
@@ -34,7 +35,8 @@ class GrantBook:
         self._at: dict[tuple[str, Address], set[GrantKey]] = {}
         self._by_user: dict[tuple[str, str], set[GrantKey]] = {}
         self._by_element: dict[tuple[Address, Port], set[GrantKey]] = {}  # -> its holders
-        self._deadlines: list[tuple[float, str, str, GrantKey]] = []
+        self._deadlines: list[tuple[float, int, GrantKey]] = []
+        self._pushed = itertools.count()  # orders equal deadlines: keys are never compared
 
     def __len__(self) -> int:
         return len(self._grants)
@@ -64,8 +66,7 @@ class GrantBook:
             self._by_user.setdefault((grant.door, grant.user), set()).add(key)
         for port in grant.ports:
             self._by_element.setdefault((grant.address, port), set()).add(key)
-        # The address string keeps heap entries comparable across v4 and v6.
-        heapq.heappush(self._deadlines, (grant.expires, grant.door, str(grant.address), key))
+        heapq.heappush(self._deadlines, (grant.expires, next(self._pushed), key))
         return Opened(grant) if old is None else Refreshed(grant)
 
     def close(self, door: str, address: Address, reason: CloseReason) -> list[Closed]:
@@ -91,7 +92,7 @@ class GrantBook:
         closed: list[Closed] = []
         heap = self._deadlines
         while heap and heap[0][0] <= now:
-            deadline, _, _, key = heapq.heappop(heap)
+            deadline, _, key = heapq.heappop(heap)
             grant = self._grants.get(key)
             if grant is not None and grant.expires == deadline:
                 closed.append(self.end(grant, "expired"))
@@ -130,7 +131,7 @@ class GrantBook:
     def next_deadline(self) -> float | None:
         heap = self._deadlines
         while heap:
-            deadline, _, _, key = heap[0]
+            deadline, _, key = heap[0]
             grant = self._grants.get(key)
             if grant is not None and grant.expires == deadline:
                 return deadline
