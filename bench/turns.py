@@ -11,7 +11,9 @@ as Python sends, as the benchmark's throughput does, when the kernel drops what 
 daemon's socket cannot hold), and the daemon's CPU (all its threads, from /proc) over
 the grants it made. With ``--lone N``, before the flood, N of alice's SPA one at a
 time, as the benchmark's latency measurement sends them: the median and p95 of knock →
-open (the path of a lone datagram, on a CPU that was idle). For each REV, the median of
+open (the path of a lone datagram, on a CPU that was idle). With ``--wrong``, the
+benchmark's flood of wrongly keyed fwknop-format datagrams (100,000 at 20,000 a second)
+instead of valid SPA, and the daemon's CPU a datagram refused. For each REV, the median of
 the rounds with the least and the most. (Taken in turn: this machine's pace
 moves by half within minutes, and one run of each would measure the machine.)
 """
@@ -32,6 +34,9 @@ from bench.runs import spread
 from sesame.lab import DaemonProcess
 
 KIND, COUNT = "sesame-valid:62202", 20_000
+# --wrong: the benchmark's flood of wrongly keyed fwknop-format datagrams instead, and
+# the CPU a datagram refused (the counter of that refusal).
+WRONG, WRONG_COUNT, WRONG_RATE = "fwknop-wrong:62201", 100_000, 20_000.0
 
 
 def tree(rev: str, into: Path) -> str:
@@ -43,10 +48,10 @@ def tree(rev: str, into: Path) -> str:
     return str(where / "src")
 
 
-def granted(daemon: DaemonProcess) -> int:
-    """The daemon's count of accepted SPA once it stops moving (as the benchmark's
-    throughput waits for it)."""
-    return settle(lambda: counters(daemon).get("spa accepted", 0), 0.5, 0.05)[0]
+def granted(daemon: DaemonProcess, counter: str = "spa accepted") -> int:
+    """The daemon's ``counter`` once it stops moving (as the benchmark's throughput
+    waits for it): SPA accepted, or another."""
+    return settle(lambda: counters(daemon).get(counter, 0), 0.5, 0.05)[0]
 
 
 def main() -> int:
@@ -54,11 +59,18 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--rate", type=float, default=4000.0)
     parser.add_argument("--lone", type=int, default=0, help="lone SPA timed a round")
+    parser.add_argument(
+        "--wrong", action="store_true", help="wrongly keyed fwknop SPA at 20,000/s instead"
+    )
     parser.add_argument("revs", nargs="+")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="sesame-turns-"))
     trees = {rev: tree(rev, work) for rev in args.revs}
     bench = Bench(argparse.Namespace(flood=COUNT, flood_rate=args.rate))
+    kind, count, rate = (WRONG, WRONG_COUNT, WRONG_RATE) if args.wrong else (KIND, COUNT, args.rate)
+    counter, unit = (
+        ("dropped fwknop bad hmac", "datagram") if args.wrong else ("spa accepted", "grant")
+    )
     taken: dict[str, list[float]] = {rev: [] for rev in trees}
     lone: dict[str, list[tuple[float, float]]] = {rev: [] for rev in trees}
     try:
@@ -76,9 +88,9 @@ def main() -> int:
                         send = lambda: bench.udp(62202, bench.spa_packet())  # noqa: E731
                         timed = bench.latency(send, bench.closer(daemon), args.lone)
                         lone[rev].append((float(timed["median"]), float(timed["p95"])))
-                    cpu, before = usage(pid).cpu, granted(daemon)
-                    bench.flood(KIND, COUNT, args.rate or None).communicate()
-                    made = granted(daemon) - before
+                    cpu, before = usage(pid).cpu, granted(daemon, counter)
+                    bench.flood(kind, count, rate or None).communicate()
+                    made = granted(daemon, counter) - before
                     spent = usage(pid).cpu - cpu
                 finally:
                     daemon.stop()
@@ -89,13 +101,13 @@ def main() -> int:
                     median, p95 = lone[rev][-1]
                     alone = f" · lone SPA {median:.2f} / {p95:.2f} ms"
                 print(
-                    f"round {turn + 1}: {rev} {taken[rev][-1]:.1f} µs a grant ({made} granted)"
+                    f"round {turn + 1}: {rev} {taken[rev][-1]:.1f} µs a {unit} ({made} {counter})"
                     + alone,
                     flush=True,
                 )
         print(f"pace {pace()} ms")
         for rev, figures in taken.items():
-            print(f"{rev}: {spread(figures):.1f} µs a grant ({len(figures)} rounds)")
+            print(f"{rev}: {spread(figures):.1f} µs a {unit} ({len(figures)} rounds)")
             if args.lone:
                 medians = spread([m for m, _ in lone[rev]])
                 p95s = spread([p for _, p in lone[rev]])
