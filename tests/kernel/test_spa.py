@@ -299,6 +299,11 @@ def test_a_flood_switches_the_sensor_to_batches_and_back(lab):
     daemon.wait_for(rf"flood: the kernel now delivers packets {QTHRESH_BUSY} at a time", 10)
     daemon.wait_for(r"flood over: the kernel delivers each packet at once again", 10)
     mark = daemon.mark()
+    daemon.signal(signal.SIGUSR1)
+    counted = daemon.wait_for(r"counters: (.*)", 10, since=mark).group(1)
+    assert "bad netlink" not in counted and "nflog" not in counted  # every batch read whole
+    assert re.search(r"dropped \w[^,=]*=\d{4}", counted)  # thousands judged and dropped
+    mark = daemon.mark()
     send(lab.user.netns, lab.server.ipv4, forge())
     daemon.wait_for(rf"opened door ssh to {lab.user.ipv4}", 10, since=mark)
 

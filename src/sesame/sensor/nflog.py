@@ -18,8 +18,8 @@ from sesame.wire.netlink import NETLINK_NETFILTER
 
 RCVBUF = 4 << 20
 BATCH = 2048  # packets one read hands on at most: then the loop sees to its other work
-QTHRESH_BUSY = 64  # packets the kernel gathers before it delivers them, during a flood
-BUFSIZE_BUSY = 32 << 10  # bytes it gathers them in then (by default, a page: about 10)
+QTHRESH_BUSY = 256  # packets the kernel gathers before it delivers them, during a flood
+BUFSIZE_BUSY = 128 << 10  # bytes it gathers them in then: the most it takes (a page: ~10)
 BUFSIZE_CALM = 4096  # a page: not below the default (the kernel ignores less, silently)
 FLOOD_RATE = 10_000  # packets a second
 
@@ -76,7 +76,7 @@ class NflogSensor:
             raise
         self.sock.setblocking(False)
         self._shapes = nflog.Shapes()
-        self._buffer = bytearray(65536)
+        self._buffer = bytearray(BUFSIZE_BUSY + SNAPLEN + 1024)  # a batch, or one packet
         self._view = memoryview(self._buffer)
 
     def fileno(self) -> int:
