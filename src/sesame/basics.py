@@ -12,33 +12,33 @@ from typing import Literal
 Address = IPv4Address | IPv6Address
 
 
-class Host4(IPv4Address):
-    """An IPv4Address that works out its hash once: ipaddress does it anew each time
-    (through a hex string), and a grant looks its address up a dozen times, in the
-    engine's books and the gate's. Equal to, and hashed as, the IPv4Address of the
-    same address: either finds the other in a dict."""
+class _KeptHash:
+    """The hash of an ipaddress address, worked out once: ipaddress does it anew each
+    time (through a hex string), and a grant looks its address up a dozen times, in
+    the engine's books and the gate's. Equal to, and hashed as, the ipaddress object of
+    the same address: either finds the other in a dict."""
 
-    __slots__ = ("_hash",)
-
-    def __hash__(self) -> int:
-        try:
-            return self._hash
-        except AttributeError:
-            self._hash: int = IPv4Address.__hash__(self)
-            return self._hash
-
-
-class Host6(IPv6Address):
-    """As Host4, for IPv6 (an address without a scope id)."""
-
-    __slots__ = ("_hash",)
+    __slots__ = ()
+    _hash: int
 
     def __hash__(self) -> int:
         try:
             return self._hash
         except AttributeError:
-            self._hash: int = IPv6Address.__hash__(self)
+            self._hash = super().__hash__()  # type: ignore[misc]  # (the slot is each subclass's)
             return self._hash
+
+
+class Host4(_KeptHash, IPv4Address):
+    """An IPv4Address that keeps its hash."""
+
+    __slots__ = ("_hash",)
+
+
+class Host6(_KeptHash, IPv6Address):
+    """An IPv6Address that keeps its hash (an address without a scope id)."""
+
+    __slots__ = ("_hash",)
 
 
 def host(address: Address) -> Address:
@@ -74,6 +74,10 @@ class Port:
 
     def __hash__(self) -> int:
         return self._hash
+
+    def __reduce__(self) -> tuple[type[Port], tuple[Proto, int, str, int, bool]]:
+        """Made anew where it is unpickled: the hash of a str is the process's own."""
+        return Port, (self.proto, self.number, self.host, self.to, self.every)
 
     def __post_init__(self) -> None:
         object.__setattr__(

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
+import pickle
 import socket
 import struct
 from ipaddress import IPv4Address, IPv6Address, ip_address
@@ -407,3 +409,4 @@ def test_a_port_keeps_its_hash_and_equal_ports_hash_alike(proto, number, other):
     moved = dataclasses.replace(port, number=other)
     assert (moved == Port(proto, other)) and hash(moved) == hash(Port(proto, other))
     assert "_hash" not in repr(port)
+    assert pickle.loads(pickle.dumps(port)) == port and copy.copy(port) == port
