@@ -28,15 +28,13 @@ import tempfile
 from io import BytesIO
 from pathlib import Path
 
+from bench import rules
 from bench.__main__ import FLOOD_USERS, SESAME_CONFIG, Bench
 from bench.lab import counters, nft, pace, settle, usage, write
 from bench.runs import spread
 from sesame.lab import DaemonProcess
 
 KIND, COUNT = "sesame-valid:62202", 20_000
-# --wrong: the benchmark's flood of wrongly keyed fwknop-format datagrams instead, and
-# the CPU a datagram refused (the counter of that refusal).
-WRONG, WRONG_COUNT, WRONG_RATE = "fwknop-wrong:62201", 100_000, 20_000.0
 
 
 def tree(rev: str, into: Path) -> str:
@@ -67,7 +65,11 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="sesame-turns-"))
     trees = {rev: tree(rev, work) for rev in args.revs}
     bench = Bench(argparse.Namespace(flood=COUNT, flood_rate=args.rate))
-    kind, count, rate = (WRONG, WRONG_COUNT, WRONG_RATE) if args.wrong else (KIND, COUNT, args.rate)
+    # --wrong: bench.rules' flood (the benchmark's wrongly keyed fwknop-format datagrams),
+    # and the CPU a datagram refused (the counter of that refusal).
+    kind, count, rate = (
+        (rules.KIND, rules.COUNT, rules.RATE) if args.wrong else (KIND, COUNT, args.rate)
+    )
     counter, unit = (
         ("dropped fwknop bad hmac", "datagram") if args.wrong else ("spa accepted", "grant")
     )
